@@ -1,0 +1,48 @@
+"""actionhub: supervised trio worker groups bound to topics on a message bus."""
+
+from .bus.base import Bus, DeadLetter
+from .bus.memory import MemoryBus
+from .errors import (
+    ActionHubError,
+    ConfigurationError,
+    HubStopped,
+    MalformedMessage,
+    Overloaded,
+    Reject,
+    Retry,
+)
+from .hub import ActionHub
+from .job import Job
+from .message import Message
+from .registry.templates import SlaveTemplate, WorkerTemplate, WorkerTemplateRegistry
+from .stats import WorkerStat
+from .supervision.escalation import Escalation
+from .supervision.policy import Backoff, Behaviour, EscalationProtocol, GroupConfig, Instance
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ActionHub",
+    "ActionHubError",
+    "Backoff",
+    "Behaviour",
+    "Bus",
+    "ConfigurationError",
+    "DeadLetter",
+    "Escalation",
+    "EscalationProtocol",
+    "GroupConfig",
+    "HubStopped",
+    "Instance",
+    "Job",
+    "MalformedMessage",
+    "MemoryBus",
+    "Message",
+    "Overloaded",
+    "Reject",
+    "Retry",
+    "SlaveTemplate",
+    "WorkerStat",
+    "WorkerTemplate",
+    "WorkerTemplateRegistry",
+]

@@ -1,0 +1,152 @@
+"""The bus seam: the one narrow protocol every transport implements.
+
+The hub and its groups only ever talk to a `Bus` and the `Subscription`s it hands out; the
+memory transport is both the embedded default and the test double for this same seam.
+
+Flow: a group owns an `Inbox` (its bounded buffer). ``bus.subscribe(topic, group, inbox)``
+makes the transport feed that inbox, never more than its free credit; the group's workers settle
+each `Delivery` through its subscription: ``ack`` once the action finished, ``retry`` with a
+delay, or ``dead_letter`` with a reason. Nothing is acked that did not finish.
+"""
+
+from __future__ import annotations
+
+import abc
+import time
+from contextlib import AbstractAsyncContextManager
+from typing import Protocol
+
+import attrs
+
+from ..message import Message
+
+
+class Inbox(Protocol):
+    """What a transport feeds: a group's bounded buffer of deliveries."""
+
+    @property
+    def name(self) -> str: ...
+
+    def free_credit(self) -> int:
+        """How many more deliveries fit right now."""
+        ...
+
+    async def wait_for_credit(self) -> int:
+        """Wait until at least one delivery fits; return how many do."""
+        ...
+
+    def put_nowait(self, delivery: Delivery) -> None:
+        """Add a delivery; the caller has checked `free_credit`."""
+        ...
+
+    async def put(self, delivery: Delivery, *, timeout: float | None = None) -> None:
+        """Add a delivery, waiting for room up to ``timeout`` (the group's ``accept_wait`` if
+        None); raise `Overloaded` after that, or `HubStopped` if the inbox is closed."""
+        ...
+
+
+class Delivery:
+    """One message handed to one consumer group, and how to settle it."""
+
+    __slots__ = ("message", "subscription", "token")
+
+    def __init__(self, message: Message, subscription: Subscription, token: object = None) -> None:
+        self.message = message
+        self.subscription = subscription
+        self.token = token  # transport-specific (a stream entry id, ...)
+
+    def __repr__(self) -> str:
+        return f"<Delivery {self.message.topic}:{self.message.id} attempt={self.message.attempt}>"
+
+
+@attrs.frozen
+class DeadLetter:
+    """A message that will not be retried, with why."""
+
+    message: Message
+    reason: str
+    error: str | None = None
+    traceback: str | None = None
+    attempts: int = 1
+    group: str | None = None
+    at: float = attrs.field(factory=time.time)
+    id: str = ""
+
+
+class Subscription(abc.ABC):
+    """One consumer group's view of a topic: how its deliveries are settled."""
+
+    topic: str
+    group: str
+
+    @abc.abstractmethod
+    async def ack(self, delivery: Delivery) -> None:
+        """The action finished: the message is done."""
+
+    @abc.abstractmethod
+    async def retry(self, delivery: Delivery, *, delay: float, error: str | None) -> None:
+        """Deliver the message to this group again after ``delay`` seconds, as the next attempt."""
+
+    @abc.abstractmethod
+    async def dead_letter(
+        self, delivery: Delivery, *, reason: str, error: str | None = None, traceback: str | None = None
+    ) -> None:
+        """Move the message to the topic's dead letters; it will not be retried."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Stop feeding the inbox. Unsettled deliveries stay unacknowledged."""
+
+
+class ReplyChannel(abc.ABC):
+    """A private address a requester waits on for one reply."""
+
+    address: str
+
+    @abc.abstractmethod
+    async def receive(self) -> Message:
+        """The next reply sent to `address`."""
+
+
+class Bus(abc.ABC):
+    """A transport. Chosen by URL (see `actionhub.bus.url.open_bus`)."""
+
+    url: str
+    #: True when unsettled messages survive the process (Redis streams): they are redelivered
+    #: rather than handed over in an escalation's ``pending_messages``.
+    durable: bool = False
+
+    @abc.abstractmethod
+    def open(self) -> AbstractAsyncContextManager[None]:
+        """Async context manager: connect, run background tasks, and clean up on exit."""
+
+    @abc.abstractmethod
+    async def publish(self, message: Message, *, delay: float | None = None) -> str:
+        """Send ``message`` to every consumer group of ``message.topic``; return its id."""
+
+    @abc.abstractmethod
+    async def subscribe(self, topic: str, group: str, inbox: Inbox) -> Subscription:
+        """Start feeding ``inbox`` with messages of ``topic`` for consumer group ``group``."""
+
+    @abc.abstractmethod
+    async def dead_letters(self, topic: str, *, limit: int = 100) -> list[DeadLetter]:
+        """The oldest ``limit`` dead letters of ``topic``."""
+
+    @abc.abstractmethod
+    async def requeue_dead_letters(self, topic: str, ids: list[str] | None = None) -> int:
+        """Publish dead letters again (all, or those ids) as attempt 1; return how many."""
+
+    @abc.abstractmethod
+    async def purge_dead_letters(self, topic: str, ids: list[str] | None = None) -> int:
+        """Delete dead letters (all, or those ids); return how many."""
+
+    @abc.abstractmethod
+    def reply_channel(self) -> AbstractAsyncContextManager[ReplyChannel]:
+        """Async context manager: a fresh reply address, removed on exit."""
+
+    @abc.abstractmethod
+    async def send_reply(self, address: str, message: Message) -> None:
+        """Send a reply to a requester's address (dropped if nobody waits any more)."""
+
+
+__all__ = ["Bus", "DeadLetter", "Delivery", "Inbox", "ReplyChannel", "Subscription"]

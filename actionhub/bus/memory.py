@@ -1,0 +1,245 @@
+"""``memory://``: the in-process bus, with the ack / retry / dead-letter semantics of streams.
+
+It is the embedded default and the test double of the bus seam. Publishing puts the message
+straight into each consumer group's buffer (waiting up to the group's ``accept_wait`` for room,
+then `Overloaded`), so there is no hidden unbounded queue. Payloads are copied through JSON on
+publish, so an action sees exactly what it would see from Redis.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import secrets
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import attrs
+import orjson
+import trio
+
+from ..errors import ConfigurationError, HubStopped
+from ..message import DEFAULT_MAX_MESSAGE_BYTES, Message
+from .base import Bus, DeadLetter, Delivery, Inbox, ReplyChannel, Subscription
+
+
+class MemoryBus(Bus):
+    """In-process transport. One instance may be shared by several hubs in one process."""
+
+    durable = False
+
+    def __init__(
+        self,
+        *,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        max_dead_letters: int = 10_000,
+        url: str = "memory://",
+    ) -> None:
+        self.url = url
+        self.max_message_bytes = max_message_bytes
+        self._groups: dict[str, dict[str, list[_MemorySubscription]]] = {}
+        self._dead: dict[str, deque[DeadLetter]] = {}
+        self._max_dead = max_dead_letters
+        self._replies: dict[str, trio.MemorySendChannel[Message]] = {}
+        self._nursery: trio.Nursery | None = None
+        self._users = 0
+        self._round_robin = itertools.count()
+        self._dead_ids = itertools.count(1)
+
+    @asynccontextmanager
+    async def open(self) -> AsyncIterator[None]:
+        if self._nursery is not None:  # shared by several hubs: the first opener runs it
+            self._users += 1
+            try:
+                yield
+            finally:
+                self._users -= 1
+            return
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            try:
+                yield
+            finally:
+                self._nursery = None
+                nursery.cancel_scope.cancel()  # pending delays die with the bus, like a process
+
+    def _copy(self, message: Message) -> Message:
+        try:
+            raw = orjson.dumps(message.payload)
+        except TypeError as exc:
+            raise TypeError(f"payload is not JSON-serialisable: {exc}") from None
+        if len(raw) > self.max_message_bytes:
+            raise ValueError(f"payload is {len(raw)} bytes, over the limit of {self.max_message_bytes}")
+        return attrs.evolve(message, payload=orjson.loads(raw))
+
+    async def publish(self, message: Message, *, delay: float | None = None) -> str:
+        message = self._copy(message)
+        if delay is not None and delay > 0:
+            self._later(delay, self._fan_out, message)
+        else:
+            await self._fan_out(message)
+        return message.id
+
+    async def _fan_out(self, message: Message) -> None:
+        for subscriptions in list(self._groups.get(message.topic, {}).values()):
+            await self._deliver(subscriptions, message)
+
+    async def _deliver(self, subscriptions: list[_MemorySubscription], message: Message) -> None:
+        if not subscriptions:
+            return
+        if len(subscriptions) == 1:
+            target = subscriptions[0]
+        else:  # hubs sharing a group share the work: the next one with room, else round robin
+            start = next(self._round_robin)
+            ordered = [subscriptions[(start + i) % len(subscriptions)] for i in range(len(subscriptions))]
+            target = next((s for s in ordered if s.inbox.free_credit() > 0), ordered[0])
+        inbox = target.inbox
+        if inbox.free_credit() > 0:
+            inbox.put_nowait(Delivery(message, target))
+        else:
+            await inbox.put(Delivery(message, target))
+
+    def _later(self, delay: float, fn: object, *args: object) -> None:
+        if self._nursery is None:
+            raise HubStopped("memory bus is not open")
+
+        async def later() -> None:
+            await trio.sleep(delay)
+            await fn(*args)  # type: ignore[operator]
+
+        self._nursery.start_soon(later)
+
+    async def subscribe(self, topic: str, group: str, inbox: Inbox) -> Subscription:
+        subscription = _MemorySubscription(self, topic, group, inbox)
+        self._groups.setdefault(topic, {}).setdefault(group, []).append(subscription)
+        return subscription
+
+    def _unsubscribe(self, subscription: _MemorySubscription) -> None:
+        groups = self._groups.get(subscription.topic, {})
+        members = groups.get(subscription.group, [])
+        if subscription in members:
+            members.remove(subscription)
+        if not members:
+            groups.pop(subscription.group, None)
+        if not groups:
+            self._groups.pop(subscription.topic, None)
+
+    async def _redeliver(self, subscription: _MemorySubscription, message: Message) -> None:
+        members = self._groups.get(subscription.topic, {}).get(subscription.group)
+        if not members:
+            self._add_dead_letter(
+                DeadLetter(
+                    message,
+                    reason="group gone: nobody consumes it any more",
+                    group=subscription.group,
+                    attempts=message.attempt - 1,
+                )
+            )
+            return
+        try:
+            await self._deliver(members, message)
+        except HubStopped:
+            self._add_dead_letter(
+                DeadLetter(
+                    message,
+                    reason="group stopped before the retry was due",
+                    group=subscription.group,
+                    attempts=message.attempt - 1,
+                )
+            )
+
+    def _add_dead_letter(self, letter: DeadLetter) -> None:
+        letters = self._dead.setdefault(letter.message.topic, deque(maxlen=self._max_dead))
+        letters.append(attrs.evolve(letter, id=str(next(self._dead_ids))))
+
+    async def dead_letters(self, topic: str, *, limit: int = 100) -> list[DeadLetter]:
+        return list(itertools.islice(self._dead.get(topic, ()), limit))
+
+    async def requeue_dead_letters(self, topic: str, ids: list[str] | None = None) -> int:
+        taken = self._take_dead(topic, ids)
+        for letter in taken:
+            await self.publish(attrs.evolve(letter.message, attempt=1))
+        return len(taken)
+
+    async def purge_dead_letters(self, topic: str, ids: list[str] | None = None) -> int:
+        return len(self._take_dead(topic, ids))
+
+    def _take_dead(self, topic: str, ids: list[str] | None) -> list[DeadLetter]:
+        letters = self._dead.get(topic, deque())
+        wanted = None if ids is None else set(ids)
+        taken = [dl for dl in letters if wanted is None or dl.id in wanted]
+        kept = [dl for dl in letters if wanted is not None and dl.id not in wanted]
+        letters.clear()
+        letters.extend(kept)
+        return taken
+
+    @asynccontextmanager
+    async def reply_channel(self) -> AsyncIterator[ReplyChannel]:
+        address = f"reply:{secrets.token_hex(8)}"
+        send, receive = trio.open_memory_channel[Message](math.inf)
+        self._replies[address] = send
+        try:
+            yield _MemoryReplyChannel(address, receive)
+        finally:
+            del self._replies[address]
+            send.close()
+            receive.close()
+
+    async def send_reply(self, address: str, message: Message) -> None:
+        channel = self._replies.get(address)
+        if channel is not None:
+            channel.send_nowait(self._copy(message))
+
+
+class _MemorySubscription(Subscription):
+    def __init__(self, bus: MemoryBus, topic: str, group: str, inbox: Inbox) -> None:
+        self.bus = bus
+        self.topic = topic
+        self.group = group
+        self.inbox = inbox
+
+    async def ack(self, delivery: Delivery) -> None:
+        pass  # in-process: a finished message needs no bookkeeping
+
+    async def retry(self, delivery: Delivery, *, delay: float, error: str | None) -> None:
+        message = attrs.evolve(delivery.message, attempt=delivery.message.attempt + 1)
+        self.bus._later(delay, self.bus._redeliver, self, message)
+
+    async def dead_letter(
+        self, delivery: Delivery, *, reason: str, error: str | None = None, traceback: str | None = None
+    ) -> None:
+        self.bus._add_dead_letter(
+            DeadLetter(
+                delivery.message,
+                reason=reason,
+                error=error,
+                traceback=traceback,
+                attempts=delivery.message.attempt,
+                group=self.group,
+                at=time.time(),
+            )
+        )
+
+    async def close(self) -> None:
+        self.bus._unsubscribe(self)
+
+
+class _MemoryReplyChannel(ReplyChannel):
+    def __init__(self, address: str, receive: trio.MemoryReceiveChannel[Message]) -> None:
+        self.address = address
+        self._receive = receive
+
+    async def receive(self) -> Message:
+        return await self._receive.receive()
+
+
+def memory_bus_from_url(url: str) -> MemoryBus:
+    from .url import parse_query
+
+    params = parse_query(url, allowed={"max_message_bytes", "max_dead_letters"})
+    try:
+        return MemoryBus(url=url, **{k: int(v) for k, v in params.items()})
+    except ValueError as exc:
+        raise ConfigurationError(f"bad memory:// option in {url!r}: {exc}") from None

@@ -1,0 +1,47 @@
+"""Exceptions of actionhub: the ones actions raise on purpose, and the ones the hub raises."""
+
+from __future__ import annotations
+
+
+class ActionHubError(Exception):
+    """Base class of every error actionhub raises itself."""
+
+
+class ConfigurationError(ActionHubError, ValueError):
+    """A hub, action or bus was configured with values that cannot work."""
+
+
+class HubStopped(ActionHubError):
+    """The hub is stopping or stopped: it accepts no more messages."""
+
+
+class Overloaded(ActionHubError):
+    """A group's buffer stayed full for ``accept_wait`` seconds; the message was not accepted."""
+
+    def __init__(self, group: str, accept_wait: float) -> None:
+        super().__init__(f"group {group!r} is overloaded: its buffer stayed full for {accept_wait}s")
+        self.group = group
+        self.accept_wait = accept_wait
+
+
+class MalformedMessage(ActionHubError, ValueError):
+    """An envelope read from the wire is not a valid wire-format v1 message."""
+
+
+class Retry(Exception):
+    """Raised by an action: try this message again later (after ``delay`` seconds, or the
+    group's retry backoff). Not a panic; still bounded by ``max_attempts``."""
+
+    def __init__(self, delay: float | None = None) -> None:
+        super().__init__(delay)
+        if delay is not None and delay < 0:
+            raise ValueError("Retry delay must be >= 0")
+        self.delay = delay
+
+
+class Reject(Exception):
+    """Raised by an action: this message can never succeed; dead-letter it now. Not a panic."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

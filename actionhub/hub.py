@@ -1,0 +1,336 @@
+"""ActionHub: binds actions to topics on a bus and supervises a WorkerGroup for each."""
+
+from __future__ import annotations
+
+import contextvars
+import enum
+import logging
+import os
+import secrets
+import traceback as tb_module
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+
+from .bus.base import Bus, DeadLetter
+from .bus.url import open_bus
+from .errors import ConfigurationError, HubStopped
+from .message import JSON, Message
+from .registry.templates import Action, WorkerTemplate, WorkerTemplateRegistry
+from .stats import WorkerStat
+from .supervision.escalation import (
+    Escalation,
+    EscalationCallback,
+    EscalationDispatcher,
+    normalize_callbacks,
+)
+from .supervision.group import WorkerGroup, attach
+from .supervision.master import MasterGroup
+from .supervision.policy import EscalationProtocol
+
+log = logging.getLogger("actionhub.hub")
+
+_running_hub: contextvars.ContextVar[ActionHub | None] = contextvars.ContextVar(
+    "actionhub_running", default=None
+)
+
+
+class _State(enum.Enum):
+    NEW = "new"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+class _MessageIds:
+    """Unique message ids without a syscall per message: a random per-hub prefix and a counter."""
+
+    def __init__(self) -> None:
+        self._prefix = secrets.token_hex(6)
+        self._next = 0
+
+    def __call__(self) -> str:
+        self._next += 1
+        return f"{self._prefix}-{self._next}"
+
+
+class ActionHub:
+    """Binds named actions to topics on a bus and supervises a WorkerGroup for each.
+
+    A hub runs once: ``async with hub.running(): ...`` (or ``await hub.run()`` in a nursery).
+    """
+
+    def __init__(
+        self,
+        bus: str | Bus = "memory://",
+        *,
+        registry: WorkerTemplateRegistry | None = None,
+        on_escalation: EscalationCallback | Sequence[EscalationCallback] | None = None,
+        name: str | None = None,
+        escalation_timeout: float = 30.0,
+    ) -> None:
+        self.bus: Bus = open_bus(bus) if isinstance(bus, str) else bus
+        self.name = name or f"hub-{os.getpid()}-{secrets.token_hex(3)}"
+        self.registry = registry
+        self._own = WorkerTemplateRegistry()
+        self._dispatcher = EscalationDispatcher(
+            normalize_callbacks(on_escalation), callback_timeout=escalation_timeout
+        )
+        self._groups: dict[str, WorkerGroup] = {}  # live top-level groups, in start order
+        self._state = _State.NEW
+        self._nursery: trio.Nursery | None = None
+        self._stop_requested = trio.Event()
+        self._stopped = trio.Event()
+        self._ids = _MessageIds()
+
+    # ------------------------------------------------------------------ binding
+
+    def action(
+        self, name: str, *, topic: str | None = None, group: str | None = None, **config: Any
+    ) -> Callable[[Action], Action]:
+        """Decorator: run ``fn`` for every message of ``topic`` (default: ``name``) in a
+        supervised group configured by ``config`` (see `GroupConfig`)."""
+
+        def decorate(fn: Action) -> Action:
+            self.bind(name, fn, topic=topic, group=group, **config)
+            return fn
+
+        return decorate
+
+    def bind(
+        self, name: str, fn: Action, *, topic: str | None = None, group: str | None = None, **config: Any
+    ) -> WorkerTemplate:
+        """Bind ``fn`` as action ``name``; on a running hub its group starts at once."""
+        if self._state in (_State.STOPPING, _State.STOPPED):
+            raise HubStopped(f"hub {self.name} is stopped")
+        template = WorkerTemplate.build(name, fn, topic=topic, group=group, **config)
+        if name in self._groups or (self.registry is not None and self.registry.has(name)):
+            raise ConfigurationError(f"an action named {name!r} is already bound")
+        self._own.register(template)
+        if self._state is _State.RUNNING:
+            assert self._nursery is not None
+            self._nursery.start_soon(self._start_template, template, False)
+        return template
+
+    async def unbind(self, name: str) -> None:
+        """Stop action ``name`` gracefully and forget it; the name can be bound again."""
+        if self._own.has(name):
+            self._own.delete(name)
+        elif name not in self._groups:
+            raise KeyError(f"no action named {name!r} is bound")
+        group = self._groups.pop(name, None)
+        if group is not None:
+            await group.stop()
+
+    # ------------------------------------------------------------------ running
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve until cancelled or `stop` is called; then stop gracefully."""
+        if self._state is not _State.NEW:
+            raise RuntimeError(f"hub {self.name} has already run; make a new ActionHub")
+        self._state = _State.RUNNING
+        token = _running_hub.set(self)
+        try:
+            async with self.bus.open(), trio.open_nursery() as nursery:
+                self._nursery = nursery
+                await nursery.start(self._dispatcher.run)
+                for template in self._own:
+                    await self._start_template(template, False)
+                for template in self.registry or ():
+                    await self._start_template(template, True)
+                log.info("hub %s running on %s with %d group(s)", self.name, self.bus.url, len(self._groups))
+                task_status.started()
+                await self._stop_requested.wait()
+                self._state = _State.STOPPING
+                async with trio.open_nursery() as stoppers:
+                    for group in list(self._groups.values()):
+                        stoppers.start_soon(group.stop)
+                self._dispatcher.close()  # drains what is queued, each callback within its timeout
+        finally:
+            self._state = _State.STOPPED
+            self._nursery = None
+            self._stopped.set()
+            _running_hub.reset(token)
+            log.info("hub %s stopped", self.name)
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[ActionHub]:
+        """``async with hub.running():`` starts every group; leaving the block stops gracefully."""
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.run)
+            try:
+                yield self
+            finally:
+                self._stop_requested.set()
+
+    async def stop(self) -> None:
+        """Graceful stop: intake closes, in-flight work gets ``shutdown_timeout`` to finish.
+        Called from inside one of this hub's actions it only requests the stop (an action
+        cannot wait for its own end)."""
+        if self._state is _State.NEW:
+            self._state = _State.STOPPED
+            self._stopped.set()
+            return
+        self._stop_requested.set()
+        if _running_hub.get() is not self:
+            await self._stopped.wait()
+
+    @property
+    def is_running(self) -> bool:
+        return self._state is _State.RUNNING
+
+    async def _start_template(self, template: WorkerTemplate, lazy: bool) -> None:
+        group = self._make_group(template, lazy)
+        self._groups[template.name] = group
+        try:
+            await attach(group, self.bus, template.group)
+        except Exception as error:
+            self._groups.pop(template.name, None)
+            self._report_start_failure(template.name, error)
+            return
+        if not lazy:
+            assert self._nursery is not None
+            await self._nursery.start(self._supervise, group)
+
+    def _start_lazily(self, group: WorkerGroup) -> None:
+        if self._nursery is not None and self._state is _State.RUNNING:
+            self._nursery.start_soon(self._supervise, group)
+
+    async def _supervise(
+        self, group: WorkerGroup, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        outcome = await group.run(task_status=task_status)
+        if outcome.escalated and self._groups.get(group.name) is group:
+            del self._groups[group.name]  # the group closed its subscription itself
+            log.error("hub %s removed group %s after an escalation", self.name, group.name)
+
+    def _make_group(self, template: WorkerTemplate, lazy: bool) -> WorkerGroup:
+        common: dict[str, Any] = dict(
+            name=template.name,
+            topic=template.topic,
+            action=template.fn,
+            config=template.config,
+            hub=self,
+            report=self._dispatcher.report,
+            on_first_message=self._start_lazily if lazy else None,
+        )
+        if not template.slaves:
+            return WorkerGroup(**common)
+
+        def slave_factory(slave_template: Any) -> Any:
+            async def make() -> WorkerGroup:
+                name = template.slave_name(slave_template)
+                slave = WorkerGroup(
+                    name=name,
+                    topic=name,
+                    action=slave_template.fn,
+                    config=slave_template.config,
+                    hub=self,
+                    report=self._dispatcher.report,
+                )
+                await attach(slave, self.bus, name)
+                return slave
+
+            return make
+
+        return MasterGroup(slave_factories=[slave_factory(s) for s in template.slaves], **common)
+
+    def _report_start_failure(self, name: str, error: Exception) -> None:
+        log.error("group %s failed to start: %r", name, error)
+        self._dispatcher.report(
+            Escalation(
+                group=name,
+                error=error,
+                traceback="".join(tb_module.format_exception(error)),
+                reason="start_failure",
+                worker_protocol=EscalationProtocol.KILL_AND_ESCALATE,
+                group_protocol=EscalationProtocol.KILL_AND_ESCALATE,
+            )
+        )
+
+    # ------------------------------------------------------------------ messages
+
+    def _check_running(self) -> None:
+        if self._state is not _State.RUNNING:
+            if self._state is _State.NEW:
+                raise HubStopped(f"hub {self.name} is not running yet (use hub.running() or hub.run())")
+            raise HubStopped(f"hub {self.name} is stopped")
+
+    async def publish(
+        self,
+        topic: str,
+        payload: JSON,
+        *,
+        headers: dict[str, str] | None = None,
+        reply_to: str | None = None,
+        delay: float | None = None,
+    ) -> str:
+        """Publish ``payload`` (JSON) to ``topic``; every consumer group of the topic gets it.
+        Returns the message id. Raises `Overloaded` if a group's buffer stays full for its
+        ``accept_wait`` (in-process bus), `HubStopped` once the hub stops."""
+        self._check_running()
+        if delay is not None and delay < 0:
+            raise ValueError("delay must be >= 0")
+        message = Message(
+            topic=topic, payload=payload, id=self._ids(), headers=headers or {}, reply_to=reply_to
+        )
+        return await self.bus.publish(message, delay=delay)
+
+    async def request(
+        self, topic: str, payload: JSON, *, timeout: float, headers: dict[str, str] | None = None
+    ) -> Message:
+        """Publish and wait for the first reply (``job.reply``); `trio.TooSlowError` after ``timeout``."""
+        self._check_running()
+        async with self.bus.reply_channel() as channel:
+            await self.publish(topic, payload, headers=headers, reply_to=channel.address)
+            with trio.fail_after(timeout):
+                return await channel.receive()
+
+    async def _send_reply(self, request: Message, payload: JSON, headers: dict[str, str]) -> None:
+        assert request.reply_to is not None
+        reply = Message(
+            topic=request.reply_to,
+            payload=payload,
+            id=self._ids(),
+            headers={**headers, "in_reply_to": request.id},
+        )
+        await self.bus.send_reply(request.reply_to, reply)
+
+    # ------------------------------------------------------------------ introspection
+
+    def stats(self) -> list[WorkerStat]:
+        """One snapshot per running group, masters before their slaves."""
+        out: list[WorkerStat] = []
+        for group in list(self._groups.values()):
+            if not group.started:
+                continue
+            out.append(group.stats())
+            if isinstance(group, MasterGroup):
+                out.extend(s.stats() for s in group.slaves.values() if s.started and not s.finished.is_set())
+        return out
+
+    def group(self, name: str) -> WorkerGroup:
+        """The live group of action ``name`` (or a slave, by its full name)."""
+        if name in self._groups:
+            return self._groups[name]
+        for group in self._groups.values():
+            if isinstance(group, MasterGroup) and name in group.slaves:
+                return group.slaves[name]
+        raise KeyError(f"no running group named {name!r}")
+
+    async def dead_letters(self, topic: str, *, limit: int = 100) -> list[DeadLetter]:
+        """The oldest ``limit`` dead letters of ``topic``, each with its reason and error."""
+        return await self.bus.dead_letters(topic, limit=limit)
+
+    async def requeue_dead_letters(self, topic: str, ids: list[str] | None = None) -> int:
+        """Publish dead letters of ``topic`` again (all, or those ids) as first attempts."""
+        return await self.bus.requeue_dead_letters(topic, ids)
+
+    async def purge_dead_letters(self, topic: str, ids: list[str] | None = None) -> int:
+        """Delete dead letters of ``topic`` (all, or those ids)."""
+        return await self.bus.purge_dead_letters(topic, ids)
+
+    def __repr__(self) -> str:
+        return f"<ActionHub {self.name} {self.bus.url} {self._state.value}>"

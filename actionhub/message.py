@@ -1,0 +1,107 @@
+"""The message envelope (wire format v1) and its validation."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from typing import Any
+
+import attrs
+import orjson
+
+from .errors import MalformedMessage
+
+#: JSON values as they come off the wire.
+JSON = Any
+
+WIRE_VERSION = 1
+DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
+
+_ENVELOPE_KEYS = frozenset({"id", "payload", "headers", "reply_to", "created_at", "attempt"})
+
+
+def _check_headers(_: object, __: attrs.Attribute[dict[str, str]], value: dict[str, str]) -> None:
+    for key, item in value.items():
+        if not isinstance(key, str) or not isinstance(item, str):
+            raise TypeError("headers must map str to str")
+
+
+@attrs.frozen(slots=True)
+class Message:
+    """One message on a topic: the decoded envelope plus where it was read from."""
+
+    topic: str
+    payload: JSON
+    id: str = ""
+    headers: dict[str, str] = attrs.field(factory=dict, validator=_check_headers)
+    reply_to: str | None = None
+    created_at: float = attrs.field(factory=time.time)
+    attempt: int = 1
+
+    def envelope(self) -> dict[str, JSON]:
+        """The wire-format v1 envelope of this message (the topic is where it is sent)."""
+        doc: dict[str, JSON] = {"id": self.id, "payload": self.payload, "created_at": self.created_at}
+        if self.headers:
+            doc["headers"] = self.headers
+        if self.reply_to is not None:
+            doc["reply_to"] = self.reply_to
+        if self.attempt != 1:
+            doc["attempt"] = self.attempt
+        return doc
+
+    def encode(self) -> bytes:
+        """Serialise to the JSON envelope of wire format v1."""
+        return orjson.dumps(self.envelope())
+
+
+def decode(topic: str, raw: bytes | str, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Message:
+    """Parse a wire-format v1 envelope; raise `MalformedMessage` saying what is wrong."""
+    if len(raw) > max_bytes:
+        raise MalformedMessage(f"message is {len(raw)} bytes, over the limit of {max_bytes}")
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedMessage(f"not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise MalformedMessage(f"envelope must be a JSON object, not {type(doc).__name__}")
+    if "payload" not in doc:
+        raise MalformedMessage("envelope has no 'payload'")
+    unknown = doc.keys() - _ENVELOPE_KEYS
+    if unknown:
+        raise MalformedMessage(f"envelope has unknown keys: {sorted(unknown)}")
+    msg_id = doc.get("id", "")
+    headers = doc.get("headers", {})
+    reply_to = doc.get("reply_to")
+    created_at = doc.get("created_at", time.time())
+    attempt = doc.get("attempt", 1)
+    if not isinstance(msg_id, str):
+        raise MalformedMessage("'id' must be a string")
+    if not isinstance(headers, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+    ):
+        raise MalformedMessage("'headers' must be an object of string to string")
+    if reply_to is not None and not isinstance(reply_to, str):
+        raise MalformedMessage("'reply_to' must be a string")
+    if isinstance(created_at, bool) or not isinstance(created_at, (int, float)):
+        raise MalformedMessage("'created_at' must be a number (epoch seconds)")
+    if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 1:
+        raise MalformedMessage("'attempt' must be an integer >= 1")
+    return Message(
+        topic=topic,
+        payload=doc["payload"],
+        id=msg_id,
+        headers=headers,
+        reply_to=reply_to,
+        created_at=float(created_at),
+        attempt=attempt,
+    )
+
+
+class IdGenerator:
+    """Stream-like ids, ``<milliseconds>-<sequence>``, increasing within one process."""
+
+    def __init__(self) -> None:
+        self._counter = itertools.count()
+
+    def __call__(self) -> str:
+        return f"{int(time.time() * 1000)}-{next(self._counter)}"

@@ -1,0 +1,3 @@
+from .templates import SlaveTemplate, WorkerTemplate, WorkerTemplateRegistry
+
+__all__ = ["SlaveTemplate", "WorkerTemplate", "WorkerTemplateRegistry"]

@@ -1,0 +1,44 @@
+"""WorkerStat: the frozen snapshot of one group's counters."""
+
+from __future__ import annotations
+
+import attrs
+
+from .supervision.policy import Behaviour, Instance
+
+
+@attrs.frozen
+class WorkerStat:
+    """One consistent snapshot of a WorkerGroup (the seed's fields, snake_case, and more)."""
+
+    addr: str
+    topic: str
+    instance: Instance
+    behaviour: Behaviour
+    max_workers: int
+    min_workers: int
+    total_message_received: int
+    total_message_processed: int
+    total_escalations: int
+    total_panics: int
+    total_restarts: int
+    available_worker_capacity: int
+    total_current_workers: int
+    total_created_workers: int
+    total_killed_workers: int
+    total_idled_workers: int
+    buffered: int
+    in_flight: int
+    total_failed: int
+    total_retried: int
+    total_dead_lettered: int
+    total_rejected: int
+    total_timeouts: int
+    total_overloaded: int
+
+    def as_dict(self) -> dict[str, object]:
+        """Plain JSON-friendly dict (enums by value)."""
+        out = attrs.asdict(self)
+        out["instance"] = self.instance.value
+        out["behaviour"] = self.behaviour.value
+        return out

@@ -1,0 +1,600 @@
+"""WorkerGroup: a one-for-one supervisor of identical workers, with demand-driven scaling.
+
+One supervisor task handles one event at a time (a panic, a due restart, a stop). Everything
+that must be atomic (spawning within ``max_workers``, idling out above ``min_workers``) happens
+between two checkpoints, which trio guarantees nobody can interleave.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import logging
+import math
+import random
+import traceback as tb_module
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+import attrs
+import trio
+
+from ..bus.base import Bus, Delivery, Subscription
+from ..errors import HubStopped, Overloaded, Reject, Retry
+from ..job import Job
+from ..message import Message
+from ..stats import WorkerStat
+from .escalation import Escalation, EscalationReason
+from .policy import Behaviour, EscalationProtocol, GroupConfig, Instance, RestartIntensity
+
+if TYPE_CHECKING:
+    from ..hub import ActionHub
+
+log = logging.getLogger("actionhub.group")
+
+Action = Callable[[Job], Awaitable[object]]
+Report = Callable[[Escalation], None]
+
+
+class _Exit(enum.Enum):
+    STOPPED = "stopped"  # told to stop (shutdown, restart-all): normal
+    IDLE = "idle"  # idle above min_workers for max_idleness: normal
+    ONE_TIME = "one_time"  # handled its one message: normal
+    PANIC = "panic"  # the action raised: a restart case
+    KILLED = "killed"  # cancelled by the supervisor after a deadline
+
+
+class _Worker:
+    __slots__ = ("exit", "id", "panic", "scope", "stopping")
+
+    def __init__(self, worker_id: int) -> None:
+        self.id = worker_id
+        self.scope = trio.CancelScope()
+        self.stopping = False
+        self.exit = _Exit.STOPPED
+        self.panic: _Panic | None = None
+
+
+@attrs.frozen
+class _Panic:
+    error: BaseException
+    traceback: str
+    message: Message
+
+
+@attrs.frozen
+class _Respawn:
+    pass
+
+
+@attrs.frozen
+class _Stop:
+    pass
+
+
+@attrs.frozen
+class _Escalate:
+    """Asked from outside the supervisor (a master whose slaves exhausted its restart limit)."""
+
+    escalation: Escalation
+
+
+_Event = _Panic | _Respawn | _Stop | _Escalate
+
+
+@attrs.frozen
+class GroupOutcome:
+    """How a group's run ended: stopped on request, or escalated (then the owner removes it)."""
+
+    escalation: Escalation | None = None
+
+    @property
+    def escalated(self) -> bool:
+        return self.escalation is not None
+
+
+class WorkerGroup:
+    """The supervised pool of workers running one action for one consumer group of a topic."""
+
+    _ids = itertools.count(1)
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        topic: str,
+        action: Action,
+        config: GroupConfig,
+        hub: ActionHub,
+        report: Report,
+        on_first_message: Callable[[WorkerGroup], None] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.name = name
+        self.topic = topic
+        self.action = action
+        self.config = config
+        self.hub = hub
+        self._report = report
+        self._on_first_message = on_first_message
+        self._rng = rng or random.Random()
+        self._min = config.effective_min
+        self._max = config.effective_max
+        self._one_time = config.instance is Instance.ONE_TIME
+        self._intensity = RestartIntensity(config.max_restarts, config.restart_window)
+        self.subscription: Subscription | None = None
+
+        self._buffer: deque[Delivery] = deque()
+        self._work_ready = trio.lowlevel.ParkingLot()  # idle workers wait here
+        self._room = trio.lowlevel.ParkingLot()  # publishers waiting for buffer room
+        self._worker_exited = trio.lowlevel.ParkingLot()
+        self._events_send, self._events = trio.open_memory_channel[_Event](math.inf)
+        self._workers: dict[int, _Worker] = {}
+        self._worker_ids = itertools.count(1)
+        self._nursery: trio.Nursery | None = None
+        self._timers: trio.Nursery | None = None
+        self._pending_respawns = 0
+        self._paused = False  # restart-all in progress: workers take nothing new
+        self._closed = False  # intake closed: stopping or escalating
+        self.started = False
+        self.finished = trio.Event()
+
+        self.received = 0
+        self.processed = 0
+        self.escalations = 0
+        self.panics = 0
+        self.restarts = 0
+        self.created = 0
+        self.killed = 0
+        self.idled = 0
+        self.in_flight = 0
+        self.failed = 0
+        self.retried = 0
+        self.dead_lettered = 0
+        self.rejected = 0
+        self.timeouts = 0
+        self.overloaded = 0
+
+    # ------------------------------------------------------------------ intake (the bus Inbox)
+
+    def free_credit(self) -> int:
+        if self._closed:
+            return 0
+        return max(0, self.config.buffer - len(self._buffer))
+
+    async def wait_for_credit(self) -> int:
+        while not self.free_credit():
+            if self._closed:
+                raise HubStopped(f"group {self.name!r} is closed")
+            await self._room.park()
+        return self.free_credit()
+
+    def put_nowait(self, delivery: Delivery) -> None:
+        if self._closed:
+            raise HubStopped(f"group {self.name!r} is closed")
+        self._buffer.append(delivery)
+        self.received += 1
+        if not self.started:
+            if self._on_first_message is not None:
+                callback, self._on_first_message = self._on_first_message, None
+                callback(self)
+            return
+        self._dispatch()
+
+    async def put(self, delivery: Delivery, *, timeout: float | None = None) -> None:
+        if self.free_credit():
+            self.put_nowait(delivery)
+            return
+        wait = self.config.accept_wait if timeout is None else timeout
+        with trio.move_on_after(wait):
+            await self.wait_for_credit()
+            self.put_nowait(delivery)
+            return
+        self.overloaded += 1
+        raise Overloaded(self.name, wait)
+
+    def _dispatch(self) -> None:
+        """A message is waiting: wake an idle worker, or start one if there is none and room."""
+        if self._paused:
+            return
+        if self._work_ready:
+            self._work_ready.unpark()
+        elif len(self._workers) + self._pending_respawns < self._max:
+            self._spawn()
+
+    # ------------------------------------------------------------------ workers
+
+    def _spawn(self) -> None:
+        assert self._nursery is not None
+        worker = _Worker(next(self._worker_ids))
+        self._workers[worker.id] = worker
+        self.created += 1
+        self._nursery.start_soon(self._worker_main, worker, name=f"{self.name}#worker-{worker.id}")
+
+    def _ensure_min(self) -> None:
+        while len(self._workers) + self._pending_respawns < self._min and not self._closed:
+            self._spawn()
+
+    def _idle_may_exit(self) -> bool:
+        return len(self._workers) > self._min and not self._buffer
+
+    async def _next(self, worker: _Worker) -> Delivery | None:
+        idleness = self.config.max_idleness
+        while True:
+            if worker.stopping:
+                worker.exit = _Exit.STOPPED
+                return None
+            if self._buffer and not self._paused:
+                delivery = self._buffer.popleft()
+                if self._room:
+                    self._room.unpark()
+                return delivery
+            if len(self._workers) > self._min:
+                with trio.move_on_after(idleness):
+                    await self._work_ready.park()
+                    continue
+                if self._idle_may_exit() and not worker.stopping:
+                    worker.exit = _Exit.IDLE
+                    return None
+            else:
+                await self._work_ready.park()
+
+    async def _worker_main(self, worker: _Worker) -> None:
+        try:
+            with worker.scope:
+                while True:
+                    delivery = await self._next(worker)
+                    if delivery is None:
+                        break
+                    panic = await self._handle(delivery)
+                    if panic is not None:
+                        if self.config.behaviour is not Behaviour.DO_NOTHING:
+                            worker.exit = _Exit.PANIC
+                            worker.panic = panic  # reported once the worker has left the pool
+                            break
+                        self._events_send.send_nowait(panic)
+                    if self._one_time:
+                        worker.exit = _Exit.ONE_TIME
+                        break
+            if worker.scope.cancelled_caught:
+                worker.exit = _Exit.KILLED
+        finally:
+            self._on_worker_exit(worker)
+
+    def _on_worker_exit(self, worker: _Worker) -> None:
+        del self._workers[worker.id]
+        if worker.exit is _Exit.IDLE:
+            self.idled += 1
+        elif worker.exit in (_Exit.PANIC, _Exit.KILLED):
+            self.killed += 1
+        self._worker_exited.unpark_all()
+        if worker.panic is not None:
+            self._events_send.send_nowait(worker.panic)
+            return  # the supervisor decides what replaces a panicked worker, and when
+        if self._closed or self._paused:
+            return
+        self._ensure_min()
+        if self._buffer and not self._work_ready:
+            self._dispatch()
+
+    async def _handle(self, delivery: Delivery) -> _Panic | None:
+        """Run the action on one delivery and settle the message; say if the action panicked."""
+        message = delivery.message
+        subscription = delivery.subscription
+        config = self.config
+        self.in_flight += 1
+        try:
+            job = Job(message, self.name, self.hub)
+            if config.timeout is None:
+                await self.action(job)
+            else:
+                with trio.fail_after(config.timeout):
+                    await self.action(job)
+        except Retry as retry:
+            await self._retry_or_dead_letter(delivery, "retry requested", retry.delay, None)
+            return None
+        except Reject as reject:
+            self.rejected += 1
+            self.dead_lettered += 1
+            await subscription.dead_letter(delivery, reason=f"rejected: {reject.reason}")
+            return None
+        except Exception as error:  # a panic; Cancelled, KeyboardInterrupt, SystemExit never are
+            self.panics += 1
+            self.failed += 1
+            if isinstance(error, trio.TooSlowError):
+                self.timeouts += 1
+                error = TimeoutError(f"action {self.name!r} ran over its timeout of {config.timeout}s")
+            traceback = "".join(tb_module.format_exception(error))
+            await self._retry_or_dead_letter(delivery, repr(error), None, traceback)
+            return _Panic(error, traceback, message)
+        else:
+            self.processed += 1
+            await subscription.ack(delivery)
+            return None
+        finally:
+            self.in_flight -= 1
+
+    async def _retry_or_dead_letter(
+        self, delivery: Delivery, error: str, delay: float | None, traceback: str | None
+    ) -> None:
+        attempt = delivery.message.attempt
+        if attempt >= self.config.max_attempts:
+            self.dead_lettered += 1
+            await delivery.subscription.dead_letter(
+                delivery,
+                reason=f"max_attempts: failed {attempt} of {self.config.max_attempts} attempts",
+                error=error,
+                traceback=traceback,
+            )
+            return
+        self.retried += 1
+        if delay is None:
+            delay = self.config.retry_backoff.delay(attempt, self._rng)
+        await delivery.subscription.retry(delivery, delay=delay, error=error)
+
+    # ------------------------------------------------------------------ supervision
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> GroupOutcome:
+        """Supervise until stopped or escalated. Never raises an escalation to the caller."""
+        outcome = GroupOutcome()
+        if self._closed:  # stopped before it ever ran
+            task_status.started()
+            self.finished.set()
+            return outcome
+        reported_started = False
+        try:
+            async with trio.open_nursery() as timers:
+                async with trio.open_nursery() as nursery:
+                    self._nursery = nursery
+                    self._timers = timers
+                    self.started = True
+                    self._ensure_min()
+                    for _ in range(min(len(self._buffer), self._max)):
+                        self._dispatch()
+                    await self._on_started(nursery)
+                    task_status.started()
+                    reported_started = True
+                    outcome = await self._supervise()
+                    await self._before_stop()
+                    self._close_intake()
+                    await self._stop_workers(self.config.shutdown_timeout)
+                    await self._close_subscription()
+                timers.cancel_scope.cancel()
+        except Exception as error:  # a fault of the group itself must not reach the hub raw
+            log.exception("group %s failed", self.name)
+            self.escalations += 1
+            outcome = GroupOutcome(
+                Escalation(
+                    group=self.name,
+                    error=error,
+                    traceback="".join(tb_module.format_exception(error)),
+                    reason="panic" if reported_started else "start_failure",
+                    worker_protocol=EscalationProtocol.KILL_AND_ESCALATE,
+                    group_protocol=EscalationProtocol.KILL_AND_ESCALATE,
+                    pending_messages=tuple(d.message for d in self._buffer),
+                    restarts=self.restarts,
+                )
+            )
+            self._buffer.clear()
+            if not reported_started:
+                task_status.started()
+        finally:
+            self._closed = True
+            self.finished.set()
+        if outcome.escalation is not None:
+            self._report(outcome.escalation)
+        return outcome
+
+    async def _on_started(self, nursery: trio.Nursery) -> None:
+        """Hook for masters: start slaves once this group runs."""
+
+    async def _before_stop(self) -> None:
+        """Hook for masters: stop slaves before this group's workers."""
+
+    def request_stop(self) -> None:
+        """Ask for a graceful stop (intake closes, in-flight work finishes). Never blocks."""
+        self._events_send.send_nowait(_Stop())
+
+    async def stop(self) -> None:
+        """Graceful stop; returns once the group has finished."""
+        if not self.started:
+            self._close_intake()
+            await self._close_subscription()
+            self.finished.set()
+            return
+        self.request_stop()
+        await self.finished.wait()
+
+    def escalate(self, escalation: Escalation) -> None:
+        """Make this group end with ``escalation`` (used by a master for its slaves' failures)."""
+        self._events_send.send_nowait(_Escalate(escalation))
+
+    def _close_intake(self) -> None:
+        self._closed = True
+        self._room.unpark_all()  # blocked publishers see HubStopped
+
+    async def _close_subscription(self) -> None:
+        if self.subscription is not None:
+            subscription, self.subscription = self.subscription, None
+            with trio.CancelScope(shield=True):
+                await subscription.close()
+
+    async def _supervise(self) -> GroupOutcome:
+        async for event in self._events:
+            if isinstance(event, _Stop):
+                return GroupOutcome()
+            if isinstance(event, _Escalate):
+                pending = await self._stop_for_escalation()
+                self.escalations += 1
+                return GroupOutcome(attrs.evolve(event.escalation, pending_messages=pending))
+            if isinstance(event, _Respawn):
+                self._pending_respawns -= 1
+                if not self._closed and len(self._workers) < self._max:
+                    self._spawn()
+                continue
+            escalation = await self._on_panic(event)
+            if escalation is not None:
+                self.escalations += 1
+                return GroupOutcome(escalation)
+        return GroupOutcome()  # pragma: no cover - the channel is never closed while running
+
+    async def _on_panic(self, panic: _Panic) -> Escalation | None:
+        behaviour = self.config.behaviour
+        if behaviour is Behaviour.DO_NOTHING:
+            self._report(
+                self._escalation(panic, "panic", EscalationProtocol.RESUME, EscalationProtocol.RESUME)
+            )
+            return None
+        if behaviour is Behaviour.STOP_ALL_AND_ESCALATE:
+            pending = await self._stop_for_escalation()
+            return self._escalation(
+                panic,
+                "panic",
+                EscalationProtocol.KILL_AND_ESCALATE,
+                EscalationProtocol.KILL_AND_ESCALATE,
+                pending,
+            )
+        if not self._intensity.allow(trio.current_time()):
+            pending = await self._stop_for_escalation()
+            return self._escalation(
+                panic,
+                "max_restarts",
+                EscalationProtocol.KILL_AND_ESCALATE,
+                EscalationProtocol.KILL_AND_ESCALATE,
+                pending,
+            )
+        self.restarts += 1
+        if behaviour is Behaviour.RESTART_ONE:
+            self._report(
+                self._escalation(panic, "panic", EscalationProtocol.RESTART, EscalationProtocol.RESUME)
+            )
+            self._schedule_respawn()
+        else:
+            self._report(
+                self._escalation(panic, "panic", EscalationProtocol.RESTART, EscalationProtocol.RESTART)
+            )
+            await self._restart_all()
+        return None
+
+    def _escalation(
+        self,
+        panic: _Panic,
+        reason: EscalationReason,
+        worker_protocol: EscalationProtocol,
+        group_protocol: EscalationProtocol,
+        pending: tuple[Message, ...] = (),
+    ) -> Escalation:
+        return Escalation(
+            group=self.name,
+            error=panic.error,
+            traceback=panic.traceback,
+            reason=reason,
+            worker_protocol=worker_protocol,
+            group_protocol=group_protocol,
+            offending_message=panic.message,
+            pending_messages=pending,
+            restarts=self.restarts,
+        )
+
+    def _schedule_respawn(self) -> None:
+        backoff = self.config.restart_backoff
+        self._pending_respawns += 1
+        if backoff is None:
+            self._events_send.send_nowait(_Respawn())
+            return
+        delay = backoff.delay(self._intensity.recent, self._rng)
+
+        async def respawn_later() -> None:
+            await trio.sleep(delay)
+            self._events_send.send_nowait(_Respawn())
+
+        assert self._timers is not None
+        self._timers.start_soon(respawn_later)
+
+    async def _restart_all(self) -> None:
+        """Stop every worker gracefully (buffer kept, intake paused), then start fresh ones."""
+        self._paused = True
+        try:
+            await self._stop_workers(self.config.shutdown_timeout)
+        finally:
+            self._paused = False
+        backoff = self.config.restart_backoff
+        if backoff is not None:
+            await trio.sleep(backoff.delay(self._intensity.recent, self._rng))
+        if self._closed:
+            return
+        self._ensure_min()
+        for _ in range(min(len(self._buffer), self._max)):
+            self._dispatch()
+
+    async def _stop_for_escalation(self) -> tuple[Message, ...]:
+        """Close intake, take the unstarted messages (in order), stop the workers."""
+        await self._before_stop()
+        self._close_intake()
+        await self._close_subscription()
+        pending = tuple(d.message for d in self._buffer)
+        self._buffer.clear()
+        await self._stop_workers(self.config.shutdown_timeout)
+        return pending
+
+    async def _stop_workers(self, timeout: float) -> None:
+        """Let every worker finish its current message; cancel those still busy at ``timeout``."""
+        for worker in self._workers.values():
+            worker.stopping = True
+        self._work_ready.unpark_all()
+        with trio.move_on_after(timeout):
+            while self._workers:
+                await self._worker_exited.park()
+        if self._workers:
+            log.warning(
+                "group %s: %d worker(s) still busy after %ss; cancelling them",
+                self.name,
+                len(self._workers),
+                timeout,
+            )
+            for worker in list(self._workers.values()):
+                worker.scope.cancel()
+            with trio.CancelScope(shield=True):
+                while self._workers:
+                    await self._worker_exited.park()
+
+    # ------------------------------------------------------------------ stats
+
+    def stats(self) -> WorkerStat:
+        """A consistent snapshot: taken between two checkpoints, so nothing changes under it."""
+        config = self.config
+        return WorkerStat(
+            addr=self.name,
+            topic=self.topic,
+            instance=config.instance,
+            behaviour=config.behaviour,
+            max_workers=self._max,
+            min_workers=self._min,
+            total_message_received=self.received,
+            total_message_processed=self.processed,
+            total_escalations=self.escalations,
+            total_panics=self.panics,
+            total_restarts=self.restarts,
+            available_worker_capacity=self._max - self.in_flight,
+            total_current_workers=len(self._workers),
+            total_created_workers=self.created,
+            total_killed_workers=self.killed,
+            total_idled_workers=self.idled,
+            buffered=len(self._buffer),
+            in_flight=self.in_flight,
+            total_failed=self.failed,
+            total_retried=self.retried,
+            total_dead_lettered=self.dead_lettered,
+            total_rejected=self.rejected,
+            total_timeouts=self.timeouts,
+            total_overloaded=self.overloaded,
+        )
+
+    def __repr__(self) -> str:
+        return f"<WorkerGroup {self.name} topic={self.topic} workers={len(self._workers)}>"
+
+
+async def attach(group: WorkerGroup, bus: Bus, consumer_group: str) -> None:
+    """Subscribe ``group`` (as its own inbox) to its topic."""
+    group.subscription = await bus.subscribe(group.topic, consumer_group, group)

@@ -1,0 +1,164 @@
+"""Supervision policy: behaviours, instances, backoff, the restart limit and group configuration."""
+
+from __future__ import annotations
+
+import enum
+import math
+import random
+from collections import deque
+
+import attrs
+
+from ..errors import ConfigurationError
+
+
+class Behaviour(enum.Enum):
+    """What a group does with its workers when an action panics."""
+
+    DO_NOTHING = "do_nothing"
+    RESTART_ONE = "restart_one"
+    RESTART_ALL = "restart_all"
+    STOP_ALL_AND_ESCALATE = "stop_all_and_escalate"
+
+
+class Instance(enum.Enum):
+    """How a group's workers live: one for good, a scaling pool, or one message each."""
+
+    SINGLE = "single"
+    SCALING = "scaling"
+    ONE_TIME = "one_time"
+
+
+class EscalationProtocol(enum.Enum):
+    """What happened to a worker or a group as the result of an escalation."""
+
+    RESUME = "resume"
+    RESTART = "restart"
+    KILL_AND_ESCALATE = "kill_and_escalate"
+
+
+def _non_negative(_: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if not (value >= 0 and math.isfinite(value)):
+        raise ConfigurationError(f"{attribute.name} must be a finite number >= 0, not {value!r}")
+
+
+@attrs.frozen
+class Backoff:
+    """Exponential backoff: ``min * 2**(n-1)`` capped at ``max``, then spread by ``jitter``
+    (a fraction: 0.2 means up to 20 % shorter, so synchronised retries drift apart)."""
+
+    min: float = attrs.field(default=0.1, validator=_non_negative)
+    max: float = attrs.field(default=30.0, validator=_non_negative)
+    jitter: float = attrs.field(default=0.2, validator=_non_negative)
+
+    def __attrs_post_init__(self) -> None:
+        if self.max < self.min:
+            raise ConfigurationError(f"backoff max ({self.max}) is below min ({self.min})")
+        if self.jitter > 1:
+            raise ConfigurationError(f"backoff jitter is a fraction in [0, 1], not {self.jitter}")
+
+    def delay(self, n: int, rng: random.Random | None = None) -> float:
+        """The delay before the ``n``-th try (1-based)."""
+        base = min(self.max, self.min * 2.0 ** min(max(n - 1, 0), 64))
+        if self.jitter:
+            base *= 1.0 - self.jitter * (rng or random).random()
+        return base
+
+
+class RestartIntensity:
+    """Sliding-window restart limit (OTP's intensity/period): more than ``max_restarts``
+    restarts within ``window`` seconds means the group gives up and escalates."""
+
+    def __init__(self, max_restarts: int, window: float) -> None:
+        self.max_restarts = max_restarts
+        self.window = window
+        self._restarts: deque[float] = deque()
+
+    def allow(self, now: float) -> bool:
+        """Record a restart at ``now`` if the limit allows it; False means escalate."""
+        while self._restarts and self._restarts[0] <= now - self.window:
+            self._restarts.popleft()
+        if len(self._restarts) >= self.max_restarts:
+            return False
+        self._restarts.append(now)
+        return True
+
+    @property
+    def recent(self) -> int:
+        """Restarts currently inside the window."""
+        return len(self._restarts)
+
+
+def _to_backoff(value: Backoff | tuple[float, ...] | None) -> Backoff | None:
+    if value is None or isinstance(value, Backoff):
+        return value
+    return Backoff(*value)
+
+
+def _to_required_backoff(value: Backoff | tuple[float, ...]) -> Backoff:
+    backoff = _to_backoff(value)
+    assert backoff is not None
+    return backoff
+
+
+def _positive_int(_: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigurationError(f"{attribute.name} must be an integer >= 0, not {value!r}")
+
+
+def _optional_timeout(_: object, attribute: attrs.Attribute[float | None], value: float | None) -> None:
+    if value is not None and not (value > 0 and math.isfinite(value)):
+        raise ConfigurationError(f"{attribute.name} must be a finite number > 0 or None, not {value!r}")
+
+
+@attrs.frozen
+class GroupConfig:
+    """Everything that shapes one WorkerGroup. Validated here, at the boundary."""
+
+    min_workers: int = attrs.field(default=1, validator=_positive_int)
+    max_workers: int = attrs.field(default=10, validator=_positive_int)
+    buffer: int = attrs.field(default=100, validator=_positive_int)
+    max_idleness: float = attrs.field(default=60.0, validator=_non_negative)
+    accept_wait: float = attrs.field(default=0.5, validator=_non_negative)
+    behaviour: Behaviour = attrs.field(
+        default=Behaviour.RESTART_ONE, validator=attrs.validators.instance_of(Behaviour)
+    )
+    instance: Instance = attrs.field(
+        default=Instance.SCALING, validator=attrs.validators.instance_of(Instance)
+    )
+    max_restarts: int = attrs.field(default=5, validator=_positive_int)
+    restart_window: float = attrs.field(default=30.0, validator=_non_negative)
+    restart_backoff: Backoff | None = attrs.field(default=None, converter=_to_backoff)
+    max_attempts: int = attrs.field(default=5, validator=_positive_int)
+    retry_backoff: Backoff = attrs.field(factory=Backoff, converter=_to_required_backoff)
+    shutdown_timeout: float = attrs.field(default=10.0, validator=_non_negative)
+    timeout: float | None = attrs.field(default=None, validator=_optional_timeout)
+
+    def __attrs_post_init__(self) -> None:
+        if self.max_workers < 1:
+            raise ConfigurationError("max_workers must be at least 1")
+        if self.min_workers > self.max_workers:
+            raise ConfigurationError(
+                f"min_workers ({self.min_workers}) is above max_workers ({self.max_workers})"
+            )
+        if self.buffer < 1:
+            raise ConfigurationError("buffer must be at least 1")
+        if self.max_attempts < 1:
+            raise ConfigurationError("max_attempts must be at least 1")
+
+    @property
+    def effective_min(self) -> int:
+        return 1 if self.instance is Instance.SINGLE else self.min_workers
+
+    @property
+    def effective_max(self) -> int:
+        return 1 if self.instance is Instance.SINGLE else self.max_workers
+
+
+def group_config(**options: object) -> GroupConfig:
+    """Build a `GroupConfig` from keyword options, naming any option that does not exist."""
+    unknown = options.keys() - {f.name for f in attrs.fields(GroupConfig)}
+    if unknown:
+        known = ", ".join(f.name for f in attrs.fields(GroupConfig))
+        raise ConfigurationError(f"unknown action option(s) {sorted(unknown)}; known: {known}")
+    return GroupConfig(**options)  # type: ignore[arg-type]
