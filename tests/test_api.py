@@ -21,9 +21,21 @@ from actionhub import (
 
 
 async def test_public_names_are_exported() -> None:
-    for name in ["ActionHub", "Job", "Behaviour", "Instance", "Escalation", "EscalationProtocol",
-                 "WorkerStat", "WorkerTemplateRegistry", "SlaveTemplate", "Retry", "Reject",
-                 "Overloaded", "HubStopped"]:
+    for name in [
+        "ActionHub",
+        "Job",
+        "Behaviour",
+        "Instance",
+        "Escalation",
+        "EscalationProtocol",
+        "WorkerStat",
+        "WorkerTemplateRegistry",
+        "SlaveTemplate",
+        "Retry",
+        "Reject",
+        "Overloaded",
+        "HubStopped",
+    ]:
         assert hasattr(actionhub, name), name
 
 
@@ -82,27 +94,6 @@ async def test_reply_without_reply_to_is_a_no_op(autojump_clock: trio.abc.Clock)
         await hub.publish("a", 1)
         await trio.sleep(1)
     assert results == [False]
-
-
-async def test_two_actions_on_one_topic_each_get_every_message(autojump_clock: trio.abc.Clock) -> None:
-    hub = ActionHub()
-    first: list[int] = []
-    second: list[int] = []
-
-    @hub.action("audit", topic="orders")
-    async def audit(job: Job) -> None:
-        first.append(job.payload)
-
-    @hub.action("charge", topic="orders")
-    async def charge(job: Job) -> None:
-        second.append(job.payload)
-
-    async with hub.running():
-        for i in range(20):
-            await hub.publish("orders", i)
-        await trio.sleep(1)
-    assert sorted(first) == list(range(20))
-    assert sorted(second) == list(range(20))
 
 
 async def test_hubs_sharing_a_group_share_the_work(autojump_clock: trio.abc.Clock) -> None:

@@ -43,6 +43,7 @@ class _Exit(enum.Enum):
     ONE_TIME = "one_time"  # handled its one message: normal
     PANIC = "panic"  # the action raised: a restart case
     KILLED = "killed"  # cancelled by the supervisor after a deadline
+    CANCELLED = "cancelled"  # cancelled from outside (the hub's nursery): nothing is replaced
 
 
 class _Worker:
@@ -131,6 +132,7 @@ class WorkerGroup:
         self._worker_exited = trio.lowlevel.ParkingLot()
         self._events_send, self._events = trio.open_memory_channel[_Event](math.inf)
         self._workers: dict[int, _Worker] = {}
+        self._starting = 0  # spawned workers that have not yet asked for work
         self._worker_ids = itertools.count(1)
         self._nursery: trio.Nursery | None = None
         self._timers: trio.Nursery | None = None
@@ -200,8 +202,12 @@ class WorkerGroup:
             return
         if self._work_ready:
             self._work_ready.unpark()
-        elif len(self._workers) + self._pending_respawns < self._max:
+        elif len(self._buffer) > self._starting and len(self._workers) + self._pending_respawns < self._max:
             self._spawn()
+
+    def _dispatch_buffered(self) -> None:
+        for _ in range(min(len(self._buffer), self._max)):
+            self._dispatch()
 
     # ------------------------------------------------------------------ workers
 
@@ -209,6 +215,7 @@ class WorkerGroup:
         assert self._nursery is not None
         worker = _Worker(next(self._worker_ids))
         self._workers[worker.id] = worker
+        self._starting += 1
         self.created += 1
         self._nursery.start_soon(self._worker_main, worker, name=f"{self.name}#worker-{worker.id}")
 
@@ -241,6 +248,8 @@ class WorkerGroup:
                 await self._work_ready.park()
 
     async def _worker_main(self, worker: _Worker) -> None:
+        self._starting -= 1
+        ended = False
         try:
             with worker.scope:
                 while True:
@@ -259,7 +268,10 @@ class WorkerGroup:
                         break
             if worker.scope.cancelled_caught:
                 worker.exit = _Exit.KILLED
+            ended = True
         finally:
+            if not ended:
+                worker.exit = _Exit.CANCELLED
             self._on_worker_exit(worker)
 
     def _on_worker_exit(self, worker: _Worker) -> None:
@@ -269,6 +281,8 @@ class WorkerGroup:
         elif worker.exit in (_Exit.PANIC, _Exit.KILLED):
             self.killed += 1
         self._worker_exited.unpark_all()
+        if worker.exit is _Exit.CANCELLED:
+            return  # the whole group is being torn down
         if worker.panic is not None:
             self._events_send.send_nowait(worker.panic)
             return  # the supervisor decides what replaces a panicked worker, and when
@@ -350,8 +364,7 @@ class WorkerGroup:
                     self._timers = timers
                     self.started = True
                     self._ensure_min()
-                    for _ in range(min(len(self._buffer), self._max)):
-                        self._dispatch()
+                    self._dispatch_buffered()
                     await self._on_started(nursery)
                     task_status.started()
                     reported_started = True
@@ -359,11 +372,11 @@ class WorkerGroup:
                     await self._before_stop()
                     self._close_intake()
                     await self._stop_workers(self.config.shutdown_timeout)
+                    self._report_late_panics()
                     await self._close_subscription()
                 timers.cancel_scope.cancel()
         except Exception as error:  # a fault of the group itself must not reach the hub raw
             log.exception("group %s failed", self.name)
-            self.escalations += 1
             outcome = GroupOutcome(
                 Escalation(
                     group=self.name,
@@ -383,8 +396,24 @@ class WorkerGroup:
             self._closed = True
             self.finished.set()
         if outcome.escalation is not None:
-            self._report(outcome.escalation)
+            self._alert(outcome.escalation)
         return outcome
+
+    def _alert(self, escalation: Escalation) -> None:
+        self.escalations += 1
+        self._report(escalation)
+
+    def _report_late_panics(self) -> None:
+        """Panics of workers that were finishing during a stop: no restart, but still reported."""
+        while True:
+            try:
+                event = self._events.receive_nowait()
+            except trio.WouldBlock:
+                return
+            if isinstance(event, _Panic):
+                self._alert(
+                    self._escalation(event, "panic", EscalationProtocol.RESUME, EscalationProtocol.RESUME)
+                )
 
     async def _on_started(self, nursery: trio.Nursery) -> None:
         """Hook for masters: start slaves once this group runs."""
@@ -426,7 +455,6 @@ class WorkerGroup:
                 return GroupOutcome()
             if isinstance(event, _Escalate):
                 pending = await self._stop_for_escalation()
-                self.escalations += 1
                 return GroupOutcome(attrs.evolve(event.escalation, pending_messages=pending))
             if isinstance(event, _Respawn):
                 self._pending_respawns -= 1
@@ -435,14 +463,13 @@ class WorkerGroup:
                 continue
             escalation = await self._on_panic(event)
             if escalation is not None:
-                self.escalations += 1
                 return GroupOutcome(escalation)
         return GroupOutcome()  # pragma: no cover - the channel is never closed while running
 
     async def _on_panic(self, panic: _Panic) -> Escalation | None:
         behaviour = self.config.behaviour
         if behaviour is Behaviour.DO_NOTHING:
-            self._report(
+            self._alert(
                 self._escalation(panic, "panic", EscalationProtocol.RESUME, EscalationProtocol.RESUME)
             )
             return None
@@ -466,12 +493,12 @@ class WorkerGroup:
             )
         self.restarts += 1
         if behaviour is Behaviour.RESTART_ONE:
-            self._report(
+            self._alert(
                 self._escalation(panic, "panic", EscalationProtocol.RESTART, EscalationProtocol.RESUME)
             )
             self._schedule_respawn()
         else:
-            self._report(
+            self._alert(
                 self._escalation(panic, "panic", EscalationProtocol.RESTART, EscalationProtocol.RESTART)
             )
             await self._restart_all()
@@ -525,8 +552,7 @@ class WorkerGroup:
         if self._closed:
             return
         self._ensure_min()
-        for _ in range(min(len(self._buffer), self._max)):
-            self._dispatch()
+        self._dispatch_buffered()
 
     async def _stop_for_escalation(self) -> tuple[Message, ...]:
         """Close intake, take the unstarted messages (in order), stop the workers."""
