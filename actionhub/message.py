@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import time
 from typing import Any
 
@@ -96,12 +95,3 @@ def decode(topic: str, raw: bytes | str, *, max_bytes: int = DEFAULT_MAX_MESSAGE
         attempt=attempt,
     )
 
-
-class IdGenerator:
-    """Stream-like ids, ``<milliseconds>-<sequence>``, increasing within one process."""
-
-    def __init__(self) -> None:
-        self._counter = itertools.count()
-
-    def __call__(self) -> str:
-        return f"{int(time.time() * 1000)}-{next(self._counter)}"
