@@ -94,4 +94,3 @@ def decode(topic: str, raw: bytes | str, *, max_bytes: int = DEFAULT_MAX_MESSAGE
         created_at=float(created_at),
         attempt=attempt,
     )
-
