@@ -4,6 +4,7 @@ from .bus.base import Bus, DeadLetter
 from .bus.memory import MemoryBus
 from .errors import (
     ActionHubError,
+    BusError,
     ConfigurationError,
     HubStopped,
     MalformedMessage,
@@ -38,6 +39,7 @@ __all__ = [
     "MalformedMessage",
     "MemoryBus",
     "Message",
+    "BusError",
     "Overloaded",
     "Reject",
     "Retry",

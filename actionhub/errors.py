@@ -15,6 +15,10 @@ class HubStopped(ActionHubError):
     """The hub is stopping or stopped: it accepts no more messages."""
 
 
+class BusError(ActionHubError):
+    """The transport could not do what was asked (the broker stayed unreachable, ...)."""
+
+
 class Overloaded(ActionHubError):
     """A group's buffer stayed full for ``accept_wait`` seconds; the message was not accepted."""
 

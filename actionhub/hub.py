@@ -133,7 +133,7 @@ class ActionHub:
         self._state = _State.RUNNING
         token = _running_hub.set(self)
         try:
-            async with self.bus.open(), trio.open_nursery() as nursery:
+            async with self.bus.open(self.name), trio.open_nursery() as nursery:
                 self._nursery = nursery
                 await nursery.start(self._dispatcher.run)
                 for template in self._own:

@@ -35,6 +35,8 @@ class WorkerStat:
     total_rejected: int
     total_timeouts: int
     total_overloaded: int
+    total_dropped: int
+    total_malformed: int
 
     def as_dict(self) -> dict[str, object]:
         """Plain JSON-friendly dict (enums by value)."""

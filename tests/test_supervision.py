@@ -1011,6 +1011,8 @@ async def test_stats_snapshot_has_every_field_right(autojump_clock: trio.abc.Clo
         "total_rejected": 1,
         "total_timeouts": 0,
         "total_overloaded": 0,
+        "total_dropped": 0,
+        "total_malformed": 0,
     }
     actual = attrs.asdict(stat, recurse=False)
     # total_escalations: see test_total_escalations_counts_every_reported_escalation

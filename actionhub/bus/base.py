@@ -44,6 +44,14 @@ class Inbox(Protocol):
         None); raise `Overloaded` after that, or `HubStopped` if the inbox is closed."""
         ...
 
+    def note_dropped(self) -> None:
+        """An at-most-once transport had to drop a message for lack of room: count it."""
+        ...
+
+    def note_malformed(self) -> None:
+        """The transport dead-lettered an entry it could not decode for this inbox: count it."""
+        ...
+
 
 class Delivery:
     """One message handed to one consumer group, and how to settle it."""
@@ -117,8 +125,9 @@ class Bus(abc.ABC):
     durable: bool = False
 
     @abc.abstractmethod
-    def open(self) -> AbstractAsyncContextManager[None]:
-        """Async context manager: connect, run background tasks, and clean up on exit."""
+    def open(self, consumer: str) -> AbstractAsyncContextManager[None]:
+        """Async context manager: connect, run background tasks, and clean up on exit.
+        ``consumer`` names the opener (the hub) towards the broker."""
 
     @abc.abstractmethod
     async def publish(self, message: Message, *, delay: float | None = None) -> str:

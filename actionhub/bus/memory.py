@@ -49,7 +49,7 @@ class MemoryBus(Bus):
         self._dead_ids = itertools.count(1)
 
     @asynccontextmanager
-    async def open(self) -> AsyncIterator[None]:
+    async def open(self, consumer: str = "") -> AsyncIterator[None]:
         if self._nursery is not None:  # shared by several hubs: the first opener runs it
             self._users += 1
             try:

@@ -25,5 +25,14 @@ def open_bus(url: str) -> Bus:
 
         return memory_bus_from_url(url)
     if scheme in ("redis", "rediss", "unix"):
-        raise ConfigurationError(f"the {scheme}:// transport is not available in this version yet")
+        from ._redis import split_url
+
+        redis_url, options = split_url(url)
+        if options.mode == "pubsub":
+            from .redis_pubsub import RedisPubSubBus
+
+            return RedisPubSubBus(url, redis_url, options)
+        from .redis_streams import RedisStreamsBus
+
+        return RedisStreamsBus(url, redis_url, options)
     raise ConfigurationError(f"unknown bus URL scheme {scheme!r} in {url!r}; use memory:// or redis://")

@@ -157,6 +157,8 @@ class WorkerGroup:
         self.rejected = 0
         self.timeouts = 0
         self.overloaded = 0
+        self.dropped = 0
+        self.malformed = 0
 
     # ------------------------------------------------------------------ intake (the bus Inbox)
 
@@ -195,6 +197,13 @@ class WorkerGroup:
             return
         self.overloaded += 1
         raise Overloaded(self.name, wait)
+
+    def note_dropped(self) -> None:
+        self.dropped += 1
+
+    def note_malformed(self) -> None:
+        self.malformed += 1
+        self.dead_lettered += 1
 
     def _dispatch(self) -> None:
         """A message is waiting: wake an idle worker, or start one if there is none and room."""
@@ -297,6 +306,14 @@ class WorkerGroup:
         message = delivery.message
         subscription = delivery.subscription
         config = self.config
+        if message.attempt > config.max_attempts:  # redelivered after crashes: a crash loop ends here
+            self.dead_lettered += 1
+            await subscription.dead_letter(
+                delivery,
+                reason=f"max_attempts: delivered {message.attempt} times, over {config.max_attempts}, "
+                "without finishing",
+            )
+            return None
         self.in_flight += 1
         try:
             job = Job(message, self.name, self.hub)
@@ -615,6 +632,8 @@ class WorkerGroup:
             total_rejected=self.rejected,
             total_timeouts=self.timeouts,
             total_overloaded=self.overloaded,
+            total_dropped=self.dropped,
+            total_malformed=self.malformed,
         )
 
     def __repr__(self) -> str:

@@ -1,0 +1,392 @@
+"""What both Redis transports share: options from the URL, calls from trio, the atomic scripts,
+delayed messages, dead letters and request/reply.
+
+redis-py's client is synchronous; every call runs in a worker thread (``trio.to_thread``), one
+hop per batch, never one per message on the consuming path. A dropped connection or a Redis
+restart is retried with backoff and logged once per outage; nothing in flight is acked meanwhile.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import logging
+import math
+import os
+import secrets
+import socket
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import attrs
+import orjson
+import redis
+import trio
+from redis.exceptions import BusyLoadingError, ReadOnlyError, ResponseError
+
+from ..errors import BusError, ConfigurationError, MalformedMessage
+from ..message import DEFAULT_MAX_MESSAGE_BYTES, Message, decode
+from ..supervision.policy import Backoff
+from .base import Bus, DeadLetter, ReplyChannel
+
+log = logging.getLogger("actionhub.redis")
+
+T = TypeVar("T")
+
+#: Errors that mean "Redis is not reachable right now": retried, never surfaced per message.
+TRANSIENT = (redis.ConnectionError, redis.TimeoutError, BusyLoadingError, ReadOnlyError)
+
+# Delayed messages: one sorted set per prefix, scored by the Redis clock (not the hubs' clocks).
+# A member is the JSON array [kind, target, group, entry]: kind "x" adds `entry` to stream
+# `target` (for consumer `group` only, if not ""), kind "p" publishes it on channel `target`.
+_SCHEDULE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), ARGV[2])
+if KEYS[2] then redis.call('XACK', KEYS[2], ARGV[3], ARGV[4]) end
+return 1
+"""
+
+_MOVE_DUE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+for _, member in ipairs(due) do
+  local item = cjson.decode(member)
+  if item[1] == 'p' then
+    redis.call('PUBLISH', item[2], item[4])
+  elseif item[3] ~= '' then
+    redis.call('XADD', item[2], '*', 'message', item[4], 'group', item[3])
+  else
+    redis.call('XADD', item[2], '*', 'message', item[4])
+  end
+  redis.call('ZREM', KEYS[1], member)
+end
+local nxt = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+local wait = -1
+if nxt[2] then wait = tonumber(nxt[2]) - now end
+return {#due, tostring(wait)}
+"""
+
+
+@attrs.frozen
+class RedisOptions:
+    """The transport options of a ``redis://`` URL's query (the rest goes to redis-py)."""
+
+    mode: str = attrs.field(default="stream", validator=attrs.validators.in_(("stream", "pubsub")))
+    prefix: str = "actionhub:"
+    visibility_timeout: float = 30.0  # seconds before another hub may reclaim an unacked message
+    block: float = 1.0  # seconds one XREADGROUP / pub/sub read waits for messages
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    max_dead_letters: int = 100_000  # per topic, approximate (XADD MAXLEN ~)
+    trim_interval: float = 60.0  # seconds between two trims of each consumed stream
+    publish_timeout: float = 30.0  # how long publish keeps retrying while Redis is unreachable
+
+    def __attrs_post_init__(self) -> None:
+        for name in ("visibility_timeout", "block", "trim_interval", "publish_timeout"):
+            value = getattr(self, name)
+            if not (value > 0 and math.isfinite(value)):
+                raise ConfigurationError(f"{name} must be a finite number > 0, not {value!r}")
+        if self.block * 2 >= self.visibility_timeout:
+            raise ConfigurationError("block must be under half of visibility_timeout")
+        if self.max_message_bytes < 1 or self.max_dead_letters < 1:
+            raise ConfigurationError("max_message_bytes and max_dead_letters must be >= 1")
+
+
+_OPTION_TYPES: dict[str, Callable[[str], object]] = {
+    "mode": str,
+    "prefix": str,
+    "visibility_timeout": float,
+    "block": float,
+    "max_message_bytes": int,
+    "max_dead_letters": int,
+    "trim_interval": float,
+    "publish_timeout": float,
+}
+
+
+def split_url(url: str) -> tuple[str, RedisOptions]:
+    """Separate actionhub's options from a Redis URL: (URL for redis-py, options)."""
+    parts = urlsplit(url)
+    ours: dict[str, object] = {}
+    theirs: list[tuple[str, str]] = []
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key in _OPTION_TYPES:
+            try:
+                ours[key] = _OPTION_TYPES[key](value)
+            except ValueError:
+                raise ConfigurationError(f"bad value {value!r} for {key} in {url!r}") from None
+        else:
+            theirs.append((key, value))
+    try:
+        options = RedisOptions(**ours)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise ConfigurationError(f"{url!r}: {exc}") from None
+    return urlunsplit(parts._replace(query=urlencode(theirs))), options
+
+
+def connect(redis_url: str, options: RedisOptions) -> Any:
+    """A redis-py client whose socket timeout outlasts a blocking read."""
+    try:
+        return redis.Redis.from_url(
+            redis_url,
+            socket_timeout=options.block + 10,
+            socket_connect_timeout=5,
+            health_check_interval=30,
+        )
+    except (ValueError, TypeError) as exc:
+        raise ConfigurationError(f"bad Redis URL: {exc}") from None
+
+
+def consumer_name(hub: str) -> str:
+    """``<hub>@<host>:<pid>``: unique per process, readable in ``XINFO CONSUMERS``."""
+    return f"{hub}@{socket.gethostname()}:{os.getpid()}"
+
+
+def text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class RedisBusBase(Bus):
+    """Connection, thread hops and the shared Redis features of both transports."""
+
+    durable = False
+
+    def __init__(self, url: str, redis_url: str, options: RedisOptions) -> None:
+        self.url = url
+        self.options = options
+        self.prefix = options.prefix
+        self.client: Any = connect(redis_url, options)  # redis-py's stubs type replies loosely
+        self._schedule = self.client.register_script(_SCHEDULE)
+        self._move_due = self.client.register_script(_MOVE_DUE)
+        self._backoff = Backoff(0.05, 5.0, 0.2)
+        self._threads = trio.CapacityLimiter(512)  # blocking reads each hold a thread
+        self._outage = False
+        self._nursery: trio.Nursery | None = None
+        self.consumer = ""
+
+    # ------------------------------------------------------------------ calls from trio
+
+    async def call(self, fn: Callable[[], T], *, what: str, deadline: float | None = None) -> T:
+        """Run the blocking ``fn`` in a thread; while Redis is unreachable, retry with backoff
+        (until ``deadline``, a trio time, then `BusError`)."""
+        failures = 0
+        while True:
+            try:
+                result = await trio.to_thread.run_sync(fn, abandon_on_cancel=True, limiter=self._threads)
+            except TRANSIENT as error:
+                failures += 1
+                if not self._outage:
+                    self._outage = True
+                    log.warning("redis unreachable (%s): %r; retrying with backoff", what, error)
+                if deadline is not None and trio.current_time() >= deadline:
+                    raise BusError(f"redis unreachable for {what}: {error!r}") from error
+                await trio.sleep(self._backoff.delay(failures))
+                continue
+            if self._outage:
+                self._outage = False
+                log.warning("redis reachable again (%s)", what)
+            return result
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @asynccontextmanager
+    async def open(self, consumer: str = "actionhub") -> AsyncIterator[None]:
+        self.consumer = consumer_name(consumer)
+        await self.call(self.client.ping, what="connect", deadline=trio.current_time() + 10)
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._move_due_loop)
+                await self._start_background(nursery)
+                try:
+                    yield
+                finally:
+                    with trio.CancelScope(shield=True), trio.move_on_after(10):
+                        await self._before_close()
+                    nursery.cancel_scope.cancel()
+        finally:
+            self._nursery = None
+            self.client.close()
+
+    async def _start_background(self, nursery: trio.Nursery) -> None:
+        """Hook: the transport's own background tasks."""
+
+    async def _before_close(self) -> None:
+        """Hook: settle what is owed to Redis (acks) before the connection goes."""
+
+    def encode(self, message: Message) -> bytes:
+        """The wire-format entry of ``message``, within the size limit."""
+        try:
+            raw = message.encode()
+        except TypeError as exc:
+            raise TypeError(f"payload is not JSON-serialisable: {exc}") from None
+        if len(raw) > self.options.max_message_bytes:
+            raise ValueError(
+                f"message is {len(raw)} bytes, over the limit of {self.options.max_message_bytes}"
+            )
+        return raw
+
+    # ------------------------------------------------------------------ delayed messages
+
+    async def schedule(self, kind: str, target: str, group: str, entry: bytes, delay: float) -> None:
+        """Deliver ``entry`` after ``delay`` seconds (atomically: it is never lost nor doubled)."""
+        member = orjson.dumps([kind, target, group, entry.decode()])
+        await self.call(
+            lambda: self._schedule(keys=[self.delayed_key], args=[delay, member]),
+            what="schedule",
+            deadline=trio.current_time() + self.options.publish_timeout,
+        )
+
+    @property
+    def delayed_key(self) -> str:
+        return f"{self.prefix}delayed"
+
+    async def _move_due_loop(self) -> None:
+        """Move due delayed messages to their stream/channel; every hub runs this, the script's
+        atomicity makes that safe."""
+        while True:
+            moved, wait = await self.call(
+                lambda: self._move_due(keys=[self.delayed_key], args=[500]), what="move delayed"
+            )
+            if int(moved) < 500:
+                seconds = float(wait)
+                await trio.sleep(0.25 if seconds < 0 else min(max(seconds, 0.005), 0.25))
+
+    # ------------------------------------------------------------------ dead letters
+
+    def dead_key(self, topic: str) -> str:
+        return f"{self.prefix}dead:{topic}"
+
+    def dead_letter_fields(
+        self,
+        raw: bytes,
+        *,
+        topic: str,
+        group: str,
+        reason: str,
+        attempts: int,
+        error: str | None,
+        traceback: str | None,
+    ) -> dict[str, bytes | str]:
+        return {
+            "message": raw,
+            "topic": topic,
+            "group": group,
+            "reason": reason,
+            "error": error or "",
+            "traceback": traceback or "",
+            "attempts": str(attempts),
+            "failed_at": repr(time.time()),
+        }
+
+    async def dead_letters(self, topic: str, *, limit: int = 100) -> list[DeadLetter]:
+        entries = await self.call(
+            lambda: self.client.xrange(self.dead_key(topic), count=limit), what="read dead letters"
+        )
+        return [self._dead_letter(topic, entry_id, fields) for entry_id, fields in entries]
+
+    def _dead_letter(self, topic: str, entry_id: bytes, fields: dict[bytes, bytes]) -> DeadLetter:
+        raw = fields.get(b"message", b"")
+        try:
+            message = decode(topic, raw, max_bytes=len(raw) + 1)
+        except MalformedMessage:  # kept as received: the payload is the raw text
+            message = Message(topic, raw.decode(errors="replace"), id=text(entry_id))
+        error = fields.get(b"error", b"").decode(errors="replace")
+        traceback = fields.get(b"traceback", b"").decode(errors="replace")
+        return DeadLetter(
+            message,
+            reason=fields.get(b"reason", b"").decode(errors="replace"),
+            error=error or None,
+            traceback=traceback or None,
+            attempts=int(fields.get(b"attempts", b"1")),
+            group=fields.get(b"group", b"").decode(errors="replace") or None,
+            at=float(fields.get(b"failed_at", b"0")),
+            id=text(entry_id),
+        )
+
+    async def _take_dead(self, topic: str, ids: list[str] | None) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        key = self.dead_key(topic)
+        if ids is None:
+            return await self.call(lambda: self.client.xrange(key), what="read dead letters")
+        found: list[tuple[bytes, dict[bytes, bytes]]] = []
+        for entry_id in ids:
+            found.extend(
+                await self.call(partial(self.client.xrange, key, entry_id, entry_id), what="read dead letter")
+            )
+        return found
+
+    async def requeue_dead_letters(self, topic: str, ids: list[str] | None = None) -> int:
+        taken = await self._take_dead(topic, ids)
+        for entry_id, fields in taken:
+            raw = fields.get(b"message", b"")
+            with contextlib.suppress(MalformedMessage):  # if malformed, requeued as it came
+                raw = attrs.evolve(decode(topic, raw, max_bytes=len(raw) + 1), attempt=1).encode()
+            group = fields.get(b"group", b"").decode()
+            await self.call(partial(self._requeue, topic, raw, group, entry_id), what="requeue dead letter")
+        return len(taken)
+
+    @abc.abstractmethod
+    def _requeue(self, topic: str, raw: bytes, group: str, entry_id: bytes) -> None:
+        """Put one dead letter back, atomically with its removal from the dead letters."""
+
+    async def purge_dead_letters(self, topic: str, ids: list[str] | None = None) -> int:
+        key = self.dead_key(topic)
+        if ids is None:
+            count = await self.call(lambda: self.client.xlen(key), what="purge dead letters")
+            await self.call(lambda: self.client.delete(key), what="purge dead letters")
+            return int(count)
+        if not ids:
+            return 0
+        return int(await self.call(lambda: self.client.xdel(key, *ids), what="purge dead letters"))
+
+    # ------------------------------------------------------------------ request / reply
+
+    @asynccontextmanager
+    async def reply_channel(self) -> AsyncIterator[ReplyChannel]:
+        channel = _RedisReplyChannel(self, f"{self.prefix}reply:{secrets.token_hex(12)}")
+        try:
+            yield channel
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(5):
+                await self.call(lambda: self.client.delete(channel.address), what="drop reply key")
+
+    async def send_reply(self, address: str, message: Message) -> None:
+        raw = message.encode()
+
+        def push() -> None:
+            with self.client.pipeline(transaction=True) as pipe:
+                pipe.lpush(address, raw)
+                pipe.expire(address, 60)  # a requester that gave up leaves nothing behind
+                pipe.execute()
+
+        await self.call(push, what="send reply", deadline=trio.current_time() + self.options.publish_timeout)
+
+
+class _RedisReplyChannel(ReplyChannel):
+    """A reply address is a Redis list: a reply pushed before the requester waits is not lost."""
+
+    def __init__(self, bus: RedisBusBase, address: str) -> None:
+        self.bus = bus
+        self.address = address
+
+    async def receive(self) -> Message:
+        client, block = self.bus.client, self.bus.options.block
+        while True:
+            popped: Any = await self.bus.call(
+                lambda: client.blpop([self.address], timeout=block), what="wait for reply"
+            )
+            if popped is not None:
+                raw = popped[1]
+                try:
+                    return decode(self.address, raw, max_bytes=self.bus.options.max_message_bytes)
+                except MalformedMessage as exc:
+                    log.error("dropped a malformed reply on %s: %s", self.address, exc)
+
+
+def is_nogroup(error: ResponseError) -> bool:
+    return str(error).startswith("NOGROUP")

@@ -1,0 +1,165 @@
+"""``redis://…?mode=pubsub``: Redis pub/sub, fan-out to every subscribed hub, at-most-once.
+
+Every subscribed group of every hub gets each message published while it is subscribed. Nothing
+is stored: a message that arrives while the group's buffer is full is dropped and counted
+(``WorkerStat.total_dropped``), and retries are kept in-process. Dead letters still go to the
+dead-letter stream, like those of the streams transport.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import attrs
+import trio
+
+from ..errors import HubStopped, MalformedMessage
+from ..message import Message, decode
+from ._redis import RedisBusBase
+from .base import Delivery, Inbox, Subscription
+
+log = logging.getLogger("actionhub.redis")
+
+
+class RedisPubSubBus(RedisBusBase):
+    """At-most-once fan-out transport on Redis pub/sub."""
+
+    durable = False
+
+    def channel(self, topic: str) -> str:
+        return f"{self.prefix}{topic}"
+
+    async def publish(self, message: Message, *, delay: float | None = None) -> str:
+        raw = self.encode(message)
+        channel = self.channel(message.topic)
+        if delay:
+            await self.schedule("p", channel, "", raw, delay)
+        else:
+            await self.call(
+                lambda: self.client.publish(channel, raw),
+                what="publish",
+                deadline=trio.current_time() + self.options.publish_timeout,
+            )
+        return message.id
+
+    def _requeue(self, topic: str, raw: bytes, group: str, entry_id: bytes) -> None:
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.publish(self.channel(topic), raw)
+            pipe.xdel(self.dead_key(topic), entry_id)
+            pipe.execute()
+
+    async def subscribe(self, topic: str, group: str, inbox: Inbox) -> Subscription:
+        if self._nursery is None:
+            raise HubStopped("redis bus is not open")
+        subscription = _PubSubSubscription(self, topic, group, inbox)
+        await self._nursery.start(subscription.read_loop)
+        return subscription
+
+    def later(self, delay: float, fn: Any, *args: Any) -> None:
+        if self._nursery is not None:
+
+            async def run() -> None:
+                await trio.sleep(delay)
+                fn(*args)
+
+            self._nursery.start_soon(run)
+
+
+class _PubSubSubscription(Subscription):
+    """One group's subscription to a channel, on its own connection."""
+
+    def __init__(self, bus: RedisPubSubBus, topic: str, group: str, inbox: Inbox) -> None:
+        self.bus = bus
+        self.topic = topic
+        self.group = group
+        self.inbox = inbox
+        self.channel = bus.channel(topic)
+        self._pubsub: Any = bus.client.pubsub(ignore_subscribe_messages=True)
+        self._scope = trio.CancelScope()
+        self._done = trio.Event()
+
+    def _receive(self, limit: int) -> list[bytes]:
+        """Blocking: the messages that arrived, waiting up to ``block`` for the first one."""
+        received: list[bytes] = []
+        timeout = self.bus.options.block
+        while len(received) < limit:
+            item = self._pubsub.get_message(timeout=timeout)
+            if item is None:
+                break
+            if item["type"] == "message":
+                received.append(item["data"])
+            timeout = 0.0
+        return received
+
+    async def read_loop(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        bus = self.bus
+        await bus.call(lambda: self._pubsub.subscribe(self.channel), what=f"subscribe {self.channel}")
+        task_status.started()
+        try:
+            with self._scope:
+                while True:
+                    received = await bus.call(lambda: self._receive(1000), what=f"read {self.channel}")
+                    for raw in received:
+                        await self._deliver(raw)
+        finally:
+            self._done.set()
+
+    async def _deliver(self, raw: bytes) -> None:
+        try:
+            message = decode(self.topic, raw, max_bytes=self.bus.options.max_message_bytes)
+        except MalformedMessage as exc:
+            self.inbox.note_malformed()
+            log.warning("%s: dead-lettered a malformed message: %s", self.channel, exc)
+            await self._to_dead(raw, f"malformed: {exc}", attempts=1, error=None, traceback=None)
+            return
+        self._offer(Delivery(message, self, raw))
+
+    def _offer(self, delivery: Delivery) -> None:
+        if self._done.is_set() or self.inbox.free_credit() < 1:
+            self.inbox.note_dropped()  # at-most-once: no room means the message is gone
+            return
+        try:
+            self.inbox.put_nowait(delivery)
+        except HubStopped:
+            self.inbox.note_dropped()
+
+    async def ack(self, delivery: Delivery) -> None:
+        pass  # nothing is stored, nothing to acknowledge
+
+    async def retry(self, delivery: Delivery, *, delay: float, error: str | None) -> None:
+        message = attrs.evolve(delivery.message, attempt=delivery.message.attempt + 1)
+        self.bus.later(delay, self._offer, Delivery(message, self, delivery.token))
+
+    async def dead_letter(
+        self, delivery: Delivery, *, reason: str, error: str | None = None, traceback: str | None = None
+    ) -> None:
+        raw = delivery.message.encode()
+        await self._to_dead(raw, reason, attempts=delivery.message.attempt, error=error, traceback=traceback)
+
+    async def _to_dead(
+        self, raw: bytes, reason: str, *, attempts: int, error: str | None, traceback: str | None
+    ) -> None:
+        bus = self.bus
+        fields = bus.dead_letter_fields(
+            raw,
+            topic=self.topic,
+            group=self.group,
+            reason=reason,
+            attempts=attempts,
+            error=error,
+            traceback=traceback,
+        )
+        await bus.call(
+            lambda: bus.client.xadd(bus.dead_key(self.topic), fields, maxlen=bus.options.max_dead_letters),
+            what="dead-letter",
+        )
+
+    async def close(self) -> None:
+        if self._done.is_set() and self._pubsub is None:
+            return
+        self._scope.cancel()
+        await self._done.wait()
+        pubsub, self._pubsub = self._pubsub, None
+        if pubsub is not None:
+            await self.bus.call(pubsub.close, what="unsubscribe")

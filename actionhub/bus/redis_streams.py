@@ -1,0 +1,441 @@
+"""``redis://``: Redis Streams with consumer groups, at-least-once.
+
+* One stream per topic (``<prefix><topic>``), one consumer group per action (or its ``group=``),
+  created at id 0 so that what was published before the first hub started is not missed.
+* Reads are batched: ``XREADGROUP COUNT <free credit> BLOCK``, never more than the group has room
+  for. Acks are batched too: one pipelined ``XACK`` per stream for whatever finished meanwhile.
+  Nothing is acked that did not finish.
+* Leases: an entry read by a hub stays in its pending list. A live hub renews the entries it holds
+  every ``visibility_timeout / 3`` (XCLAIM JUSTID, checked in a script so a lease another hub
+  has taken is never stolen back); an entry idle for ``visibility_timeout`` belongs to a dead hub
+  and is reclaimed (XAUTOCLAIM) by a live one. Redis counts deliveries, and each delivery beyond
+  the first is one more attempt, so a crash loop ends in the dead letters.
+* A retry is scheduled in the delayed set and acked in one script; its entry, when due, carries a
+  ``group`` field so that only the group that failed it runs it again (other groups skip it).
+* Trimming: every ``trim_interval`` a script trims each consumed stream below the oldest entry that
+  any of its groups has not yet delivered or acked (``XTRIM MINID ~``). An undelivered or unacked
+  entry is never trimmed; a stream with a group nobody consumes any more keeps growing until that
+  group is destroyed (``XGROUP DESTROY``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from functools import partial
+from typing import Any, cast
+
+import attrs
+import orjson
+import trio
+from redis.exceptions import ResponseError
+
+from ..errors import HubStopped, MalformedMessage
+from ..message import Message, decode
+from ._redis import RedisBusBase, RedisOptions, is_nogroup, text
+from .base import Delivery, Inbox, Subscription
+
+log = logging.getLogger("actionhub.redis")
+
+_RENEW = """
+local lost = {}
+for i = 3, #ARGV do
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+  if #p == 1 then
+    if p[1][2] == ARGV[2] then
+      redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+    else
+      table.insert(lost, ARGV[i])
+    end
+  end
+end
+return lost
+"""
+
+# On a graceful close: entries read but never started are made claimable at once (their idle
+# time is set past the visibility timeout), and the consumer is removed if it holds nothing.
+_RELEASE = """
+for i = 4, #ARGV do
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1, ARGV[2])
+  if #p == 1 then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'IDLE', ARGV[3], 'JUSTID')
+  end
+end
+if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) == 0 then
+  redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+end
+return 1
+"""
+
+_TRIM = """
+local groups = redis.call('XINFO', 'GROUPS', KEYS[1])
+if #groups == 0 then return 0 end
+local min_id, min_ms, min_seq = nil, nil, nil
+for _, g in ipairs(groups) do
+  local name, pending, last
+  for i = 1, #g, 2 do
+    if g[i] == 'name' then name = g[i + 1]
+    elseif g[i] == 'pending' then pending = g[i + 1]
+    elseif g[i] == 'last-delivered-id' then last = g[i + 1] end
+  end
+  local keep = last
+  if pending > 0 then keep = redis.call('XPENDING', KEYS[1], name)[2] end
+  local dash = string.find(keep, '-', 1, true)
+  local ms, seq = tonumber(string.sub(keep, 1, dash - 1)), tonumber(string.sub(keep, dash + 1))
+  if min_id == nil or ms < min_ms or (ms == min_ms and seq < min_seq) then
+    min_id, min_ms, min_seq = keep, ms, seq
+  end
+end
+return redis.call('XTRIM', KEYS[1], 'MINID', '~', min_id)
+"""
+
+
+def _stream_entries(response: Any) -> Iterable[tuple[bytes, dict[bytes, bytes]]]:
+    """The entries of an XREADGROUP reply (RESP2 list or RESP3 map)."""
+    if not response:
+        return ()
+    streams = response.values() if isinstance(response, dict) else (entries for _, entries in response)
+    return [entry for entries in streams for entry in entries]
+
+
+def _token(delivery: Delivery) -> tuple[bytes, bytes]:
+    """(stream entry id, raw entry) of a delivery this transport made."""
+    return cast(tuple[bytes, bytes], delivery.token)
+
+
+class RedisStreamsBus(RedisBusBase):
+    """At-least-once transport on Redis Streams and consumer groups."""
+
+    durable = True
+
+    def __init__(self, url: str, redis_url: str, options: RedisOptions) -> None:
+        super().__init__(url, redis_url, options)
+        self._renew = self.client.register_script(_RENEW)
+        self._release = self.client.register_script(_RELEASE)
+        self._trim = self.client.register_script(_TRIM)
+        self._subscriptions: list[_StreamSubscription] = []
+        self._acks_due = trio.Event()
+
+    def stream_key(self, topic: str) -> str:
+        return f"{self.prefix}{topic}"
+
+    # ------------------------------------------------------------------ publishing
+
+    async def publish(self, message: Message, *, delay: float | None = None) -> str:
+        raw = self.encode(message)
+        stream = self.stream_key(message.topic)
+        if delay:
+            await self.schedule("x", stream, "", raw, delay)
+        else:
+            await self.call(
+                lambda: self.client.xadd(stream, {"message": raw}),
+                what="publish",
+                deadline=trio.current_time() + self.options.publish_timeout,
+            )
+        return message.id
+
+    def _requeue(self, topic: str, raw: bytes, group: str, entry_id: bytes) -> None:
+        fields: dict[str, bytes | str] = {"message": raw}
+        if group:
+            fields["group"] = group
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.xadd(self.stream_key(topic), fields)
+            pipe.xdel(self.dead_key(topic), entry_id)
+            pipe.execute()
+
+    # ------------------------------------------------------------------ consuming
+
+    async def subscribe(self, topic: str, group: str, inbox: Inbox) -> Subscription:
+        if self._nursery is None:
+            raise HubStopped("redis bus is not open")
+        subscription = _StreamSubscription(self, topic, group, inbox)
+        await subscription.ensure_group()
+        self._subscriptions.append(subscription)
+        await self._nursery.start(subscription.read_loop)
+        return subscription
+
+    async def _start_background(self, nursery: trio.Nursery) -> None:
+        nursery.start_soon(self._ack_loop)
+        nursery.start_soon(self._renew_loop)
+        nursery.start_soon(self._trim_loop)
+
+    async def _before_close(self) -> None:
+        await self.flush_acks()
+
+    def wake_acker(self) -> None:
+        self._acks_due.set()
+
+    async def _ack_loop(self) -> None:
+        while True:
+            await self._acks_due.wait()
+            self._acks_due = trio.Event()
+            await self.flush_acks()
+
+    async def flush_acks(self) -> None:
+        """One pipelined XACK round trip for everything finished since the last one."""
+        batch = [(s.stream, s.group, s.take_acks()) for s in self._subscriptions if s.acks]
+        if not batch:
+            return
+
+        def ack() -> None:
+            with self.client.pipeline(transaction=False) as pipe:
+                for stream, group, ids in batch:
+                    pipe.xack(stream, group, *ids)
+                pipe.execute()
+
+        await self.call(ack, what="ack")
+
+    async def _renew_loop(self) -> None:
+        while True:
+            await trio.sleep(self.options.visibility_timeout / 3)
+            for subscription in list(self._subscriptions):
+                ids = list(subscription.in_hand)
+                if not ids:
+                    continue
+                lost = await self.call(
+                    partial(
+                        self._renew,
+                        keys=[subscription.stream],
+                        args=[subscription.group, self.consumer, *ids],
+                    ),
+                    what="renew leases",
+                )
+                if lost:
+                    log.warning(
+                        "%s/%s: the lease of %d message(s) was taken by another hub (this hub stalled "
+                        "longer than visibility_timeout); they may run twice",
+                        subscription.topic,
+                        subscription.group,
+                        len(lost),
+                    )
+
+    async def _trim_loop(self) -> None:
+        while True:
+            await trio.sleep(self.options.trim_interval)
+            for stream in {s.stream for s in self._subscriptions}:
+                try:
+                    await self.call(partial(self._trim, keys=[stream]), what="trim")
+                except ResponseError as exc:
+                    log.warning("could not trim %s: %s", stream, exc)
+
+    def _forget(self, subscription: _StreamSubscription) -> None:
+        if subscription in self._subscriptions:
+            self._subscriptions.remove(subscription)
+
+
+class _StreamSubscription(Subscription):
+    """One consumer group of one stream, feeding one inbox."""
+
+    def __init__(self, bus: RedisStreamsBus, topic: str, group: str, inbox: Inbox) -> None:
+        self.bus = bus
+        self.topic = topic
+        self.group = group
+        self.inbox = inbox
+        self.stream = bus.stream_key(topic)
+        self.in_hand: set[bytes] = set()  # entry ids read and not yet settled: leases to renew
+        self.acks: list[bytes] = []
+        self._scope = trio.CancelScope()
+        self._done = trio.Event()
+        self._claim_cursor: bytes | str = "0-0"
+        self._closed = False
+
+    def take_acks(self) -> list[bytes]:
+        acks, self.acks = self.acks, []
+        return acks
+
+    async def ensure_group(self) -> None:
+        def create() -> None:
+            try:
+                self.bus.client.xgroup_create(self.stream, self.group, id="0", mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+
+        await self.bus.call(create, what=f"create group {self.group} on {self.stream}")
+
+    # ------------------------------------------------------------------ reading
+
+    async def read_loop(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        options = self.bus.options
+        next_claim = trio.current_time()  # at start: pick up what crashed hubs left at once
+        try:
+            with self._scope:
+                while True:
+                    try:
+                        credit = await self.inbox.wait_for_credit()
+                    except HubStopped:
+                        return
+                    try:
+                        if trio.current_time() >= next_claim:
+                            next_claim = trio.current_time() + options.visibility_timeout / 2
+                            if await self._reclaim(credit):
+                                continue
+                        await self._read(credit)
+                    except ResponseError as exc:
+                        if not is_nogroup(exc):
+                            raise
+                        log.warning(
+                            "%s: group %s is gone (Redis lost it?); recreating it", self.stream, self.group
+                        )
+                        await self.ensure_group()
+                    except HubStopped:
+                        return
+        finally:
+            self._done.set()
+
+    async def _read(self, credit: int) -> None:
+        client, bus = self.bus.client, self.bus
+        block_ms = int(bus.options.block * 1000)
+        response = await bus.call(
+            lambda: client.xreadgroup(
+                self.group, bus.consumer, {self.stream: ">"}, count=credit, block=block_ms
+            ),
+            what=f"read {self.stream}",
+        )
+        entries = _stream_entries(response)
+        if entries:
+            await self._deliver(entries, None)
+
+    async def _reclaim(self, credit: int) -> bool:
+        """Take over entries idle past the visibility timeout (their hub died). True if any."""
+        bus = self.bus
+        min_idle = int(bus.options.visibility_timeout * 1000)
+        result = await bus.call(
+            lambda: bus.client.xautoclaim(
+                self.stream, self.group, bus.consumer, min_idle, start_id=self._claim_cursor, count=credit
+            ),
+            what=f"reclaim {self.stream}",
+        )
+        self._claim_cursor = result[0]
+        entries = [(entry_id, fields) for entry_id, fields in result[1] if fields]
+        if not entries:
+            return False
+
+        def delivery_counts() -> list[Any]:
+            with bus.client.pipeline(transaction=False) as pipe:
+                for entry_id, _ in entries:
+                    pipe.xpending_range(self.stream, self.group, entry_id, entry_id, 1)
+                return list(pipe.execute())
+
+        pending = await bus.call(delivery_counts, what="delivery counts")
+        counts = {p[0]["message_id"]: p[0]["times_delivered"] for p in pending if p}
+        log.warning("%s/%s: reclaimed %d message(s) from a dead hub", self.stream, self.group, len(entries))
+        await self._deliver(entries, counts)
+        return True
+
+    async def _deliver(
+        self, entries: Iterable[tuple[bytes, dict[bytes, bytes]]], counts: dict[bytes, int] | None
+    ) -> None:
+        options = self.bus.options
+        for entry_id, fields in entries:
+            target = fields.get(b"group")
+            if target is not None and target.decode() != self.group:
+                self.acks.append(entry_id)  # a retry meant for another group of this topic
+                self.bus.wake_acker()
+                continue
+            raw = fields.get(b"message")
+            try:
+                if raw is None:
+                    raise MalformedMessage("stream entry has no 'message' field")
+                message = decode(self.topic, raw, max_bytes=options.max_message_bytes)
+            except MalformedMessage as exc:
+                await self._dead_letter_malformed(entry_id, fields, raw, str(exc))
+                continue
+            deliveries = 1 if counts is None else counts.get(entry_id, 1)
+            if not message.id or deliveries > 1:
+                message = attrs.evolve(
+                    message, id=message.id or text(entry_id), attempt=message.attempt + deliveries - 1
+                )
+            self.in_hand.add(entry_id)
+            self.inbox.put_nowait(Delivery(message, self, (entry_id, raw)))
+
+    async def _dead_letter_malformed(
+        self, entry_id: bytes, fields: dict[bytes, bytes], raw: bytes | None, reason: str
+    ) -> None:
+        self.inbox.note_malformed()
+        if raw is None:
+            raw = orjson.dumps(
+                {k.decode(errors="replace"): v.decode(errors="replace") for k, v in fields.items()}
+            )
+        log.warning("%s: dead-lettered malformed entry %s: %s", self.stream, text(entry_id), reason)
+        await self._move_to_dead(
+            entry_id, raw, f"malformed: {reason}", attempts=1, error=None, traceback=None
+        )
+
+    async def _move_to_dead(
+        self,
+        entry_id: bytes,
+        raw: bytes,
+        reason: str,
+        *,
+        attempts: int,
+        error: str | None,
+        traceback: str | None,
+    ) -> None:
+        bus = self.bus
+        fields = bus.dead_letter_fields(
+            raw,
+            topic=self.topic,
+            group=self.group,
+            reason=reason,
+            attempts=attempts,
+            error=error,
+            traceback=traceback,
+        )
+
+        def move() -> None:
+            with bus.client.pipeline(transaction=True) as pipe:
+                pipe.xadd(bus.dead_key(self.topic), fields, maxlen=bus.options.max_dead_letters)
+                pipe.xack(self.stream, self.group, entry_id)
+                pipe.execute()
+
+        await bus.call(move, what="dead-letter")
+
+    # ------------------------------------------------------------------ settling
+
+    async def ack(self, delivery: Delivery) -> None:
+        entry_id = _token(delivery)[0]
+        self.in_hand.discard(entry_id)
+        self.acks.append(entry_id)
+        self.bus.wake_acker()
+
+    async def retry(self, delivery: Delivery, *, delay: float, error: str | None) -> None:
+        bus = self.bus
+        entry_id = _token(delivery)[0]
+        entry = attrs.evolve(delivery.message, attempt=delivery.message.attempt + 1).encode()
+        member = orjson.dumps(["x", self.stream, self.group, entry.decode()])
+        await bus.call(
+            lambda: bus._schedule(
+                keys=[bus.delayed_key, self.stream], args=[delay, member, self.group, entry_id]
+            ),
+            what="schedule retry",
+        )
+        self.in_hand.discard(entry_id)
+
+    async def dead_letter(
+        self, delivery: Delivery, *, reason: str, error: str | None = None, traceback: str | None = None
+    ) -> None:
+        entry_id, raw = _token(delivery)
+        await self._move_to_dead(
+            entry_id, raw, reason, attempts=delivery.message.attempt, error=error, traceback=traceback
+        )
+        self.in_hand.discard(entry_id)
+
+    async def close(self) -> None:
+        """Stop reading; flush acks; make what was read but never started claimable at once."""
+        if self._closed:
+            return
+        self._closed = True
+        self._scope.cancel()
+        await self._done.wait()
+        bus = self.bus
+        await bus.flush_acks()
+        bus._forget(self)
+        idle = int(bus.options.visibility_timeout * 1000) * 2
+        ids = list(self.in_hand)
+        self.in_hand.clear()
+        await bus.call(
+            lambda: bus._release(keys=[self.stream], args=[self.group, bus.consumer, idle, *ids]),
+            what="release unstarted messages",
+        )
