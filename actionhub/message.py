@@ -53,8 +53,11 @@ class Message:
         return orjson.dumps(self.envelope())
 
 
-def decode(topic: str, raw: bytes | str, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Message:
-    """Parse a wire-format v1 envelope; raise `MalformedMessage` saying what is wrong."""
+def decode(
+    topic: str, raw: bytes | str, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, default_id: str = ""
+) -> Message:
+    """Parse a wire-format v1 envelope; raise `MalformedMessage` saying what is wrong.
+    ``default_id`` (the transport's own id, say) is used when the envelope has none."""
     if len(raw) > max_bytes:
         raise MalformedMessage(f"message is {len(raw)} bytes, over the limit of {max_bytes}")
     try:
@@ -68,13 +71,14 @@ def decode(topic: str, raw: bytes | str, *, max_bytes: int = DEFAULT_MAX_MESSAGE
     unknown = doc.keys() - _ENVELOPE_KEYS
     if unknown:
         raise MalformedMessage(f"envelope has unknown keys: {sorted(unknown)}")
-    msg_id = doc.get("id", "")
+    msg_id = doc.get("id", default_id)
     headers = doc.get("headers", {})
     reply_to = doc.get("reply_to")
     created_at = doc.get("created_at", time.time())
     attempt = doc.get("attempt", 1)
     if not isinstance(msg_id, str):
         raise MalformedMessage("'id' must be a string")
+    msg_id = msg_id or default_id
     if not isinstance(headers, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
     ):

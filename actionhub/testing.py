@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+
 from .supervision.escalation import Escalation
 
 
@@ -14,3 +21,98 @@ class EscalationLog(list[Escalation]):
     def reasons(self) -> list[str]:
         """The ``reason`` of each escalation received, in order."""
         return [e.reason for e in self]
+
+
+class RedisServer:
+    """A private ``redis-server`` on a free loopback port (and a unix socket) in a temporary
+    directory, for tests and benchmarks. Blocking methods; from trio use ``trio.to_thread``.
+
+    With ``appendonly`` (the default) every write is fsynced, so `restart` and `kill` + `start`
+    keep the data, like a production server configured for durability.
+    """
+
+    def __init__(self, *, appendonly: bool = True, binary: str = "redis-server") -> None:
+        found = shutil.which(binary)
+        if found is None:
+            raise FileNotFoundError(f"{binary} is not on PATH (install the redis-server package)")
+        self.binary = found
+        self.appendonly = appendonly
+        self.port = _free_port()
+        self.directory = tempfile.mkdtemp(prefix="actionhub-redis-")
+        self.unix_socket: str | None = os.path.join(self.directory, "redis.sock")
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Start (or start again, on the same port and directory) and wait until it answers."""
+        command = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.directory]
+        command += ["--unixsocket", str(self.unix_socket), "--unixsocketperm", "700", "--save", ""]
+        command += ["--daemonize", "no", "--protected-mode", "no", "--logfile", "redis.log"]
+        if self.appendonly:
+            command += ["--appendonly", "yes", "--appendfsync", "always"]
+        self._process = subprocess.Popen(command, cwd=self.directory, stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while not self._answers():
+            if self._process.poll() is not None or time.monotonic() > deadline:
+                self.kill()
+                raise RuntimeError(f"redis-server did not start on port {self.port}:\n{self.log_tail()}")
+            time.sleep(0.02)
+
+    def _answers(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as conn:
+                conn.sendall(b"*1\r\n$4\r\nPING\r\n")
+                return conn.recv(64).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        """Shut down gracefully (SIGTERM), killing it if it does not exit within 10 s."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        self._process = None
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, as far as Redis and its clients can tell."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+        self._process = None
+
+    def restart(self) -> None:
+        """Stop and start again on the same port and directory (the append-only file reloads)."""
+        self.stop()
+        self.start()
+
+    def log_tail(self, lines: int = 20) -> str:
+        path = os.path.join(self.directory, "redis.log")
+        if not os.path.exists(path):
+            return "(no log)"
+        with open(path, errors="replace") as log:
+            return "".join(log.readlines()[-lines:])
+
+    def close(self) -> None:
+        """Stop the server and remove its directory."""
+        self.stop()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def __enter__(self) -> RedisServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

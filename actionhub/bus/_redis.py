@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import attrs
 import orjson
@@ -126,7 +126,9 @@ def split_url(url: str) -> tuple[str, RedisOptions]:
         options = RedisOptions(**ours)  # type: ignore[arg-type]
     except ValueError as exc:
         raise ConfigurationError(f"{url!r}: {exc}") from None
-    return urlunsplit(parts._replace(query=urlencode(theirs))), options
+    query = f"?{urlencode(theirs)}" if theirs else ""
+    # urlunsplit would turn unix:///path into unix:/path, which redis-py rejects
+    return f"{parts.scheme}://{parts.netloc}{parts.path}{query}", options
 
 
 def connect(redis_url: str, options: RedisOptions) -> Any:

@@ -31,8 +31,9 @@ class Inbox(Protocol):
         """How many more deliveries fit right now."""
         ...
 
-    async def wait_for_credit(self) -> int:
-        """Wait until at least one delivery fits; return how many do."""
+    async def wait_for_credit(self, at_least: int = 1) -> int:
+        """Wait until ``at_least`` deliveries fit (at most the whole buffer); return how many do.
+        Raise `HubStopped` once the inbox is closed."""
         ...
 
     def put_nowait(self, delivery: Delivery) -> None:

@@ -238,6 +238,7 @@ class _StreamSubscription(Subscription):
         self._done = trio.Event()
         self._claim_cursor: bytes | str = "0-0"
         self._closed = False
+        self.batch = max(1, inbox.free_credit() // 2)
 
     def take_acks(self) -> list[bytes]:
         acks, self.acks = self.acks, []
@@ -263,7 +264,8 @@ class _StreamSubscription(Subscription):
             with self._scope:
                 while True:
                     try:
-                        credit = await self.inbox.wait_for_credit()
+                        # half the buffer at least: fewer, fuller batches; the workers still have work
+                        credit = await self.inbox.wait_for_credit(self.batch)
                     except HubStopped:
                         return
                     try:
@@ -338,15 +340,15 @@ class _StreamSubscription(Subscription):
             try:
                 if raw is None:
                     raise MalformedMessage("stream entry has no 'message' field")
-                message = decode(self.topic, raw, max_bytes=options.max_message_bytes)
+                message = decode(
+                    self.topic, raw, max_bytes=options.max_message_bytes, default_id=entry_id.decode()
+                )
             except MalformedMessage as exc:
                 await self._dead_letter_malformed(entry_id, fields, raw, str(exc))
                 continue
             deliveries = 1 if counts is None else counts.get(entry_id, 1)
-            if not message.id or deliveries > 1:
-                message = attrs.evolve(
-                    message, id=message.id or text(entry_id), attempt=message.attempt + deliveries - 1
-                )
+            if deliveries > 1:
+                message = attrs.evolve(message, attempt=message.attempt + deliveries - 1)
             self.in_hand.add(entry_id)
             self.inbox.put_nowait(Delivery(message, self, (entry_id, raw)))
 

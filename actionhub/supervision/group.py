@@ -167,8 +167,9 @@ class WorkerGroup:
             return 0
         return max(0, self.config.buffer - len(self._buffer))
 
-    async def wait_for_credit(self) -> int:
-        while not self.free_credit():
+    async def wait_for_credit(self, at_least: int = 1) -> int:
+        at_least = max(1, min(at_least, self.config.buffer))
+        while self.free_credit() < at_least:
             if self._closed:
                 raise HubStopped(f"group {self.name!r} is closed")
             await self._room.park()

@@ -1,0 +1,47 @@
+"""A hub in a process of its own, for the multi-process Redis tests.
+
+    python -m tests.hub_process URL OUT_FILE [--work SECONDS] [--name NAME]
+
+Action ``count`` appends each payload to OUT_FILE (one line per finished message, written before
+the ack). Prints ``ready`` once serving; SIGTERM stops it gracefully.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+
+import trio
+
+from actionhub import ActionHub, Job
+
+
+async def serve(url: str, out: str, work: float, name: str) -> None:
+    hub = ActionHub(url, name=name)
+    with open(out, "a", buffering=1) as lines:  # noqa: ASYNC230 - opened once, before serving
+
+        @hub.action("count", max_workers=8, buffer=50)
+        async def count(job: Job) -> None:
+            if work:
+                await trio.sleep(work)
+            lines.write(f"{job.payload}\n")
+
+        with trio.open_signal_receiver(signal.SIGTERM) as signals:
+            async with hub.running():
+                print("ready", flush=True)
+                async for _ in signals:
+                    break
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("url")
+    parser.add_argument("out")
+    parser.add_argument("--work", type=float, default=0.0)
+    parser.add_argument("--name", default="proc")
+    args = parser.parse_args()
+    trio.run(serve, args.url, args.out, args.work, args.name)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,402 @@
+"""The Redis streams transport against a real redis-server started by the test session.
+
+Time is real here (Redis has its own clock), so waits are bounded by ``fail_after``; where another
+process does the work, the test polls what it can observe (files, Redis) at a short interval.
+"""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import orjson
+import pytest
+import redis
+import trio
+
+from actionhub import ActionHub, Job, Retry
+from actionhub.testing import RedisServer
+from tests.polling import wait_until
+
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
+
+def prefix_of(url: str) -> str:
+    return parse_qs(urlsplit(url).query)["prefix"][0]
+
+
+@pytest.fixture
+def client(redis_server: RedisServer) -> redis.Redis:
+    return redis.Redis(port=redis_server.port)
+
+
+async def test_redis_cli_xadd_runs_the_action(redis_server: RedisServer, redis_url: str) -> None:
+    seen: list[object] = []
+    done = trio.Event()
+    hub = ActionHub(redis_url)
+
+    @hub.action("orders.charge")
+    async def charge(job: Job) -> None:
+        seen.append((job.payload, job.headers, job.attempt))
+        done.set()
+
+    async with hub.running():
+        envelope = '{"payload": {"id": 7, "amount": 12.5}, "headers": {"source": "shell"}}'
+        command = ["redis-cli", "-p", str(redis_server.port)]
+        command += ["XADD", f"{prefix_of(redis_url)}orders.charge", "*", "message", envelope]
+        result = await trio.run_process(command, capture_stdout=True)
+        assert result.stdout.strip()  # the entry id
+        with trio.fail_after(10):
+            await done.wait()
+    assert seen == [({"id": 7, "amount": 12.5}, {"source": "shell"}, 1)]
+    (stat,) = hub.stats()
+    assert stat.total_message_processed == 1
+
+
+async def test_publish_before_the_hub_starts_is_not_lost(redis_url: str) -> None:
+    got = trio.Event()
+    first = ActionHub(redis_url)
+    async with first.running():
+        await first.publish("early", {"n": 1})  # nobody consumes "early" yet
+    hub = ActionHub(redis_url)
+
+    @hub.action("early")
+    async def early(job: Job) -> None:
+        got.set()
+
+    async with hub.running():
+        with trio.fail_after(10):
+            await got.wait()
+
+
+async def test_request_reply_and_timeout_leave_no_keys(redis_url: str, client: redis.Redis) -> None:
+    hub = ActionHub(redis_url)
+
+    @hub.action("double")
+    async def double(job: Job) -> None:
+        await job.reply({"double": job.payload * 2})
+
+    @hub.action("silent")
+    async def silent(job: Job) -> None:
+        pass
+
+    async with hub.running():
+        answer = await hub.request("double", 21, timeout=10)
+        assert answer.payload == {"double": 42}
+        assert answer.headers["in_reply_to"]
+        with pytest.raises(trio.TooSlowError):
+            await hub.request("silent", 1, timeout=0.5)
+    assert client.keys(f"{prefix_of(redis_url)}reply:*") == []
+
+
+async def test_poison_message_is_retried_with_growing_delays_then_dead_lettered(
+    redis_url: str, client: redis.Redis
+) -> None:
+    attempts: list[tuple[int, float]] = []
+    fine: list[int] = []
+    hub = ActionHub(redis_url)
+
+    @hub.action("work", max_attempts=4, retry_backoff=(0.2, 5, 0))
+    async def work(job: Job) -> None:
+        if job.payload == "poison":
+            attempts.append((job.attempt, trio.current_time()))
+            raise ValueError("cannot digest this")
+        fine.append(job.payload)
+
+    async with hub.running():
+        await hub.publish("work", "poison")
+        for i in range(20):
+            await hub.publish("work", i)
+        await wait_until(lambda: len(attempts) == 4 and len(fine) == 20)
+        await wait_until(lambda: client.xlen(f"{prefix_of(redis_url)}dead:work") == 1)
+        letters = await hub.dead_letters("work")
+    assert [a for a, _ in attempts] == [1, 2, 3, 4]
+    gaps = [later - earlier for (_, earlier), (_, later) in itertools.pairwise(attempts)]
+    assert gaps[0] >= 0.2 and gaps[1] >= 0.4 and gaps[2] >= 0.8  # exponential backoff
+    assert sorted(fine) == list(range(20))  # the others flowed meanwhile
+    (letter,) = letters
+    assert letter.message.payload == "poison" and letter.attempts == 4
+    assert letter.reason.startswith("max_attempts") and "cannot digest this" in (letter.error or "")
+    assert "ValueError" in (letter.traceback or "")
+    assert letter.group == "work"
+
+
+async def test_retry_goes_only_to_the_group_that_asked(redis_url: str) -> None:
+    seen: Counter[tuple[str, int]] = Counter()
+    hub = ActionHub(redis_url)
+
+    @hub.action("audit", topic="orders")
+    async def audit(job: Job) -> None:
+        seen["audit", job.attempt] += 1
+
+    @hub.action("charge", topic="orders")
+    async def charge(job: Job) -> None:
+        seen["charge", job.attempt] += 1
+        if job.attempt == 1:
+            raise Retry(delay=0.1)
+
+    async with hub.running():
+        await hub.publish("orders", 1)
+        await wait_until(lambda: seen["charge", 2] == 1)
+        await trio.sleep(0.3)  # room for a wrong extra delivery to show up
+    assert seen == {("audit", 1): 1, ("charge", 1): 1, ("charge", 2): 1}
+
+
+async def test_delayed_message_fires_once_after_its_delay(redis_url: str) -> None:
+    runs: list[float] = []
+    hub = ActionHub(redis_url)
+    other = ActionHub(redis_url)  # a second hub moving due messages too: still exactly once
+
+    @hub.action("later")
+    async def later(job: Job) -> None:
+        runs.append(trio.current_time())
+
+    async with hub.running(), other.running():
+        sent = trio.current_time()
+        await hub.publish("later", 1, delay=1.0)
+        await wait_until(lambda: len(runs) == 1)
+        await trio.sleep(0.5)
+    assert len(runs) == 1 and runs[0] - sent >= 1.0
+
+
+async def test_dead_letters_requeue_and_purge(redis_url: str) -> None:
+    calls: list[int] = []
+    hub = ActionHub(redis_url)
+
+    @hub.action("flaky", max_attempts=1)
+    async def flaky(job: Job) -> None:
+        calls.append(job.attempt)
+        if len(calls) <= 2:
+            raise RuntimeError("not yet")
+
+    async with hub.running():
+        await hub.publish("flaky", "a")
+        await hub.publish("flaky", "b")
+        await wait_until(lambda: len(calls) == 2)
+        letters: list[object] = []
+
+        async def two_letters() -> None:
+            while len(letters) < 2:
+                letters[:] = await hub.dead_letters("flaky")
+                await trio.sleep(0.05)
+
+        with trio.fail_after(10):
+            await two_letters()
+        first = (await hub.dead_letters("flaky"))[0]
+        assert await hub.requeue_dead_letters("flaky", [first.id]) == 1
+        await wait_until(lambda: len(calls) == 3)
+        assert calls[-1] == 1  # a requeued letter starts again at attempt 1
+        assert await hub.purge_dead_letters("flaky") == 1
+        assert await hub.dead_letters("flaky") == []
+
+
+MALFORMED: list[tuple[dict[str, bytes], str]] = [
+    ({"message": b"{not json"}, "not JSON"),
+    ({"message": b"[1, 2, 3]"}, "must be a JSON object"),
+    ({"message": b'{"id": "x"}'}, "no 'payload'"),
+    ({"message": b'{"payload": 1, "headers": {"a": 1}}'}, "'headers' must be an object"),
+    ({"message": b'{"payload": 1, "attempt": "one"}'}, "'attempt' must be an integer"),
+    ({"message": b'{"payload": 1, "created_at": "now"}'}, "'created_at' must be a number"),
+    ({"message": b"\x80\x81\xfe\xff binary \x00 garbage"}, "not JSON"),
+    ({"message": orjson.dumps({"payload": "x" * 2000})}, "over the limit of 1000"),
+    ({"body": b'{"payload": 1}'}, "no 'message' field"),
+]
+
+
+async def test_malformed_entries_are_dead_lettered_with_a_reason(redis_url: str, client: redis.Redis) -> None:
+    url = redis_url + "&max_message_bytes=1000"
+    good: list[object] = []
+    hub = ActionHub(url)
+
+    @hub.action("intake")
+    async def intake(job: Job) -> None:
+        good.append(job.payload)
+
+    stream = f"{prefix_of(redis_url)}intake"
+    async with hub.running():
+        for fields, _ in MALFORMED:
+            client.xadd(stream, fields)  # type: ignore[arg-type]
+        client.xadd(stream, {"message": b'{"payload": "fine"}'})
+        await wait_until(lambda: good == ["fine"])
+        letters = await hub.dead_letters("intake")
+        (stat,) = hub.stats()
+    for letter, (_, reason) in zip(letters, MALFORMED, strict=True):
+        assert letter.reason.startswith("malformed: ") and reason in letter.reason
+    assert stat.total_malformed == len(MALFORMED) and stat.total_dead_lettered == len(MALFORMED)
+    assert stat.total_panics == 0 and stat.total_message_processed == 1
+    assert client.xpending(stream, "intake")["pending"] == 0  # all of them were acked
+
+
+async def test_a_long_job_is_not_stolen_while_its_hub_lives(redis_url: str) -> None:
+    url = redis_url + "&visibility_timeout=1&block=0.2"
+    runs: list[str] = []
+    hubs = [ActionHub(url, name=f"h{i}") for i in range(2)]
+    for hub in hubs:
+
+        @hub.action("long")
+        async def long(job: Job, hub: ActionHub = hub) -> None:
+            runs.append(hub.name)
+            await trio.sleep(3.5)  # three and a half visibility timeouts
+
+    async with hubs[0].running(), hubs[1].running():
+        await hubs[0].publish("long", 1)
+        await wait_until(lambda: len(runs) == 1)
+        await wait_until(lambda: sum(h.stats()[0].total_message_processed for h in hubs) == 1, timeout=10)
+    assert len(runs) == 1
+
+
+def _spawn(url: str, out: Path, name: str, work: float = 0.0) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "tests.hub_process", url, str(out), "--name", name, "--work", str(work)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, cwd=Path(__file__).parent.parent)
+    assert process.stdout is not None and process.stdout.readline() == b"ready\n"
+    return process
+
+
+def _publish_many(client: redis.Redis, stream: str, count: int, start: int = 0) -> None:
+    with client.pipeline(transaction=False) as pipe:
+        for i in range(start, start + count):
+            pipe.xadd(stream, {"message": b'{"payload": %d}' % i})
+        pipe.execute()
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text().split() if path.exists() else []
+
+
+@pytest.mark.parametrize("kill", [False, True], ids=["share", "kill-9-one"])
+async def test_two_hub_processes_share_the_work(
+    redis_url: str, client: redis.Redis, tmp_path: Path, kill: bool
+) -> None:
+    url = redis_url + "&visibility_timeout=2&block=0.5"
+    total = 10_000
+    outs = [tmp_path / "a.txt", tmp_path / "b.txt"]
+    processes = [
+        await trio.to_thread.run_sync(_spawn, url, out, f"p{i}", 0.0005 if kill else 0.0)
+        for i, out in enumerate(outs)
+    ]
+    try:
+        await trio.to_thread.run_sync(_publish_many, client, f"{prefix_of(redis_url)}count", total)
+        if kill:
+            await wait_until(lambda: len(_lines(outs[0])) > 500)
+            processes[0].kill()  # SIGKILL: no goodbye, its leases just expire
+            processes[0].wait()
+            done_by_killed = set(_lines(outs[0]))
+        await wait_until(lambda: len(set(_lines(outs[0])) | set(_lines(outs[1]))) == total, timeout=90)
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.terminate()
+        for process in processes:
+            process.wait(timeout=30)
+    a, b = _lines(outs[0]), _lines(outs[1])
+    assert set(a) | set(b) == {str(i) for i in range(total)}  # nothing lost
+    assert a and b  # both took a share
+    duplicates = Counter(a + b) - Counter(set(a + b))
+    if not kill:
+        assert not duplicates  # nothing failed: each exactly once
+        assert processes[1].returncode == processes[0].returncode == 0
+    else:
+        # only what the killed hub had finished but not yet acknowledged runs twice
+        assert set(duplicates) <= done_by_killed
+        assert len(duplicates) <= 8 + 50  # its max_workers + buffer
+        assert all(count == 1 for count in duplicates.values())
+    assert client.xpending(f"{prefix_of(redis_url)}count", "count")["pending"] == 0
+
+
+async def test_redis_restart_mid_run_loses_nothing(
+    redis_server: RedisServer, redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    seen: set[int] = set()
+    hub = ActionHub(redis_url + "&block=0.2")
+
+    @hub.action("steady", max_workers=4)
+    async def steady(job: Job) -> None:
+        await trio.sleep(0.002)
+        seen.add(job.payload)
+
+    async def publish(numbers: range) -> None:
+        for i in numbers:
+            await hub.publish("steady", i)  # retried while Redis is down
+
+    async with hub.running(), trio.open_nursery() as nursery:
+        await publish(range(300))
+        await wait_until(lambda: len(seen) > 20)
+        nursery.start_soon(publish, range(300, 400))
+        await trio.to_thread.run_sync(redis_server.restart)  # appendonly + fsync always: nothing lost
+        await wait_until(lambda: len(seen) == 400, timeout=60)
+    assert seen == set(range(400))
+    logged = [r.getMessage() for r in caplog.records if r.name == "actionhub.redis"]
+    assert any("redis unreachable" in line for line in logged)
+    assert any("redis reachable again" in line for line in logged)
+
+
+async def test_streams_are_trimmed_but_never_below_an_unacked_entry(
+    redis_url: str, client: redis.Redis
+) -> None:
+    url = redis_url + "&trim_interval=0.2"
+    release = trio.Event()
+    done: list[int] = []
+    hub = ActionHub(url)
+
+    @hub.action("trimmed", max_workers=1)
+    async def trimmed(job: Job) -> None:
+        if job.payload == 0:
+            await release.wait()  # the oldest entry stays unacked for a while
+        done.append(job.payload)
+
+    stream = f"{prefix_of(redis_url)}trimmed"
+    async with hub.running():
+        await hub.publish("trimmed", 0)
+        await wait_until(lambda: hub.stats()[0].in_flight == 1)
+        _publish_many(client, stream, 1499, start=1)  # 100 of them buffered (unacked), the rest unread
+        await wait_until(lambda: hub.stats()[0].buffered == 100)
+        await trio.sleep(1)  # five trim rounds while the oldest entry is unacked
+        assert client.xlen(stream) == 1500  # nothing trimmed: every entry is unacked or undelivered
+        first_id = client.xrange(stream, count=1)[0][0]
+        release.set()
+        await wait_until(lambda: len(done) == 1500)
+        await wait_until(lambda: client.xlen(stream) < 300, timeout=10)  # trimmed once all are acked
+    assert client.xpending(stream, "trimmed")["pending"] == 0
+    assert first_id not in [entry_id for entry_id, _ in client.xrange(stream)]
+
+
+async def test_acl_user_and_unix_socket_connections(redis_server: RedisServer, redis_url: str) -> None:
+    admin = redis.Redis(port=redis_server.port)
+    prefix = prefix_of(redis_url)
+    admin.acl_setuser(
+        "hubuser",
+        enabled=True,
+        passwords=["+s3cret"],
+        keys=[f"{prefix}*"],
+        channels=["*"],
+        commands=["+@all"],
+    )
+    got = trio.Event()
+    hub = ActionHub(f"redis://hubuser:s3cret@127.0.0.1:{redis_server.port}/0?prefix={prefix}")
+
+    @hub.action("acl")
+    async def acl(job: Job) -> None:
+        got.set()
+
+    async with hub.running():
+        await hub.publish("acl", 1)
+        with trio.fail_after(10):
+            await got.wait()
+
+    if redis_server.unix_socket is None:
+        pytest.fail("the test server has no unix socket")
+    got = trio.Event()
+    hub = ActionHub(f"unix://{redis_server.unix_socket}?db=0&prefix={prefix}")
+
+    @hub.action("sock")
+    async def sock(job: Job) -> None:
+        got.set()
+
+    async with hub.running():
+        await hub.publish("sock", 1)
+        with trio.fail_after(10):
+            await got.wait()
