@@ -31,7 +31,15 @@ class RedisServer:
     keep the data, like a production server configured for durability.
     """
 
-    def __init__(self, *, appendonly: bool = True, binary: str = "redis-server") -> None:
+    def __init__(
+        self,
+        *,
+        appendonly: bool = True,
+        binary: str = "redis-server",
+        tls: tuple[str, str, str] | None = None,
+    ) -> None:
+        """``tls``: (certificate, key, CA certificate) files; the server then also listens with
+        TLS on `tls_port` (clients are not asked for certificates)."""
         found = shutil.which(binary)
         if found is None:
             raise FileNotFoundError(f"{binary} is not on PATH (install the redis-server package)")
@@ -40,6 +48,8 @@ class RedisServer:
         self.port = _free_port()
         self.directory = tempfile.mkdtemp(prefix="actionhub-redis-")
         self.unix_socket: str | None = os.path.join(self.directory, "redis.sock")
+        self.tls = tls
+        self.tls_port = _free_port() if tls else None
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -51,6 +61,10 @@ class RedisServer:
         command = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.directory]
         command += ["--unixsocket", str(self.unix_socket), "--unixsocketperm", "700", "--save", ""]
         command += ["--daemonize", "no", "--protected-mode", "no", "--logfile", "redis.log"]
+        if self.tls is not None:
+            cert, key, ca = self.tls
+            command += ["--tls-port", str(self.tls_port), "--tls-cert-file", cert, "--tls-key-file", key]
+            command += ["--tls-ca-cert-file", ca, "--tls-auth-clients", "no"]
         if self.appendonly:
             command += ["--appendonly", "yes", "--appendfsync", "always"]
         self._process = subprocess.Popen(command, cwd=self.directory, stdout=subprocess.DEVNULL)

@@ -17,8 +17,9 @@ import orjson
 import pytest
 import redis
 import trio
+import trustme
 
-from actionhub import ActionHub, Job, Retry
+from actionhub import ActionHub, BusError, Job, Retry
 from actionhub.testing import RedisServer
 from tests.polling import wait_until
 
@@ -400,3 +401,44 @@ async def test_acl_user_and_unix_socket_connections(redis_server: RedisServer, r
         await hub.publish("sock", 1)
         with trio.fail_after(10):
             await got.wait()
+
+
+async def test_tls_connection(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    files = [tmp_path / name for name in ("cert.pem", "key.pem", "ca.pem")]
+    cert.cert_chain_pems[0].write_to_path(str(files[0]))
+    cert.private_key_pem.write_to_path(str(files[1]))
+    ca.cert_pem.write_to_path(str(files[2]))
+    server = RedisServer(appendonly=False, tls=(str(files[0]), str(files[1]), str(files[2])))
+    await trio.to_thread.run_sync(server.start)
+    try:
+        got = trio.Event()
+        hub = ActionHub(f"rediss://127.0.0.1:{server.tls_port}/0?ssl_ca_certs={files[2]}&prefix=tls:")
+
+        @hub.action("secure")
+        async def secure(job: Job) -> None:
+            got.set()
+
+        async with hub.running():
+            await hub.publish("secure", 1)
+            with trio.fail_after(10):
+                await got.wait()
+    finally:
+        await trio.to_thread.run_sync(server.close)
+
+
+async def test_publish_gives_up_with_bus_error_when_redis_stays_down() -> None:
+    server = RedisServer(appendonly=False)
+    await trio.to_thread.run_sync(server.start)
+    try:
+        hub = ActionHub(f"{server.url}?publish_timeout=0.5")
+        async with hub.running():
+            await trio.to_thread.run_sync(server.kill)
+            started = trio.current_time()
+            with pytest.raises(BusError, match="redis unreachable for publish"):
+                await hub.publish("nowhere", 1)
+            assert trio.current_time() - started >= 0.5
+            await trio.to_thread.run_sync(server.start)  # back, so the hub can stop cleanly
+    finally:
+        await trio.to_thread.run_sync(server.close)

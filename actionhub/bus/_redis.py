@@ -158,11 +158,12 @@ class RedisBusBase(Bus):
 
     durable = False
 
-    def __init__(self, url: str, redis_url: str, options: RedisOptions) -> None:
+    def __init__(self, url: str, redis_url: str, options: RedisOptions, *, client: Any = None) -> None:
         self.url = url
         self.options = options
         self.prefix = options.prefix
-        self.client: Any = connect(redis_url, options)  # redis-py's stubs type replies loosely
+        # redis-py's stubs type replies loosely; `client` lets tests pass a fakeredis client
+        self.client: Any = client if client is not None else connect(redis_url, options)
         self._schedule = self.client.register_script(_SCHEDULE)
         self._move_due = self.client.register_script(_MOVE_DUE)
         self._backoff = Backoff(0.05, 5.0, 0.2)

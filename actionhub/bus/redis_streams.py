@@ -108,8 +108,8 @@ class RedisStreamsBus(RedisBusBase):
 
     durable = True
 
-    def __init__(self, url: str, redis_url: str, options: RedisOptions) -> None:
-        super().__init__(url, redis_url, options)
+    def __init__(self, url: str, redis_url: str, options: RedisOptions, *, client: Any = None) -> None:
+        super().__init__(url, redis_url, options, client=client)
         self._renew = self.client.register_script(_RENEW)
         self._release = self.client.register_script(_RELEASE)
         self._trim = self.client.register_script(_TRIM)
