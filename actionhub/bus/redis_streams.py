@@ -238,6 +238,8 @@ class _StreamSubscription(Subscription):
         self._done = trio.Event()
         self._claim_cursor: bytes | str = "0-0"
         self._closed = False
+        self._reclaimed = 0  # in the current run of reclaims, for one log line at its end
+        self._settled = trio.lowlevel.ParkingLot()  # woken when in_hand becomes empty
         self.batch = max(1, inbox.free_credit() // 2)
 
     def take_acks(self) -> list[bytes]:
@@ -270,9 +272,9 @@ class _StreamSubscription(Subscription):
                         return
                     try:
                         if trio.current_time() >= next_claim:
+                            if await self._reclaim():
+                                continue  # there may be more: reclaim again before reading
                             next_claim = trio.current_time() + options.visibility_timeout / 2
-                            if await self._reclaim(credit):
-                                continue
                         await self._read(credit)
                     except ResponseError as exc:
                         if not is_nogroup(exc):
@@ -299,32 +301,50 @@ class _StreamSubscription(Subscription):
         if entries:
             await self._deliver(entries, None)
 
-    async def _reclaim(self, credit: int) -> bool:
-        """Take over entries idle past the visibility timeout (their hub died). True if any."""
+    async def _reclaim(self) -> bool:
+        """Take over one entry idle past the visibility timeout (its hub died). True if any.
+
+        A reclaimed entry may be what killed its hub, so it runs in quarantine: alone, once what
+        this group holds is settled and acked, and nothing else is read until it is settled. If
+        it kills this hub too, only its own delivery count grows, never its bystanders'."""
         bus = self.bus
         min_idle = int(bus.options.visibility_timeout * 1000)
         result = await bus.call(
             lambda: bus.client.xautoclaim(
-                self.stream, self.group, bus.consumer, min_idle, start_id=self._claim_cursor, count=credit
+                self.stream, self.group, bus.consumer, min_idle, start_id=self._claim_cursor, count=1
             ),
             what=f"reclaim {self.stream}",
         )
         self._claim_cursor = result[0]
         entries = [(entry_id, fields) for entry_id, fields in result[1] if fields]
         if not entries:
+            if self._reclaimed:
+                log.warning(
+                    "%s/%s: reclaimed %d message(s) left by a dead or stalled hub",
+                    self.stream,
+                    self.group,
+                    self._reclaimed,
+                )
+                self._reclaimed = 0
             return False
-
-        def delivery_counts() -> list[Any]:
-            with bus.client.pipeline(transaction=False) as pipe:
-                for entry_id, _ in entries:
-                    pipe.xpending_range(self.stream, self.group, entry_id, entry_id, 1)
-                return list(pipe.execute())
-
-        pending = await bus.call(delivery_counts, what="delivery counts")
-        counts = {p[0]["message_id"]: p[0]["times_delivered"] for p in pending if p}
-        log.warning("%s/%s: reclaimed %d message(s) from a dead hub", self.stream, self.group, len(entries))
-        await self._deliver(entries, counts)
+        ((entry_id, _),) = entries
+        pending = await bus.call(
+            lambda: bus.client.xpending_range(self.stream, self.group, entry_id, entry_id, 1),
+            what="delivery count",
+        )
+        deliveries = pending[0]["times_delivered"] if pending else 2
+        log.info("%s/%s: reclaimed %s (delivery %d)", self.stream, self.group, text(entry_id), deliveries)
+        self._reclaimed += 1
+        await self._settle_all()
+        await self._deliver(entries, {entry_id: deliveries})
+        await self._settle_all()
         return True
+
+    async def _settle_all(self) -> None:
+        """Wait until every entry this subscription holds is settled, and its acks are sent."""
+        while self.in_hand:
+            await self._settled.park()
+        await self.bus.flush_acks()
 
     async def _deliver(
         self, entries: Iterable[tuple[bytes, dict[bytes, bytes]]], counts: dict[bytes, int] | None
@@ -396,9 +416,14 @@ class _StreamSubscription(Subscription):
 
     # ------------------------------------------------------------------ settling
 
+    def _forget_entry(self, entry_id: bytes) -> None:
+        self.in_hand.discard(entry_id)
+        if not self.in_hand:
+            self._settled.unpark_all()
+
     async def ack(self, delivery: Delivery) -> None:
         entry_id = _token(delivery)[0]
-        self.in_hand.discard(entry_id)
+        self._forget_entry(entry_id)
         self.acks.append(entry_id)
         self.bus.wake_acker()
 
@@ -413,7 +438,7 @@ class _StreamSubscription(Subscription):
             ),
             what="schedule retry",
         )
-        self.in_hand.discard(entry_id)
+        self._forget_entry(entry_id)
 
     async def dead_letter(
         self, delivery: Delivery, *, reason: str, error: str | None = None, traceback: str | None = None
@@ -422,7 +447,7 @@ class _StreamSubscription(Subscription):
         await self._move_to_dead(
             entry_id, raw, reason, attempts=delivery.message.attempt, error=error, traceback=traceback
         )
-        self.in_hand.discard(entry_id)
+        self._forget_entry(entry_id)
 
     async def close(self) -> None:
         """Stop reading; flush acks; make what was read but never started claimable at once."""
