@@ -29,6 +29,7 @@ test: lint typecheck unit
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.memory_bus
+	$(BIN)/python -m bench.redis_streams
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

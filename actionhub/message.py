@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from functools import cache
+from importlib import resources
 from typing import Any
 
 import attrs
@@ -87,6 +89,8 @@ def decode(
         raise MalformedMessage("'reply_to' must be a string")
     if isinstance(created_at, bool) or not isinstance(created_at, (int, float)):
         raise MalformedMessage("'created_at' must be a number (epoch seconds)")
+    if isinstance(attempt, float) and attempt.is_integer():
+        attempt = int(attempt)  # JSON has one number type: 2.0 is the integer 2
     if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 1:
         raise MalformedMessage("'attempt' must be an integer >= 1")
     return Message(
@@ -98,3 +102,12 @@ def decode(
         created_at=float(created_at),
         attempt=attempt,
     )
+
+
+@cache
+def json_schema() -> dict[str, JSON]:
+    """The JSON Schema (draft 2020-12) of the wire-format v1 envelope, as shipped in the package."""
+    schema: dict[str, JSON] = orjson.loads(
+        resources.files(__package__).joinpath("schemas/message-v1.json").read_bytes()
+    )
+    return schema

@@ -109,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                     hub_rates.append(hub(url, client, args.messages, args.workers))
     finally:
         if server is not None:
-            server.stop()
+            server.close()
     ratios = [h / b for h, b in zip(hub_rates, bare_rates, strict=True)]
     print(
         f"{args.messages:,} no-op messages x {args.rounds} rounds on Redis streams ({url}); median (min-max)"
