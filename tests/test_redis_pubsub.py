@@ -88,3 +88,26 @@ async def test_request_reply_over_pubsub(pubsub_url: str) -> None:
 
     async with hub.running():
         assert (await hub.request("echo", {"x": 1}, timeout=10)).payload == {"x": 1}
+
+
+async def test_subscriptions_survive_a_redis_restart(redis_server: RedisServer, pubsub_url: str) -> None:
+    got: list[object] = []
+    hub = ActionHub(pubsub_url)
+
+    @hub.action("news")
+    async def news(job: Job) -> None:
+        got.append(job.payload)
+
+    async with hub.running():
+        await hub.publish("news", "before")
+        await wait_until(lambda: got == ["before"])
+        await trio.to_thread.run_sync(redis_server.restart)
+
+        async def resubscribed() -> bool:
+            await hub.publish("news", "after")  # at-most-once: sent again until the hub is back
+            return "after" in got
+
+        with trio.fail_after(20):
+            while not await resubscribed():  # noqa: ASYNC110 - the state is in Redis
+                await trio.sleep(0.1)
+    assert got[0] == "before" and "after" in got
