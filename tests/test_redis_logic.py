@@ -7,6 +7,8 @@ from __future__ import annotations
 import fakeredis
 import orjson
 import pytest
+import redis
+import trio
 
 from actionhub import ConfigurationError
 from actionhub.bus._redis import split_url
@@ -77,11 +79,11 @@ def test_due_messages_move_once_to_their_stream_and_group(bus: RedisStreamsBus) 
     for delay, group, n in [(0, "", 1), (0, "g1", 2), (1000, "", 3)]:
         member = orjson.dumps(["x", "p:t", group, f'{{"payload": {n}}}'])
         bus._schedule(keys=[bus.delayed_key], args=[delay, member])
-    moved, wait = bus._move_due(keys=[bus.delayed_key], args=[500])
+    moved, wait = bus._move_due_script(keys=[bus.delayed_key], args=[500])
     assert moved == 2 and 990 < float(wait) <= 1000
     entries = [fields for _, fields in client.xrange("p:t")]
     assert entries == [{b"message": b'{"payload": 1}'}, {b"message": b'{"payload": 2}', b"group": b"g1"}]
-    assert bus._move_due(keys=[bus.delayed_key], args=[500])[0] == 0  # moved once, not twice
+    assert bus._move_due_script(keys=[bus.delayed_key], args=[500])[0] == 0  # moved once, not twice
     assert client.zcard(bus.delayed_key) == 1
 
 
@@ -96,3 +98,20 @@ def test_renew_keeps_own_leases_and_reports_those_taken_by_another_hub(bus: Redi
     assert lost == [ids[1]]
     owners = {p["message_id"]: p["consumer"] for p in client.xpending_range("p:t", "g", "-", "+", 10)}
     assert owners == {ids[0]: b"me", ids[1]: b"other"}  # nothing stolen back, nothing revived
+
+
+async def test_a_failing_background_step_is_logged_and_retried_never_fatal(
+    bus: RedisStreamsBus, autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls: list[float] = []
+
+    async def step() -> None:
+        calls.append(trio.current_time())
+        if len(calls) < 3:
+            raise redis.ResponseError("OOM command not allowed when used memory > 'maxmemory'")
+        await trio.sleep_forever()
+
+    with trio.move_on_after(60):
+        await bus.keep_running("trimming", step)
+    assert len(calls) == 3 and calls[1] > calls[0]  # retried after a pause
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == ["trimming failed"] * 2

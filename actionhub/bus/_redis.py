@@ -16,7 +16,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any, TypeVar
@@ -165,7 +165,7 @@ class RedisBusBase(Bus):
         # redis-py's stubs type replies loosely; `client` lets tests pass a fakeredis client
         self.client: Any = client if client is not None else connect(redis_url, options)
         self._schedule = self.client.register_script(_SCHEDULE)
-        self._move_due = self.client.register_script(_MOVE_DUE)
+        self._move_due_script = self.client.register_script(_MOVE_DUE)
         self._backoff = Backoff(0.05, 5.0, 0.2)
         self._threads = trio.CapacityLimiter(512)  # blocking reads each hold a thread
         self._outage = False
@@ -204,7 +204,7 @@ class RedisBusBase(Bus):
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                nursery.start_soon(self._move_due_loop)
+                nursery.start_soon(self.keep_running, "moving delayed messages", self._move_due)
                 await self._start_background(nursery)
                 try:
                     yield
@@ -249,16 +249,29 @@ class RedisBusBase(Bus):
     def delayed_key(self) -> str:
         return f"{self.prefix}delayed"
 
-    async def _move_due_loop(self) -> None:
+    async def _move_due(self) -> None:
         """Move due delayed messages to their stream/channel; every hub runs this, the script's
         atomicity makes that safe."""
+        moved, wait = await self.call(
+            lambda: self._move_due_script(keys=[self.delayed_key], args=[500]), what="move delayed"
+        )
+        if int(moved) < 500:
+            seconds = float(wait)
+            await trio.sleep(0.25 if seconds < 0 else min(max(seconds, 0.005), 0.25))
+
+    async def keep_running(self, what: str, step: Callable[[], Awaitable[None]]) -> None:
+        """Run ``step`` over and over. A Redis error (other than the connection ones `call`
+        already rides out) is logged and retried after a pause: a background task never takes
+        the hub down."""
+        failures = 0
         while True:
-            moved, wait = await self.call(
-                lambda: self._move_due(keys=[self.delayed_key], args=[500]), what="move delayed"
-            )
-            if int(moved) < 500:
-                seconds = float(wait)
-                await trio.sleep(0.25 if seconds < 0 else min(max(seconds, 0.005), 0.25))
+            try:
+                await step()
+                failures = 0
+            except redis.RedisError as error:
+                failures += 1
+                log.error("%s failed: %r; retrying", what, error)
+                await trio.sleep(self._backoff.delay(failures))
 
     # ------------------------------------------------------------------ dead letters
 

@@ -155,9 +155,9 @@ class RedisStreamsBus(RedisBusBase):
         return subscription
 
     async def _start_background(self, nursery: trio.Nursery) -> None:
-        nursery.start_soon(self._ack_loop)
-        nursery.start_soon(self._renew_loop)
-        nursery.start_soon(self._trim_loop)
+        nursery.start_soon(self.keep_running, "acknowledging", self._ack_when_due)
+        nursery.start_soon(self.keep_running, "renewing leases", self._renew_leases)
+        nursery.start_soon(self.keep_running, "trimming", self._trim_streams)
 
     async def _before_close(self) -> None:
         await self.flush_acks()
@@ -165,11 +165,10 @@ class RedisStreamsBus(RedisBusBase):
     def wake_acker(self) -> None:
         self._acks_due.set()
 
-    async def _ack_loop(self) -> None:
-        while True:
-            await self._acks_due.wait()
-            self._acks_due = trio.Event()
-            await self.flush_acks()
+    async def _ack_when_due(self) -> None:
+        await self._acks_due.wait()
+        self._acks_due = trio.Event()
+        await self.flush_acks()
 
     async def flush_acks(self) -> None:
         """One pipelined XACK round trip for everything finished since the last one."""
@@ -185,38 +184,31 @@ class RedisStreamsBus(RedisBusBase):
 
         await self.call(ack, what="ack")
 
-    async def _renew_loop(self) -> None:
-        while True:
-            await trio.sleep(self.options.visibility_timeout / 3)
-            for subscription in list(self._subscriptions):
-                ids = list(subscription.in_hand)
-                if not ids:
-                    continue
-                lost = await self.call(
-                    partial(
-                        self._renew,
-                        keys=[subscription.stream],
-                        args=[subscription.group, self.consumer, *ids],
-                    ),
-                    what="renew leases",
+    async def _renew_leases(self) -> None:
+        await trio.sleep(self.options.visibility_timeout / 3)
+        for subscription in list(self._subscriptions):
+            ids = list(subscription.in_hand)
+            if not ids:
+                continue
+            lost = await self.call(
+                partial(
+                    self._renew, keys=[subscription.stream], args=[subscription.group, self.consumer, *ids]
+                ),
+                what="renew leases",
+            )
+            if lost:
+                log.warning(
+                    "%s/%s: the lease of %d message(s) was taken by another hub (this hub stalled "
+                    "longer than visibility_timeout); they may run twice",
+                    subscription.topic,
+                    subscription.group,
+                    len(lost),
                 )
-                if lost:
-                    log.warning(
-                        "%s/%s: the lease of %d message(s) was taken by another hub (this hub stalled "
-                        "longer than visibility_timeout); they may run twice",
-                        subscription.topic,
-                        subscription.group,
-                        len(lost),
-                    )
 
-    async def _trim_loop(self) -> None:
-        while True:
-            await trio.sleep(self.options.trim_interval)
-            for stream in {s.stream for s in self._subscriptions}:
-                try:
-                    await self.call(partial(self._trim, keys=[stream]), what="trim")
-                except ResponseError as exc:
-                    log.warning("could not trim %s: %s", stream, exc)
+    async def _trim_streams(self) -> None:
+        await trio.sleep(self.options.trim_interval)
+        for stream in {s.stream for s in self._subscriptions}:
+            await self.call(partial(self._trim, keys=[stream]), what="trim")
 
     def _forget(self, subscription: _StreamSubscription) -> None:
         if subscription in self._subscriptions:
@@ -277,12 +269,16 @@ class _StreamSubscription(Subscription):
                             next_claim = trio.current_time() + options.visibility_timeout / 2
                         await self._read(credit)
                     except ResponseError as exc:
-                        if not is_nogroup(exc):
-                            raise
-                        log.warning(
-                            "%s: group %s is gone (Redis lost it?); recreating it", self.stream, self.group
-                        )
-                        await self.ensure_group()
+                        if is_nogroup(exc):
+                            log.warning(
+                                "%s: group %s is gone (Redis lost it?); recreating it",
+                                self.stream,
+                                self.group,
+                            )
+                            await self.ensure_group()
+                        else:  # say, OOM: keep the group alive and try again later
+                            log.error("%s: reading failed: %r; retrying in a second", self.stream, exc)
+                            await trio.sleep(1)
                     except HubStopped:
                         return
         finally:
