@@ -432,10 +432,24 @@ async def test_streams_are_trimmed_but_never_below_an_unacked_entry(
     assert first_id not in [entry_id for entry_id, _ in client.xrange(stream)]
 
 
+async def one_message_through(url: str) -> None:
+    """A hub on ``url`` runs the action of a message it published itself."""
+    got = trio.Event()
+    hub = ActionHub(url)
+
+    @hub.action("ping")
+    async def ping(job: Job) -> None:
+        got.set()
+
+    async with hub.running():
+        await hub.publish("ping", 1)
+        with trio.fail_after(10):
+            await got.wait()
+
+
 async def test_acl_user_and_unix_socket_connections(redis_server: RedisServer, redis_url: str) -> None:
-    admin = redis.Redis(port=redis_server.port)
     prefix = prefix_of(redis_url)
-    admin.acl_setuser(
+    redis.Redis(port=redis_server.port).acl_setuser(
         "hubuser",
         enabled=True,
         passwords=["+s3cret"],
@@ -443,31 +457,13 @@ async def test_acl_user_and_unix_socket_connections(redis_server: RedisServer, r
         channels=["*"],
         commands=["+@all"],
     )
-    got = trio.Event()
-    hub = ActionHub(f"redis://hubuser:s3cret@127.0.0.1:{redis_server.port}/0?prefix={prefix}")
-
-    @hub.action("acl")
-    async def acl(job: Job) -> None:
-        got.set()
-
-    async with hub.running():
-        await hub.publish("acl", 1)
-        with trio.fail_after(10):
-            await got.wait()
-
-    if redis_server.unix_socket is None:
-        pytest.fail("the test server has no unix socket")
-    got = trio.Event()
-    hub = ActionHub(f"unix://{redis_server.unix_socket}?db=0&prefix={prefix}")
-
-    @hub.action("sock")
-    async def sock(job: Job) -> None:
-        got.set()
-
-    async with hub.running():
-        await hub.publish("sock", 1)
-        with trio.fail_after(10):
-            await got.wait()
+    await one_message_through(f"redis://hubuser:s3cret@127.0.0.1:{redis_server.port}/0?prefix={prefix}")
+    assert redis_server.unix_socket is not None
+    await one_message_through(f"unix://{redis_server.unix_socket}?db=0&prefix={prefix}")
+    with pytest.RaisesGroup(
+        pytest.RaisesExc(BusError, match="redis refused connect")
+    ):  # checked, not retried
+        await one_message_through(f"redis://hubuser:wrong@127.0.0.1:{redis_server.port}/0?prefix={prefix}")
 
 
 async def test_tls_connection(tmp_path: Path) -> None:
@@ -480,17 +476,9 @@ async def test_tls_connection(tmp_path: Path) -> None:
     server = RedisServer(appendonly=False, tls=(str(files[0]), str(files[1]), str(files[2])))
     await trio.to_thread.run_sync(server.start)
     try:
-        got = trio.Event()
-        hub = ActionHub(f"rediss://127.0.0.1:{server.tls_port}/0?ssl_ca_certs={files[2]}&prefix=tls:")
-
-        @hub.action("secure")
-        async def secure(job: Job) -> None:
-            got.set()
-
-        async with hub.running():
-            await hub.publish("secure", 1)
-            with trio.fail_after(10):
-                await got.wait()
+        await one_message_through(
+            f"rediss://127.0.0.1:{server.tls_port}/0?ssl_ca_certs={files[2]}&prefix=tls:"
+        )
     finally:
         await trio.to_thread.run_sync(server.close)
 

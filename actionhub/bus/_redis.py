@@ -26,7 +26,13 @@ import attrs
 import orjson
 import redis
 import trio
-from redis.exceptions import BusyLoadingError, ReadOnlyError, ResponseError
+from redis.exceptions import (
+    AuthenticationError,
+    AuthorizationError,
+    BusyLoadingError,
+    ReadOnlyError,
+    ResponseError,
+)
 
 from ..errors import BusError, ConfigurationError, MalformedMessage
 from ..message import DEFAULT_MAX_MESSAGE_BYTES, Message, decode
@@ -181,6 +187,8 @@ class RedisBusBase(Bus):
         while True:
             try:
                 result = await trio.to_thread.run_sync(fn, abandon_on_cancel=True, limiter=self._threads)
+            except (AuthenticationError, AuthorizationError) as error:  # retrying will not help
+                raise BusError(f"redis refused {what}: {error}") from error
             except TRANSIENT as error:
                 failures += 1
                 if not self._outage:
