@@ -7,6 +7,7 @@ import enum
 import logging
 import os
 import secrets
+import time
 import traceback as tb_module
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -16,7 +17,8 @@ import trio
 
 from .bus.base import Bus, DeadLetter
 from .bus.url import open_bus
-from .errors import ConfigurationError, HubStopped
+from .errors import ActionHubError, ConfigurationError, HubStopped
+from .inspect import apply_command, encode_answer, redact, snapshot_of
 from .message import JSON, Message
 from .registry.templates import Action, WorkerTemplate, WorkerTemplateRegistry
 from .stats import WorkerStat
@@ -70,7 +72,10 @@ class ActionHub:
         on_escalation: EscalationCallback | Sequence[EscalationCallback] | None = None,
         name: str | None = None,
         escalation_timeout: float = 30.0,
+        announce_interval: float = 2.0,
     ) -> None:
+        """``announce_interval``: seconds between two snapshots of this hub published on the bus
+        (read by ``actionhub stats`` and `actionhub.inspect`); each expires after three intervals."""
         self.bus: Bus = open_bus(bus) if isinstance(bus, str) else bus
         self.name = name or f"hub-{os.getpid()}-{secrets.token_hex(3)}"
         self.registry = registry
@@ -84,6 +89,7 @@ class ActionHub:
         self._stop_requested = trio.Event()
         self._stopped = trio.Event()
         self._ids = _MessageIds()
+        self.announce_interval = announce_interval
 
     # ------------------------------------------------------------------ binding
 
@@ -136,17 +142,28 @@ class ActionHub:
             async with self.bus.open(self.name), trio.open_nursery() as nursery:
                 self._nursery = nursery
                 await nursery.start(self._dispatcher.run)
-                for template in self._own:
-                    await self._start_template(template, False)
-                for template in self.registry or ():
-                    await self._start_template(template, True)
-                log.info("hub %s running on %s with %d group(s)", self.name, self.bus.url, len(self._groups))
-                task_status.started()
-                await self._stop_requested.wait()
-                self._state = _State.STOPPING
-                async with trio.open_nursery() as stoppers:
-                    for group in list(self._groups.values()):
-                        stoppers.start_soon(group.stop)
+                async with trio.open_nursery() as operations:
+                    # listening before announcing: whoever sees this hub can steer it
+                    await operations.start(self._serve_control)
+                    for template in self._own:
+                        await self._start_template(template, False)
+                    for template in self.registry or ():
+                        await self._start_template(template, True)
+                    operations.start_soon(self._announce, time.time())
+                    log.info(
+                        "hub %s running on %s with %d group(s)",
+                        self.name,
+                        redact(self.bus.url),
+                        len(self._groups),
+                    )
+                    task_status.started()
+                    await self._stop_requested.wait()
+                    self._state = _State.STOPPING
+                    async with trio.open_nursery() as stoppers:
+                        for group in list(self._groups.values()):
+                            stoppers.start_soon(group.stop)
+                    operations.cancel_scope.cancel()
+                await self._withdraw()
                 self._dispatcher.close()  # drains what is queued, each callback within its timeout
         finally:
             self._state = _State.STOPPED
@@ -154,6 +171,30 @@ class ActionHub:
             self._stopped.set()
             _running_hub.reset(token)
             log.info("hub %s stopped", self.name)
+
+    async def _announce(self, started_at: float) -> None:
+        while True:
+            snapshot = snapshot_of(self, started_at).to_json()
+            try:
+                await self.bus.announce(self.name, snapshot, ttl=3 * self.announce_interval)
+            except ActionHubError as error:
+                log.warning("hub %s could not announce itself: %s", self.name, error)
+            await trio.sleep(self.announce_interval)
+
+    async def _withdraw(self) -> None:
+        with trio.CancelScope(shield=True), trio.move_on_after(5):
+            try:
+                await self.bus.withdraw(self.name)
+            except ActionHubError as error:
+                log.warning("hub %s could not withdraw its announcement: %s", self.name, error)
+
+    async def _serve_control(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with self.bus.control_requests() as requests:
+            task_status.started()
+            async for request in requests:
+                answer = apply_command(self, request.command)
+                log.warning("hub %s: operator command %s", self.name, answer.detail)
+                await request.answer(encode_answer(answer))
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[ActionHub]:

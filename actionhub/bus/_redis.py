@@ -37,7 +37,7 @@ from redis.exceptions import (
 from ..errors import BusError, ConfigurationError, MalformedMessage
 from ..message import DEFAULT_MAX_MESSAGE_BYTES, Message, decode
 from ..supervision.policy import Backoff
-from .base import Bus, DeadLetter, ReplyChannel
+from .base import Bus, ControlRequest, DeadLetter, ReplyChannel
 
 log = logging.getLogger("actionhub.redis")
 
@@ -389,6 +389,108 @@ class RedisBusBase(Bus):
                 pipe.execute()
 
         await self.call(push, what="send reply", deadline=trio.current_time() + self.options.publish_timeout)
+
+    # ------------------------------------------------------------------ operating many hubs
+
+    async def announce(self, hub: str, snapshot: bytes, ttl: float) -> None:
+        key = f"{self.prefix}hub:{hub}"
+        await self.call(lambda: self.client.set(key, snapshot, px=int(ttl * 1000)), what="announce")
+
+    async def withdraw(self, hub: str) -> None:
+        await self.call(lambda: self.client.delete(f"{self.prefix}hub:{hub}"), what="withdraw")
+
+    async def announcements(self) -> list[bytes]:
+        def read() -> list[bytes]:
+            keys = list(self.client.scan_iter(match=f"{self.prefix}hub:*", count=1000))
+            return [doc for doc in self.client.mget(keys) if doc is not None] if keys else []
+
+        return await self.call(read, what="read announcements")
+
+    @asynccontextmanager
+    async def control_requests(self) -> AsyncIterator[trio.MemoryReceiveChannel[ControlRequest]]:
+        """Commands arrive on the pub/sub channel ``<prefix>control``; answers go to the list
+        key the sender named, so none is lost to a late BLPOP."""
+        send, receive = trio.open_memory_channel[ControlRequest](100)
+        pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        channel = f"{self.prefix}control"
+        await self.call(lambda: pubsub.subscribe(channel), what="subscribe to control")
+
+        async def listen() -> None:
+            while True:
+                item = await self.call(lambda: pubsub.get_message(timeout=self.options.block), what="control")
+                if item is not None and item["type"] == "message":
+                    try:
+                        request = _RedisControlRequest(self, item["data"])
+                    except (orjson.JSONDecodeError, KeyError, TypeError):
+                        log.error("ignored a malformed control command on %s", channel)
+                        continue
+                    send.send_nowait(request)
+
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self.keep_running, "listening for control commands", listen)
+                try:
+                    yield receive
+                finally:
+                    nursery.cancel_scope.cancel()
+        finally:
+            send.close()
+            with trio.CancelScope(shield=True), trio.move_on_after(5):
+                await self.call(pubsub.close, what="unsubscribe from control")
+
+    async def send_control(self, command: bytes, *, timeout: float, expect: int) -> list[bytes]:
+        reply_to = f"{self.prefix}reply:{secrets.token_hex(12)}"
+        document = orjson.dumps({**orjson.loads(command), "reply_to": reply_to})
+        deadline = trio.current_time() + timeout
+        await self.call(lambda: self.client.publish(f"{self.prefix}control", document), what="send control")
+        answers: list[bytes] = []
+        try:
+            while len(answers) < expect:
+                left = deadline - trio.current_time()
+                if left <= 0:
+                    break
+                wait = min(left, self.options.block)
+                popped = await self.call(
+                    partial(self.client.blpop, [reply_to], timeout=wait), what="wait for answers"
+                )
+                if popped is not None:
+                    answers.append(popped[1])
+        finally:
+            with trio.CancelScope(shield=True):
+                await self.call(lambda: self.client.delete(reply_to), what="drop answer key")
+        return answers
+
+    async def record(self, stream: str, fields: dict[str, str]) -> None:
+        key = f"{self.prefix}{stream}"
+        await self.call(
+            lambda: self.client.xadd(key, fields, maxlen=self.options.max_dead_letters),
+            what=f"record {stream}",
+        )
+
+    async def events(self, stream: str, *, limit: int = 100) -> list[dict[str, str]]:
+        entries = await self.call(
+            lambda: self.client.xrange(f"{self.prefix}{stream}", count=limit), what="read events"
+        )
+        return [{text(k): text(v) for k, v in fields.items()} for _, fields in entries]
+
+
+class _RedisControlRequest(ControlRequest):
+    def __init__(self, bus: RedisBusBase, raw: bytes) -> None:
+        document = orjson.loads(raw)
+        self.reply_to: str = document.pop("reply_to")
+        self.command = orjson.dumps(document)
+        self._bus = bus
+
+    async def answer(self, reply: bytes) -> None:
+        bus, key = self._bus, self.reply_to
+
+        def push() -> None:
+            with bus.client.pipeline(transaction=True) as pipe:
+                pipe.lpush(key, reply)
+                pipe.expire(key, 60)
+                pipe.execute()
+
+        await bus.call(push, what="answer control")
 
 
 class _RedisReplyChannel(ReplyChannel):

@@ -17,6 +17,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
 import attrs
+import trio
 
 from ..message import Message
 
@@ -117,6 +118,16 @@ class ReplyChannel(abc.ABC):
         """The next reply sent to `address`."""
 
 
+class ControlRequest(abc.ABC):
+    """An operator command (JSON) sent to every live hub; each hub answers once."""
+
+    command: bytes
+
+    @abc.abstractmethod
+    async def answer(self, reply: bytes) -> None:
+        """Send this hub's answer (JSON) back to the operator."""
+
+
 class Bus(abc.ABC):
     """A transport. Chosen by URL (see `actionhub.bus.url.open_bus`)."""
 
@@ -158,5 +169,36 @@ class Bus(abc.ABC):
     async def send_reply(self, address: str, message: Message) -> None:
         """Send a reply to a requester's address (dropped if nobody waits any more)."""
 
+    # ------------------------------------------------------------------ operating many hubs
 
-__all__ = ["Bus", "DeadLetter", "Delivery", "Inbox", "ReplyChannel", "Subscription"]
+    @abc.abstractmethod
+    async def announce(self, hub: str, snapshot: bytes, ttl: float) -> None:
+        """Publish a hub's snapshot (JSON); it expires after ``ttl`` seconds unless renewed."""
+
+    @abc.abstractmethod
+    async def withdraw(self, hub: str) -> None:
+        """Remove a hub's snapshot at once (it stopped)."""
+
+    @abc.abstractmethod
+    async def announcements(self) -> list[bytes]:
+        """The latest snapshot of every live hub on this bus."""
+
+    @abc.abstractmethod
+    def control_requests(self) -> AbstractAsyncContextManager[trio.MemoryReceiveChannel[ControlRequest]]:
+        """Async context manager: the operator commands sent to the hubs of this bus."""
+
+    @abc.abstractmethod
+    async def send_control(self, command: bytes, *, timeout: float, expect: int) -> list[bytes]:
+        """Send an operator command to every live hub; return the answers that came within
+        ``timeout`` (sooner once ``expect`` of them did)."""
+
+    @abc.abstractmethod
+    async def record(self, stream: str, fields: dict[str, str]) -> None:
+        """Append an event (an escalation, say) to the bus's ``stream`` of such events."""
+
+    @abc.abstractmethod
+    async def events(self, stream: str, *, limit: int = 100) -> list[dict[str, str]]:
+        """The oldest ``limit`` events of ``stream``."""
+
+
+__all__ = ["Bus", "ControlRequest", "DeadLetter", "Delivery", "Inbox", "ReplyChannel", "Subscription"]

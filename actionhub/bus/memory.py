@@ -22,7 +22,7 @@ import trio
 
 from ..errors import ConfigurationError, HubStopped
 from ..message import DEFAULT_MAX_MESSAGE_BYTES, Message
-from .base import Bus, DeadLetter, Delivery, Inbox, ReplyChannel, Subscription
+from .base import Bus, ControlRequest, DeadLetter, Delivery, Inbox, ReplyChannel, Subscription
 
 
 class MemoryBus(Bus):
@@ -47,6 +47,9 @@ class MemoryBus(Bus):
         self._users = 0
         self._round_robin = itertools.count()
         self._dead_ids = itertools.count(1)
+        self._announced: dict[str, tuple[float, bytes]] = {}  # hub -> (expiry, snapshot)
+        self._controls: list[trio.MemorySendChannel[ControlRequest]] = []
+        self._events: dict[str, deque[dict[str, str]]] = {}
 
     @asynccontextmanager
     async def open(self, consumer: str = "") -> AsyncIterator[None]:
@@ -191,6 +194,53 @@ class MemoryBus(Bus):
         channel = self._replies.get(address)
         if channel is not None:
             channel.send_nowait(self._copy(message))
+
+    # ------------------------------------------------------------------ operating many hubs
+
+    async def announce(self, hub: str, snapshot: bytes, ttl: float) -> None:
+        self._announced[hub] = (trio.current_time() + ttl, snapshot)
+
+    async def withdraw(self, hub: str) -> None:
+        self._announced.pop(hub, None)
+
+    async def announcements(self) -> list[bytes]:
+        now = trio.current_time()
+        return [snapshot for expiry, snapshot in self._announced.values() if expiry > now]
+
+    @asynccontextmanager
+    async def control_requests(self) -> AsyncIterator[trio.MemoryReceiveChannel[ControlRequest]]:
+        send, receive = trio.open_memory_channel[ControlRequest](100)
+        self._controls.append(send)
+        try:
+            yield receive
+        finally:
+            self._controls.remove(send)
+            send.close()
+
+    async def send_control(self, command: bytes, *, timeout: float, expect: int) -> list[bytes]:
+        answers_send, answers = trio.open_memory_channel[bytes](math.inf)
+        for hub in list(self._controls):
+            hub.send_nowait(_MemoryControlRequest(command, answers_send))
+        received: list[bytes] = []
+        with trio.move_on_after(timeout):
+            while len(received) < expect:
+                received.append(await answers.receive())
+        return received
+
+    async def record(self, stream: str, fields: dict[str, str]) -> None:
+        self._events.setdefault(stream, deque(maxlen=self._max_dead)).append(dict(fields))
+
+    async def events(self, stream: str, *, limit: int = 100) -> list[dict[str, str]]:
+        return list(itertools.islice(self._events.get(stream, ()), limit))
+
+
+class _MemoryControlRequest(ControlRequest):
+    def __init__(self, command: bytes, answers: trio.MemorySendChannel[bytes]) -> None:
+        self.command = command
+        self._answers = answers
+
+    async def answer(self, reply: bytes) -> None:
+        self._answers.send_nowait(reply)
 
 
 class _MemorySubscription(Subscription):

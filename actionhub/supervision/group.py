@@ -75,13 +75,18 @@ class _Stop:
 
 
 @attrs.frozen
+class _Restart:
+    """An operator asked for a restart of every worker."""
+
+
+@attrs.frozen
 class _Escalate:
     """Asked from outside the supervisor (a master whose slaves exhausted its restart limit)."""
 
     escalation: Escalation
 
 
-_Event = _Panic | _Respawn | _Stop | _Escalate
+_Event = _Panic | _Respawn | _Stop | _Escalate | _Restart
 
 
 @attrs.frozen
@@ -138,6 +143,7 @@ class WorkerGroup:
         self._timers: trio.Nursery | None = None
         self._pending_respawns = 0
         self._paused = False  # restart-all in progress: workers take nothing new
+        self.held = False  # paused by an operator: nothing new starts (intake fills the buffer)
         self._closed = False  # intake closed: stopping or escalating
         self.started = False
         self.finished = trio.Event()
@@ -208,7 +214,7 @@ class WorkerGroup:
 
     def _dispatch(self) -> None:
         """A message is waiting: wake an idle worker, or start one if there is none and room."""
-        if self._paused:
+        if self._paused or self.held:
             return
         if self._work_ready:
             self._work_ready.unpark()
@@ -242,7 +248,7 @@ class WorkerGroup:
             if worker.stopping:
                 worker.exit = _Exit.STOPPED
                 return None
-            if self._buffer and not self._paused:
+            if self._buffer and not (self._paused or self.held):
                 delivery = self._buffer.popleft()
                 if self._room:
                     self._room.unpark()
@@ -439,6 +445,40 @@ class WorkerGroup:
     async def _before_stop(self) -> None:
         """Hook for masters: stop slaves before this group's workers."""
 
+    # ------------------------------------------------------------------ operator control
+
+    def pause(self) -> None:
+        """Start nothing new; in-flight work finishes. Intake goes on until the buffer is full,
+        then the bus holds the rest (Redis) or publishers wait (in-process). Never blocks."""
+        self.held = True
+
+    def resume(self) -> None:
+        """Undo `pause`."""
+        self.held = False
+        self._room.unpark_all()
+        if self.started:
+            self._dispatch_buffered()
+
+    def scale(self, min_workers: int, max_workers: int) -> None:
+        """Change the worker bounds while running (`ConfigurationError` if they cannot work).
+        Workers above the new maximum leave once their current message is done."""
+        config = attrs.evolve(self.config, min_workers=min_workers, max_workers=max_workers)
+        self.config = config
+        self._min, self._max = config.effective_min, config.effective_max
+        if not self.started or self._closed:
+            return
+        excess = len(self._workers) - self._max
+        for worker in list(self._workers.values())[: max(excess, 0)]:
+            worker.stopping = True
+        if excess > 0:
+            self._work_ready.unpark_all()
+        self._ensure_min()
+        self._dispatch_buffered()
+
+    def restart(self) -> None:
+        """Restart every worker, as RESTART_ALL does after a panic (the buffer is kept)."""
+        self._events_send.send_nowait(_Restart())
+
     def request_stop(self) -> None:
         """Ask for a graceful stop (intake closes, in-flight work finishes). Never blocks."""
         self._events_send.send_nowait(_Stop())
@@ -474,6 +514,10 @@ class WorkerGroup:
             if isinstance(event, _Escalate):
                 pending = await self._stop_for_escalation()
                 return GroupOutcome(attrs.evolve(event.escalation, pending_messages=pending))
+            if isinstance(event, _Restart):
+                self.restarts += 1
+                await self._restart_all()
+                continue
             if isinstance(event, _Respawn):
                 self._pending_respawns -= 1
                 if not self._closed and len(self._workers) < self._max:

@@ -1,0 +1,161 @@
+"""Seeing and steering live hubs from outside them: what the CLI, dashboards and scripts use.
+
+Every running hub announces a `HubSnapshot` on its bus at an interval, with an expiry, so a dead
+hub drops out by itself; `hub_snapshots` reads them. `send_command` delivers an operator command
+(scale, pause, resume, restart) to every live hub and collects who applied what.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit, urlunsplit
+
+import attrs
+import orjson
+
+from .errors import ConfigurationError
+from .stats import WorkerStat
+from .supervision.policy import Behaviour, Instance
+
+if TYPE_CHECKING:
+    from .bus.base import Bus
+    from .hub import ActionHub
+
+COMMANDS = ("scale", "pause", "resume", "restart")
+
+
+def redact(url: str) -> str:
+    """``url`` without its password (and without any query value that might be a secret)."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc and not parts.query:
+        return url
+    netloc = parts.netloc
+    if "@" in netloc:
+        credentials, host = netloc.rsplit("@", 1)
+        user = credentials.split(":", 1)[0]
+        netloc = f"{user}:***@{host}" if ":" in credentials else f"***@{host}"
+    query = "&".join(
+        f"{key}=***"
+        if any(word in key.lower() for word in ("pass", "token", "secret", "key"))
+        else f"{key}={value}"
+        for key, _, value in (item.partition("=") for item in parts.query.split("&") if item)
+    )
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+@attrs.frozen
+class HubSnapshot:
+    """What one live hub announced: who it is and a `WorkerStat` per group."""
+
+    hub: str
+    host: str
+    pid: int
+    bus: str
+    started_at: float
+    at: float
+    groups: tuple[WorkerStat, ...]
+
+    def to_json(self) -> bytes:
+        document = attrs.asdict(self, recurse=False)
+        document["groups"] = [stat.as_dict() for stat in self.groups]
+        return orjson.dumps(document)
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> HubSnapshot:
+        document = orjson.loads(raw)
+        groups = tuple(
+            WorkerStat(**{**g, "instance": Instance(g["instance"]), "behaviour": Behaviour(g["behaviour"])})
+            for g in document.pop("groups")
+        )
+        return cls(groups=groups, **document)
+
+
+def snapshot_of(hub: ActionHub, started_at: float) -> HubSnapshot:
+    return HubSnapshot(
+        hub=hub.name,
+        host=socket.gethostname(),
+        pid=os.getpid(),
+        bus=redact(hub.bus.url),
+        started_at=started_at,
+        at=time.time(),
+        groups=tuple(hub.stats()),
+    )
+
+
+async def hub_snapshots(bus: Bus) -> list[HubSnapshot]:
+    """The latest snapshot of every live hub on ``bus``, by hub name."""
+    snapshots = []
+    for raw in await bus.announcements():
+        try:
+            snapshots.append(HubSnapshot.from_json(raw))
+        except (ValueError, TypeError, KeyError):
+            continue  # an announcement of another version: not ours to show
+    return sorted(snapshots, key=lambda s: s.hub)
+
+
+@attrs.frozen
+class CommandAnswer:
+    """One hub's answer to an operator command."""
+
+    hub: str
+    ok: bool
+    detail: str
+
+
+def command_document(command: str, group: str, **arguments: int) -> bytes:
+    if command not in COMMANDS:
+        raise ConfigurationError(f"unknown command {command!r}; known: {', '.join(COMMANDS)}")
+    return orjson.dumps({"command": command, "group": group, **arguments})
+
+
+async def send_command(
+    bus: Bus, command: str, group: str, *, timeout: float = 5.0, **arguments: int
+) -> list[CommandAnswer]:
+    """Send ``command`` for ``group`` to every live hub; their answers, by hub name."""
+    expect = len(await bus.announcements())
+    raw = await bus.send_control(
+        command_document(command, group, **arguments), timeout=timeout, expect=expect
+    )
+    answers = [CommandAnswer(**orjson.loads(answer)) for answer in raw]
+    return sorted(answers, key=lambda a: a.hub)
+
+
+def apply_command(hub: ActionHub, raw: bytes) -> CommandAnswer:
+    """Apply an operator command to ``hub``'s group; never raises (the answer says what failed)."""
+    try:
+        document = orjson.loads(raw)
+        command, name = document.get("command"), document.get("group")
+        if not isinstance(name, str):
+            raise ValueError("the command names no group")
+        try:
+            group = hub.group(name)
+        except KeyError as error:
+            raise ValueError(error.args[0]) from None
+        if command == "scale":
+            group.scale(int(document.get("min_workers", -1)), int(document.get("max_workers", -1)))
+            detail = f"scaled {name} to {group.config.min_workers}..{group.config.max_workers} workers"
+        elif command == "pause":
+            group.pause()
+            detail = f"paused {name}"
+        elif command == "resume":
+            group.resume()
+            detail = f"resumed {name}"
+        elif command == "restart":
+            group.restart()
+            detail = f"restarting {name}"
+        else:
+            raise ConfigurationError(f"unknown command {command!r}")
+    except (ValueError, TypeError, AttributeError) as error:
+        return CommandAnswer(hub.name, False, str(error))
+    return CommandAnswer(hub.name, True, detail)
+
+
+def encode_answer(answer: CommandAnswer) -> bytes:
+    return orjson.dumps(attrs.asdict(answer))
+
+
+__all__: Sequence[str] = ["CommandAnswer", "HubSnapshot", "hub_snapshots", "redact", "send_command"]
