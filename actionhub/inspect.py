@@ -11,7 +11,7 @@ import os
 import socket
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import attrs
@@ -97,13 +97,21 @@ async def hub_snapshots(bus: Bus) -> list[HubSnapshot]:
     return sorted(snapshots, key=lambda s: s.hub)
 
 
+Outcome = Literal["applied", "refused", "absent", "silent"]
+
+
 @attrs.frozen
 class CommandAnswer:
-    """One hub's answer to an operator command."""
+    """One hub's answer to an operator command: ``applied``, ``refused`` (the detail says why),
+    ``absent`` (the hub runs no such group) or ``silent`` (no answer within the timeout)."""
 
     hub: str
-    ok: bool
+    outcome: Outcome
     detail: str
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == "applied"
 
 
 def command_document(command: str, group: str, **arguments: int) -> bytes:
@@ -115,13 +123,20 @@ def command_document(command: str, group: str, **arguments: int) -> bytes:
 async def send_command(
     bus: Bus, command: str, group: str, *, timeout: float = 5.0, **arguments: int
 ) -> list[CommandAnswer]:
-    """Send ``command`` for ``group`` to every live hub; their answers, by hub name."""
-    expect = len(await bus.announcements())
-    raw = await bus.send_control(
-        command_document(command, group, **arguments), timeout=timeout, expect=expect
-    )
-    answers = [CommandAnswer(**orjson.loads(answer)) for answer in raw]
-    return sorted(answers, key=lambda a: a.hub)
+    """Send ``command`` for ``group`` to every live hub; one answer per hub, by hub name
+    (``silent`` for a hub that did not answer within ``timeout``)."""
+    document = command_document(command, group, **arguments)
+    hubs = {snapshot.hub for snapshot in await hub_snapshots(bus)}
+    raw = await bus.send_control(document, timeout=timeout, expect=len(hubs))
+    answers = {answer.hub: answer for answer in map(_decode_answer, raw)}
+    for hub in hubs - answers.keys():
+        answers[hub] = CommandAnswer(hub, "silent", f"no answer within {timeout}s")
+    return sorted(answers.values(), key=lambda a: a.hub)
+
+
+def _decode_answer(raw: bytes) -> CommandAnswer:
+    document = orjson.loads(raw)
+    return CommandAnswer(document["hub"], document["outcome"], document["detail"])
 
 
 def apply_command(hub: ActionHub, raw: bytes) -> CommandAnswer:
@@ -134,7 +149,7 @@ def apply_command(hub: ActionHub, raw: bytes) -> CommandAnswer:
         try:
             group = hub.group(name)
         except KeyError as error:
-            raise ValueError(error.args[0]) from None
+            return CommandAnswer(hub.name, "absent", error.args[0])
         if command == "scale":
             group.scale(int(document.get("min_workers", -1)), int(document.get("max_workers", -1)))
             detail = f"scaled {name} to {group.config.min_workers}..{group.config.max_workers} workers"
@@ -150,8 +165,8 @@ def apply_command(hub: ActionHub, raw: bytes) -> CommandAnswer:
         else:
             raise ConfigurationError(f"unknown command {command!r}")
     except (ValueError, TypeError, AttributeError) as error:
-        return CommandAnswer(hub.name, False, str(error))
-    return CommandAnswer(hub.name, True, detail)
+        return CommandAnswer(hub.name, "refused", str(error))
+    return CommandAnswer(hub.name, "applied", detail)
 
 
 def encode_answer(answer: CommandAnswer) -> bytes:

@@ -120,9 +120,9 @@ async def test_commands_reach_every_hub_and_each_answers(autojump_clock: trio.ab
     async with one.running(), two.running():
         await trio.sleep(0.1)
         answers = await send_command(bus, "scale", "work", min_workers=2, max_workers=3)
-        assert [(a.hub, a.ok, a.detail) for a in answers] == [
-            ("one", True, "scaled work to 2..3 workers"),
-            ("two", True, "scaled work to 2..3 workers"),
+        assert [(a.hub, a.outcome, a.detail) for a in answers] == [
+            ("one", "applied", "scaled work to 2..3 workers"),
+            ("two", "applied", "scaled work to 2..3 workers"),
         ]
         assert one.group("work").stats().max_workers == 3 == two.group("work").stats().max_workers
         answers = await send_command(bus, "pause", "work")
@@ -130,9 +130,18 @@ async def test_commands_reach_every_hub_and_each_answers(autojump_clock: trio.ab
         await send_command(bus, "resume", "work")
         assert not one.group("work").held
         answers = await send_command(bus, "restart", "nope")
-        assert [(a.ok, a.detail) for a in answers] == [(False, "no running group named 'nope'")] * 2
+        assert [(a.outcome, a.detail) for a in answers] == [("absent", "no running group named 'nope'")] * 2
         answers = await send_command(bus, "scale", "work", min_workers=5, max_workers=1)
-        assert not any(a.ok for a in answers) and "min_workers" in answers[0].detail
+        assert {a.outcome for a in answers} == {"refused"} and "min_workers" in answers[0].detail
+
+
+async def test_a_hub_that_does_not_answer_is_reported_silent(autojump_clock: trio.abc.Clock) -> None:
+    bus = MemoryBus()
+    await bus.announce("ghost", HubSnapshot("ghost", "h", 1, "memory://", 0, 0, ()).to_json(), ttl=60)
+    async with _counting_hub(bus, "one", []).running():
+        await trio.sleep(0.1)
+        answers = await send_command(bus, "pause", "work", timeout=2)
+    assert [(a.hub, a.outcome) for a in answers] == [("ghost", "silent"), ("one", "applied")]
 
 
 async def test_unknown_commands_are_refused_before_sending() -> None:
