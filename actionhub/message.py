@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from functools import cache
 from importlib import resources
@@ -10,13 +11,16 @@ from typing import Any
 import attrs
 import orjson
 
-from .errors import MalformedMessage
+from .errors import ConfigurationError, MalformedMessage
 
 #: JSON values as they come off the wire.
 JSON = Any
 
 WIRE_VERSION = 1
 DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
+
+#: A topic names a stream key and appears in SCAN patterns: visible characters, no glob characters.
+TOPIC_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:/@+=-]{0,199}")
 
 _ENVELOPE_KEYS = frozenset({"id", "payload", "headers", "reply_to", "created_at", "attempt"})
 
@@ -53,6 +57,16 @@ class Message:
     def encode(self) -> bytes:
         """Serialise to the JSON envelope of wire format v1."""
         return orjson.dumps(self.envelope())
+
+
+def check_topic(topic: str) -> str:
+    """``topic`` if it is a valid topic name, else a `ConfigurationError` saying what is allowed."""
+    if not TOPIC_PATTERN.fullmatch(topic):
+        raise ConfigurationError(
+            f"invalid topic {topic!r}: use 1 to 200 letters, digits and _ . : / @ + = - "
+            "(starting with a letter, digit or _)"
+        )
+    return topic
 
 
 def decode(

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from actionhub import MalformedMessage, Message
-from actionhub.message import decode
+from actionhub import ConfigurationError, MalformedMessage, Message
+from actionhub.message import check_topic, decode
 
 json_values = st.recursive(
     st.none()
@@ -87,3 +87,16 @@ def test_size_limit() -> None:
     assert decode("t", raw, max_bytes=len(raw)).payload == "x" * 100
     with pytest.raises(MalformedMessage, match=f"{len(raw)} bytes, over the limit of {len(raw) - 1}"):
         decode("t", raw, max_bytes=len(raw) - 1)
+
+
+@pytest.mark.parametrize("topic", ["orders", "orders.charge", "a/slaves/b", "t:1", "user@host", "x_y-z+w=v"])
+def test_valid_topics(topic: str) -> None:
+    assert check_topic(topic) == topic
+
+
+@pytest.mark.parametrize(
+    "topic", ["", " orders", "a b", "work*", "a?", "[x]", "-leading", "é", "x" * 201, "a\nb"]
+)
+def test_invalid_topics_are_refused_with_what_is_allowed(topic: str) -> None:
+    with pytest.raises(ConfigurationError, match="invalid topic"):
+        check_topic(topic)

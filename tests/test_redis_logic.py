@@ -39,6 +39,7 @@ def test_url_options_are_ours_the_rest_goes_to_redis_py() -> None:
         ("visibility_timeout=0", "visibility_timeout must be a finite number > 0"),
         ("block=20", "block must be under half of visibility_timeout"),
         ("max_message_bytes=0", "max_message_bytes and max_dead_letters must be >= 1"),
+        ("colour=blue", r"unknown option\(s\) \['colour'\]"),  # a typo fails now, not at connect time
     ],
 )
 def test_bad_url_options_are_configuration_errors(query: str, message: str) -> None:

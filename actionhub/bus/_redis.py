@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import functools
+import inspect
 import logging
 import math
 import os
@@ -128,6 +130,12 @@ def split_url(url: str) -> tuple[str, RedisOptions]:
                 raise ConfigurationError(f"bad value {value!r} for {key} in {url!r}") from None
         else:
             theirs.append((key, value))
+    unknown = {key for key, _ in theirs} - _redis_py_url_options()
+    if unknown:
+        raise ConfigurationError(
+            f"unknown option(s) {sorted(unknown)} in bus URL; actionhub's: {sorted(_OPTION_TYPES)}, "
+            "and redis-py's connection options"
+        )
     try:
         options = RedisOptions(**ours)  # type: ignore[arg-type]
     except ValueError as exc:
@@ -135,6 +143,18 @@ def split_url(url: str) -> tuple[str, RedisOptions]:
     query = f"?{urlencode(theirs)}" if theirs else ""
     # urlunsplit would turn unix:///path into unix:/path, which redis-py rejects
     return f"{parts.scheme}://{parts.netloc}{parts.path}{query}", options
+
+
+@functools.cache
+def _redis_py_url_options() -> frozenset[str]:
+    """What redis-py accepts in a URL's query: its parsed arguments and connection parameters
+    (anything else would fail later, at connect time, with a TypeError)."""
+    names = set(redis.connection.URL_QUERY_ARGUMENT_PARSERS)
+    for connection in (redis.connection.Connection, redis.connection.SSLConnection):
+        for cls in connection.__mro__:
+            if "__init__" in vars(cls):
+                names.update(inspect.signature(vars(cls)["__init__"]).parameters)
+    return frozenset(names - {"self", "args", "kwargs"})
 
 
 def connect(redis_url: str, options: RedisOptions) -> Any:
@@ -206,9 +226,11 @@ class RedisBusBase(Bus):
     # ------------------------------------------------------------------ lifecycle
 
     @asynccontextmanager
-    async def open(self, consumer: str = "actionhub") -> AsyncIterator[None]:
+    async def open(
+        self, consumer: str = "actionhub", *, connect_timeout: float = 10.0
+    ) -> AsyncIterator[None]:
         self.consumer = consumer_name(consumer)
-        await self.call(self.client.ping, what="connect", deadline=trio.current_time() + 10)
+        await self.call(self.client.ping, what="connect", deadline=trio.current_time() + connect_timeout)
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery

@@ -137,8 +137,9 @@ class Bus(abc.ABC):
     durable: bool = False
 
     @abc.abstractmethod
-    def open(self, consumer: str) -> AbstractAsyncContextManager[None]:
-        """Async context manager: connect, run background tasks, and clean up on exit.
+    def open(self, consumer: str, *, connect_timeout: float = 10.0) -> AbstractAsyncContextManager[None]:
+        """Async context manager: connect (`BusError` if the broker does not answer within
+        ``connect_timeout`` seconds), run background tasks, and clean up on exit.
         ``consumer`` names the opener (the hub) towards the broker."""
 
     @abc.abstractmethod

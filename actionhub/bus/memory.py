@@ -52,7 +52,7 @@ class MemoryBus(Bus):
         self._events: dict[str, deque[dict[str, str]]] = {}
 
     @asynccontextmanager
-    async def open(self, consumer: str = "") -> AsyncIterator[None]:
+    async def open(self, consumer: str = "", *, connect_timeout: float = 10.0) -> AsyncIterator[None]:
         if self._nursery is not None:  # shared by several hubs: the first opener runs it
             self._users += 1
             try:
