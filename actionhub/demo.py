@@ -1,7 +1,7 @@
 """The actionhub demo: three supervised actions on the in-process ``memory://`` bus.
 
-Run it from the repository root with ``python -m examples.demo`` (or ``make demo``). In about
-five seconds it shows, as it happens:
+Run it with ``actionhub demo`` (``--bus redis://...`` runs it on Redis, under a key prefix of its
+own). In about five seconds it shows, as it happens:
 
 * ``resize``  a burst of 80 messages makes the group scale UP to ``max_workers``; once the work
   is done and the extra workers have been idle for ``max_idleness`` they exit and the group is
@@ -19,12 +19,12 @@ At the end it prints every group's `WorkerStat` counters and the dead letters.
 from __future__ import annotations
 
 import dataclasses
-import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import trio
 
-from actionhub import (
+from . import (
     ActionHub,
     Backoff,
     Behaviour,
@@ -34,9 +34,10 @@ from actionhub import (
     Reject,
     WorkerStat,
 )
+from .inspect import redact
 
 if TYPE_CHECKING:
-    from actionhub.supervision.group import WorkerGroup
+    from .supervision.group import WorkerGroup
 
 RESIZE_JOBS = 80  # the burst
 ORDERS = [{"id": i, "card": "expired" if i == 6 else "visa"} for i in range(1, 13)]
@@ -54,9 +55,9 @@ def say(line: str) -> None:
 # --------------------------------------------------------------------------- the actions
 
 
-def build_hub(on_escalation: Alerts) -> ActionHub:
-    """A hub on the in-process bus with the demo's three actions bound to it."""
-    hub = ActionHub("memory://", on_escalation=on_escalation, name="demo")
+def build_hub(on_escalation: Alerts, bus: str = "memory://") -> ActionHub:
+    """A hub on ``bus`` with the demo's three actions bound to it."""
+    hub = ActionHub(bus, on_escalation=on_escalation, name="demo")
 
     # Scales between 1 and 8 workers; a worker above the minimum exits after 1.5 s without work.
     @hub.action("resize", min_workers=1, max_workers=8, max_idleness=1.5)
@@ -139,11 +140,12 @@ def sample(group: WorkerGroup, samples: list[int]) -> None:
     )
 
 
-async def main() -> Summary:
+async def main(bus: str = "memory://") -> Summary:
     global _start
     _start = trio.current_time()
     alerts = Alerts()
-    hub = build_hub(alerts)
+    hub = build_hub(alerts, bus)
+    say(f"hub {hub.name} on {redact(hub.bus.url)}")
 
     async with hub.running():  # starts every group; leaving the block stops them gracefully
         # Keep the groups: hub.stats() lists the running groups only, and notify will not be one.
@@ -182,6 +184,8 @@ async def main() -> Summary:
         stat = resize.stats()
         say(f"resize is back to min_workers={stat.min_workers} (peak: {max(samples)} workers)")
         letters = [letter for name in groups for letter in await hub.dead_letters(name)]
+        for name in groups:  # leave nothing behind on a shared bus
+            await hub.purge_dead_letters(name)
         stats = [group.stats() for group in groups.values()]  # before the stop empties the pools
 
     print()
@@ -203,7 +207,7 @@ async def main() -> Summary:
     )
 
 
-COLUMNS = [
+COLUMNS: list[tuple[str, Callable[[WorkerStat], object]]] = [
     ("group", lambda s: s.addr),
     (
         "workers now/created/idled",
@@ -229,9 +233,3 @@ def format_table(stats: list[WorkerStat]) -> str:
     ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
-
-
-if __name__ == "__main__":
-    # actionhub also logs every escalation (logger "actionhub"); here the alert callback prints them.
-    logging.getLogger("actionhub").setLevel(logging.CRITICAL)
-    trio.run(main)

@@ -130,6 +130,18 @@ class ActionHub:
         if group is not None:
             await group.stop()
 
+    def configure(self, *, bus: str | Bus | None = None, name: str | None = None) -> None:
+        """Before the hub runs, put it on another ``bus`` or give it another ``name`` (what
+        ``actionhub run --bus --name`` does); `None` keeps the current one."""
+        if self._state is not _State.NEW:
+            raise ConfigurationError(f"hub {self.name} has already started; configure it before")
+        if bus is not None:
+            self.bus = open_bus(bus) if isinstance(bus, str) else bus
+        if name is not None:
+            if not name.strip():
+                raise ConfigurationError("a hub name must not be empty")
+            self.name = name
+
     # ------------------------------------------------------------------ running
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

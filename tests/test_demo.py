@@ -1,11 +1,11 @@
-"""The demo (examples/demo.py) really shows what it claims: scale up and down, a restart, an escalation."""
+"""The demo (actionhub.demo) really shows what it claims: scale up and down, a restart, an escalation."""
 
 from __future__ import annotations
 
 import pytest
 import trio
 
-from examples.demo import NOTIFICATIONS, ORDERS, RESIZE_JOBS, format_table, main
+from actionhub.demo import NOTIFICATIONS, ORDERS, RESIZE_JOBS, format_table, main
 
 
 async def test_demo_shows_scaling_restart_and_escalation(
