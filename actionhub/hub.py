@@ -28,7 +28,7 @@ from .supervision.escalation import (
     EscalationDispatcher,
     normalize_callbacks,
 )
-from .supervision.group import WorkerGroup, attach
+from .supervision.group import MessageObserver, WorkerGroup, attach
 from .supervision.master import MasterGroup
 from .supervision.policy import EscalationProtocol
 
@@ -80,9 +80,14 @@ class ActionHub:
         self.name = name or f"hub-{os.getpid()}-{secrets.token_hex(3)}"
         self.registry = registry
         self._own = WorkerTemplateRegistry()
+        callbacks = normalize_callbacks(on_escalation)
         self._dispatcher = EscalationDispatcher(
-            normalize_callbacks(on_escalation), callback_timeout=escalation_timeout
+            callbacks, callback_timeout=escalation_timeout, hub_name=self.name
         )
+        for callback in callbacks:  # integrations that use the hub's own bus (EscalationStream)
+            bind_hub = getattr(callback, "bind_hub", None)
+            if bind_hub is not None:
+                bind_hub(self)
         self._groups: dict[str, WorkerGroup] = {}  # live top-level groups, in start order
         self._state = _State.NEW
         self._nursery: trio.Nursery | None = None
@@ -90,6 +95,7 @@ class ActionHub:
         self._stopped = trio.Event()
         self._ids = _MessageIds()
         self.announce_interval = announce_interval
+        self.observer: MessageObserver | None = None  # told about every message run (metrics)
 
     # ------------------------------------------------------------------ binding
 
@@ -141,6 +147,7 @@ class ActionHub:
             if not name.strip():
                 raise ConfigurationError("a hub name must not be empty")
             self.name = name
+            self._dispatcher.hub_name = name
 
     # ------------------------------------------------------------------ running
 
@@ -167,6 +174,7 @@ class ActionHub:
                         self.name,
                         redact(self.bus.url),
                         len(self._groups),
+                        extra={"hub": self.name, "bus": redact(self.bus.url), "groups": len(self._groups)},
                     )
                     task_status.started()
                     await self._stop_requested.wait()
@@ -182,7 +190,7 @@ class ActionHub:
             self._nursery = None
             self._stopped.set()
             _running_hub.reset(token)
-            log.info("hub %s stopped", self.name)
+            log.info("hub %s stopped", self.name, extra={"hub": self.name})
 
     async def _announce(self, started_at: float) -> None:
         while True:
@@ -190,7 +198,9 @@ class ActionHub:
             try:
                 await self.bus.announce(self.name, snapshot, ttl=3 * self.announce_interval)
             except ActionHubError as error:
-                log.warning("hub %s could not announce itself: %s", self.name, error)
+                log.warning(
+                    "hub %s could not announce itself: %s", self.name, error, extra={"hub": self.name}
+                )
             await trio.sleep(self.announce_interval)
 
     async def _withdraw(self) -> None:
@@ -205,7 +215,12 @@ class ActionHub:
             task_status.started()
             async for request in requests:
                 answer = apply_command(self, request.command)
-                log.warning("hub %s: operator command %s", self.name, answer.detail)
+                log.warning(
+                    "hub %s: operator command: %s",
+                    self.name,
+                    answer.detail,
+                    extra={"hub": self.name, "outcome": answer.outcome},
+                )
                 await request.answer(encode_answer(answer))
 
     @asynccontextmanager
@@ -257,7 +272,12 @@ class ActionHub:
         outcome = await group.run(task_status=task_status)
         if outcome.escalated and self._groups.get(group.name) is group:
             del self._groups[group.name]  # the group closed its subscription itself
-            log.error("hub %s removed group %s after an escalation", self.name, group.name)
+            log.error(
+                "hub %s removed group %s after an escalation",
+                self.name,
+                group.name,
+                extra={"hub": self.name, "group": group.name},
+            )
 
     def _make_group(self, template: WorkerTemplate, lazy: bool) -> WorkerGroup:
         common: dict[str, Any] = dict(
@@ -291,7 +311,7 @@ class ActionHub:
         return MasterGroup(slave_factories=[slave_factory(s) for s in template.slaves], **common)
 
     def _report_start_failure(self, name: str, error: Exception) -> None:
-        log.error("group %s failed to start: %r", name, error)
+        log.error("group %s failed to start: %r", name, error, extra={"hub": self.name, "group": name})
         self._dispatcher.report(
             Escalation(
                 group=name,

@@ -12,11 +12,11 @@ import socket
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
-from urllib.parse import urlsplit, urlunsplit
 
 import attrs
 import orjson
 
+from .bus.url import redact
 from .errors import ConfigurationError
 from .stats import WorkerStat
 from .supervision.policy import Behaviour, Instance
@@ -26,25 +26,6 @@ if TYPE_CHECKING:
     from .hub import ActionHub
 
 COMMANDS = ("scale", "pause", "resume", "restart")
-
-
-def redact(url: str) -> str:
-    """``url`` without its password (and without any query value that might be a secret)."""
-    parts = urlsplit(url)
-    if "@" not in parts.netloc and not parts.query:
-        return url
-    netloc = parts.netloc
-    if "@" in netloc:
-        credentials, host = netloc.rsplit("@", 1)
-        user = credentials.split(":", 1)[0]
-        netloc = f"{user}:***@{host}" if ":" in credentials else f"***@{host}"
-    query = "&".join(
-        f"{key}=***"
-        if any(word in key.lower() for word in ("pass", "token", "secret", "key"))
-        else f"{key}={value}"
-        for key, _, value in (item.partition("=") for item in parts.query.split("&") if item)
-    )
-    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 @attrs.frozen

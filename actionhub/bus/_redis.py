@@ -40,6 +40,7 @@ from ..errors import BusError, ConfigurationError, MalformedMessage
 from ..message import DEFAULT_MAX_MESSAGE_BYTES, Message, decode
 from ..supervision.policy import Backoff
 from .base import Bus, ControlRequest, DeadLetter, ReplyChannel
+from .url import redact
 
 log = logging.getLogger("actionhub.redis")
 
@@ -213,14 +214,21 @@ class RedisBusBase(Bus):
                 failures += 1
                 if not self._outage:
                     self._outage = True
-                    log.warning("redis unreachable (%s): %r; retrying with backoff", what, error)
+                    log.warning(
+                        "redis unreachable (%s): %r; retrying with backoff",
+                        what,
+                        error,
+                        extra={"bus": redact(self.url), "operation": what},
+                    )
                 if deadline is not None and trio.current_time() >= deadline:
                     raise BusError(f"redis unreachable for {what}: {error!r}") from error
                 await trio.sleep(self._backoff.delay(failures))
                 continue
             if self._outage:
                 self._outage = False
-                log.warning("redis reachable again (%s)", what)
+                log.warning(
+                    "redis reachable again (%s)", what, extra={"bus": redact(self.url), "operation": what}
+                )
             return result
 
     # ------------------------------------------------------------------ lifecycle

@@ -2,10 +2,29 @@
 
 from __future__ import annotations
 
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from ..errors import ConfigurationError
 from .base import Bus
+
+
+def redact(url: str) -> str:
+    """``url`` without its password (and without any query value that might be a secret)."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc and not parts.query:
+        return url
+    netloc = parts.netloc
+    if "@" in netloc:
+        credentials, host = netloc.rsplit("@", 1)
+        user = credentials.split(":", 1)[0]
+        netloc = f"{user}:***@{host}" if ":" in credentials else f"***@{host}"
+    query = "&".join(
+        f"{key}=***"
+        if any(word in key.lower() for word in ("pass", "token", "secret", "key"))
+        else f"{key}={value}"
+        for key, _, value in (item.partition("=") for item in parts.query.split("&") if item)
+    )
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 def parse_query(url: str, *, allowed: set[str]) -> dict[str, str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import logging
 import math
+import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Literal, TypeAlias
@@ -34,6 +35,36 @@ class Escalation:
     pending_messages: tuple[Message, ...] = ()
     restarts: int = 0
     at: float = attrs.field(factory=time.time)
+    hub: str = ""  # the hub that reported it
+
+    def as_dict(self) -> dict[str, object]:
+        """A JSON-friendly document of this escalation, as alerting integrations send it."""
+        error = self.error
+        message = self.offending_message
+        return {
+            "hub": self.hub,
+            "host": socket.gethostname(),
+            "group": self.group,
+            "reason": self.reason,
+            "error": None if error is None else repr(error),
+            "error_type": None if error is None else f"{type(error).__module__}.{type(error).__qualname__}",
+            "traceback": self.traceback,
+            "worker_protocol": self.worker_protocol.value,
+            "group_protocol": self.group_protocol.value,
+            "restarts": self.restarts,
+            "at": self.at,
+            "offending_message": None
+            if message is None
+            else {
+                "topic": message.topic,
+                "id": message.id,
+                "attempt": message.attempt,
+                "headers": message.headers,
+                "payload": message.payload,
+            },
+            "pending_messages": len(self.pending_messages),
+            "pending_ids": [m.id for m in self.pending_messages],
+        }
 
 
 EscalationCallback: TypeAlias = Callable[[Escalation], "Awaitable[object] | object"]
@@ -69,6 +100,7 @@ class EscalationDispatcher:
         *,
         callback_timeout: float = 30.0,
         capacity: int = 1000,
+        hub_name: str = "",
     ) -> None:
         self.callbacks = callbacks
         self.callback_timeout = callback_timeout
@@ -76,16 +108,24 @@ class EscalationDispatcher:
         self.delivered = 0
         self.dropped = 0
         self.callback_errors = 0
+        self.hub_name = hub_name
 
     def report(self, escalation: Escalation) -> None:
+        escalation = attrs.evolve(escalation, hub=self.hub_name)
         log.log(
             logging.WARNING if escalation.reason == "panic" else logging.ERROR,
-            "escalation group=%s reason=%s worker=%s group_protocol=%s error=%r",
+            "escalation in group %s: %s, %r",
             escalation.group,
             escalation.reason,
-            escalation.worker_protocol.value,
-            escalation.group_protocol.value,
             escalation.error,
+            extra={
+                "hub": escalation.hub,
+                "group": escalation.group,
+                "reason": escalation.reason,
+                "worker_protocol": escalation.worker_protocol.value,
+                "group_protocol": escalation.group_protocol.value,
+                "restarts": escalation.restarts,
+            },
         )
         if not self.callbacks:
             return

@@ -12,10 +12,11 @@ import itertools
 import logging
 import math
 import random
+import time
 import traceback as tb_module
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import attrs
 import trio
@@ -35,6 +36,16 @@ log = logging.getLogger("actionhub.group")
 
 Action = Callable[[Job], Awaitable[object]]
 Report = Callable[[Escalation], None]
+
+#: How a run of the action ended, as a `MessageObserver` sees it.
+Outcome = Literal["ok", "retry", "rejected", "panic", "timeout", "cancelled"]
+
+
+class MessageObserver(Protocol):
+    """Told about every message a group ran (metrics): set ``hub.observer``."""
+
+    def observe(self, group: str, queue_wait: float, duration: float, outcome: Outcome) -> None:
+        """``queue_wait``: seconds from publish (``created_at``) to start; ``duration``: the run."""
 
 
 class _Exit(enum.Enum):
@@ -322,6 +333,11 @@ class WorkerGroup:
             )
             return None
         self.in_flight += 1
+        observer = self.hub.observer
+        if observer is not None:
+            queue_wait = max(0.0, time.time() - message.created_at)
+            started = trio.current_time()
+            outcome: Outcome = "cancelled"
         try:
             job = Job(message, self.name, self.hub)
             if config.timeout is None:
@@ -330,9 +346,11 @@ class WorkerGroup:
                 with trio.fail_after(config.timeout):
                     await self.action(job)
         except Retry as retry:
+            outcome = "retry"
             await self._retry_or_dead_letter(delivery, "retry requested", retry.delay, None)
             return None
         except Reject as reject:
+            outcome = "rejected"
             self.rejected += 1
             self.dead_lettered += 1
             await subscription.dead_letter(delivery, reason=f"rejected: {reject.reason}")
@@ -340,18 +358,23 @@ class WorkerGroup:
         except Exception as error:  # a panic; Cancelled, KeyboardInterrupt, SystemExit never are
             self.panics += 1
             self.failed += 1
+            outcome = "panic"
             if isinstance(error, trio.TooSlowError):
+                outcome = "timeout"
                 self.timeouts += 1
                 error = TimeoutError(f"action {self.name!r} ran over its timeout of {config.timeout}s")
             traceback = "".join(tb_module.format_exception(error))
             await self._retry_or_dead_letter(delivery, repr(error), None, traceback)
             return _Panic(error, traceback, message)
         else:
+            outcome = "ok"
             self.processed += 1
             await subscription.ack(delivery)
             return None
         finally:
             self.in_flight -= 1
+            if observer is not None:
+                observer.observe(self.name, queue_wait, trio.current_time() - started, outcome)
 
     async def _retry_or_dead_letter(
         self, delivery: Delivery, error: str, delay: float | None, traceback: str | None
