@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m examples.demo
+	$(BIN)/actionhub demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check actionhub tests examples bench

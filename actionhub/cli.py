@@ -1,0 +1,503 @@
+"""The ``actionhub`` command: serve a hub, publish, read stats, steer live hubs, dead letters, demo.
+
+Every command that talks to live hubs takes ``--bus URL`` (default: ``$ACTIONHUB_BUS``, else
+``redis://localhost:6379/0``). Exit codes, for scripts: 0 done; 1 the command ran but did not
+succeed (a hub refused or stayed silent, no reply in time, no live hub); 2 bad usage or bad input;
+3 the bus could not be reached; 130/143 ``run`` was stopped at once by a second signal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib
+import logging
+import os
+import signal
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import NoReturn, TypeVar
+
+import attrs
+import orjson
+import trio
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from .bus.base import Bus, DeadLetter
+from .bus.url import open_bus
+from .errors import ActionHubError, BusError, ConfigurationError
+from .hub import ActionHub
+from .inspect import COMMANDS, HubSnapshot, hub_snapshots, redact, send_command
+from .logs import configure_logging
+from .message import JSON, Message, check_topic
+from .stats import WorkerStat
+
+log = logging.getLogger("actionhub.cli")
+
+T = TypeVar("T")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+DEFAULT_BUS = "redis://localhost:6379/0"
+
+
+class CliError(Exception):
+    """Ends the command with one line on stderr and ``code``."""
+
+    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# --------------------------------------------------------------------------- plumbing
+
+
+@asynccontextmanager
+async def _connected(args: argparse.Namespace) -> AsyncIterator[Bus]:
+    """The bus of ``--bus``, connected (`BusError`, exit 3, if it does not answer in ``--timeout``)."""
+    bus = _bus(args.bus)
+    async with bus.open(f"cli-{os.getpid()}", connect_timeout=args.timeout):
+        yield bus
+
+
+def _bus(url: str) -> Bus:
+    try:
+        return open_bus(url)
+    except ConfigurationError as error:
+        raise CliError(f"bad bus URL: {error}") from None
+
+
+async def _within(seconds: float, work: Awaitable[T]) -> T:
+    """``work``'s result; `trio.TooSlowError` (exit 3) after ``seconds``."""
+    with trio.fail_after(seconds):
+        return await work
+
+
+def _topic(topic: str) -> str:
+    try:
+        return check_topic(topic)
+    except ConfigurationError as error:
+        raise CliError(str(error)) from None
+
+
+def _console() -> Console:
+    """Tables at full width on a terminal; unwrapped when piped (a log or a README keeps them whole)."""
+    return Console(width=None if sys.stdout.isatty() else 250, highlight=False)
+
+
+def _when(epoch: float) -> str:
+    return datetime.datetime.fromtimestamp(epoch).strftime("%Y-%m-%d %H:%M:%S")
+
+
+# --------------------------------------------------------------------------- run
+
+
+def _load_hub(target: str) -> ActionHub:
+    module_name, _, attribute = target.partition(":")
+    if not module_name or not attribute:
+        raise CliError(f"expected MODULE:HUB (like myapp.workers:hub), got {target!r}")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # as `python -m` would: the app lives where you run it
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise CliError(f"cannot import {module_name!r}: {error}") from None
+    try:
+        hub = getattr(module, attribute)
+    except AttributeError:
+        raise CliError(f"module {module_name!r} has no attribute {attribute!r}") from None
+    if callable(hub) and not isinstance(hub, ActionHub):
+        hub = hub()  # a factory
+    if not isinstance(hub, ActionHub):
+        raise CliError(f"{target} is {type(hub).__name__}, not an ActionHub (or a function returning one)")
+    return hub
+
+
+async def _run(args: argparse.Namespace) -> int:
+    hub = _load_hub(args.target)
+    try:
+        hub.configure(bus=args.bus, name=args.name)
+    except ConfigurationError as error:
+        raise CliError(str(error)) from None
+    stop_signals = (signal.SIGTERM, signal.SIGINT)
+    forced_by: int | None = None
+    with trio.open_signal_receiver(*stop_signals) as signals:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(hub.run)
+            if args.metrics_port is not None:
+                from .metrics import serve_metrics
+
+                url = await nursery.start(serve_metrics, hub, args.metrics_port)
+                log.info("metrics served on %s", url, extra={"hub": hub.name, "metrics": url})
+            log.info(
+                "hub %s ready; SIGTERM or Ctrl-C stops it gracefully, a second one at once",
+                hub.name,
+                extra={"hub": hub.name},
+            )
+
+            async def stop_gracefully() -> None:
+                await hub.stop()
+                nursery.cancel_scope.cancel()
+
+            async for signum in signals:
+                name = signal.Signals(signum).name
+                if not hub.is_running:  # already stopping: the second signal
+                    forced_by = signum
+                    log.warning(
+                        "second signal (%s): stopping at once; unfinished messages stay unacknowledged "
+                        "and will be delivered again",
+                        name,
+                        extra={"hub": hub.name, "signal": name},
+                    )
+                    nursery.cancel_scope.cancel()
+                    break
+                log.warning(
+                    "%s: stopping gracefully (intake closed; in-flight work gets shutdown_timeout to finish)",
+                    name,
+                    extra={"hub": hub.name, "signal": name},
+                )
+                nursery.start_soon(stop_gracefully)
+    return EXIT_OK if forced_by is None else 128 + forced_by
+
+
+# --------------------------------------------------------------------------- publish
+
+
+def _payload(text: str) -> JSON:
+    if text == "-":
+        text = sys.stdin.read()
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as error:
+        raise CliError(f"invalid JSON payload: {error}") from None
+
+
+def _header(item: str) -> tuple[str, str]:
+    key, equals, value = item.partition("=")
+    if not equals or not key:
+        raise CliError(f"bad --header {item!r}: expected KEY=VALUE")
+    return key, value
+
+
+async def _publish(args: argparse.Namespace) -> int:
+    topic = _topic(args.topic)
+    payload = _payload(args.payload)
+    headers = dict(_header(item) for item in args.header)
+    if args.delay is not None and args.delay < 0:
+        raise CliError("--delay must be >= 0")
+    message = Message(topic, payload, id=uuid.uuid4().hex, headers=headers)
+    async with _connected(args) as bus:
+        if args.wait_reply is None:
+            print(await _within(args.timeout, bus.publish(message, delay=args.delay)))
+            return EXIT_OK
+        async with bus.reply_channel() as channel:
+            message = attrs.evolve(message, reply_to=channel.address)
+            print(await _within(args.timeout, bus.publish(message, delay=args.delay)), flush=True)
+            with trio.move_on_after(args.wait_reply):
+                reply = await channel.receive()
+                print(orjson.dumps(reply.payload).decode())
+                return EXIT_OK
+    raise CliError(f"no reply within {args.wait_reply}s", EXIT_FAILED)
+
+
+# --------------------------------------------------------------------------- stats
+
+_STAT_COLUMNS: list[tuple[str, Callable[[WorkerStat], object]]] = [
+    ("group", lambda s: s.addr),
+    ("workers", lambda s: f"{s.total_current_workers} ({s.min_workers}..{s.max_workers})"),
+    ("busy", lambda s: s.in_flight),
+    ("buffered", lambda s: s.buffered),
+    ("received", lambda s: s.total_message_received),
+    ("processed", lambda s: s.total_message_processed),
+    ("failed", lambda s: s.total_failed),
+    ("retried", lambda s: s.total_retried),
+    ("dead", lambda s: s.total_dead_lettered),
+    ("panics", lambda s: s.total_panics),
+    ("restarts", lambda s: s.total_restarts),
+    ("escalations", lambda s: s.total_escalations),
+]
+
+
+def stats_table(snapshots: Sequence[HubSnapshot], url: str, now: float) -> Table:
+    """The live hubs' WorkerStats as one table: a row per hub and group."""
+    table = Table(
+        title=f"{len(snapshots)} live hub(s) on {redact(url)} at {_when(now)}",
+        title_justify="left",
+        box=None,
+        header_style="bold",
+        pad_edge=False,
+    )
+    table.add_column("HUB")
+    for title, _ in _STAT_COLUMNS:
+        table.add_column(title.upper(), justify="left" if title == "group" else "right")
+    for snapshot in snapshots:
+        for stat in snapshot.groups:
+            table.add_row(snapshot.hub, *(str(cell(stat)) for _, cell in _STAT_COLUMNS))
+        if not snapshot.groups:
+            table.add_row(snapshot.hub, "(no running group)", *[""] * (len(_STAT_COLUMNS) - 1))
+    return table
+
+
+async def _stats(args: argparse.Namespace) -> int:
+    async with _connected(args) as bus:
+        if args.watch is None:
+            snapshots = await _within(args.timeout, hub_snapshots(bus))
+            if args.json:
+                print(_snapshots_json(snapshots))
+            else:
+                _console().print(stats_table(snapshots, bus.url, time.time()))
+            return EXIT_OK
+        return await _watch(args, bus)
+
+
+def _snapshots_json(snapshots: Sequence[HubSnapshot]) -> str:
+    return (b"[" + b",".join(s.to_json() for s in snapshots) + b"]").decode()
+
+
+async def _watch(args: argparse.Namespace, bus: Bus) -> int:
+    if args.watch <= 0:
+        raise CliError("--watch takes a refresh interval > 0 (seconds)")
+    console = _console()
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def end_on_signal() -> None:
+                async for _ in signals:
+                    nursery.cancel_scope.cancel()
+
+            nursery.start_soon(end_on_signal)
+            with Live(console=console, auto_refresh=False, screen=console.is_terminal) as live:
+                while True:
+                    snapshots = await _within(args.timeout, hub_snapshots(bus))
+                    if args.json:
+                        print(_snapshots_json(snapshots), flush=True)
+                    else:
+                        live.update(stats_table(snapshots, bus.url, time.time()), refresh=True)
+                    await trio.sleep(args.watch)
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- control
+
+
+async def _control(args: argparse.Namespace) -> int:
+    arguments: dict[str, int] = {}
+    if args.command == "scale":
+        if not 0 <= args.min <= args.max:
+            raise CliError(f"--min {args.min} --max {args.max}: need 0 <= min <= max")
+        arguments = {"min_workers": args.min, "max_workers": args.max}
+    async with _connected(args) as bus:
+        answers = await _within(
+            args.timeout + args.wait,
+            send_command(bus, args.command, args.group, timeout=args.wait, **arguments),
+        )
+    if not answers:
+        raise CliError(f"no live hub on {redact(args.bus)}", EXIT_FAILED)
+    if all(answer.outcome == "absent" for answer in answers):
+        raise CliError(f"no live hub runs a group named {args.group!r}")
+    width = max(len(answer.hub) for answer in answers)
+    for answer in answers:
+        print(f"{answer.hub:<{width}}  {answer.outcome:<8}  {answer.detail}")
+    return EXIT_OK if all(a.outcome in ("applied", "absent") for a in answers) else EXIT_FAILED
+
+
+# --------------------------------------------------------------------------- dead letters
+
+
+async def _dead_letters(args: argparse.Namespace) -> int:
+    topic = _topic(args.topic)
+    ids = args.id or None
+    async with _connected(args) as bus:
+        if args.action == "list":
+            letters = await _within(args.timeout, bus.dead_letters(topic, limit=args.limit))
+            if args.json:
+                print(orjson.dumps([_letter_document(letter) for letter in letters]).decode())
+                return EXIT_OK
+            title = f"{len(letters)} dead letter(s) of {topic}"
+            table = Table(title=title, title_justify="left", box=None, pad_edge=False)
+            for column in ("ID", "FAILED AT", "ATTEMPTS", "GROUP", "REASON", "ERROR", "PAYLOAD"):
+                table.add_column(column, overflow="fold")
+            for letter in letters:
+                table.add_row(
+                    letter.id,
+                    _when(letter.at),
+                    str(letter.attempts),
+                    letter.group or "",
+                    letter.reason,
+                    letter.error or "",
+                    orjson.dumps(letter.message.payload).decode(),
+                )
+            _console().print(table)
+            return EXIT_OK
+        if args.action == "requeue":
+            count = await _within(args.timeout, bus.requeue_dead_letters(topic, ids))
+            print(f"requeued {count} dead letter(s) of {topic}")
+        else:
+            count = await _within(args.timeout, bus.purge_dead_letters(topic, ids))
+            print(f"purged {count} dead letter(s) of {topic}")
+    if ids is not None and count < len(ids):
+        raise CliError(f"{len(ids) - count} of the given id(s) were not dead letters of {topic}", EXIT_FAILED)
+    return EXIT_OK
+
+
+def _letter_document(letter: DeadLetter) -> dict[str, JSON]:
+    document = attrs.asdict(letter, recurse=False)
+    message: Message = document.pop("message")
+    return {**document, "message": {"topic": message.topic, **message.envelope()}}
+
+
+# --------------------------------------------------------------------------- demo
+
+
+async def _demo(args: argparse.Namespace) -> int:
+    from . import demo
+
+    url = args.bus
+    if url.startswith(("redis", "unix")) and "prefix=" not in url:
+        url += ("&" if "?" in url else "?") + f"prefix=actionhub-demo-{uuid.uuid4().hex[:6]}:"
+    _bus(url)  # a bad URL is bad input, not a crash inside the demo
+    logging.getLogger("actionhub").setLevel(logging.CRITICAL)  # the demo prints what happens itself
+    await demo.main(url)
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- the parser
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, not {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _Parser(add_help=False)
+    common.add_argument(
+        "--bus",
+        default=os.environ.get("ACTIONHUB_BUS", DEFAULT_BUS),
+        metavar="URL",
+        help="the bus the hubs share (default: $ACTIONHUB_BUS or %(default)s)",
+    )
+    common.add_argument(
+        "--timeout", type=_positive, default=10.0, metavar="S", help="give up on the bus after S seconds"
+    )
+    common.add_argument("--log-format", choices=("text", "json"), default="text", help="log lines on stderr")
+    common.add_argument("--log-level", default=None, metavar="LEVEL", help="INFO for run, ERROR otherwise")
+
+    parser = _Parser(
+        prog="actionhub", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    commands = parser.add_subparsers(
+        dest="command_name", required=True, metavar="COMMAND", parser_class=_Parser
+    )
+
+    def command(name: str, handler: Callable[[argparse.Namespace], Awaitable[int]], help: str) -> _Parser:
+        sub: _Parser = commands.add_parser(name, parents=[common], help=help, description=help)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    run = command("run", _run, "serve a hub until SIGTERM/SIGINT (the second one stops at once)")
+    run.add_argument("target", metavar="MODULE:HUB", help="an ActionHub, or a function returning one")
+    run.add_argument("--name", help="the hub's name (default: its own)")
+    run.add_argument("--metrics-port", type=int, metavar="PORT", help="serve Prometheus metrics on PORT")
+    run.set_defaults(bus=None)  # the hub's own bus unless --bus is given
+
+    publish = command("publish", _publish, "publish one message (JSON; - reads stdin); prints its id")
+    publish.add_argument("topic", metavar="TOPIC")
+    publish.add_argument("payload", metavar="JSON")
+    publish.add_argument("--delay", type=float, metavar="S", help="deliver after S seconds")
+    publish.add_argument("--header", action="append", default=[], metavar="K=V", help="a header (repeatable)")
+    publish.add_argument(
+        "--wait-reply", type=_positive, metavar="S", help="wait S seconds for a reply, and print it"
+    )
+
+    stats = command("stats", _stats, "the WorkerStats of every live hub on the bus")
+    stats.add_argument("--json", action="store_true", help="one JSON document (a list of hub snapshots)")
+    stats.add_argument(
+        "--watch", type=float, nargs="?", const=2.0, metavar="S", help="refresh every S seconds (default 2)"
+    )
+
+    for name, help in [
+        ("scale", "set a group's worker bounds on every live hub"),
+        ("pause", "start nothing new in a group (in-flight work finishes)"),
+        ("resume", "undo pause"),
+        ("restart", "restart every worker of a group"),
+    ]:
+        control = command(name, _control, help)
+        control.add_argument("group", metavar="GROUP")
+        control.add_argument(
+            "--wait", type=_positive, default=5.0, metavar="S", help="wait S seconds for the answers"
+        )
+        control.set_defaults(command=name)
+        if name == "scale":
+            control.add_argument("--min", type=int, required=True, metavar="N")
+            control.add_argument("--max", type=int, required=True, metavar="M")
+
+    dead = command("dead-letters", _dead_letters, "list, requeue or purge the dead letters of a topic")
+    dead.add_argument("action", choices=("list", "requeue", "purge"))
+    dead.add_argument("topic", metavar="TOPIC")
+    dead.add_argument("--id", action="append", metavar="ID", help="only this dead letter (repeatable)")
+    dead.add_argument("--limit", type=int, default=100, metavar="N", help="list at most N (default 100)")
+    dead.add_argument("--json", action="store_true", help="list as JSON")
+
+    demo = command("demo", _demo, "the five-second demo: scaling, a restart, an escalation")
+    demo.set_defaults(bus="memory://")
+    assert set(COMMANDS) <= set(commands.choices)
+    return parser
+
+
+def _configure_logging(args: argparse.Namespace) -> None:
+    level = args.log_level or ("INFO" if args.command_name == "run" else "ERROR")
+    try:
+        configure_logging(format=args.log_format, level=level.upper())
+    except ValueError:
+        raise CliError(f"unknown --log-level {args.log_level!r}") from None
+
+
+def _leaf(error: BaseException) -> BaseException:
+    """The first error that is not a group (trio's nurseries wrap what they raise)."""
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The console entry point; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        _configure_logging(args)
+        code: int = trio.run(args.handler, args)
+        return code
+    except BaseException as raised:  # one line and an exit code, never a traceback
+        error = _leaf(raised)
+        if isinstance(error, KeyboardInterrupt):
+            return 128 + signal.SIGINT
+        if isinstance(error, CliError):
+            message, code = str(error), error.code
+        elif isinstance(error, BusError):
+            message, code = f"{error} (bus {redact(args.bus or '')})", EXIT_UNREACHABLE
+        elif isinstance(error, trio.TooSlowError):
+            message, code = f"no answer from the bus within {args.timeout}s", EXIT_UNREACHABLE
+        elif isinstance(error, (ActionHubError, ValueError, TypeError)):
+            message, code = str(error), EXIT_USAGE
+        elif isinstance(error, OSError):
+            message, code = f"{error.strerror or error}", EXIT_FAILED
+        else:
+            log.debug("unexpected error", exc_info=error)
+            message, code = f"unexpected {type(error).__name__}: {error}", EXIT_FAILED
+        print(f"actionhub: error: {message}", file=sys.stderr)
+        return code
