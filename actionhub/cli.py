@@ -89,6 +89,16 @@ def _console() -> Console:
     return Console(width=None if sys.stdout.isatty() else 250, highlight=False)
 
 
+def _print_table(table: Table) -> None:
+    console = _console()
+    if console.is_terminal:
+        console.print(table)
+        return
+    with console.capture() as captured:
+        console.print(table)
+    print("\n".join(line.rstrip() for line in captured.get().splitlines()))
+
+
 def _when(epoch: float) -> str:
     return datetime.datetime.fromtimestamp(epoch).strftime("%Y-%m-%d %H:%M:%S")
 
@@ -249,7 +259,7 @@ async def _stats(args: argparse.Namespace) -> int:
             if args.json:
                 print(_snapshots_json(snapshots))
             else:
-                _console().print(stats_table(snapshots, bus.url, time.time()))
+                _print_table(stats_table(snapshots, bus.url, time.time()))
             return EXIT_OK
         return await _watch(args, bus)
 
@@ -331,7 +341,7 @@ async def _dead_letters(args: argparse.Namespace) -> int:
                     letter.error or "",
                     orjson.dumps(letter.message.payload).decode(),
                 )
-            _console().print(table)
+            _print_table(table)
             return EXIT_OK
         if args.action == "requeue":
             count = await _within(args.timeout, bus.requeue_dead_letters(topic, ids))
@@ -385,36 +395,43 @@ def _positive(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = _Parser(add_help=False)
-    common.add_argument(
-        "--bus",
-        default=os.environ.get("ACTIONHUB_BUS", DEFAULT_BUS),
-        metavar="URL",
-        help="the bus the hubs share (default: $ACTIONHUB_BUS or %(default)s)",
-    )
-    common.add_argument(
-        "--timeout", type=_positive, default=10.0, metavar="S", help="give up on the bus after S seconds"
-    )
-    common.add_argument("--log-format", choices=("text", "json"), default="text", help="log lines on stderr")
-    common.add_argument("--log-level", default=None, metavar="LEVEL", help="INFO for run, ERROR otherwise")
-
     parser = _Parser(
         prog="actionhub", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     commands = parser.add_subparsers(
         dest="command_name", required=True, metavar="COMMAND", parser_class=_Parser
     )
+    shared_bus = os.environ.get("ACTIONHUB_BUS", DEFAULT_BUS)
 
-    def command(name: str, handler: Callable[[argparse.Namespace], Awaitable[int]], help: str) -> _Parser:
-        sub: _Parser = commands.add_parser(name, parents=[common], help=help, description=help)
+    def command(
+        name: str,
+        handler: Callable[[argparse.Namespace], Awaitable[int]],
+        help: str,
+        bus: str | None = shared_bus,
+        bus_help: str = f"the bus the hubs share (default: $ACTIONHUB_BUS or {DEFAULT_BUS})",
+    ) -> _Parser:
+        # Each command gets options of its own: argparse parents would share one --bus action,
+        # and a default set for one command would become every command's.
+        sub: _Parser = commands.add_parser(name, help=help, description=help)
         sub.set_defaults(handler=handler)
+        sub.add_argument("--bus", default=bus, metavar="URL", help=bus_help)
+        sub.add_argument(
+            "--timeout", type=_positive, default=10.0, metavar="S", help="give up on the bus after S seconds"
+        )
+        sub.add_argument("--log-format", choices=("text", "json"), default="text", help="log lines on stderr")
+        sub.add_argument("--log-level", default=None, metavar="LEVEL", help="INFO for run, ERROR otherwise")
         return sub
 
-    run = command("run", _run, "serve a hub until SIGTERM/SIGINT (the second one stops at once)")
+    run = command(
+        "run",
+        _run,
+        "serve a hub until SIGTERM/SIGINT (the second one stops at once)",
+        bus=None,
+        bus_help="put the hub on this bus instead of its own",
+    )
     run.add_argument("target", metavar="MODULE:HUB", help="an ActionHub, or a function returning one")
     run.add_argument("--name", help="the hub's name (default: its own)")
     run.add_argument("--metrics-port", type=int, metavar="PORT", help="serve Prometheus metrics on PORT")
-    run.set_defaults(bus=None)  # the hub's own bus unless --bus is given
 
     publish = command("publish", _publish, "publish one message (JSON; - reads stdin); prints its id")
     publish.add_argument("topic", metavar="TOPIC")
@@ -454,8 +471,13 @@ def build_parser() -> argparse.ArgumentParser:
     dead.add_argument("--limit", type=int, default=100, metavar="N", help="list at most N (default 100)")
     dead.add_argument("--json", action="store_true", help="list as JSON")
 
-    demo = command("demo", _demo, "the five-second demo: scaling, a restart, an escalation")
-    demo.set_defaults(bus="memory://")
+    command(
+        "demo",
+        _demo,
+        "the five-second demo: scaling, a restart, an escalation",
+        "memory://",
+        "default: memory://",
+    )
     assert set(COMMANDS) <= set(commands.choices)
     return parser
 

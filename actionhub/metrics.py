@@ -32,16 +32,27 @@ if TYPE_CHECKING:
 
 _LABELS = ["hub", "group", "topic"]
 _NOT_NUMBERS = {"addr", "topic", "instance", "behaviour"}
+#: Numbers that go down as well as up; every other ``total_*`` field only ever grows.
+GAUGES = frozenset(
+    {
+        "max_workers",
+        "min_workers",
+        "available_worker_capacity",
+        "total_current_workers",
+        "buffered",
+        "in_flight",
+    }
+)
 
 #: 1 ms to 5 min: a fast handler and a slow batch job both land in a useful bucket.
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 
 def metric_name(field: str) -> str:
-    """The Prometheus name of a WorkerStat field: ``total_panics`` -> ``actionhub_panics_total``."""
-    if field.startswith("total_"):
-        return f"actionhub_{field.removeprefix('total_').replace('message_', 'messages_')}_total"
-    return f"actionhub_{field}"
+    """The Prometheus name of a WorkerStat field: ``total_panics`` -> ``actionhub_panics_total``,
+    ``total_current_workers`` (a gauge) -> ``actionhub_current_workers``."""
+    name = field.removeprefix("total_").replace("message_", "messages_")
+    return f"actionhub_{name}" if field in GAUGES else f"actionhub_{name}_total"
 
 
 _FIELDS = [f.name for f in attrs.fields(WorkerStat) if f.name not in _NOT_NUMBERS]
@@ -78,10 +89,9 @@ class HubMetrics(Collector):
     def collect(self) -> Iterator[Metric]:
         families: dict[str, CounterMetricFamily | GaugeMetricFamily] = {}
         for field in _FIELDS:
-            kind = CounterMetricFamily if field.startswith("total_") else GaugeMetricFamily
-            name = metric_name(field)
+            kind = GaugeMetricFamily if field in GAUGES else CounterMetricFamily
             families[field] = kind(
-                name.removesuffix("_total"), f"WorkerStat.{field} of each group", labels=_LABELS
+                metric_name(field).removesuffix("_total"), f"WorkerStat.{field} of each group", labels=_LABELS
             )
         for stat in self.hub.stats():
             labels = [self.hub.name, stat.addr, stat.topic]

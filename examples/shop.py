@@ -13,10 +13,10 @@ import os
 import trio
 
 from actionhub import ActionHub, Job
-from actionhub.alerts import EscalationStream, Webhook, log_escalation
+from actionhub.alerts import EscalationStream, Webhook
 from actionhub.supervision.escalation import EscalationCallback
 
-alerts: list[EscalationCallback] = [log_escalation, EscalationStream()]
+alerts: list[EscalationCallback] = [EscalationStream()]  # the hub logs every escalation itself
 if os.environ.get("SHOP_ALERT_WEBHOOK"):
     alerts.append(Webhook(os.environ["SHOP_ALERT_WEBHOOK"]))
 

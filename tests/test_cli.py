@@ -18,6 +18,7 @@ import pytest
 import redis
 import trio
 
+from actionhub.cli import build_parser
 from actionhub.testing import RedisServer
 from tests.polling import wait_until
 
@@ -340,3 +341,12 @@ async def test_demo_runs_on_redis(redis_url: str) -> None:
     result = await cli("demo", "--bus", redis_url)
     output = result.stdout.decode()
     assert "ESCALATION  notify: reason=max_restarts" in output and "done in" in output
+
+
+def test_each_command_has_its_own_default_bus(monkeypatch: pytest.MonkeyPatch) -> None:
+    parse = build_parser().parse_args
+    assert parse(["run", "app:hub"]).bus is None  # the hub's own
+    assert parse(["demo"]).bus == "memory://"
+    assert parse(["stats"]).bus == parse(["publish", "t", "1"]).bus == "redis://localhost:6379/0"
+    monkeypatch.setenv("ACTIONHUB_BUS", "redis://ops@redis.internal:6379/2")
+    assert build_parser().parse_args(["pause", "work"]).bus == "redis://ops@redis.internal:6379/2"

@@ -58,6 +58,7 @@ async def test_scraped_counters_move_with_the_work() -> None:
     assert value(after, "actionhub_dead_lettered_total", **labels) == 2
     assert value(after, "actionhub_escalations_total", **labels) == 1
     assert value(after, "actionhub_max_workers", **labels) == 10
+    assert value(after, "actionhub_current_workers", **labels) >= 1  # a gauge: no _total
     count = "actionhub_action_duration_seconds_count"
     assert value(after, count, hub="shop", group="charge", outcome="ok") == 3
     assert value(after, count, hub="shop", group="charge", outcome="panic") == 1
