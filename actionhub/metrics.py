@@ -79,12 +79,20 @@ class HubMetrics(Collector):
             buckets=BUCKETS,
             registry=self.registry,
         )
+        self._children: dict[tuple[str, str], tuple[Histogram, Histogram]] = {}
         self.registry.register(self)
         hub.observer = self
 
     def observe(self, group: str, queue_wait: float, duration: float, outcome: Outcome) -> None:
-        self.durations.labels(self.hub.name, group, outcome).observe(duration)
-        self.waits.labels(self.hub.name, group).observe(queue_wait)
+        # called for every message: the labelled children are looked up once, then cached
+        try:
+            durations, waits = self._children[group, outcome]
+        except KeyError:
+            durations = self.durations.labels(self.hub.name, group, outcome)
+            waits = self.waits.labels(self.hub.name, group)
+            self._children[group, outcome] = durations, waits
+        durations.observe(duration)
+        waits.observe(queue_wait)
 
     def collect(self) -> Iterator[Metric]:
         families: dict[str, CounterMetricFamily | GaugeMetricFamily] = {}

@@ -30,12 +30,14 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import orjson
 import trio
 import trio.testing
 
 from actionhub import ActionHub, Job
+from actionhub.metrics import HubMetrics
 
 #: ~100 bytes once serialised (checked in `main`): what a small command looks like.
 PAYLOAD: dict[str, object] = {
@@ -101,9 +103,11 @@ async def _bare(n: int, workers: int, buffer: int) -> float:
 # ----------------------------------------------------------------------------------------- hub
 
 
-async def _hub(n: int, workers: int, buffer: int) -> float:
+async def _hub(n: int, workers: int, buffer: int, metrics: bool = False) -> float:
     done = _Done(n)
     hub = ActionHub("memory://", name="bench")
+    if metrics:
+        HubMetrics(hub)  # the per-message duration and queue-wait histograms
 
     @hub.action(
         "bench.noop",
@@ -126,7 +130,11 @@ async def _hub(n: int, workers: int, buffer: int) -> float:
     return n / (done.finished_at - started_at)
 
 
-RUNNERS: dict[str, Callable[[int, int, int], object]] = {"bare": _bare, "hub": _hub}
+RUNNERS: dict[str, Callable[[int, int, int], object]] = {
+    "bare": _bare,
+    "hub": _hub,
+    "hub+metrics": partial(_hub, metrics=True),
+}
 
 
 def measure(kind: str, n: int, workers: int, buffer: int) -> float:
@@ -161,6 +169,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--warmup", type=int, default=5_000, help="messages of one unmeasured warm-up run per side (5000)"
     )
     parser.add_argument(
+        "--metrics", action="store_true", help="also run the hub with Prometheus metrics installed"
+    )
+    parser.add_argument(
         "--only",
         choices=sorted(RUNNERS),
         help="run one side only (for profiling: python -m pyinstrument -m bench.memory_bus --only hub)",
@@ -173,7 +184,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
-    kinds = [args.only] if args.only else ["bare", "hub"]
+    kinds = [args.only] if args.only else ["bare", "hub"] + (["hub+metrics"] if args.metrics else [])
     size = len(orjson.dumps(PAYLOAD))
     print(
         f"actionhub memory:// benchmark: Python {platform.python_version()} "
@@ -202,17 +213,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     print()
     header = f"{'workers':>7}  "
     header += "  ".join(f"{kind + ' msg/s':>30}" for kind in kinds)
-    if len(kinds) == 2:
-        header += f"  {'ratio hub/bare':>20}"
+    compared = [(k, "bare") for k in kinds if k != "bare" and "bare" in kinds]
+    if "hub+metrics" in kinds:
+        compared.append(("hub+metrics", "hub"))
+    header += "".join(f"  {'ratio ' + k + '/' + base:>26}" for k, base in compared)
     print(header)
     ratios_met = []
     for workers in args.workers:
         line = f"{workers:>7}  " + "  ".join(f"{_fmt_rate(results[k, workers]):>30}" for k in kinds)
-        if len(kinds) == 2:
-            # ratio per round (each hub run over the bare run it was paired with)
-            ratios = [h / b for b, h in zip(results["bare", workers], results["hub", workers], strict=True)]
-            line += f"  {_fmt_ratio(ratios):>20}"
-            ratios_met.append(statistics.median(ratios) >= TARGET_RATIO)
+        for kind, base in compared:
+            # ratio per round (each run over the run of the same round it is compared with)
+            ratios = [a / b for a, b in zip(results[kind, workers], results[base, workers], strict=True)]
+            line += f"  {_fmt_ratio(ratios):>26}"
+            if (kind, base) == ("hub", "bare"):
+                ratios_met.append(statistics.median(ratios) >= TARGET_RATIO)
         print(line)
     print()
     if ratios_met:
