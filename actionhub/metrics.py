@@ -1,9 +1,12 @@
 """Prometheus metrics of a hub (prometheus-client), served over HTTP under trio (hypercorn).
 
 `HubMetrics` reads ``hub.stats()`` at scrape time, so every `WorkerStat` field is exported per
-group with nothing kept twice: each ``total_*`` field as a counter, every other number as a
-gauge, labelled ``hub``, ``group`` and ``topic``. It also keeps two histograms fed by every
-message a group runs: ``actionhub_action_duration_seconds{hub,group,outcome}`` and
+group with nothing kept twice, labelled ``hub``, ``group`` and ``topic``: each ``total_*`` field
+as a counter (``total_panics`` -> ``actionhub_panics_total``), every other number as a gauge
+(``buffered`` -> ``actionhub_buffered``; ``total_current_workers``, which goes down, too:
+``actionhub_current_workers``), and the rest (``instance``, ``behaviour``) as the labels of
+``actionhub_group_info``. It keeps two histograms fed by every run of an action in every group:
+``actionhub_action_duration_seconds{hub,group,outcome}`` and
 ``actionhub_queue_wait_seconds{hub,group}`` (publish to start), and exports the escalation
 dispatcher's counters. ``actionhub run --metrics-port`` and `serve_metrics` put it on
 ``/metrics``.
@@ -11,16 +14,25 @@ dispatcher's counters. ``actionhub run --metrics-port`` and `serve_metrics` put 
 
 from __future__ import annotations
 
+import enum
+import typing
+from bisect import bisect_left
 from collections.abc import Iterator
 from functools import partial
+from itertools import accumulate
 from typing import TYPE_CHECKING
 
 import attrs
 import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
-from prometheus_client import CollectorRegistry, Histogram, make_asgi_app
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client import CollectorRegistry, make_asgi_app
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+)
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
@@ -30,82 +42,120 @@ from .supervision.group import Outcome
 if TYPE_CHECKING:
     from .hub import ActionHub
 
-_LABELS = ["hub", "group", "topic"]
-_NOT_NUMBERS = {"addr", "topic", "instance", "behaviour"}
-#: Numbers that go down as well as up; every other ``total_*`` field only ever grows.
-GAUGES = frozenset(
-    {
-        "max_workers",
-        "min_workers",
-        "available_worker_capacity",
-        "total_current_workers",
-        "buffered",
-        "in_flight",
-    }
-)
-
 #: 1 ms to 5 min: a fast handler and a slow batch job both land in a useful bucket.
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+_LE = [
+    *(repr(float(bound)) for bound in BUCKETS),
+    "+Inf",
+]  # the ``le`` labels, as prometheus-client writes them
+
+_LABELS = ["hub", "group", "topic"]
+#: WorkerStat fields that are the series' labels rather than values.
+LABEL_FIELDS = {"addr": "group", "topic": "topic"}
+#: ``total_*`` fields that go down as well as up: gauges, not counters.
+_TOTALS_THAT_GO_DOWN = frozenset({"total_current_workers"})
+
+_TYPES = typing.get_type_hints(WorkerStat)
+#: Numeric WorkerStat fields, in declaration order: a counter or a gauge each.
+NUMBERS = [f.name for f in attrs.fields(WorkerStat) if _TYPES[f.name] in (int, float)]
+#: Every numeric field that is a gauge; the other numbers are counters.
+GAUGES = frozenset(name for name in NUMBERS if not name.startswith("total_") or name in _TOTALS_THAT_GO_DOWN)
+#: The other WorkerStat fields (enums, strings): the labels of ``actionhub_group_info``.
+INFO_FIELDS = [
+    f.name for f in attrs.fields(WorkerStat) if f.name not in LABEL_FIELDS and f.name not in NUMBERS
+]
 
 
 def metric_name(field: str) -> str:
-    """The Prometheus name of a WorkerStat field: ``total_panics`` -> ``actionhub_panics_total``,
-    ``total_current_workers`` (a gauge) -> ``actionhub_current_workers``."""
+    """The Prometheus name of a numeric WorkerStat field: ``total_panics`` ->
+    ``actionhub_panics_total``, ``total_current_workers`` (a gauge) -> ``actionhub_current_workers``."""
     name = field.removeprefix("total_").replace("message_", "messages_")
     return f"actionhub_{name}" if field in GAUGES else f"actionhub_{name}_total"
 
 
-_FIELDS = [f.name for f in attrs.fields(WorkerStat) if f.name not in _NOT_NUMBERS]
+class _Histogram:
+    """One labelled histogram series: a count per bucket (the last one +Inf) and the sum.
+
+    Kept by hand rather than with prometheus-client's `Histogram` (a lock and a linear scan per
+    observation): this runs for every message, and observations and scrapes happen in the
+    hub's own trio thread. A scrape from another thread copies the counts first, so it sees
+    a series that is at most one observation behind, never an inconsistent one."""
+
+    __slots__ = ("counts", "sum")
+
+    def __init__(self) -> None:
+        self.counts = [0] * len(_LE)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(BUCKETS, value)] += 1  # the first bound >= value: ``le`` semantics
+        self.sum += value
+
+    def buckets(self) -> list[tuple[str, float]]:
+        return list(zip(_LE, accumulate(list(self.counts)), strict=True))
 
 
 class HubMetrics(Collector):
-    """The metrics of ``hub`` in ``registry`` (a new one by default); installs itself as the
-    hub's message observer."""
+    """The metrics of ``hub``, registered in ``registry`` (a new one by default). Installs
+    itself as ``hub.observer`` (replacing any other observer): every group of the hub, those
+    created later included, feeds its histograms. One `HubMetrics` per hub."""
 
     def __init__(self, hub: ActionHub, registry: CollectorRegistry | None = None) -> None:
         self.hub = hub
-        self.registry = registry or CollectorRegistry()
-        self.durations = Histogram(
-            "actionhub_action_duration_seconds",
-            "How long a run of the action took, by outcome",
-            ["hub", "group", "outcome"],
-            buckets=BUCKETS,
-            registry=self.registry,
-        )
-        self.waits = Histogram(
-            "actionhub_queue_wait_seconds",
-            "From publish to the start of the action",
-            ["hub", "group"],
-            buckets=BUCKETS,
-            registry=self.registry,
-        )
-        self._children: dict[tuple[str, str], tuple[Histogram, Histogram]] = {}
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self._durations: dict[tuple[str, str], _Histogram] = {}  # (group, outcome)
+        self._waits: dict[str, _Histogram] = {}  # group
+        self._series: dict[tuple[str, str], tuple[_Histogram, _Histogram]] = {}  # the per-message lookup
         self.registry.register(self)
         hub.observer = self
 
     def observe(self, group: str, queue_wait: float, duration: float, outcome: Outcome) -> None:
-        # called for every message: the labelled children are looked up once, then cached
+        """`MessageObserver`: one run of ``group``'s action."""
         try:
-            durations, waits = self._children[group, outcome]
+            durations, waits = self._series[group, outcome]
         except KeyError:
-            durations = self.durations.labels(self.hub.name, group, outcome)
-            waits = self.waits.labels(self.hub.name, group)
-            self._children[group, outcome] = durations, waits
+            durations = self._durations.setdefault((group, outcome), _Histogram())
+            waits = self._waits.setdefault(group, _Histogram())
+            self._series[group, outcome] = durations, waits
         durations.observe(duration)
         waits.observe(queue_wait)
 
     def collect(self) -> Iterator[Metric]:
+        hub = self.hub.name
         families: dict[str, CounterMetricFamily | GaugeMetricFamily] = {}
-        for field in _FIELDS:
+        for field in NUMBERS:
             kind = GaugeMetricFamily if field in GAUGES else CounterMetricFamily
             families[field] = kind(
                 metric_name(field).removesuffix("_total"), f"WorkerStat.{field} of each group", labels=_LABELS
             )
+        info = InfoMetricFamily(
+            "actionhub_group", f"WorkerStat.{', '.join(INFO_FIELDS)} of each group", labels=_LABELS
+        )
         for stat in self.hub.stats():
-            labels = [self.hub.name, stat.addr, stat.topic]
+            labels = [hub, stat.addr, stat.topic]
             for field, family in families.items():
                 family.add_metric(labels, getattr(stat, field))
+            info.add_metric(labels, {field: _label(getattr(stat, field)) for field in INFO_FIELDS})
         yield from families.values()
+        yield info
+
+        durations = HistogramMetricFamily(
+            "actionhub_action_duration_seconds",
+            "How long a run of the action took (settling the message excluded), by outcome",
+            labels=["hub", "group", "outcome"],
+        )
+        for (group, outcome), histogram in list(self._durations.items()):
+            durations.add_metric([hub, group, outcome], histogram.buckets(), histogram.sum)
+        yield durations
+        waits = HistogramMetricFamily(
+            "actionhub_queue_wait_seconds",
+            "From publish (the message's created_at) to the start of a run of the action",
+            labels=["hub", "group"],
+        )
+        for group, histogram in list(self._waits.items()):
+            waits.add_metric([hub, group], histogram.buckets(), histogram.sum)
+        yield waits
+
         dispatcher = self.hub._dispatcher
         for name, value, help in [
             ("delivered", dispatcher.delivered, "Escalations handed to every callback"),
@@ -113,8 +163,12 @@ class HubMetrics(Collector):
             ("callback_errors", dispatcher.callback_errors, "Escalation callbacks that raised or timed out"),
         ]:
             counter = CounterMetricFamily(f"actionhub_escalations_{name}", help, labels=["hub"])
-            counter.add_metric([self.hub.name], value)
+            counter.add_metric([hub], value)
             yield counter
+
+
+def _label(value: object) -> str:
+    return str(value.value) if isinstance(value, enum.Enum) else str(value)
 
 
 async def serve_metrics(
@@ -124,17 +178,22 @@ async def serve_metrics(
     host: str = "0.0.0.0",
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve ``hub``'s metrics on ``http://host:port/metrics`` until cancelled; `started` with
-    the bound URL (port 0 picks a free port)."""
+    """Serve ``hub``'s metrics (a `HubMetrics` on a registry of its own) on
+    ``http://host:port/metrics`` until cancelled; `started` with that URL as bound (port 0 picks
+    a free port). On the way out the hub's observer is cleared again."""
     metrics = HubMetrics(hub)
     config = Config()
-    config.bind = [f"{host}:{port}"]
+    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]  # IPv6 needs brackets
     config.accesslog = None
     config.errorlog = None  # hypercorn's own lines; failures to bind still raise
     app = make_asgi_app(metrics.registry)
-    async with trio.open_nursery() as nursery:
-        binds = await nursery.start(partial(serve, app, config, mode="asgi"))
-        task_status.started(f"{binds[0]}/metrics")
+    try:
+        async with trio.open_nursery() as nursery:
+            binds: list[str] = await nursery.start(partial(serve, app, config, mode="asgi"))
+            task_status.started(f"{binds[0]}/metrics")
+    finally:
+        if hub.observer is metrics:
+            hub.observer = None  # nobody scrapes these histograms any more: stop paying for them
 
 
-__all__ = ["BUCKETS", "HubMetrics", "metric_name", "serve_metrics"]
+__all__ = ["BUCKETS", "GAUGES", "NUMBERS", "HubMetrics", "metric_name", "serve_metrics"]

@@ -37,15 +37,22 @@ log = logging.getLogger("actionhub.group")
 Action = Callable[[Job], Awaitable[object]]
 Report = Callable[[Escalation], None]
 
-#: How a run of the action ended, as a `MessageObserver` sees it.
+#: How a run of the action ended, as a `MessageObserver` sees it: it returned (``ok``), raised
+#: `Retry` (``retry``), `Reject` (``rejected``, dead-lettered), any other exception (``panic``:
+#: retried, or dead-lettered after ``max_attempts``), ran over ``timeout`` (``timeout``, a panic
+#: too), or was cancelled mid-run (``cancelled``: shutdown_timeout passed, a restart-all, a kill).
 Outcome = Literal["ok", "retry", "rejected", "panic", "timeout", "cancelled"]
 
 
 class MessageObserver(Protocol):
-    """Told about every message a group ran (metrics): set ``hub.observer``."""
+    """Told about every run of an action, in every group of a hub (its slaves and the groups it
+    creates later too): set ``hub.observer`` (`actionhub.metrics.HubMetrics` does). Called
+    synchronously in the worker's task, so it must be quick; what it raises is logged, no more."""
 
     def observe(self, group: str, queue_wait: float, duration: float, outcome: Outcome) -> None:
-        """``queue_wait``: seconds from publish (``created_at``) to start; ``duration``: the run."""
+        """``queue_wait``: wall-clock seconds from publish (``Message.created_at``, kept across
+        retries and delays) to the start of this run, never negative; ``duration``: the action's
+        own run in trio seconds, settling the message excluded; ``outcome``: how the run ended."""
 
 
 class _Exit(enum.Enum):
@@ -333,18 +340,23 @@ class WorkerGroup:
             )
             return None
         self.in_flight += 1
-        observer = self.hub.observer
+        observer = self.hub.observer  # read per message: set or cleared at any time, for every group
         if observer is not None:
-            queue_wait = max(0.0, time.time() - message.created_at)
+            queue_wait = max(0.0, time.time() - message.created_at)  # another host's clock may be ahead
             started = trio.current_time()
+            duration = 0.0
             outcome: Outcome = "cancelled"
         try:
             job = Job(message, self.name, self.hub)
-            if config.timeout is None:
-                await self.action(job)
-            else:
-                with trio.fail_after(config.timeout):
+            try:
+                if config.timeout is None:
                     await self.action(job)
+                else:
+                    with trio.fail_after(config.timeout):
+                        await self.action(job)
+            finally:  # the action's own time: settling the message (an ack on Redis) is not in it
+                if observer is not None:
+                    duration = trio.current_time() - started
         except Retry as retry:
             outcome = "retry"
             await self._retry_or_dead_letter(delivery, "retry requested", retry.delay, None)
@@ -374,7 +386,10 @@ class WorkerGroup:
         finally:
             self.in_flight -= 1
             if observer is not None:
-                observer.observe(self.name, queue_wait, trio.current_time() - started, outcome)
+                try:
+                    observer.observe(self.name, queue_wait, duration, outcome)
+                except Exception:  # a broken observer must not take the workers down with it
+                    log.exception("group %s: message observer %r failed", self.name, observer)
 
     async def _retry_or_dead_letter(
         self, delivery: Delivery, error: str, delay: float | None, traceback: str | None
