@@ -12,6 +12,9 @@ Both sides have the same shape, so the ratio is the hub's own per-message overhe
 * **hub**: one producer task calls ``await hub.publish(topic, payload)`` N times; the action
   (``min_workers = max_workers = W``, the same ``buffer``, a long ``accept_wait``) does
   ``await noop(job.payload)``.
+* **hub+metrics** (``--metrics``): the same hub with `actionhub.metrics.HubMetrics` installed, so
+  every message also feeds the duration and queue-wait histograms; its ratio to **hub** is the
+  per-message cost of the metrics.
 
 The clock runs from the first send/publish to the N-th completion (a `trio.Event` set by the
 consumer that finishes the last message). Start-up (hub groups, consumer tasks parked on their
