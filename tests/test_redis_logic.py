@@ -11,7 +11,7 @@ import redis
 import trio
 
 from actionhub import ConfigurationError
-from actionhub.bus._redis import split_url
+from actionhub.bus._redis import connect, split_url
 from actionhub.bus.redis_streams import RedisStreamsBus
 
 
@@ -29,6 +29,14 @@ def test_url_options_are_ours_the_rest_goes_to_redis_py() -> None:
     assert redis_url == "rediss://u:pw@h:6380/2?ssl_cert_reqs=none"
     assert (options.prefix, options.visibility_timeout, options.mode) == ("x:", 12.0, "pubsub")
     assert split_url("unix:///run/redis.sock?db=1&block=0.5")[0] == "unix:///run/redis.sock?db=1"
+
+
+def test_clients_speak_resp2_unless_the_url_asks_for_resp3() -> None:
+    # redis-py 8 made RESP3 its default; our reply handling and the connect cost assume RESP2
+    for url, protocol in (("redis://h/0", 2), ("redis://h/0?protocol=3", 3)):
+        redis_url, options = split_url(url)
+        client = connect(redis_url, options)
+        assert int(client.connection_pool.connection_kwargs["protocol"]) == protocol
 
 
 @pytest.mark.parametrize(

@@ -159,10 +159,15 @@ def _redis_py_url_options() -> frozenset[str]:
 
 
 def connect(redis_url: str, options: RedisOptions) -> Any:
-    """A redis-py client whose socket timeout outlasts a blocking read."""
+    """A redis-py client whose socket timeout outlasts a blocking read.
+
+    RESP2 unless the URL asks otherwise: redis-py 8 defaults to RESP3, whose handshake adds
+    round trips (HELLO, CLIENT MAINT_NOTIFICATIONS) on every connect and needs Redis 6+.
+    """
     try:
         return redis.Redis.from_url(
             redis_url,
+            protocol=2,
             socket_timeout=options.block + 10,
             socket_connect_timeout=5,
             health_check_interval=30,
