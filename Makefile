@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench clean
+.PHONY: demo test lint typecheck unit chaos chaos-long bench bench-peers clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,9 +27,22 @@ unit: $(STAMP)
 
 test: lint typecheck unit
 
+# The fault-injection suite alone, with its figures; `make test` runs its short version too.
+chaos: $(STAMP)
+	$(BIN)/python -m pytest -q -m chaos
+
+# The long version (tens of minutes): the figures of docs/reliability.md.
+chaos-long: $(STAMP)
+	ACTIONHUB_CHAOS=long ACTIONHUB_CHAOS_REPORT=chaos-long.json $(BIN)/python -m pytest -q -m chaos
+
 bench: $(STAMP)
 	$(BIN)/python -m bench.memory_bus
 	$(BIN)/python -m bench.redis_streams
+
+# side by side with Celery, Dramatiq, arq, saq, taskiq, streaq and the bare consumers (bench/README.md)
+PEERS ?= ../shared/bench-peers
+bench-peers: $(STAMP)
+	ACTIONHUB_VENV=$(CURDIR)/.venv $(PEERS)/run.sh --runners-dir $(CURDIR)/bench $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

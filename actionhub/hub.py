@@ -9,7 +9,7 @@ import os
 import secrets
 import time
 import traceback as tb_module
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -225,13 +225,22 @@ class ActionHub:
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[ActionHub]:
-        """``async with hub.running():`` starts every group; leaving the block stops gracefully."""
-        async with trio.open_nursery() as nursery:
-            await nursery.start(self.run)
-            try:
-                yield self
-            finally:
-                self._stop_requested.set()
+        """``async with hub.running():`` starts every group; leaving the block stops gracefully.
+        If the hub cannot start (say, `BusError`: Redis refused the password), that error is
+        raised as itself, not inside an exception group."""
+        started = False
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(self.run)
+                started = True
+                try:
+                    yield self
+                finally:
+                    self._stop_requested.set()
+        except BaseExceptionGroup as group:
+            if not started and len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise
 
     async def stop(self) -> None:
         """Graceful stop: intake closes, in-flight work gets ``shutdown_timeout`` to finish.
@@ -350,6 +359,20 @@ class ActionHub:
             topic=topic, payload=payload, id=self._ids(), headers=headers or {}, reply_to=reply_to
         )
         return await self.bus.publish(message, delay=delay)
+
+    async def publish_many(
+        self, topic: str, payloads: Iterable[JSON], *, headers: dict[str, str] | None = None
+    ) -> list[str]:
+        """Publish each of ``payloads`` to ``topic``, in order, in as few round trips as the bus
+        allows (on Redis, one transaction per 1,000); returns their ids. When it returns, every
+        one of them is on the bus, as with `publish`."""
+        self._check_running()
+        shared_headers = dict(headers or {})
+        messages = [
+            Message(topic=topic, payload=payload, id=self._ids(), headers=shared_headers)
+            for payload in payloads
+        ]
+        return await self.bus.publish_many(messages)
 
     async def request(
         self, topic: str, payload: JSON, *, timeout: float, headers: dict[str, str] | None = None

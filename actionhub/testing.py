@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -86,6 +87,7 @@ class RedisServer:
     def stop(self) -> None:
         """Shut down gracefully (SIGTERM), killing it if it does not exit within 10 s."""
         if self._process is not None and self._process.poll() is None:
+            self._process.send_signal(signal.SIGCONT)  # a paused server could not exit
             self._process.terminate()
             try:
                 self._process.wait(timeout=10)
@@ -100,6 +102,16 @@ class RedisServer:
             self._process.kill()
             self._process.wait()
         self._process = None
+
+    def pause(self) -> None:
+        """SIGSTOP: Redis hangs (connections stay open, nothing answers) until `resume`."""
+        if self._process is not None:
+            self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after `pause`: Redis answers again, starting with what waited meanwhile."""
+        if self._process is not None:
+            self._process.send_signal(signal.SIGCONT)
 
     def restart(self) -> None:
         """Stop and start again on the same port and directory (the append-only file reloads)."""

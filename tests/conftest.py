@@ -1,12 +1,12 @@
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 
 import pytest
 
 from actionhub.testing import EscalationLog, RedisServer
+from tests.servers import private_redis
 
 
 @pytest.fixture
@@ -16,15 +16,8 @@ def escalations() -> EscalationLog:
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
-    """One private redis-server for the session. Without the binary the Redis tests skip,
-    unless ACTIONHUB_REQUIRE_REDIS=1 (CI sets it): then they fail."""
-    try:
-        server = RedisServer()
-    except FileNotFoundError as exc:
-        if os.environ.get("ACTIONHUB_REQUIRE_REDIS") == "1":
-            pytest.fail(f"Redis tests cannot run: {exc}", pytrace=False)
-        pytest.skip(f"Redis tests skipped: {exc}")
-    with server:
+    """One private redis-server for the session."""
+    with private_redis() as server:
         yield server
 
 

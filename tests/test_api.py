@@ -11,6 +11,7 @@ import trio.testing
 import actionhub
 from actionhub import (
     ActionHub,
+    Backoff,
     ConfigurationError,
     HubStopped,
     Job,
@@ -57,6 +58,22 @@ async def test_publish_runs_the_action_with_decoded_payload(autojump_clock: trio
     assert job.topic == "greet" and job.action == "greet" and job.attempt == 1
     assert job.headers == {"k": "v"}
     assert job.hub is hub
+
+
+async def test_publish_many_runs_each_payload_in_order(autojump_clock: trio.abc.Clock) -> None:
+    hub = ActionHub()
+    got: list[Job] = []
+
+    @hub.action("count", max_workers=1)
+    async def count(job: Job) -> None:
+        got.append(job)
+
+    async with hub.running():
+        ids = await hub.publish_many("count", ({"n": n} for n in range(5)), headers={"k": "v"})
+        await trio.sleep(1)
+    assert [job.payload for job in got] == [{"n": n} for n in range(5)]
+    assert [job.message.id for job in got] == ids and len(set(ids)) == 5
+    assert all(job.headers == {"k": "v"} for job in got)
 
 
 async def test_payload_must_be_json() -> None:
@@ -333,6 +350,11 @@ async def test_configuration_errors_are_clear() -> None:
         hub.bind("a", _noop, max_worker=2)
     with pytest.raises(ConfigurationError, match="max_workers must be at least 1"):
         hub.bind("a", _noop, max_workers=0)
+    for backoff in ({"min": "soon"}, {"minimum": 1}, ("soon",), 5):
+        with pytest.raises(ConfigurationError, match="a backoff is a Backoff"):
+            hub.bind("a", _noop, retry_backoff=backoff)
+    assert hub.bind("b", _noop, restart_backoff={"min": 1, "max": 2}).config.restart_backoff == Backoff(1, 2)
+    await hub.unbind("b")
     hub.bind("a", _noop)
     with pytest.raises(ConfigurationError, match="already"):
         hub.bind("a", _noop)

@@ -201,6 +201,7 @@ class RedisBusBase(Bus):
         self._backoff = Backoff(0.05, 5.0, 0.2)
         self._threads = trio.CapacityLimiter(512)  # blocking reads each hold a thread
         self._outage = False
+        self.reachable_since = -math.inf  # trio time at which the last outage ended
         self._nursery: trio.Nursery | None = None
         self.consumer = ""
 
@@ -231,6 +232,7 @@ class RedisBusBase(Bus):
                 continue
             if self._outage:
                 self._outage = False
+                self.reachable_since = trio.current_time()
                 log.warning(
                     "redis reachable again (%s)", what, extra={"bus": redact(self.url), "operation": what}
                 )
@@ -276,6 +278,15 @@ class RedisBusBase(Bus):
                 f"message is {len(raw)} bytes, over the limit of {self.options.max_message_bytes}"
             )
         return raw
+
+    def decode_message(self, topic: str, raw: bytes, default_id: str = "") -> Message:
+        """Decode an entry from the wire; `MalformedMessage` if it is not a valid envelope within
+        the size limit, or if its ``reply_to`` is not a reply key of this prefix (a reply is an
+        LPUSH and an EXPIRE: sent anywhere else it could clobber another application's keys)."""
+        message = decode(topic, raw, max_bytes=self.options.max_message_bytes, default_id=default_id)
+        if message.reply_to is not None and not message.reply_to.startswith(f"{self.prefix}reply:"):
+            raise MalformedMessage(f"'reply_to' must be a key under {self.prefix}reply:")
+        return message
 
     # ------------------------------------------------------------------ delayed messages
 

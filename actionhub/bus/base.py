@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import abc
 import time
+from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
@@ -145,6 +146,11 @@ class Bus(abc.ABC):
     @abc.abstractmethod
     async def publish(self, message: Message, *, delay: float | None = None) -> str:
         """Send ``message`` to every consumer group of ``message.topic``; return its id."""
+
+    async def publish_many(self, messages: Sequence[Message]) -> list[str]:
+        """Send every one of ``messages``, in order; return their ids. Transports that can
+        batch do it in as few round trips as they can, all or nothing per round trip."""
+        return [await self.publish(message) for message in messages]
 
     @abc.abstractmethod
     async def subscribe(self, topic: str, group: str, inbox: Inbox) -> Subscription:

@@ -15,7 +15,7 @@ import attrs
 import trio
 
 from ..errors import HubStopped, MalformedMessage
-from ..message import Message, decode
+from ..message import Message
 from ._redis import RedisBusBase
 from .base import Delivery, Inbox, Subscription
 
@@ -107,7 +107,7 @@ class _PubSubSubscription(Subscription):
 
     async def _deliver(self, raw: bytes) -> None:
         try:
-            message = decode(self.topic, raw, max_bytes=self.bus.options.max_message_bytes)
+            message = self.bus.decode_message(self.topic, raw)
         except MalformedMessage as exc:
             self.inbox.note_malformed()
             log.warning("%s: dead-lettered a malformed message: %s", self.channel, exc)

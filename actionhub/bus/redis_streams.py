@@ -8,20 +8,22 @@
 * Leases: an entry read by a hub stays in its pending list. A live hub renews the entries it holds
   every ``visibility_timeout / 3`` (XCLAIM JUSTID, checked in a script so a lease another hub
   has taken is never stolen back); an entry idle for ``visibility_timeout`` belongs to a dead hub
-  and is reclaimed (XAUTOCLAIM) by a live one. Redis counts deliveries, and each delivery beyond
-  the first is one more attempt, so a crash loop ends in the dead letters.
+  and is reclaimed (XPENDING IDLE, then XCLAIM) by a live one, which looks at least once a second.
+  Redis counts deliveries, and each delivery beyond the first is one more attempt, so a crash loop
+  ends in the dead letters.
 * A retry is scheduled in the delayed set and acked in one script; its entry, when due, carries a
   ``group`` field so that only the group that failed it runs it again (other groups skip it).
 * Trimming: every ``trim_interval`` a script trims each consumed stream below the oldest entry that
   any of its groups has not yet delivered or acked (``XTRIM MINID ~``). An undelivered or unacked
   entry is never trimmed; a stream with a group nobody consumes any more keeps growing until that
-  group is destroyed (``XGROUP DESTROY``).
+  group is destroyed (``XGROUP DESTROY``). The same script removes consumers that hold nothing and
+  have read nothing for an hour: what killed hubs leave behind in ``XINFO CONSUMERS``.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from functools import partial
 from typing import Any, cast
 
@@ -31,7 +33,7 @@ import trio
 from redis.exceptions import ResponseError
 
 from ..errors import HubStopped, MalformedMessage
-from ..message import Message, decode
+from ..message import Message
 from ._redis import RedisBusBase, RedisOptions, is_nogroup, text
 from .base import Delivery, Inbox, Subscription
 
@@ -67,19 +69,33 @@ end
 return 1
 """
 
+#: Entries per round trip (one MULTI/EXEC) of `RedisStreamsBus.publish_many`.
+PUBLISH_BATCH = 1000
+
+#: Seconds after which the trim script removes a consumer that holds nothing and has not read.
+FORGET_CONSUMERS_AFTER = 3600.0
+
 _TRIM = """
+local function record(flat)
+  local fields = {}
+  for i = 1, #flat, 2 do fields[flat[i]] = flat[i + 1] end
+  return fields
+end
 local groups = redis.call('XINFO', 'GROUPS', KEYS[1])
 if #groups == 0 then return 0 end
 local min_id, min_ms, min_seq = nil, nil, nil
-for _, g in ipairs(groups) do
-  local name, pending, last
-  for i = 1, #g, 2 do
-    if g[i] == 'name' then name = g[i + 1]
-    elseif g[i] == 'pending' then pending = g[i + 1]
-    elseif g[i] == 'last-delivered-id' then last = g[i + 1] end
+for _, flat_group in ipairs(groups) do
+  local g = record(flat_group)
+  -- consumers of hubs that died long ago and hold nothing are forgotten (XREADGROUP recreates
+  -- a live one that was only quiet)
+  for _, flat_consumer in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], g['name'])) do
+    local c = record(flat_consumer)
+    if c['pending'] == 0 and c['idle'] > tonumber(ARGV[1]) then
+      redis.call('XGROUP', 'DELCONSUMER', KEYS[1], g['name'], c['name'])
+    end
   end
-  local keep = last
-  if pending > 0 then keep = redis.call('XPENDING', KEYS[1], name)[2] end
+  local keep = g['last-delivered-id']
+  if g['pending'] > 0 then keep = redis.call('XPENDING', KEYS[1], g['name'])[2] end
   local dash = string.find(keep, '-', 1, true)
   local ms, seq = tonumber(string.sub(keep, 1, dash - 1)), tonumber(string.sub(keep, dash + 1))
   if min_id == nil or ms < min_ms or (ms == min_ms and seq < min_seq) then
@@ -134,6 +150,21 @@ class RedisStreamsBus(RedisBusBase):
             )
         return message.id
 
+    async def publish_many(self, messages: Sequence[Message]) -> list[str]:
+        entries = [(self.stream_key(message.topic), self.encode(message)) for message in messages]
+        for start in range(0, len(entries), PUBLISH_BATCH):
+            chunk = entries[start : start + PUBLISH_BATCH]
+
+            def add(chunk: list[tuple[str, bytes]] = chunk) -> None:
+                # a transaction: a retry after a lost connection cannot write half a batch twice
+                with self.client.pipeline(transaction=True) as pipe:
+                    for stream, raw in chunk:
+                        pipe.xadd(stream, {"message": raw})
+                    pipe.execute()
+
+            await self.call(add, what="publish", deadline=trio.current_time() + self.options.publish_timeout)
+        return [message.id for message in messages]
+
     def _requeue(self, topic: str, raw: bytes, group: str, entry_id: bytes) -> None:
         fields: dict[str, bytes | str] = {"message": raw}
         if group:
@@ -171,18 +202,25 @@ class RedisStreamsBus(RedisBusBase):
         await self.flush_acks()
 
     async def flush_acks(self) -> None:
-        """One pipelined XACK round trip for everything finished since the last one."""
-        batch = [(s.stream, s.group, s.take_acks()) for s in self._subscriptions if s.acks]
+        """One round trip for every ack (and malformed entry's dead letter) since the last one."""
+        batch = [(s, *s.take_settled()) for s in self._subscriptions if s.acks or s.letters]
         if not batch:
             return
 
         def ack() -> None:
-            with self.client.pipeline(transaction=False) as pipe:
-                for stream, group, ids in batch:
-                    pipe.xack(stream, group, *ids)
+            # a transaction only with letters: each must be acked if, and only if, it is written
+            with self.client.pipeline(transaction=any(letters for _, _, letters in batch)) as pipe:
+                for subscription, acks, letters in batch:
+                    subscription.add_to(pipe, acks, letters)
                 pipe.execute()
 
-        await self.call(ack, what="ack")
+        try:
+            await self.call(ack, what="ack")
+        except BaseException:  # say, an OOM reply: keep what is owed for the next round
+            for subscription, acks, letters in batch:
+                subscription.acks[:0] = acks
+                subscription.letters[:0] = letters
+            raise
 
     async def _renew_leases(self) -> None:
         await trio.sleep(self.options.visibility_timeout / 3)
@@ -208,11 +246,27 @@ class RedisStreamsBus(RedisBusBase):
     async def _trim_streams(self) -> None:
         await trio.sleep(self.options.trim_interval)
         for stream in {s.stream for s in self._subscriptions}:
-            await self.call(partial(self._trim, keys=[stream]), what="trim")
+            await self.call(partial(self._trim_stream, stream), what="trim")
+
+    def _trim_stream(self, stream: str) -> int:
+        """Trim what no group needs any more and forget long-gone consumers; returns entries removed."""
+        return int(self._trim(keys=[stream], args=[int(FORGET_CONSUMERS_AFTER * 1000)]))
 
     def _forget(self, subscription: _StreamSubscription) -> None:
         if subscription in self._subscriptions:
             self._subscriptions.remove(subscription)
+
+
+@attrs.frozen
+class _Letter:
+    """A stream entry on its way to the dead letters."""
+
+    entry_id: bytes
+    raw: bytes
+    reason: str
+    attempts: int = 1
+    error: str | None = None
+    traceback: str | None = None
 
 
 class _StreamSubscription(Subscription):
@@ -226,17 +280,24 @@ class _StreamSubscription(Subscription):
         self.stream = bus.stream_key(topic)
         self.in_hand: set[bytes] = set()  # entry ids read and not yet settled: leases to renew
         self.acks: list[bytes] = []
+        self.letters: list[_Letter] = []  # malformed entries for the acker to dead-letter
+        self._group_bytes = group.encode()
+        self._groups_of_stream: set[bytes] = {self._group_bytes}  # as last seen: retries' targets
         self._scope = trio.CancelScope()
         self._done = trio.Event()
-        self._claim_cursor: bytes | str = "0-0"
         self._closed = False
         self._reclaimed = 0  # in the current run of reclaims, for one log line at its end
         self._settled = trio.lowlevel.ParkingLot()  # woken when in_hand becomes empty
         self.batch = max(1, inbox.free_credit() // 2)
 
-    def take_acks(self) -> list[bytes]:
-        acks, self.acks = self.acks, []
-        return acks
+    def _read_groups(self) -> set[bytes]:
+        return {g["name"] for g in self.bus.client.xinfo_groups(self.stream)}
+
+    def take_settled(self) -> tuple[list[bytes], list[_Letter]]:
+        """The acks and dead letters owed to Redis, handed over to be sent."""
+        taken = self.acks, self.letters
+        self.acks, self.letters = [], []
+        return taken
 
     async def ensure_group(self) -> None:
         def create() -> None:
@@ -254,6 +315,8 @@ class _StreamSubscription(Subscription):
         task_status.started()
         options = self.bus.options
         next_claim = trio.current_time()  # at start: pick up what crashed hubs left at once
+        # a dead hub's messages come back within visibility_timeout + claim_interval
+        claim_interval = min(options.visibility_timeout / 2, 1.0)
         try:
             with self._scope:
                 while True:
@@ -264,9 +327,9 @@ class _StreamSubscription(Subscription):
                         return
                     try:
                         if trio.current_time() >= next_claim:
-                            if await self._reclaim():
+                            if await self._reclaim(credit):
                                 continue  # there may be more: reclaim again before reading
-                            next_claim = trio.current_time() + options.visibility_timeout / 2
+                            next_claim = trio.current_time() + claim_interval
                         await self._read(credit)
                     except ResponseError as exc:
                         if is_nogroup(exc):
@@ -297,23 +360,28 @@ class _StreamSubscription(Subscription):
         if entries:
             await self._deliver(entries, None)
 
-    async def _reclaim(self) -> bool:
-        """Take over one entry idle past the visibility timeout (its hub died). True if any.
+    async def _reclaim(self, credit: int) -> bool:
+        """Take over entries idle past the visibility timeout (their hub died). True if any.
 
-        A reclaimed entry may be what killed its hub, so it runs in quarantine: alone, once what
-        this group holds is settled and acked, and nothing else is read until it is settled. If
-        it kills this hub too, only its own delivery count grows, never its bystanders'."""
+        An entry on its first delivery was in a hub that died once: up to ``credit`` of them are
+        taken as one batch, so the work of a crashed hub comes back at full speed. An entry
+        delivered before was in a hub that died at least twice: it may be what kills them, so it
+        runs in quarantine, alone, once what this group holds is settled and acked, and nothing
+        else is read until it is settled. A message that kills every hub thus drags its
+        bystanders into one extra delivery at most, and ends in the dead letters by itself."""
         bus = self.bus
-        min_idle = int(bus.options.visibility_timeout * 1000)
-        result = await bus.call(
-            lambda: bus.client.xautoclaim(
-                self.stream, self.group, bus.consumer, min_idle, start_id=self._claim_cursor, count=1
-            ),
-            what=f"reclaim {self.stream}",
-        )
-        self._claim_cursor = result[0]
-        entries = [(entry_id, fields) for entry_id, fields in result[1] if fields]
-        if not entries:
+        options = bus.options
+        if trio.current_time() < bus.reachable_since + options.visibility_timeout:
+            return False  # after an outage, give every hub time to reconnect and renew its leases
+        min_idle = int(options.visibility_timeout * 1000)
+
+        def abandoned() -> list[dict[str, Any]]:
+            idle = bus.client.xpending_range(self.stream, self.group, "-", "+", credit, idle=min_idle)
+            # an entry of this hub's own whose renewal is late is still running here
+            return [entry for entry in idle if entry["message_id"] not in self.in_hand]
+
+        idle = await bus.call(abandoned, what=f"look for abandoned messages in {self.stream}")
+        if not idle:
             if self._reclaimed:
                 log.warning(
                     "%s/%s: reclaimed %d message(s) left by a dead or stalled hub",
@@ -323,16 +391,32 @@ class _StreamSubscription(Subscription):
                 )
                 self._reclaimed = 0
             return False
-        ((entry_id, _),) = entries
-        pending = await bus.call(
-            lambda: bus.client.xpending_range(self.stream, self.group, entry_id, entry_id, 1),
-            what="delivery count",
+        fresh = [entry["message_id"] for entry in idle if entry["times_delivered"] <= 1]
+        suspect = [entry["message_id"] for entry in idle if entry["times_delivered"] > 1][:1]
+        ids = fresh or suspect
+        # XCLAIM with the idle bound: an entry renewed or claimed by another hub meanwhile stays there
+        claimed = await bus.call(
+            lambda: bus.client.xclaim(self.stream, self.group, bus.consumer, min_idle, ids),
+            what=f"reclaim {self.stream}",
         )
-        deliveries = pending[0]["times_delivered"] if pending else 2
-        log.info("%s/%s: reclaimed %s (delivery %d)", self.stream, self.group, text(entry_id), deliveries)
-        self._reclaimed += 1
+        entries = [(entry_id, fields) for entry_id, fields in claimed if fields]
+        if not entries:  # all taken by other hubs meanwhile
+            return False
+        self._reclaimed += len(entries)
+        deliveries = {entry["message_id"]: entry["times_delivered"] + 1 for entry in idle}
+        if fresh:
+            await self._deliver(entries, deliveries)
+            return True
+        for entry_id, _ in entries:
+            log.info(
+                "%s/%s: reclaimed %s in quarantine (delivery %d)",
+                self.stream,
+                self.group,
+                text(entry_id),
+                deliveries[entry_id],
+            )
         await self._settle_all()
-        await self._deliver(entries, {entry_id: deliveries})
+        await self._deliver(entries, deliveries)
         await self._settle_all()
         return True
 
@@ -345,70 +429,90 @@ class _StreamSubscription(Subscription):
     async def _deliver(
         self, entries: Iterable[tuple[bytes, dict[bytes, bytes]]], counts: dict[bytes, int] | None
     ) -> None:
-        options = self.bus.options
+        malformed: list[tuple[bytes, dict[bytes, bytes], str]] = []
+        groups_read = False
         for entry_id, fields in entries:
             target = fields.get(b"group")
-            if target is not None and target.decode() != self.group:
-                self.acks.append(entry_id)  # a retry meant for another group of this topic
-                self.bus.wake_acker()
+            if target is not None and target != self._group_bytes:
+                if target not in self._groups_of_stream and not groups_read:  # a group new to us?
+                    self._groups_of_stream = await self.bus.call(
+                        self._read_groups, what=f"groups of {self.stream}"
+                    )
+                    groups_read = True
+                if target in self._groups_of_stream:
+                    self.acks.append(entry_id)  # a retry meant for another group of this topic
+                    self.bus.wake_acker()
+                else:  # no group would ever run it: say so instead of dropping it
+                    name = target.decode(errors="replace")
+                    malformed.append(
+                        (entry_id, fields, f"entry is for group {name!r}, which {self.stream} lacks")
+                    )
                 continue
             raw = fields.get(b"message")
             try:
                 if raw is None:
                     raise MalformedMessage("stream entry has no 'message' field")
-                message = decode(
-                    self.topic, raw, max_bytes=options.max_message_bytes, default_id=entry_id.decode()
-                )
+                message = self.bus.decode_message(self.topic, raw, entry_id.decode())
             except MalformedMessage as exc:
-                await self._dead_letter_malformed(entry_id, fields, raw, str(exc))
+                malformed.append((entry_id, fields, str(exc)))
                 continue
             deliveries = 1 if counts is None else counts.get(entry_id, 1)
             if deliveries > 1:
                 message = attrs.evolve(message, attempt=message.attempt + deliveries - 1)
             self.in_hand.add(entry_id)
             self.inbox.put_nowait(Delivery(message, self, (entry_id, raw)))
+        if malformed:
+            self._dead_letter_malformed(malformed)
 
-    async def _dead_letter_malformed(
-        self, entry_id: bytes, fields: dict[bytes, bytes], raw: bytes | None, reason: str
-    ) -> None:
-        self.inbox.note_malformed()
-        if raw is None:
-            raw = orjson.dumps(
-                {k.decode(errors="replace"): v.decode(errors="replace") for k, v in fields.items()}
-            )
-        log.warning("%s: dead-lettered malformed entry %s: %s", self.stream, text(entry_id), reason)
-        await self._move_to_dead(
-            entry_id, raw, f"malformed: {reason}", attempts=1, error=None, traceback=None
+    def _dead_letter_malformed(self, malformed: list[tuple[bytes, dict[bytes, bytes], str]]) -> None:
+        """Hand malformed entries to the acker, which dead-letters and acks them with the next
+        batch of acks (reading goes on meanwhile); say so in one line."""
+        letters = self.letters
+        for entry_id, fields, reason in malformed:
+            self.inbox.note_malformed()
+            raw = fields.get(b"message")
+            if raw is None:
+                raw = orjson.dumps(
+                    {k.decode(errors="replace"): v.decode(errors="replace") for k, v in fields.items()}
+                )
+            letters.append(_Letter(entry_id, raw, f"malformed: {reason}"))
+        entry_id, _, reason = malformed[0]
+        log.warning(
+            "%s: dead-lettering %d malformed entr%s (the first, %s: %s)",
+            self.stream,
+            len(malformed),
+            "y" if len(malformed) == 1 else "ies",
+            text(entry_id),
+            reason,
         )
+        self.bus.wake_acker()
 
-    async def _move_to_dead(
-        self,
-        entry_id: bytes,
-        raw: bytes,
-        reason: str,
-        *,
-        attempts: int,
-        error: str | None,
-        traceback: str | None,
-    ) -> None:
-        bus = self.bus
-        fields = bus.dead_letter_fields(
-            raw,
-            topic=self.topic,
-            group=self.group,
-            reason=reason,
-            attempts=attempts,
-            error=error,
-            traceback=traceback,
-        )
+    async def _move_to_dead(self, letters: list[_Letter]) -> None:
+        """Add the letters to the dead letters and acknowledge their entries, in one transaction."""
 
         def move() -> None:
-            with bus.client.pipeline(transaction=True) as pipe:
-                pipe.xadd(bus.dead_key(self.topic), fields, maxlen=bus.options.max_dead_letters)
-                pipe.xack(self.stream, self.group, entry_id)
+            with self.bus.client.pipeline(transaction=True) as pipe:
+                self.add_to(pipe, [], letters)
                 pipe.execute()
 
-        await bus.call(move, what="dead-letter")
+        await self.bus.call(move, what="dead-letter")
+
+    def add_to(self, pipe: Any, acks: list[bytes], letters: list[_Letter]) -> None:
+        """Queue on ``pipe``: the letters into the dead letters, then the acks of the acked
+        entries and of the letters' entries."""
+        bus = self.bus
+        for letter in letters:
+            fields = bus.dead_letter_fields(
+                letter.raw,
+                topic=self.topic,
+                group=self.group,
+                reason=letter.reason,
+                attempts=letter.attempts,
+                error=letter.error,
+                traceback=letter.traceback,
+            )
+            pipe.xadd(bus.dead_key(self.topic), fields, maxlen=bus.options.max_dead_letters)
+        pipe.xack(self.stream, self.group, *acks, *(letter.entry_id for letter in letters))
 
     # ------------------------------------------------------------------ settling
 
@@ -440,9 +544,8 @@ class _StreamSubscription(Subscription):
         self, delivery: Delivery, *, reason: str, error: str | None = None, traceback: str | None = None
     ) -> None:
         entry_id, raw = _token(delivery)
-        await self._move_to_dead(
-            entry_id, raw, reason, attempts=delivery.message.attempt, error=error, traceback=traceback
-        )
+        letter = _Letter(entry_id, raw, reason, delivery.message.attempt, error, traceback)
+        await self._move_to_dead([letter])
         self._forget_entry(entry_id)
 
     async def close(self) -> None:

@@ -6,6 +6,7 @@ import enum
 import math
 import random
 from collections import deque
+from collections.abc import Mapping
 
 import attrs
 
@@ -89,13 +90,21 @@ class RestartIntensity:
         return len(self._restarts)
 
 
-def _to_backoff(value: Backoff | tuple[float, ...] | None) -> Backoff | None:
+def _to_backoff(value: Backoff | tuple[float, ...] | Mapping[str, float] | None) -> Backoff | None:
+    """A `Backoff` from itself, a (min, max[, jitter]) tuple or a {min, max, jitter} mapping."""
     if value is None or isinstance(value, Backoff):
         return value
-    return Backoff(*value)
+    try:
+        if isinstance(value, Mapping):
+            return Backoff(**value)
+        return Backoff(*value)
+    except TypeError:
+        raise ConfigurationError(
+            f"a backoff is a Backoff, a (min, max[, jitter]) tuple or a mapping of those: {value!r}"
+        ) from None
 
 
-def _to_required_backoff(value: Backoff | tuple[float, ...]) -> Backoff:
+def _to_required_backoff(value: Backoff | tuple[float, ...] | Mapping[str, float]) -> Backoff:
     backoff = _to_backoff(value)
     assert backoff is not None
     return backoff
