@@ -84,19 +84,20 @@ def decode(
         raise MalformedMessage(f"envelope must be a JSON object, not {type(doc).__name__}")
     if "payload" not in doc:
         raise MalformedMessage("envelope has no 'payload'")
-    unknown = doc.keys() - _ENVELOPE_KEYS
-    if unknown:
-        raise MalformedMessage(f"envelope has unknown keys: {sorted(unknown)}")
+    if not doc.keys() <= _ENVELOPE_KEYS:
+        raise MalformedMessage(f"envelope has unknown keys: {sorted(doc.keys() - _ENVELOPE_KEYS)}")
     msg_id = doc.get("id", default_id)
     headers = doc.get("headers", {})
     reply_to = doc.get("reply_to")
-    created_at = doc.get("created_at", time.time())
+    created_at = doc.get("created_at")
+    if created_at is None:
+        created_at = time.time()
     attempt = doc.get("attempt", 1)
     if not isinstance(msg_id, str):
         raise MalformedMessage("'id' must be a string")
     msg_id = msg_id or default_id
-    if not isinstance(headers, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+    if not isinstance(headers, dict) or (
+        headers and not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items())
     ):
         raise MalformedMessage("'headers' must be an object of string to string")
     if reply_to is not None and not isinstance(reply_to, str):

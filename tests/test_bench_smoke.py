@@ -1,0 +1,104 @@
+"""The benchmarks run, with a tiny N, so they never rot. They time nothing here: the figures
+come from running them by hand (bench/README.md)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import redis
+import trio
+
+from actionhub.testing import RedisServer
+from bench import memory_bus
+from bench import redis_streams as redis_streams_bench
+from tests.polling import wait_until
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+#: A stand-in for bench-peers' ``harness.common`` with the interface its README gives runners:
+#: connection settings from BENCH_* variables, and ``handle_trio`` called once per message.
+HARNESS_COMMON = textwrap.dedent(
+    """
+    import os
+
+    import orjson
+
+    CONCURRENCY = int(os.environ.get("BENCH_CONC", "10"))
+    WORKLOAD = os.environ.get("BENCH_WORKLOAD", "w1")
+    REDIS_URL = "redis://{}:{}/{}".format(
+        os.environ["BENCH_REDIS_HOST"], os.environ["BENCH_REDIS_PORT"], os.environ["BENCH_REDIS_DB"]
+    )
+
+    async def handle_trio(payload):
+        with open(os.environ["SMOKE_OUT"], "ab") as out:
+            out.write(orjson.dumps(payload) + b"\\n")
+    """
+)
+
+
+def test_memory_bus_benchmark(capsys: pytest.CaptureFixture[str]) -> None:
+    memory_bus.main(["-n", "300", "-r", "1", "-w", "1", "--warmup", "10", "--metrics"])
+    assert "ratio hub/bare" in capsys.readouterr().out
+
+
+def test_redis_streams_benchmark(redis_server: RedisServer, capsys: pytest.CaptureFixture[str]) -> None:
+    redis_streams_bench.main(["-n", "300", "-r", "1", "--url", redis_server.url])
+    assert "ratio hub/bare" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("workload", ["W1-drain", "W1-e2e"])
+async def test_bench_peers_runner(
+    redis_server: RedisServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workload: str
+) -> None:
+    """The runner's worker process handles every message the runner's producer sends, once."""
+    (tmp_path / "harness").mkdir()
+    (tmp_path / "harness" / "__init__.py").write_text("")
+    (tmp_path / "harness" / "common.py").write_text(HARNESS_COMMON)
+    out = tmp_path / "handled.jsonl"
+    db = 3
+    redis.Redis(port=redis_server.port, db=db).flushdb()
+    env = {
+        "BENCH_REDIS_HOST": "127.0.0.1",
+        "BENCH_REDIS_PORT": str(redis_server.port),
+        "BENCH_REDIS_DB": str(db),
+        "BENCH_CONC": "4",
+        "BENCH_WORKLOAD": workload,
+        "SMOKE_OUT": str(out),
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), str(BENCH)]))
+    monkeypatch.syspath_prepend(str(BENCH))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for module in ("harness", "harness.common", "actionhub_runner", "actionhub_app"):
+        monkeypatch.delitem(sys.modules, module, raising=False)
+    import actionhub_runner
+
+    n = 250
+    worker = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "actionhub_runner", "worker"], cwd=tmp_path
+    )
+    try:
+        producer = actionhub_runner.producer()
+        await producer.start()
+        for i in range(n):
+            await producer.send({"i": i, "w": 0})
+        await producer.close()
+
+        def lines() -> list[bytes]:
+            return out.read_bytes().splitlines() if out.exists() else []
+
+        await wait_until(lambda: len(lines()) >= n)
+        worker.send_signal(signal.SIGTERM)
+        with trio.fail_after(30):
+            assert await worker.wait() == 0
+    finally:
+        if worker.returncode is None:
+            worker.kill()
+            await worker.wait()
+    assert sorted(lines()) == sorted(f'{{"i":{i},"w":0}}'.encode() for i in range(n))
