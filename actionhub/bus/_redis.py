@@ -1,9 +1,11 @@
 """What both Redis transports share: options from the URL, calls from trio, the atomic scripts,
 delayed messages, dead letters and request/reply.
 
-redis-py's client is synchronous; every call runs in a worker thread (``trio.to_thread``), one
-hop per batch, never one per message on the consuming path. A dropped connection or a Redis
-restart is retried with backoff and logged once per outage; nothing in flight is acked meanwhile.
+redis-py's client is synchronous; its calls run in a worker thread (``trio.to_thread``), one
+hop per batch, never one per message on the consuming path. The hot path (publish, read, ack)
+runs on `WireConnection`s instead, driven by trio itself, where the client's options allow.
+A dropped connection or a Redis restart is retried with backoff and logged once per outage;
+nothing in flight is acked meanwhile.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from redis.exceptions import (
 from ..errors import BusError, ConfigurationError, MalformedMessage
 from ..message import DEFAULT_MAX_MESSAGE_BYTES, Message, decode
 from ..supervision.policy import Backoff
+from ._wire import WireConnection, wire_params
 from .base import Bus, ControlRequest, DeadLetter, ReplyChannel
 from .url import redact
 
@@ -203,6 +206,8 @@ class RedisBusBase(Bus):
         self._outage = False
         self.reachable_since = -math.inf  # trio time at which the last outage ended
         self._nursery: trio.Nursery | None = None
+        self._wire_params = wire_params(self.client)
+        self.wire: WireConnection | None = None  # shared, pipelined, while open (if possible)
         self.consumer = ""
 
     # ------------------------------------------------------------------ calls from trio
@@ -210,10 +215,20 @@ class RedisBusBase(Bus):
     async def call(self, fn: Callable[[], T], *, what: str, deadline: float | None = None) -> T:
         """Run the blocking ``fn`` in a thread; while Redis is unreachable, retry with backoff
         (until ``deadline``, a trio time, then `BusError`)."""
+        return await self.call_async(
+            partial(trio.to_thread.run_sync, fn, abandon_on_cancel=True, limiter=self._threads),
+            what=what,
+            deadline=deadline,
+        )
+
+    async def call_async(
+        self, fn: Callable[[], Awaitable[T]], *, what: str, deadline: float | None = None
+    ) -> T:
+        """`call` for a call that needs no thread (say, on a `WireConnection`)."""
         failures = 0
         while True:
             try:
-                result = await trio.to_thread.run_sync(fn, abandon_on_cancel=True, limiter=self._threads)
+                result = await fn()
             except (AuthenticationError, AuthorizationError) as error:  # retrying will not help
                 raise BusError(f"redis refused {what}: {error}") from error
             except TRANSIENT as error:
@@ -249,6 +264,7 @@ class RedisBusBase(Bus):
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                self.wire = self.new_wire()
                 nursery.start_soon(self.keep_running, "moving delayed messages", self._move_due)
                 await self._start_background(nursery)
                 try:
@@ -259,7 +275,15 @@ class RedisBusBase(Bus):
                     nursery.cancel_scope.cancel()
         finally:
             self._nursery = None
+            self.wire = None
             self.client.close()
+
+    def new_wire(self) -> WireConnection | None:
+        """A connection of its own driven by trio, if the client's options allow one and the
+        bus is open (its reader runs in the bus's nursery); None: use the thread path."""
+        if self._wire_params is None or self._nursery is None:
+            return None
+        return WireConnection(self._wire_params, self._nursery)
 
     async def _start_background(self, nursery: trio.Nursery) -> None:
         """Hook: the transport's own background tasks."""

@@ -35,6 +35,7 @@ from redis.exceptions import ResponseError
 from ..errors import HubStopped, MalformedMessage
 from ..message import Message
 from ._redis import RedisBusBase, RedisOptions, is_nogroup, text
+from ._wire import Command
 from .base import Delivery, Inbox, Subscription
 
 log = logging.getLogger("actionhub.redis")
@@ -114,6 +115,17 @@ def _stream_entries(response: Any) -> Iterable[tuple[bytes, dict[bytes, bytes]]]
     return [entry for entries in streams for entry in entries]
 
 
+def _wire_entries(reply: list[Any] | None) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    """The entries of a raw RESP2 XREADGROUP reply: ``[[stream, [[id, [k, v, ...]], ...]]]``."""
+    if not reply:
+        return []
+    return [
+        (entry_id, dict(zip(fields[::2], fields[1::2], strict=True)))
+        for _, entries in reply
+        for entry_id, fields in entries
+    ]
+
+
 def _token(delivery: Delivery) -> tuple[bytes, bytes]:
     """(stream entry id, raw entry) of a delivery this transport made."""
     return cast(tuple[bytes, bytes], delivery.token)
@@ -143,11 +155,18 @@ class RedisStreamsBus(RedisBusBase):
         if delay:
             await self.schedule("x", stream, "", raw, delay)
         else:
-            await self.call(
-                lambda: self.client.xadd(stream, {"message": raw}),
-                what="publish",
-                deadline=trio.current_time() + self.options.publish_timeout,
-            )
+            deadline = trio.current_time() + self.options.publish_timeout
+            wire = self.wire
+            if wire is not None:
+                await self.call_async(
+                    partial(wire.execute, ("XADD", stream, "*", "message", raw)),
+                    what="publish",
+                    deadline=deadline,
+                )
+            else:
+                await self.call(
+                    lambda: self.client.xadd(stream, {"message": raw}), what="publish", deadline=deadline
+                )
         return message.id
 
     async def publish_many(self, messages: Sequence[Message]) -> list[str]:
@@ -214,8 +233,13 @@ class RedisStreamsBus(RedisBusBase):
                     subscription.add_to(pipe, acks, letters)
                 pipe.execute()
 
+        wire = self.wire
         try:
-            await self.call(ack, what="ack")
+            if wire is not None and not any(letters for _, _, letters in batch):
+                commands: list[Command] = [("XACK", s.stream, s.group, *acks) for s, acks, _ in batch]
+                await self.call_async(partial(wire.execute, *commands), what="ack")
+            else:
+                await self.call(ack, what="ack")
         except BaseException:  # say, an OOM reply: keep what is owed for the next round
             for subscription, acks, letters in batch:
                 subscription.acks[:0] = acks
@@ -289,6 +313,7 @@ class _StreamSubscription(Subscription):
         self._reclaimed = 0  # in the current run of reclaims, for one log line at its end
         self._settled = trio.lowlevel.ParkingLot()  # woken when in_hand becomes empty
         self.batch = max(1, inbox.free_credit() // 2)
+        self._wire = bus.new_wire()  # blocking reads hold a connection: one of its own
 
     def _read_groups(self) -> set[bytes]:
         return {g["name"] for g in self.bus.client.xinfo_groups(self.stream)}
@@ -350,13 +375,21 @@ class _StreamSubscription(Subscription):
     async def _read(self, credit: int) -> None:
         client, bus = self.bus.client, self.bus
         block_ms = int(bus.options.block * 1000)
-        response = await bus.call(
-            lambda: client.xreadgroup(
-                self.group, bus.consumer, {self.stream: ">"}, count=credit, block=block_ms
-            ),
-            what=f"read {self.stream}",
-        )
-        entries = _stream_entries(response)
+        what = f"read {self.stream}"
+        if self._wire is not None:
+            command = ("XREADGROUP", "GROUP", self.group, bus.consumer, "COUNT", credit, "BLOCK", block_ms)
+            (reply,) = await bus.call_async(
+                partial(self._wire.execute, (*command, "STREAMS", self.stream, ">")), what=what
+            )
+            entries = _wire_entries(reply)
+        else:
+            response = await bus.call(
+                lambda: client.xreadgroup(
+                    self.group, bus.consumer, {self.stream: ">"}, count=credit, block=block_ms
+                ),
+                what=what,
+            )
+            entries = list(_stream_entries(response))
         if entries:
             await self._deliver(entries, None)
 
@@ -555,6 +588,8 @@ class _StreamSubscription(Subscription):
         self._closed = True
         self._scope.cancel()
         await self._done.wait()
+        if self._wire is not None:
+            self._wire.close()  # a read still blocked in Redis ends with it, delivering nothing
         bus = self.bus
         await bus.flush_acks()
         bus._forget(self)

@@ -1,0 +1,201 @@
+"""A Redis connection driven by trio itself, for the hot path: publish, read, ack.
+
+Through redis-py's synchronous client every call costs two thread hops, which at low rates is
+most of a message's latency. A `WireConnection` speaks RESP2 over a trio socket (TCP or unix),
+parses replies with hiredis and pipelines: concurrent callers share it, their commands go out
+whole and in order, and one reader task hands each reply to its caller. Errors are redis-py's
+own exceptions, so the retry logic in ``_redis`` treats both paths alike.
+
+It is used only where it can stand in for redis-py exactly: a `redis.Redis` on a plain TCP or
+unix connection, RESP2, and no URL option it does not know (TLS, a credential provider or
+``decode_responses`` keep the thread path, as does fakeredis in tests).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from typing import Any, cast
+
+import attrs
+import hiredis
+import redis
+import trio
+from redis._parsers.base import BaseParser
+
+#: redis-py connection options the wire path reproduces; any other keeps the thread path.
+_UNDERSTOOD = frozenset(
+    {
+        "host",
+        "port",
+        "path",
+        "db",
+        "username",
+        "password",
+        "client_name",
+        "protocol",
+        "socket_timeout",
+        "socket_connect_timeout",
+        "health_check_interval",  # a broken connection is seen by its reader at once
+        "himport_registry",
+    }
+)
+
+Command = Sequence[bytes | str | int | float]
+
+
+@attrs.frozen
+class WireParams:
+    """Where and how to connect, taken from a redis-py client."""
+
+    host: str | None
+    port: int
+    path: str | None
+    db: int
+    username: str | None
+    password: str | None
+    client_name: str | None
+    timeout: float
+    connect_timeout: float
+
+
+def wire_params(client: Any) -> WireParams | None:
+    """The parameters for `WireConnection` equivalent to ``client``'s, or None if it cannot be."""
+    pool = getattr(client, "connection_pool", None)
+    if type(client) is not redis.Redis or pool is None:
+        return None
+    kwargs = pool.connection_kwargs
+    if not kwargs.keys() <= _UNDERSTOOD or int(kwargs.get("protocol") or 2) != 2:
+        return None
+    if pool.connection_class not in (
+        redis.connection.Connection,
+        redis.connection.UnixDomainSocketConnection,
+    ):
+        return None
+    return WireParams(
+        host=kwargs.get("host") if pool.connection_class is redis.connection.Connection else None,
+        port=int(kwargs.get("port", 6379)),
+        path=kwargs.get("path"),
+        db=int(kwargs.get("db") or 0),
+        username=kwargs.get("username"),
+        password=kwargs.get("password"),
+        client_name=kwargs.get("client_name"),
+        timeout=float(kwargs.get("socket_timeout") or 30.0),
+        connect_timeout=float(kwargs.get("socket_connect_timeout") or 5.0),
+    )
+
+
+class _Waiter:
+    __slots__ = ("done", "reply")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.reply: Any = None
+
+
+class WireConnection:
+    """One pipelined Redis connection, (re)connected on demand, read by a task in ``nursery``."""
+
+    def __init__(self, params: WireParams, nursery: trio.Nursery) -> None:
+        self._params = params
+        self._nursery = nursery
+        self._send_lock = trio.Lock()  # commands go out whole, in the order their replies come
+        self._socket: trio.SocketStream | None = None
+        self._waiting: deque[_Waiter] = deque()
+
+    async def execute(self, *commands: Command, timeout: float | None = None) -> list[Any]:
+        """Send ``commands`` in one write; their replies, in order. A reply that is an error is
+        raised (the first one) as redis-py would; a connection lost or silent for ``timeout``
+        (default: the client's socket timeout) raises redis-py's ConnectionError/TimeoutError."""
+        async with self._send_lock:
+            sock = self._socket or await self._connect()
+            waiters = await self._send(sock, commands)
+        return await self._replies(sock, waiters, self._params.timeout if timeout is None else timeout)
+
+    def close(self) -> None:
+        """Drop the connection; callers waiting for replies get a ConnectionError."""
+        if self._socket is not None:
+            self._break(self._socket, ConnectionError("closed"))
+
+    async def _connect(self) -> trio.SocketStream:
+        params = self._params
+        try:
+            with trio.fail_after(params.connect_timeout):
+                if params.path is not None:
+                    sock = await trio.open_unix_socket(params.path)
+                else:
+                    sock = await trio.open_tcp_stream(params.host or "localhost", params.port)
+        except trio.TooSlowError:
+            raise redis.TimeoutError(f"connecting to Redis timed out ({params.connect_timeout} s)") from None
+        except OSError as exc:
+            raise redis.ConnectionError(f"cannot connect to Redis: {exc}") from exc
+        self._socket = sock
+        self._nursery.start_soon(self._read_replies, sock)
+        handshake: list[Command] = []
+        if params.password is not None:
+            handshake.append(("AUTH", *([params.username] if params.username else []), params.password))
+        if params.db:
+            handshake.append(("SELECT", params.db))
+        if params.client_name:
+            handshake.append(("CLIENT", "SETNAME", params.client_name))
+        if handshake:
+            try:
+                await self._replies(sock, await self._send(sock, handshake), params.connect_timeout)
+            except BaseException as exc:
+                self._break(sock, exc)  # say, a wrong password: this connection is of no use
+                raise
+        return sock
+
+    async def _send(self, sock: trio.SocketStream, commands: Sequence[Command]) -> list[_Waiter]:
+        waiters = [_Waiter() for _ in commands]
+        self._waiting.extend(waiters)
+        try:
+            await sock.send_all(b"".join(hiredis.pack_command(cast(Any, tuple(c))) for c in commands))
+        except BaseException as exc:  # cancelled or broken mid-write: the stream is unusable
+            self._break(sock, exc)
+            if isinstance(exc, (trio.BrokenResourceError, trio.ClosedResourceError, OSError)):
+                raise redis.ConnectionError(f"lost the connection to Redis: {exc!r}") from exc
+            raise
+        return waiters
+
+    async def _replies(self, sock: trio.SocketStream, waiters: list[_Waiter], timeout: float) -> list[Any]:
+        with trio.move_on_after(timeout) as scope:
+            for waiter in waiters:
+                await waiter.done.wait()
+        if scope.cancelled_caught:
+            self._break(sock, TimeoutError("no reply"))
+            raise redis.TimeoutError(f"Redis did not answer within {timeout} s")
+        replies = [waiter.reply for waiter in waiters]
+        for reply in replies:
+            if isinstance(reply, redis.ConnectionError):
+                raise reply
+            if isinstance(reply, hiredis.ReplyError):
+                raise cast(Exception, BaseParser.parse_error(str(reply)))  # type: ignore[no-untyped-call]
+        return replies
+
+    async def _read_replies(self, sock: trio.SocketStream) -> None:
+        reader = hiredis.Reader()
+        try:
+            while True:
+                data = await sock.receive_some(1 << 16)
+                if not data:
+                    raise ConnectionError("Redis closed the connection")
+                reader.feed(data)
+                while (reply := reader.gets()) is not False:
+                    waiter = self._waiting.popleft()
+                    waiter.reply = reply
+                    waiter.done.set()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError, hiredis.ProtocolError) as exc:
+            self._break(sock, exc)
+
+    def _break(self, sock: trio.SocketStream, cause: BaseException) -> None:
+        """Close ``sock``; if it is the current connection, fail every caller still waiting."""
+        sock.socket.close()  # wakes its reader with ClosedResourceError
+        if self._socket is not sock:
+            return
+        self._socket = None
+        error = redis.ConnectionError(f"lost the connection to Redis: {cause!r}")
+        while self._waiting:
+            waiter = self._waiting.popleft()
+            waiter.reply = error
+            waiter.done.set()
