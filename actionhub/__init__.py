@@ -9,8 +9,10 @@ from .errors import (
     HubStopped,
     MalformedMessage,
     Overloaded,
+    ProcessActionError,
     Reject,
     Retry,
+    WorkerProcessDied,
 )
 from .hub import ActionHub
 from .job import Job
@@ -18,7 +20,14 @@ from .message import Message
 from .registry.templates import SlaveTemplate, WorkerTemplate, WorkerTemplateRegistry
 from .stats import WorkerStat
 from .supervision.escalation import Escalation
-from .supervision.policy import Backoff, Behaviour, EscalationProtocol, GroupConfig, Instance
+from .supervision.policy import (
+    Backoff,
+    Behaviour,
+    EscalationProtocol,
+    GroupConfig,
+    Instance,
+    Isolation,
+)
 
 __version__ = "0.1.0"
 
@@ -35,16 +44,19 @@ __all__ = [
     "GroupConfig",
     "HubStopped",
     "Instance",
+    "Isolation",
     "Job",
     "MalformedMessage",
     "MemoryBus",
     "Message",
     "BusError",
     "Overloaded",
+    "ProcessActionError",
     "Reject",
     "Retry",
     "SlaveTemplate",
     "WorkerStat",
     "WorkerTemplate",
     "WorkerTemplateRegistry",
+    "WorkerProcessDied",
 ]

@@ -32,6 +32,20 @@ class MalformedMessage(ActionHubError, ValueError):
     """An envelope read from the wire is not a valid wire-format v1 message."""
 
 
+class WorkerProcessDied(ActionHubError):
+    """The OS process of an ``isolation="process"`` worker died while running a job: a signal, an
+    exit, or its memory limit. ``exitcode`` is the process's (negative: the signal), if known."""
+
+    def __init__(self, message: str, exitcode: int | None = None) -> None:
+        super().__init__(message)
+        self.exitcode = exitcode
+
+
+class ProcessActionError(ActionHubError):
+    """The function of an ``isolation="process"`` action raised; the message carries the
+    exception and traceback from its process (exceptions are not pickled across)."""
+
+
 class Retry(Exception):
     """Raised by an action: try this message again later (after ``delay`` seconds, or the
     group's retry backoff). Not a panic; still bounded by ``max_attempts``."""

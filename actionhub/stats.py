@@ -37,6 +37,13 @@ class WorkerStat:
     total_overloaded: int
     total_dropped: int
     total_malformed: int
+    # isolation="process" only (0 otherwise): worker processes running, started, died (signal,
+    # exit, memory limit), killed mid-job (timeout or a stop past shutdown_timeout), recycled
+    processes_alive: int = 0
+    total_processes_started: int = 0
+    total_process_deaths: int = 0
+    total_process_kills: int = 0
+    total_process_recycles: int = 0
 
     def as_dict(self) -> dict[str, object]:
         """Plain JSON-friendly dict (enums by value)."""

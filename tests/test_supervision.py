@@ -1013,6 +1013,12 @@ async def test_stats_snapshot_has_every_field_right(autojump_clock: trio.abc.Clo
         "total_overloaded": 0,
         "total_dropped": 0,
         "total_malformed": 0,
+        # isolation="process" only: tests/test_process.py
+        "processes_alive": 0,
+        "total_processes_started": 0,
+        "total_process_deaths": 0,
+        "total_process_kills": 0,
+        "total_process_recycles": 0,
     }
     actual = attrs.asdict(stat, recurse=False)
     # total_escalations: see test_total_escalations_counts_every_reported_escalation

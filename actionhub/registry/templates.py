@@ -9,7 +9,8 @@ import attrs
 
 from ..errors import ConfigurationError
 from ..job import Job
-from ..supervision.policy import GroupConfig, group_config
+from ..supervision.policy import GroupConfig, Isolation, group_config
+from ..supervision.process import check_process_function
 
 Action = Callable[[Job], Awaitable[object]]
 
@@ -35,6 +36,8 @@ class SlaveTemplate:
 
     def __init__(self, name: str, fn: Action, **config: Any) -> None:
         self.__attrs_init__(name, fn, group_config(**config))
+        if self.config.isolation is Isolation.PROCESS:
+            check_process_function(fn)
 
 
 @attrs.frozen
@@ -49,6 +52,8 @@ class WorkerTemplate:
     slaves: tuple[SlaveTemplate, ...] = ()
 
     def __attrs_post_init__(self) -> None:
+        if self.config.isolation is Isolation.PROCESS:
+            check_process_function(self.fn)
         names = [s.name for s in self.slaves]
         if len(set(names)) != len(names):
             raise ConfigurationError(f"action {self.name!r} has two slaves with the same name")

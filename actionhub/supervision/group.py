@@ -16,6 +16,7 @@ import time
 import traceback as tb_module
 from collections import deque
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import TYPE_CHECKING, Literal, Protocol
 
 import attrs
@@ -27,7 +28,8 @@ from ..job import Job
 from ..message import Message
 from ..stats import WorkerStat
 from .escalation import Escalation, EscalationReason
-from .policy import Behaviour, EscalationProtocol, GroupConfig, Instance, RestartIntensity
+from .policy import Behaviour, EscalationProtocol, GroupConfig, Instance, Isolation, RestartIntensity
+from .process import ProcessPool
 
 if TYPE_CHECKING:
     from ..hub import ActionHub
@@ -79,7 +81,7 @@ class _Worker:
 class _Panic:
     error: BaseException
     traceback: str
-    message: Message
+    message: Message | None  # None: the worker failed before taking a message (its process)
 
 
 @attrs.frozen
@@ -148,6 +150,10 @@ class WorkerGroup:
         self._one_time = config.instance is Instance.ONE_TIME
         self._intensity = RestartIntensity(config.max_restarts, config.restart_window)
         self.subscription: Subscription | None = None
+        self.processes: ProcessPool | None = None
+        if config.isolation is Isolation.PROCESS:
+            self.processes = ProcessPool(name, action, config)
+            self.action = self.processes.run
 
         self._buffer: deque[Delivery] = deque()
         self._work_ready = trio.lowlevel.ParkingLot()  # idle workers wait here
@@ -286,20 +292,12 @@ class WorkerGroup:
         ended = False
         try:
             with worker.scope:
-                while True:
-                    delivery = await self._next(worker)
-                    if delivery is None:
-                        break
-                    panic = await self._handle(delivery)
-                    if panic is not None:
-                        if self.config.behaviour is not Behaviour.DO_NOTHING:
-                            worker.exit = _Exit.PANIC
-                            worker.panic = panic  # reported once the worker has left the pool
-                            break
-                        self._events_send.send_nowait(panic)
-                    if self._one_time:
-                        worker.exit = _Exit.ONE_TIME
-                        break
+                try:
+                    async with self._worker_context():
+                        await self._work(worker)
+                except Exception as error:  # its process could not start: a panic, no message lost
+                    worker.exit = _Exit.PANIC
+                    worker.panic = _Panic(error, "".join(tb_module.format_exception(error)), None)
             if worker.scope.cancelled_caught:
                 worker.exit = _Exit.KILLED
             ended = True
@@ -307,6 +305,26 @@ class WorkerGroup:
             if not ended:
                 worker.exit = _Exit.CANCELLED
             self._on_worker_exit(worker)
+
+    def _worker_context(self) -> AbstractAsyncContextManager[None]:
+        """What a worker holds while it lives: its OS process, for process isolation."""
+        return self.processes.worker() if self.processes is not None else nullcontext()
+
+    async def _work(self, worker: _Worker) -> None:
+        while True:
+            delivery = await self._next(worker)
+            if delivery is None:
+                return
+            panic = await self._handle(delivery)
+            if panic is not None:
+                if self.config.behaviour is not Behaviour.DO_NOTHING:
+                    worker.exit = _Exit.PANIC
+                    worker.panic = panic  # reported once the worker has left the pool
+                    return
+                self._events_send.send_nowait(panic)
+            if self._one_time:
+                worker.exit = _Exit.ONE_TIME
+                return
 
     def _on_worker_exit(self, worker: _Worker) -> None:
         del self._workers[worker.id]
@@ -717,6 +735,7 @@ class WorkerGroup:
             total_overloaded=self.overloaded,
             total_dropped=self.dropped,
             total_malformed=self.malformed,
+            **(self.processes.stats() if self.processes is not None else {}),
         )
 
     def __repr__(self) -> str:

@@ -22,6 +22,13 @@ class Behaviour(enum.Enum):
     STOP_ALL_AND_ESCALATE = "stop_all_and_escalate"
 
 
+class Isolation(enum.Enum):
+    """Where a group's action runs: in the hub's trio thread, or in OS processes of its own."""
+
+    TASK = "task"
+    PROCESS = "process"
+
+
 class Instance(enum.Enum):
     """How a group's workers live: one for good, a scaling pool, or one message each."""
 
@@ -120,6 +127,18 @@ def _optional_timeout(_: object, attribute: attrs.Attribute[float | None], value
         raise ConfigurationError(f"{attribute.name} must be a finite number > 0 or None, not {value!r}")
 
 
+def _to_isolation(value: Isolation | str) -> Isolation:
+    try:
+        return Isolation(value)
+    except ValueError:
+        raise ConfigurationError(f"isolation must be 'task' or 'process', not {value!r}") from None
+
+
+def _optional_size(_: object, attribute: attrs.Attribute[int | None], value: int | None) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ConfigurationError(f"{attribute.name} must be an integer >= 1 or None, not {value!r}")
+
+
 @attrs.frozen
 class GroupConfig:
     """Everything that shapes one WorkerGroup. Validated here, at the boundary."""
@@ -142,6 +161,10 @@ class GroupConfig:
     retry_backoff: Backoff = attrs.field(factory=Backoff, converter=_to_required_backoff)
     shutdown_timeout: float = attrs.field(default=10.0, validator=_non_negative)
     timeout: float | None = attrs.field(default=None, validator=_optional_timeout)
+    isolation: Isolation = attrs.field(default=Isolation.TASK, converter=_to_isolation)
+    max_jobs_per_process: int | None = attrs.field(default=None, validator=_optional_size)
+    max_memory_per_process: int | None = attrs.field(default=None, validator=_optional_size)
+    memory_limit: int | None = attrs.field(default=None, validator=_optional_size)
 
     def __attrs_post_init__(self) -> None:
         if self.max_workers < 1:
@@ -154,6 +177,11 @@ class GroupConfig:
             raise ConfigurationError("buffer must be at least 1")
         if self.max_attempts < 1:
             raise ConfigurationError("max_attempts must be at least 1")
+        process_only = ("max_jobs_per_process", "max_memory_per_process", "memory_limit")
+        if self.isolation is not Isolation.PROCESS:
+            given = [name for name in process_only if getattr(self, name) is not None]
+            if given:
+                raise ConfigurationError(f"{', '.join(given)} only apply with isolation='process'")
 
     @property
     def effective_min(self) -> int:
