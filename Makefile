@@ -38,6 +38,7 @@ chaos-long: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench.memory_bus
 	$(BIN)/python -m bench.redis_streams
+	$(BIN)/python -m bench.process_pool
 
 # side by side with Celery, Dramatiq, arq, saq, taskiq, streaq and the bare consumers (bench/README.md)
 PEERS ?= ../shared/bench-peers

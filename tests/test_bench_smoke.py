@@ -14,7 +14,7 @@ import redis
 import trio
 
 from actionhub.testing import RedisServer
-from bench import memory_bus
+from bench import memory_bus, process_pool
 from bench import redis_streams as redis_streams_bench
 from tests.polling import wait_until
 
@@ -44,6 +44,11 @@ HARNESS_COMMON = textwrap.dedent(
 def test_memory_bus_benchmark(capsys: pytest.CaptureFixture[str]) -> None:
     memory_bus.main(["-n", "300", "-r", "1", "-w", "1", "--warmup", "10", "--metrics"])
     assert "ratio hub/bare" in capsys.readouterr().out
+
+
+def test_process_pool_benchmark(capsys: pytest.CaptureFixture[str]) -> None:
+    process_pool.main(["-n", "4", "--fib", "5"])
+    assert capsys.readouterr().out.count("jobs/s") == 3
 
 
 def test_redis_streams_benchmark(redis_server: RedisServer, capsys: pytest.CaptureFixture[str]) -> None:
