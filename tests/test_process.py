@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import os
 import statistics
+import subprocess
+import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -26,8 +29,9 @@ from tests import process_jobs
 from tests.polling import wait_until
 
 
-def worker_processes() -> list[int]:
-    """PIDs of this process's children that are multiprocessing workers (spawn_main)."""
+def worker_processes(parent: int | None = None) -> list[int]:
+    """PIDs of the children of ``parent`` (this process) that are multiprocessing workers."""
+    parent = os.getpid() if parent is None else parent
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -37,7 +41,7 @@ def worker_processes() -> list[int]:
             cmdline = (entry / "cmdline").read_bytes()
         except (OSError, IndexError, ValueError):
             continue
-        if ppid == os.getpid() and b"spawn_main" in cmdline:
+        if ppid == parent and b"spawn_main" in cmdline:
             found.append(int(entry.name))
     return found
 
@@ -188,3 +192,17 @@ async def test_stop_lets_jobs_finish_within_shutdown_timeout_kills_the_rest_and_
     assert long.total_message_processed == 0 and long.total_process_kills == 1
     assert stopped_in < 10  # the 30 s job did not hold the stop
     assert worker_processes() == []
+
+
+async def test_busy_worker_processes_do_not_outlive_a_sigkilled_hub() -> None:
+    command = [sys.executable, "-m", "tests.process_hub"]
+    async with trio.open_nursery() as nursery:
+        hub = await nursery.start(partial(trio.run_process, command, stdout=subprocess.PIPE, check=False))
+        assert hub.stdout is not None
+        with trio.fail_after(60):
+            assert (await hub.stdout.receive_some(100)).strip() == b"ready"
+        children = worker_processes(hub.pid)
+        assert len(children) == 2
+        hub.kill()
+        with trio.fail_after(10):  # each notices within a second, mid-job
+            await wait_until(lambda: not any(Path(f"/proc/{pid}").exists() for pid in children))

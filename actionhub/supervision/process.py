@@ -20,6 +20,8 @@ import math
 import os
 import resource
 import signal
+import threading
+import time
 import traceback
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -76,6 +78,16 @@ def _child_init(memory_limit: int | None) -> None:
     _jobs_done, _retiring = 0, False
     if memory_limit is not None:
         resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
+    # An idle process sees its hub die (its pipe closes); a busy one would finish its job first:
+    # this watch ends it within a second of a SIGKILLed hub. (PR_SET_PDEATHSIG would fire when
+    # the short-lived thread that spawned the process exits, not the hub.)
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(70)  # EX_SOFTWARE: nobody is left to read the result
 
 
 def _child_retire() -> bool:
