@@ -84,6 +84,16 @@ async def test_result_is_the_reply_and_errors_retry_reject_cross_as_data(
     assert "ValueError: bad input {'x': 1}" in str(escalation.error)  # the child's traceback
 
 
+async def test_on_redis_the_result_is_the_reply_too(redis_url: str) -> None:
+    hub = ActionHub(redis_url)
+    hub.bind("burn", process_jobs.burn, isolation="process", max_workers=2)  # type: ignore[arg-type]
+    async with hub.running():
+        with trio.fail_after(60):
+            replies = [await hub.request("burn", {"seconds": 0.01}, timeout=30) for _ in range(3)]
+            await wait_until(lambda: stat_of(hub, "burn").total_message_processed == 3)  # acked
+    assert all(isinstance(reply.payload, int) and reply.payload > 0 for reply in replies)
+
+
 async def test_a_cpu_bound_action_in_two_processes_does_not_delay_an_echo(
     record_property: pytest.RecordProperty,
 ) -> None:
