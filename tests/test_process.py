@@ -157,6 +157,19 @@ async def test_a_dying_process_is_a_panic_retried_then_dead_lettered_and_replace
     assert worker_processes() == []
 
 
+async def test_processes_that_cannot_start_are_panics_up_to_the_restart_limit(
+    escalations: EscalationLog,
+) -> None:
+    hub = ActionHub(on_escalation=escalations)
+    # 1 MiB of address space: the new interpreter fails as soon as its limit applies
+    hub.bind("doomed", process_jobs.pid, isolation="process", memory_limit=1 << 20, max_restarts=2)  # type: ignore[arg-type]
+    async with hub.running():
+        with trio.fail_after(60):
+            await wait_until(lambda: "max_restarts" in escalations.reasons())
+    assert escalations.reasons() == ["panic", "panic", "max_restarts"]
+    assert all("could not start" in str(e.error) and e.offending_message is None for e in escalations)
+
+
 async def test_timeout_kills_and_replaces_the_process_and_recycling_after_n_jobs() -> None:
     hub = ActionHub()
     hub.bind("slow", process_jobs.sleep, isolation="process", max_workers=1, timeout=0.5, max_attempts=1)  # type: ignore[arg-type]

@@ -23,7 +23,7 @@ import attrs
 import trio
 
 from ..bus.base import Bus, Delivery, Subscription
-from ..errors import HubStopped, Overloaded, Reject, Retry
+from ..errors import HubStopped, Overloaded, Reject, Retry, WorkerProcessDied
 from ..job import Job
 from ..message import Message
 from ..stats import WorkerStat
@@ -295,7 +295,7 @@ class WorkerGroup:
                 try:
                     async with self._worker_context():
                         await self._work(worker)
-                except Exception as error:  # its process could not start: a panic, no message lost
+                except WorkerProcessDied as error:  # could not start: a panic, no message lost
                     worker.exit = _Exit.PANIC
                     worker.panic = _Panic(error, "".join(tb_module.format_exception(error)), None)
             if worker.scope.cancelled_caught:

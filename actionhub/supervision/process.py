@@ -233,7 +233,12 @@ class ProcessPool:
         await job.reply(orjson.loads(data))
 
     async def _start(self, slot: _Slot) -> None:
-        slot.pid = await slot.context.run_sync(_child_ping, limiter=slot.limiter, kill_on_cancel=True)
+        try:
+            slot.pid = await slot.context.run_sync(_child_ping, limiter=slot.limiter, kill_on_cancel=True)
+        except (trio_parallel.BrokenWorkerError, OSError) as error:
+            raise WorkerProcessDied(
+                f"a worker process of {self.group!r} could not start: {error!r}"
+            ) from error
         self.alive += 1
         self.started += 1
 
