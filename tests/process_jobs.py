@@ -51,8 +51,10 @@ def fail(payload: dict[str, Any]) -> None:
     raise ValueError(f"bad input {payload!r}")
 
 
+_leaked: list[bytes] = []
+
+
 def hog(payload: dict[str, Any]) -> int:
-    """Touch ``payload["mb"]`` MiB (freed on return: the peak RSS stays); this process's pid."""
-    block = b"x" * (payload["mb"] << 20)
-    del block
+    """Leak ``payload["mb"]`` MiB (kept for the process's life); this process's pid."""
+    _leaked.append(b"x" * (payload["mb"] << 20))
     return os.getpid()

@@ -5,9 +5,9 @@ started with the worker and shut down with it: the group's scaling, restarts and
 apply to processes unchanged. A process that dies (signal, ``os._exit``, memory limit) makes its
 job raise `WorkerProcessDied`, a panic of that worker; the worker is replaced, and with it the
 process. A job cancelled (its ``timeout``, or a stop past ``shutdown_timeout``) kills the process.
-A process is recycled after ``max_jobs_per_process`` jobs or once its peak RSS passes
-``max_memory_per_process``. Payload and result cross as JSON bytes: nothing user-defined is
-pickled, only the function, by reference.
+A process is recycled after ``max_jobs_per_process`` jobs or after a job that leaves its RSS
+past ``max_memory_per_process`` (the leak case). Payload and result cross as JSON bytes: nothing
+user-defined is pickled, only the function, by reference.
 """
 
 from __future__ import annotations
@@ -115,11 +115,20 @@ def _child_run(fn: Callable[[Any], Any], payload: bytes, limits: _Limits) -> tup
         return "memory", f"MemoryError past memory_limit={limits.memory_limit} bytes".encode(), True
     except Exception as exc:
         outcome = ("error", "".join(traceback.format_exception(exc)).encode())
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
     _retiring = (limits.max_jobs is not None and _jobs_done >= limits.max_jobs) or (
-        limits.max_memory is not None and peak > limits.max_memory
+        limits.max_memory is not None and _resident_bytes() > limits.max_memory
     )
     return outcome[0], outcome[1], _retiring
+
+
+def _resident_bytes() -> int:
+    """This process's resident memory now. (Not ru_maxrss: on Linux a spawned process inherits
+    the peak of the process it was forked from, here the hub.)"""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:  # not Linux: the peak is the best there is
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 # ---------------------------------------------------------------------- in the hub
