@@ -4,22 +4,61 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import orjson
+
 from .message import JSON, Message
 
 if TYPE_CHECKING:
+    from .bus.base import Subscription
     from .hub import ActionHub
+
+#: the largest checkpoint state, as JSON: a checkpoint is a bookmark, not a result store
+MAX_CHECKPOINT_BYTES = 64 * 1024
 
 
 class Job:
     """One message being handled by one action."""
 
-    __slots__ = ("_replied", "action", "hub", "message")
+    __slots__ = ("_progress", "_replied", "_subscription", "action", "checkpointed", "hub", "message")
 
-    def __init__(self, message: Message, action: str, hub: ActionHub) -> None:
+    def __init__(
+        self,
+        message: Message,
+        action: str,
+        hub: ActionHub,
+        *,
+        subscription: Subscription | None = None,
+        progress: JSON | None = None,
+    ) -> None:
         self.message = message
         self.action = action
         self.hub = hub
+        self._subscription = subscription
+        self._progress = progress
         self._replied = False
+        self.checkpointed = False  # whether this run saved a checkpoint
+
+    @property
+    def progress(self) -> JSON | None:
+        """The last state `checkpoint` saved for this message, by this run or by an earlier
+        delivery (one that crashed, timed out or asked for a retry); None if there is none."""
+        return self._progress
+
+    async def checkpoint(self, state: JSON) -> None:
+        """Save ``state`` (JSON, at most 64 KiB) as this message's progress. If the message is
+        delivered again (its hub died, the action raised or timed out), the next run finds it
+        in `progress` and can resume. Forgotten once the message is acked or dead-lettered."""
+        if self._subscription is None:
+            raise RuntimeError("this job is not attached to a bus: nothing to checkpoint to")
+        try:
+            raw = orjson.dumps(state)
+        except TypeError as exc:
+            raise TypeError(f"a checkpoint must be JSON: {exc}") from None
+        if len(raw) > MAX_CHECKPOINT_BYTES:
+            raise ValueError(f"a checkpoint is at most {MAX_CHECKPOINT_BYTES} bytes of JSON, not {len(raw)}")
+        await self._subscription.save_progress(self.message.id, raw)
+        self._progress = orjson.loads(raw)
+        self.checkpointed = True
 
     @property
     def payload(self) -> JSON:

@@ -97,9 +97,10 @@ class RedisOptions:
     max_dead_letters: int = 100_000  # per topic, approximate (XADD MAXLEN ~)
     trim_interval: float = 60.0  # seconds between two trims of each consumed stream
     publish_timeout: float = 30.0  # how long publish keeps retrying while Redis is unreachable
+    progress_ttl: float = 7 * 86400.0  # seconds a checkpoint outlives its last save, at most
 
     def __attrs_post_init__(self) -> None:
-        for name in ("visibility_timeout", "block", "trim_interval", "publish_timeout"):
+        for name in ("visibility_timeout", "block", "trim_interval", "publish_timeout", "progress_ttl"):
             value = getattr(self, name)
             if not (value > 0 and math.isfinite(value)):
                 raise ConfigurationError(f"{name} must be a finite number > 0, not {value!r}")
@@ -118,6 +119,7 @@ _OPTION_TYPES: dict[str, Callable[[str], object]] = {
     "max_dead_letters": int,
     "trim_interval": float,
     "publish_timeout": float,
+    "progress_ttl": float,
 }
 
 
@@ -311,6 +313,22 @@ class RedisBusBase(Bus):
         if message.reply_to is not None and not message.reply_to.startswith(f"{self.prefix}reply:"):
             raise MalformedMessage(f"'reply_to' must be a key under {self.prefix}reply:")
         return message
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def progress_key(self, topic: str, group: str, message_id: str) -> str:
+        return f"{self.prefix}progress:{topic}:{group}:{message_id}"
+
+    async def load_progress(self, key: str) -> bytes | None:
+        state: bytes | None = await self.call(lambda: self.client.get(key), what="load a checkpoint")
+        return state
+
+    async def save_progress(self, key: str, state: bytes) -> None:
+        ttl = max(1, math.ceil(self.options.progress_ttl))
+        await self.call(lambda: self.client.set(key, state, ex=ttl), what="save a checkpoint")
+
+    async def clear_progress(self, key: str) -> None:
+        await self.call(lambda: self.client.delete(key), what="clear a checkpoint")
 
     # ------------------------------------------------------------------ delayed messages
 
@@ -582,6 +600,23 @@ class _RedisReplyChannel(ReplyChannel):
                     return decode(self.address, raw, max_bytes=self.bus.options.max_message_bytes)
                 except MalformedMessage as exc:
                     log.error("dropped a malformed reply on %s: %s", self.address, exc)
+
+
+class RedisProgress:
+    """Checkpoints of a Redis subscription's messages (both transports keep them alike)."""
+
+    bus: RedisBusBase
+    topic: str
+    group: str
+
+    async def load_progress(self, message_id: str) -> bytes | None:
+        return await self.bus.load_progress(self.bus.progress_key(self.topic, self.group, message_id))
+
+    async def save_progress(self, message_id: str, state: bytes) -> None:
+        await self.bus.save_progress(self.bus.progress_key(self.topic, self.group, message_id), state)
+
+    async def clear_progress(self, message_id: str) -> None:
+        await self.bus.clear_progress(self.bus.progress_key(self.topic, self.group, message_id))
 
 
 def is_nogroup(error: ResponseError) -> bool:

@@ -108,6 +108,18 @@ class Subscription(abc.ABC):
     async def close(self) -> None:
         """Stop feeding the inbox. Unsettled deliveries stay unacknowledged."""
 
+    @abc.abstractmethod
+    async def load_progress(self, message_id: str) -> bytes | None:
+        """The last checkpoint (JSON) saved for ``message_id`` in this group, if any."""
+
+    @abc.abstractmethod
+    async def save_progress(self, message_id: str, state: bytes) -> None:
+        """Keep ``state`` (JSON) as the checkpoint of ``message_id`` in this group."""
+
+    @abc.abstractmethod
+    async def clear_progress(self, message_id: str) -> None:
+        """Forget the checkpoint of ``message_id`` in this group (it is settled)."""
+
 
 class ReplyChannel(abc.ABC):
     """A private address a requester waits on for one reply."""

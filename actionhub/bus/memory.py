@@ -50,6 +50,7 @@ class MemoryBus(Bus):
         self._announced: dict[str, tuple[float, bytes]] = {}  # hub -> (expiry, snapshot)
         self._controls: list[trio.MemorySendChannel[ControlRequest]] = []
         self._events: dict[str, deque[dict[str, str]]] = {}
+        self._progress: dict[tuple[str, str, str], bytes] = {}  # (topic, group, message id) -> state
 
     @asynccontextmanager
     async def open(self, consumer: str = "", *, connect_timeout: float = 10.0) -> AsyncIterator[None]:
@@ -274,6 +275,15 @@ class _MemorySubscription(Subscription):
 
     async def close(self) -> None:
         self.bus._unsubscribe(self)
+
+    async def load_progress(self, message_id: str) -> bytes | None:
+        return self.bus._progress.get((self.topic, self.group, message_id))
+
+    async def save_progress(self, message_id: str, state: bytes) -> None:
+        self.bus._progress[(self.topic, self.group, message_id)] = state
+
+    async def clear_progress(self, message_id: str) -> None:
+        self.bus._progress.pop((self.topic, self.group, message_id), None)
 
 
 class _MemoryReplyChannel(ReplyChannel):

@@ -16,7 +16,7 @@ import trio
 
 from ..errors import HubStopped, MalformedMessage
 from ..message import Message
-from ._redis import RedisBusBase
+from ._redis import RedisBusBase, RedisProgress
 from .base import Delivery, Inbox, Subscription
 
 log = logging.getLogger("actionhub.redis")
@@ -66,8 +66,10 @@ class RedisPubSubBus(RedisBusBase):
             self._nursery.start_soon(run)
 
 
-class _PubSubSubscription(Subscription):
+class _PubSubSubscription(RedisProgress, Subscription):
     """One group's subscription to a channel, on its own connection."""
+
+    bus: RedisPubSubBus
 
     def __init__(self, bus: RedisPubSubBus, topic: str, group: str, inbox: Inbox) -> None:
         self.bus = bus

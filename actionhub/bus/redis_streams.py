@@ -34,7 +34,7 @@ from redis.exceptions import ResponseError
 
 from ..errors import HubStopped, MalformedMessage
 from ..message import Message
-from ._redis import RedisBusBase, RedisOptions, is_nogroup, text
+from ._redis import RedisBusBase, RedisOptions, RedisProgress, is_nogroup, text
 from ._wire import Command
 from .base import Delivery, Inbox, Subscription
 
@@ -293,8 +293,10 @@ class _Letter:
     traceback: str | None = None
 
 
-class _StreamSubscription(Subscription):
+class _StreamSubscription(RedisProgress, Subscription):
     """One consumer group of one stream, feeding one inbox."""
+
+    bus: RedisStreamsBus
 
     def __init__(self, bus: RedisStreamsBus, topic: str, group: str, inbox: Inbox) -> None:
         self.bus = bus

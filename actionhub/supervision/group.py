@@ -20,6 +20,7 @@ from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import TYPE_CHECKING, Literal, Protocol
 
 import attrs
+import orjson
 import trio
 
 from ..bus.base import Bus, Delivery, Subscription
@@ -357,6 +358,11 @@ class WorkerGroup:
                 "without finishing",
             )
             return None
+        progress = None
+        if message.attempt > 1:  # delivered before: an earlier run may have checkpointed
+            saved = await subscription.load_progress(message.id)
+            progress = None if saved is None else orjson.loads(saved)
+        job = Job(message, self.name, self.hub, subscription=subscription, progress=progress)
         self.in_flight += 1
         observer = self.hub.observer  # read per message: set or cleared at any time, for every group
         if observer is not None:
@@ -365,7 +371,6 @@ class WorkerGroup:
             duration = 0.0
             outcome: Outcome = "cancelled"
         try:
-            job = Job(message, self.name, self.hub)
             try:
                 if config.timeout is None:
                     await self.action(job)
@@ -377,13 +382,14 @@ class WorkerGroup:
                     duration = trio.current_time() - started
         except Retry as retry:
             outcome = "retry"
-            await self._retry_or_dead_letter(delivery, "retry requested", retry.delay, None)
+            await self._retry_or_dead_letter(job, delivery, "retry requested", retry.delay, None)
             return None
         except Reject as reject:
             outcome = "rejected"
             self.rejected += 1
             self.dead_lettered += 1
             await subscription.dead_letter(delivery, reason=f"rejected: {reject.reason}")
+            await self._forget_progress(job, subscription)
             return None
         except Exception as error:  # a panic; Cancelled, KeyboardInterrupt, SystemExit never are
             self.panics += 1
@@ -394,12 +400,13 @@ class WorkerGroup:
                 self.timeouts += 1
                 error = TimeoutError(f"action {self.name!r} ran over its timeout of {config.timeout}s")
             traceback = "".join(tb_module.format_exception(error))
-            await self._retry_or_dead_letter(delivery, repr(error), None, traceback)
+            await self._retry_or_dead_letter(job, delivery, repr(error), None, traceback)
             return _Panic(error, traceback, message)
         else:
             outcome = "ok"
             self.processed += 1
             await subscription.ack(delivery)
+            await self._forget_progress(job, subscription)
             return None
         finally:
             self.in_flight -= 1
@@ -410,7 +417,7 @@ class WorkerGroup:
                     log.exception("group %s: message observer %r failed", self.name, observer)
 
     async def _retry_or_dead_letter(
-        self, delivery: Delivery, error: str, delay: float | None, traceback: str | None
+        self, job: Job, delivery: Delivery, error: str, delay: float | None, traceback: str | None
     ) -> None:
         attempt = delivery.message.attempt
         if attempt >= self.config.max_attempts:
@@ -421,11 +428,18 @@ class WorkerGroup:
                 error=error,
                 traceback=traceback,
             )
+            await self._forget_progress(job, delivery.subscription)
             return
         self.retried += 1
         if delay is None:
             delay = self.config.retry_backoff.delay(attempt, self._rng)
         await delivery.subscription.retry(delivery, delay=delay, error=error)
+
+    @staticmethod
+    async def _forget_progress(job: Job, subscription: Subscription) -> None:
+        """A settled message's checkpoint is of no more use (a requeued dead letter starts over)."""
+        if job.progress is not None:
+            await subscription.clear_progress(job.message.id)
 
     # ------------------------------------------------------------------ supervision
 
