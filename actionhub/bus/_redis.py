@@ -23,7 +23,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import attrs
@@ -320,8 +320,9 @@ class RedisBusBase(Bus):
         return f"{self.prefix}progress:{topic}:{group}:{message_id}"
 
     async def load_progress(self, key: str) -> bytes | None:
-        state: bytes | None = await self.call(lambda: self.client.get(key), what="load a checkpoint")
-        return state
+        # MGET, not GET: the least-privilege ACL of the README already grants it
+        (state,) = await self.call(lambda: self.client.mget([key]), what="load a checkpoint")
+        return cast(bytes | None, state)
 
     async def save_progress(self, key: str, state: bytes) -> None:
         ttl = max(1, math.ceil(self.options.progress_ttl))

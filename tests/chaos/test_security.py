@@ -51,8 +51,8 @@ async def test_a_least_privilege_acl_user_runs_everything(
     chaos_redis: RedisServer, tmp_path: Path, figures: Figures
 ) -> None:
     """The README's ACL user (its commands only, keys and channels under the prefix only) runs a
-    hub through work, retries, dead letters, replies, trimming, announcements and operator
-    commands, and the CLI; Redis's ACL log records no refusal."""
+    hub through work, retries, checkpoints, dead letters, replies, trimming, announcements and
+    operator commands, and the CLI; Redis's ACL log records no refusal."""
     admin = redis.Redis.from_url(chaos_redis.url)
     rule = acl_rule().replace("<password>", "s3cret")
     admin.execute_command("ACL", "SETUSER", "actionhub", *rule.split())
@@ -67,6 +67,7 @@ async def test_a_least_privilege_acl_user_runs_everything(
 
     @hub.action("fail", max_attempts=2, retry_backoff=(0.05, 0.1))
     async def fail(job: Job) -> None:
+        await job.checkpoint({"attempt": job.attempt})  # saved, loaded on the retry, then cleared
         raise ValueError("no")
 
     async with hub.running():
