@@ -12,6 +12,7 @@ import argparse
 import datetime
 import importlib
 import logging
+import math
 import os
 import signal
 import sys
@@ -360,6 +361,45 @@ def _letter_document(letter: DeadLetter) -> dict[str, JSON]:
     return {**document, "message": {"topic": message.topic, **message.envelope()}}
 
 
+# --------------------------------------------------------------------------- replay
+
+
+async def _replay(args: argparse.Namespace) -> int:
+    topic = _topic(args.topic)
+    into = _topic(args.into) if args.into else None
+    if args.limit is not None and args.limit < 1:
+        raise CliError("--limit must be at least 1")
+    left = math.inf if args.limit is None else args.limit
+    first, replayed = args.start, 0
+    async with _connected(args) as bus:
+        while left > 0:
+            page = await _within(
+                args.timeout, bus.history(topic, first=first, last=args.end, count=int(min(left, 1000)))
+            )
+            if not page:
+                break
+            left -= len(page)
+            first = "(" + page[-1][0]  # the next page starts after this one
+            if into is None:
+                for entry_id, message in page:
+                    print(orjson.dumps({"id": entry_id, "message": message.envelope()}).decode())
+                continue
+            copies = [
+                Message(
+                    into,
+                    message.payload,
+                    id=uuid.uuid4().hex,
+                    headers={**message.headers, "replayed_from": f"{topic}/{entry_id}"},
+                )
+                for entry_id, message in page
+            ]
+            await _within(args.timeout, bus.publish_many(copies))
+            replayed += len(copies)
+    if into is not None:
+        print(f"replayed {replayed} message(s) of {topic} into {into}")
+    return EXIT_OK
+
+
 # --------------------------------------------------------------------------- demo
 
 
@@ -470,6 +510,21 @@ def build_parser() -> argparse.ArgumentParser:
     dead.add_argument("--id", action="append", metavar="ID", help="only this dead letter (repeatable)")
     dead.add_argument("--limit", type=int, default=100, metavar="N", help="list at most N (default 100)")
     dead.add_argument("--json", action="store_true", help="list as JSON")
+
+    replay = command(
+        "replay",
+        _replay,
+        "print a range of a topic's retained history (JSON lines), or publish it into another topic",
+    )
+    replay.add_argument("topic", metavar="TOPIC")
+    replay.add_argument(
+        "--from", dest="start", default="-", metavar="ID", help="first entry id (default: oldest)"
+    )
+    replay.add_argument("--to", dest="end", default="+", metavar="ID", help="last entry id (newest)")
+    replay.add_argument(
+        "--into", metavar="TOPIC", help="publish the messages into TOPIC instead of printing them"
+    )
+    replay.add_argument("--limit", type=int, metavar="N", help="at most N messages")
 
     command(
         "demo",

@@ -20,6 +20,7 @@ from typing import Protocol
 import attrs
 import trio
 
+from ..errors import ConfigurationError
 from ..message import Message
 
 
@@ -159,14 +160,29 @@ class Bus(abc.ABC):
     async def publish(self, message: Message, *, delay: float | None = None) -> str:
         """Send ``message`` to every consumer group of ``message.topic``; return its id."""
 
+    #: whether the bus retains published messages, for ``start="earliest"`` and replays
+    keeps_history = False
+
+    async def history(
+        self, topic: str, *, first: str = "-", last: str = "+", count: int = 1000
+    ) -> list[tuple[str, Message]]:
+        """Up to ``count`` of the messages published to ``topic`` that the bus retains, with entry
+        ids from ``first`` to ``last`` (inclusive; ``(id`` excludes it), oldest first, as (entry
+        id, message); malformed entries and retries are left out. Buses that `keeps_history`."""
+        raise ConfigurationError(f"{self.url} keeps no history of {topic!r}")
+
     async def publish_many(self, messages: Sequence[Message]) -> list[str]:
         """Send every one of ``messages``, in order; return their ids. Transports that can
         batch do it in as few round trips as they can, all or nothing per round trip."""
         return [await self.publish(message) for message in messages]
 
     @abc.abstractmethod
-    async def subscribe(self, topic: str, group: str, inbox: Inbox) -> Subscription:
-        """Start feeding ``inbox`` with messages of ``topic`` for consumer group ``group``."""
+    async def subscribe(
+        self, topic: str, group: str, inbox: Inbox, *, earliest: bool = False
+    ) -> Subscription:
+        """Start feeding ``inbox`` with messages of ``topic`` for consumer group ``group``. A
+        group new to the bus starts at the end of the topic, or with ``earliest`` at the start of
+        what it retains (only buses that `keeps_history`)."""
 
     @abc.abstractmethod
     async def dead_letters(self, topic: str, *, limit: int = 100) -> list[DeadLetter]:

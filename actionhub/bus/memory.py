@@ -115,7 +115,9 @@ class MemoryBus(Bus):
 
         self._nursery.start_soon(later)
 
-    async def subscribe(self, topic: str, group: str, inbox: Inbox) -> Subscription:
+    async def subscribe(
+        self, topic: str, group: str, inbox: Inbox, *, earliest: bool = False
+    ) -> Subscription:
         subscription = _MemorySubscription(self, topic, group, inbox)
         self._groups.setdefault(topic, {}).setdefault(group, []).append(subscription)
         return subscription

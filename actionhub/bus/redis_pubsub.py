@@ -49,7 +49,9 @@ class RedisPubSubBus(RedisBusBase):
             pipe.xdel(self.dead_key(topic), entry_id)
             pipe.execute()
 
-    async def subscribe(self, topic: str, group: str, inbox: Inbox) -> Subscription:
+    async def subscribe(
+        self, topic: str, group: str, inbox: Inbox, *, earliest: bool = False
+    ) -> Subscription:
         if self._nursery is None:
             raise HubStopped("redis bus is not open")
         subscription = _PubSubSubscription(self, topic, group, inbox)

@@ -115,6 +115,24 @@ def _stream_entries(response: Any) -> Iterable[tuple[bytes, dict[bytes, bytes]]]
     return [entry for entries in streams for entry in entries]
 
 
+# Create a consumer group, atomically deciding where it starts: at the stream's start when asked
+# (ARGV[2] == "1") or when no group reads the stream yet (its entries wait for their first
+# consumer: publishing before any hub started loses nothing), else at its end. Returns
+# {created (0/1), entries before the start}.
+_CREATE_GROUP = """
+local start = '0'
+local length = redis.call('XLEN', KEYS[1])
+if ARGV[2] ~= '1' and length > 0 and #redis.call('XINFO', 'GROUPS', KEYS[1]) > 0 then start = '$' end
+local reply = redis.pcall('XGROUP', 'CREATE', KEYS[1], ARGV[1], start, 'MKSTREAM')
+if type(reply) == 'table' and reply.err then
+  if string.find(reply.err, 'BUSYGROUP', 1, true) then return {0, 0} end
+  return redis.error_reply(reply.err)
+end
+if start == '$' then return {1, length} end
+return {1, 0}
+"""
+
+
 def _wire_entries(reply: list[Any] | None) -> list[tuple[bytes, dict[bytes, bytes]]]:
     """The entries of a raw RESP2 XREADGROUP reply: ``[[stream, [[id, [k, v, ...]], ...]]]``."""
     if not reply:
@@ -141,6 +159,7 @@ class RedisStreamsBus(RedisBusBase):
         self._renew = self.client.register_script(_RENEW)
         self._release = self.client.register_script(_RELEASE)
         self._trim = self.client.register_script(_TRIM)
+        self._create_group = self.client.register_script(_CREATE_GROUP)
         self._subscriptions: list[_StreamSubscription] = []
         self._acks_due = trio.Event()
 
@@ -184,6 +203,24 @@ class RedisStreamsBus(RedisBusBase):
             await self.call(add, what="publish", deadline=trio.current_time() + self.options.publish_timeout)
         return [message.id for message in messages]
 
+    async def history(
+        self, topic: str, *, first: str = "-", last: str = "+", count: int = 1000
+    ) -> list[tuple[str, Message]]:
+        entries = await self.call(
+            lambda: self.client.xrange(self.stream_key(topic), first, last, count=count),
+            what=f"read the history of {topic}",
+        )
+        found = []
+        for entry_id, fields in entries:
+            raw = fields.get(b"message")
+            if raw is None or b"group" in fields:  # not a message, or a retry meant for one group
+                continue
+            try:
+                found.append((entry_id.decode(), self.decode_message(topic, raw, entry_id.decode())))
+            except MalformedMessage:
+                continue  # the consumers dead-lettered it already
+        return found
+
     def _requeue(self, topic: str, raw: bytes, group: str, entry_id: bytes) -> None:
         fields: dict[str, bytes | str] = {"message": raw}
         if group:
@@ -195,10 +232,14 @@ class RedisStreamsBus(RedisBusBase):
 
     # ------------------------------------------------------------------ consuming
 
-    async def subscribe(self, topic: str, group: str, inbox: Inbox) -> Subscription:
+    keeps_history = True
+
+    async def subscribe(
+        self, topic: str, group: str, inbox: Inbox, *, earliest: bool = False
+    ) -> Subscription:
         if self._nursery is None:
             raise HubStopped("redis bus is not open")
-        subscription = _StreamSubscription(self, topic, group, inbox)
+        subscription = _StreamSubscription(self, topic, group, inbox, earliest=earliest)
         await subscription.ensure_group()
         self._subscriptions.append(subscription)
         await self._nursery.start(subscription.read_loop)
@@ -298,8 +339,11 @@ class _StreamSubscription(RedisProgress, Subscription):
 
     bus: RedisStreamsBus
 
-    def __init__(self, bus: RedisStreamsBus, topic: str, group: str, inbox: Inbox) -> None:
+    def __init__(
+        self, bus: RedisStreamsBus, topic: str, group: str, inbox: Inbox, *, earliest: bool = False
+    ) -> None:
         self.bus = bus
+        self.earliest = earliest
         self.topic = topic
         self.group = group
         self.inbox = inbox
@@ -327,14 +371,18 @@ class _StreamSubscription(RedisProgress, Subscription):
         return taken
 
     async def ensure_group(self) -> None:
-        def create() -> None:
-            try:
-                self.bus.client.xgroup_create(self.stream, self.group, id="0", mkstream=True)
-            except ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
-
-        await self.bus.call(create, what=f"create group {self.group} on {self.stream}")
+        """Create the consumer group if it does not exist (see _CREATE_GROUP for where it starts)."""
+        created, skipped = await self.bus.call(
+            lambda: self.bus._create_group(keys=[self.stream], args=[self.group, int(self.earliest)]),
+            what=f"create group {self.group} on {self.stream}",
+        )
+        if created and skipped:
+            log.info(
+                "%s: new group %s starts after the %d entries already there (start='earliest' reads them)",
+                self.stream,
+                self.group,
+                skipped,
+            )
 
     # ------------------------------------------------------------------ reading
 

@@ -24,12 +24,20 @@ import orjson
 import trio
 
 from ..bus.base import Bus, Delivery, Subscription
-from ..errors import HubStopped, Overloaded, Reject, Retry, WorkerProcessDied
+from ..errors import ConfigurationError, HubStopped, Overloaded, Reject, Retry, WorkerProcessDied
 from ..job import Job
 from ..message import Message
 from ..stats import WorkerStat
 from .escalation import Escalation, EscalationReason
-from .policy import Behaviour, EscalationProtocol, GroupConfig, Instance, Isolation, RestartIntensity
+from .policy import (
+    Behaviour,
+    EscalationProtocol,
+    GroupConfig,
+    Instance,
+    Isolation,
+    RestartIntensity,
+    Start,
+)
 from .process import ProcessPool
 
 if TYPE_CHECKING:
@@ -758,4 +766,7 @@ class WorkerGroup:
 
 async def attach(group: WorkerGroup, bus: Bus, consumer_group: str) -> None:
     """Subscribe ``group`` (as its own inbox) to its topic."""
-    group.subscription = await bus.subscribe(group.topic, consumer_group, group)
+    earliest = group.config.start is Start.EARLIEST
+    if earliest and not bus.keeps_history:
+        raise ConfigurationError(f"start='earliest' needs a bus that keeps history; {bus.url} keeps none")
+    group.subscription = await bus.subscribe(group.topic, consumer_group, group, earliest=earliest)

@@ -29,6 +29,13 @@ class Isolation(enum.Enum):
     PROCESS = "process"
 
 
+class Start(enum.Enum):
+    """Where a new consumer group starts reading a topic's retained history."""
+
+    LATEST = "latest"  # only messages published from now on (but see RedisStreamsBus.subscribe)
+    EARLIEST = "earliest"  # everything the topic retains, then live
+
+
 class Instance(enum.Enum):
     """How a group's workers live: one for good, a scaling pool, or one message each."""
 
@@ -134,6 +141,13 @@ def _to_isolation(value: Isolation | str) -> Isolation:
         raise ConfigurationError(f"isolation must be 'task' or 'process', not {value!r}") from None
 
 
+def _to_start(value: Start | str) -> Start:
+    try:
+        return Start(value)
+    except ValueError:
+        raise ConfigurationError(f"start must be 'latest' or 'earliest', not {value!r}") from None
+
+
 def _optional_size(_: object, attribute: attrs.Attribute[int | None], value: int | None) -> None:
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
         raise ConfigurationError(f"{attribute.name} must be an integer >= 1 or None, not {value!r}")
@@ -162,6 +176,7 @@ class GroupConfig:
     shutdown_timeout: float = attrs.field(default=10.0, validator=_non_negative)
     timeout: float | None = attrs.field(default=None, validator=_optional_timeout)
     isolation: Isolation = attrs.field(default=Isolation.TASK, converter=_to_isolation)
+    start: Start = attrs.field(default=Start.LATEST, converter=_to_start)
     max_jobs_per_process: int | None = attrs.field(default=None, validator=_optional_size)
     max_memory_per_process: int | None = attrs.field(default=None, validator=_optional_size)
     memory_limit: int | None = attrs.field(default=None, validator=_optional_size)
