@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 
 import fakeredis
 import pytest
 import redis
 import trio
+import trio.testing
 
 from actionhub.bus._redis import connect, split_url
 from actionhub.bus._wire import WireConnection, WireParams, wire_params
@@ -94,8 +96,11 @@ async def test_a_killed_connection_fails_its_callers_then_reconnects(
 
 
 async def test_silence_past_the_timeout_is_a_timeout_error(
-    wire: WireConnection, autojump_clock: trio.abc.Clock
+    wire: WireConnection, mock_clock: trio.testing.MockClock
 ) -> None:
+    # jump only once nothing happened for 50 ms of real time: connecting to Redis is real I/O,
+    # which an immediate jump would time out
+    mock_clock.autojump_threshold = 0.05
     with pytest.raises(redis.TimeoutError):
         await wire.execute(("BLPOP", "wire:never", 0), timeout=30)
     assert await wire.execute(("PING",)) == [b"PONG"]  # on a fresh connection
@@ -133,3 +138,23 @@ async def test_nothing_listening_is_a_connection_error(redis_server: RedisServer
     async with trio.open_nursery() as nursery:
         with pytest.raises(redis.ConnectionError):
             await WireConnection(params, nursery).execute(("PING",))
+
+
+async def test_a_reply_nobody_asked_for_drops_the_connection() -> None:
+    connections = 0
+
+    async def talkative_server(stream: trio.SocketStream) -> None:
+        nonlocal connections
+        connections += 1
+        while await stream.receive_some(1024):
+            await stream.send_all(b"+PONG\r\n+SURPRISE\r\n")
+
+    async with trio.open_nursery() as nursery:
+        (listener,) = await nursery.start(partial(trio.serve_tcp, talkative_server, 0, host="127.0.0.1"))
+        params = params_of(f"redis://127.0.0.1:{listener.socket.getsockname()[1]}/0")
+        assert params is not None
+        wire = WireConnection(params, nursery)
+        assert await wire.execute(("PING",)) == [b"PONG"]
+        assert await wire.execute(("PING",)) == [b"PONG"]  # on a new connection: the old one lied
+        assert connections == 2
+        nursery.cancel_scope.cancel()

@@ -187,6 +187,8 @@ class WireConnection:
                     waiter.done.set()
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError, hiredis.ProtocolError) as exc:
             self._break(sock, exc)
+        except IndexError:  # a reply nobody asked for: the stream cannot be trusted any more
+            self._break(sock, redis.ConnectionError("Redis sent a reply nobody asked for"))
 
     def _break(self, sock: trio.SocketStream, cause: BaseException) -> None:
         """Close ``sock``; if it is the current connection, fail every caller still waiting."""
