@@ -27,6 +27,7 @@ from .supervision.policy import (
     GroupConfig,
     Instance,
     Isolation,
+    Start,
 )
 
 __version__ = "0.1.0"
@@ -55,6 +56,7 @@ __all__ = [
     "Reject",
     "Retry",
     "SlaveTemplate",
+    "Start",
     "WorkerStat",
     "WorkerTemplate",
     "WorkerTemplateRegistry",
