@@ -1,0 +1,94 @@
+"""Partitions of a topic, and which live hub owns which: the building blocks of ordered groups.
+
+A key's partition is ``crc32(key) % partitions``, so a publisher in any language can compute it.
+Hubs of one consumer group announce themselves in a sorted set scored by the Redis clock time at
+which their membership lapses; every hub derives the same owner for each partition from the live
+members by rendezvous (highest random weight) hashing, so a joining or leaving hub moves only the
+partitions it gains or loses. Owning a partition is a lease key (SET NX PX, renewed, released
+only by its holder): the derived assignment says who should read a partition, the lease makes
+sure only one hub does, even while hubs disagree about membership.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zlib
+from collections.abc import Iterable
+from typing import Any
+
+#: register ``ARGV[1]`` as live for ``ARGV[2]`` ms (Redis clock), drop lapsed members, list the rest
+_HEARTBEAT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+local lapsed = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
+if #lapsed > 0 then redis.call('ZREM', KEYS[1], unpack(lapsed)) end
+return redis.call('ZRANGE', KEYS[1], 0, -1)
+"""
+
+#: take the lease ``KEYS[1]`` for ``ARGV[1]`` (or renew it if already held) for ``ARGV[2]`` ms;
+#: returns the holder afterwards
+_CLAIM = """
+local holder = redis.call('MGET', KEYS[1])[1]
+if holder == false or holder == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return ARGV[1]
+end
+return holder
+"""
+
+#: drop the lease ``KEYS[1]`` if ``ARGV[1]`` holds it; 1 if it did
+_RELEASE = """
+if redis.call('MGET', KEYS[1])[1] == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def partition_of(key: str, partitions: int) -> int:
+    """The partition of ``key``: CRC-32 (as in zlib, Java's CRC32, Go's hash/crc32) of its UTF-8
+    bytes, modulo ``partitions``."""
+    return zlib.crc32(key.encode()) % partitions
+
+
+def _weight(member: str, partition: int) -> int:
+    digest = hashlib.blake2b(f"{member}\x00{partition}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
+
+
+def assign(members: Iterable[str], partitions: int) -> dict[int, str]:
+    """The owner of each partition among ``members``: the member of highest weight for it. The
+    same members give the same answer everywhere; empty if there are no members."""
+    live = sorted(set(members))
+    if not live:
+        return {}
+    return {p: max(live, key=lambda member: (_weight(member, p), member)) for p in range(partitions)}
+
+
+class PartitionLeases:
+    """Membership and partition leases of one consumer group of one topic, in Redis. Blocking
+    calls on a redis-py client: from trio, run them through the bus's ``call``."""
+
+    def __init__(self, client: Any, prefix: str, topic: str, group: str) -> None:
+        self.client = client
+        self.members_key = f"{prefix}members:{topic}:{group}"
+        self._lease_prefix = f"{prefix}lease:{topic}:{group}:"
+        self._heartbeat = client.register_script(_HEARTBEAT)
+        self._claim = client.register_script(_CLAIM)
+        self._release = client.register_script(_RELEASE)
+
+    def lease_key(self, partition: int) -> str:
+        return f"{self._lease_prefix}{partition}"
+
+    def heartbeat(self, member: str, ttl: float) -> list[str]:
+        """Say ``member`` is live for ``ttl`` seconds more; the live members, sorted."""
+        members = self._heartbeat(keys=[self.members_key], args=[member, max(1, int(ttl * 1000))])
+        return sorted(m.decode() if isinstance(m, bytes) else m for m in members)
+
+    def claim(self, partition: int, member: str, ttl: float) -> bool:
+        """Take or renew the lease of ``partition`` for ``ttl`` seconds; False if another holds it."""
+        holder = self._claim(keys=[self.lease_key(partition)], args=[member, max(1, int(ttl * 1000))])
+        return bool((holder.decode() if isinstance(holder, bytes) else holder) == member)
+
+    def release(self, partition: int, member: str) -> bool:
+        """Give the lease up if ``member`` holds it; whether it did."""
+        return bool(self._release(keys=[self.lease_key(partition)], args=[member]))

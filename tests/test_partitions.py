@@ -1,0 +1,69 @@
+"""Partition routing, rendezvous assignment and partition leases (building blocks of ordering)."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+import redis
+from hypothesis import given
+from hypothesis import strategies as st
+
+from actionhub.bus._partitions import PartitionLeases, assign, partition_of
+from actionhub.testing import RedisServer
+
+members_st = st.sets(st.text(min_size=1, max_size=12), min_size=1, max_size=8)
+
+
+def test_a_key_s_partition_is_crc32_so_any_language_can_compute_it() -> None:
+    assert partition_of("123456789", 1 << 32) == 0xCBF43926  # the CRC-32 check value
+    assert all(0 <= partition_of(f"order-{n}", 16) < 16 for n in range(1000))
+    assert len({partition_of(f"order-{n}", 16) for n in range(1000)}) == 16
+
+
+@given(members_st, st.integers(1, 64))
+def test_assignment_is_total_and_the_same_whatever_the_order(members: set[str], partitions: int) -> None:
+    owners = assign(members, partitions)
+    assert set(owners) == set(range(partitions)) and set(owners.values()) <= members
+    assert assign(sorted(members, reverse=True), partitions) == owners
+
+
+@given(members_st, st.text(min_size=1, max_size=12), st.integers(1, 64))
+def test_a_joining_member_only_takes_partitions_and_a_leaving_one_only_gives_its_own(
+    members: set[str], newcomer: str, partitions: int
+) -> None:
+    before = assign(members, partitions)
+    after = assign(members | {newcomer}, partitions)
+    moved = {p for p in before if before[p] != after[p]}
+    assert all(after[p] == newcomer for p in moved)  # nobody else's partitions change hands
+    if newcomer not in members:
+        assert assign(members, partitions) == before  # it leaves again: back to where it was
+
+
+def test_partitions_spread_over_the_members() -> None:
+    owners = assign(["hub-a", "hub-b", "hub-c"], 16)
+    counts = sorted(list(owners.values()).count(m) for m in ("hub-a", "hub-b", "hub-c"))
+    assert counts[0] >= 3, counts  # no member starved (this example; rendezvous is only fair on average)
+
+
+@pytest.fixture
+def leases(redis_server: RedisServer) -> PartitionLeases:
+    return PartitionLeases(redis.Redis(port=redis_server.port), f"t-{uuid.uuid4().hex[:6]}:", "orders", "g")
+
+
+def test_members_lapse_by_the_redis_clock(leases: PartitionLeases) -> None:
+    assert leases.heartbeat("hub-a", 30) == ["hub-a"]
+    leases.client.zadd(leases.members_key, {"hub-dead": 0})  # lapsed long ago
+    assert leases.heartbeat("hub-b", 30) == ["hub-a", "hub-b"]
+    assert leases.client.zscore(leases.members_key, "hub-dead") is None
+
+
+def test_a_lease_has_one_holder_who_alone_renews_or_releases_it(leases: PartitionLeases) -> None:
+    assert leases.claim(3, "hub-a", 10)
+    assert not leases.claim(3, "hub-b", 10)  # held
+    assert leases.claim(3, "hub-a", 20)  # renewed
+    assert 10_000 < leases.client.pttl(leases.lease_key(3)) <= 20_000
+    assert not leases.release(3, "hub-b")  # not its lease
+    assert leases.release(3, "hub-a")
+    assert leases.claim(3, "hub-b", 10)  # free again
+    assert leases.claim(4, "hub-a", 10)  # partitions are independent
