@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import orjson
 import pytest
+import redis
 import trio
 
 from actionhub import ActionHub, ConfigurationError, Job
@@ -114,3 +115,28 @@ async def test_replay_misuse_is_one_line(args: list[str], message: str) -> None:
     result = await cli(*args, check=False)
     stderr = result.stderr.decode()
     assert result.returncode == 2 and stderr.count("\n") == 1 and message in stderr
+
+
+async def test_a_group_that_vanished_is_recreated_from_the_start_so_nothing_is_skipped(
+    redis_url: str,
+) -> None:
+    prefix = redis_url.split("prefix=")[1]
+    client = redis.Redis.from_url(redis_url.split("?")[0])
+    seen: list[object] = []
+    hub = ActionHub(redis_url + "&block=0.2")
+
+    @hub.action("g", topic="jobs")
+    async def g(job: Job) -> None:
+        seen.append(job.payload)
+
+    async with hub.running():
+        client.xgroup_create(f"{prefix}jobs", "another-group", id="$", mkstream=True)
+        await publish(redis_url, "jobs", ["before"])
+        with trio.fail_after(20):
+            await wait_until(lambda: seen == ["before"])
+            with client.pipeline(transaction=True) as pipe:  # gone, and a message comes: at once
+                pipe.xgroup_destroy(f"{prefix}jobs", "g")  # say, an operator's mistake
+                pipe.xadd(f"{prefix}jobs", {"message": orjson.dumps({"payload": "after"})})
+                pipe.execute()
+            await wait_until(lambda: "after" in seen)
+    assert seen.count("before") >= 1  # run again (at-least-once) rather than "after" skipped

@@ -370,10 +370,12 @@ class _StreamSubscription(RedisProgress, Subscription):
         self.acks, self.letters = [], []
         return taken
 
-    async def ensure_group(self) -> None:
-        """Create the consumer group if it does not exist (see _CREATE_GROUP for where it starts)."""
+    async def ensure_group(self, *, from_start: bool = False) -> None:
+        """Create the consumer group if it does not exist (see _CREATE_GROUP for where it starts;
+        ``from_start``: at the stream's start whatever ``start`` says)."""
+        earliest = int(self.earliest or from_start)
         created, skipped = await self.bus.call(
-            lambda: self.bus._create_group(keys=[self.stream], args=[self.group, int(self.earliest)]),
+            lambda: self.bus._create_group(keys=[self.stream], args=[self.group, earliest]),
             what=f"create group {self.group} on {self.stream}",
         )
         if created and skipped:
@@ -413,7 +415,9 @@ class _StreamSubscription(RedisProgress, Subscription):
                                 self.stream,
                                 self.group,
                             )
-                            await self.ensure_group()
+                            # at the start: at-least-once would rather run a message twice
+                            # than skip what was published since the group vanished
+                            await self.ensure_group(from_start=True)
                         else:  # say, OOM: keep the group alive and try again later
                             log.error("%s: reading failed: %r; retrying in a second", self.stream, exc)
                             await trio.sleep(1)
