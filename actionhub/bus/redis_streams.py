@@ -107,10 +107,10 @@ return redis.call('XTRIM', KEYS[1], 'MINID', '~', min_id)
 """
 
 
-def _stream_entries(response: Any) -> Iterable[tuple[bytes, dict[bytes, bytes]]]:
+def _stream_entries(response: Any) -> list[tuple[bytes, dict[bytes, bytes]]]:
     """The entries of an XREADGROUP reply (RESP2 list or RESP3 map)."""
     if not response:
-        return ()
+        return []
     streams = response.values() if isinstance(response, dict) else (entries for _, entries in response)
     return [entry for entries in streams for entry in entries]
 
@@ -215,8 +215,9 @@ class RedisStreamsBus(RedisBusBase):
             raw = fields.get(b"message")
             if raw is None or b"group" in fields:  # not a message, or a retry meant for one group
                 continue
+            entry = entry_id.decode()
             try:
-                found.append((entry_id.decode(), self.decode_message(topic, raw, entry_id.decode())))
+                found.append((entry, self.decode_message(topic, raw, entry)))
             except MalformedMessage:
                 continue  # the consumers dead-lettered it already
         return found
@@ -443,7 +444,7 @@ class _StreamSubscription(RedisProgress, Subscription):
                 ),
                 what=what,
             )
-            entries = list(_stream_entries(response))
+            entries = _stream_entries(response)
         if entries:
             await self._deliver(entries, None)
 

@@ -7,6 +7,7 @@ import math
 import random
 from collections import deque
 from collections.abc import Mapping
+from typing import TypeVar
 
 import attrs
 
@@ -22,6 +23,9 @@ class Behaviour(enum.Enum):
     STOP_ALL_AND_ESCALATE = "stop_all_and_escalate"
 
 
+E = TypeVar("E", bound=enum.Enum)
+
+
 class Isolation(enum.Enum):
     """Where a group's action runs: in the hub's trio thread, or in OS processes of its own."""
 
@@ -32,7 +36,7 @@ class Isolation(enum.Enum):
 class Start(enum.Enum):
     """Where a new consumer group starts reading a topic's retained history."""
 
-    LATEST = "latest"  # only messages published from now on (but see RedisStreamsBus.subscribe)
+    LATEST = "latest"  # only messages published from now on (but see _CREATE_GROUP in redis_streams)
     EARLIEST = "earliest"  # everything the topic retains, then live
 
 
@@ -134,18 +138,21 @@ def _optional_timeout(_: object, attribute: attrs.Attribute[float | None], value
         raise ConfigurationError(f"{attribute.name} must be a finite number > 0 or None, not {value!r}")
 
 
-def _to_isolation(value: Isolation | str) -> Isolation:
+def _to_enum(kind: type[E], name: str, value: E | str) -> E:
+    """Option ``name`` as a member of ``kind``, given a member or its value."""
     try:
-        return Isolation(value)
+        return kind(value)
     except ValueError:
-        raise ConfigurationError(f"isolation must be 'task' or 'process', not {value!r}") from None
+        choices = " or ".join(repr(member.value) for member in kind)
+        raise ConfigurationError(f"{name} must be {choices}, not {value!r}") from None
+
+
+def _to_isolation(value: Isolation | str) -> Isolation:
+    return _to_enum(Isolation, "isolation", value)
 
 
 def _to_start(value: Start | str) -> Start:
-    try:
-        return Start(value)
-    except ValueError:
-        raise ConfigurationError(f"start must be 'latest' or 'earliest', not {value!r}") from None
+    return _to_enum(Start, "start", value)
 
 
 def _optional_size(_: object, attribute: attrs.Attribute[int | None], value: int | None) -> None:
