@@ -19,7 +19,7 @@ from .bus.base import Bus, DeadLetter
 from .bus.url import open_bus
 from .errors import ActionHubError, ConfigurationError, HubStopped
 from .inspect import apply_command, encode_answer, redact, snapshot_of
-from .message import JSON, Message
+from .message import JSON, Message, check_key
 from .registry.templates import Action, WorkerTemplate, WorkerTemplateRegistry
 from .stats import WorkerStat
 from .supervision.escalation import (
@@ -348,29 +348,46 @@ class ActionHub:
         headers: dict[str, str] | None = None,
         reply_to: str | None = None,
         delay: float | None = None,
+        key: str | None = None,
     ) -> str:
         """Publish ``payload`` (JSON) to ``topic``; every consumer group of the topic gets it.
         Returns the message id. Raises `Overloaded` if a group's buffer stays full for its
-        ``accept_wait`` (in-process bus), `HubStopped` once the hub stops."""
+        ``accept_wait`` (in-process bus), `HubStopped` once the hub stops. ``key``: ordered
+        groups run the messages of one key one at a time, in publish order (docs/ordering.md)."""
         self._check_running()
         if delay is not None and delay < 0:
             raise ValueError("delay must be >= 0")
         message = Message(
-            topic=topic, payload=payload, id=self._ids(), headers=headers or {}, reply_to=reply_to
+            topic=topic,
+            payload=payload,
+            id=self._ids(),
+            headers=headers or {},
+            reply_to=reply_to,
+            key=check_key(key),
         )
         return await self.bus.publish(message, delay=delay)
 
     async def publish_many(
-        self, topic: str, payloads: Iterable[JSON], *, headers: dict[str, str] | None = None
+        self,
+        topic: str,
+        payloads: Iterable[JSON],
+        *,
+        headers: dict[str, str] | None = None,
+        keys: Iterable[str | None] | None = None,
     ) -> list[str]:
         """Publish each of ``payloads`` to ``topic``, in order, in as few round trips as the bus
         allows (on Redis, one transaction per 1,000); returns their ids. When it returns, every
-        one of them is on the bus, as with `publish`."""
+        one of them is on the bus, as with `publish`. ``keys``: one ordering key (or None) per
+        payload."""
         self._check_running()
         shared_headers = dict(headers or {})
+        payloads = list(payloads)
+        key_list = [None] * len(payloads) if keys is None else [check_key(k) for k in keys]
+        if len(key_list) != len(payloads):
+            raise ValueError(f"{len(key_list)} keys for {len(payloads)} payloads")
         messages = [
-            Message(topic=topic, payload=payload, id=self._ids(), headers=shared_headers)
-            for payload in payloads
+            Message(topic=topic, payload=payload, id=self._ids(), headers=shared_headers, key=key)
+            for payload, key in zip(payloads, key_list, strict=True)
         ]
         return await self.bus.publish_many(messages)
 

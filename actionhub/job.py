@@ -75,6 +75,11 @@ class Job:
         return self.message.attempt
 
     @property
+    def key(self) -> str | None:
+        """The message's ordering key, if it was published with one."""
+        return self.message.key
+
+    @property
     def headers(self) -> dict[str, str]:
         return self.message.headers
 

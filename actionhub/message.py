@@ -22,7 +22,10 @@ DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
 #: A topic names a stream key and appears in SCAN patterns: visible characters, no glob characters.
 TOPIC_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:/@+=-]{0,199}")
 
-_ENVELOPE_KEYS = frozenset({"id", "payload", "headers", "reply_to", "created_at", "attempt"})
+_ENVELOPE_KEYS = frozenset({"id", "payload", "headers", "reply_to", "created_at", "attempt", "key"})
+
+#: The longest ordering key (in characters) an envelope may carry.
+MAX_KEY_LENGTH = 1024
 
 
 def _check_headers(_: object, __: attrs.Attribute[dict[str, str]], value: dict[str, str]) -> None:
@@ -42,6 +45,9 @@ class Message:
     reply_to: str | None = None
     created_at: float = attrs.field(factory=time.time)
     attempt: int = 1
+    #: the ordering key: messages of one key run one at a time, in publish order, in an
+    #: ordered group (see docs/ordering.md); None: no order
+    key: str | None = None
 
     def envelope(self) -> dict[str, JSON]:
         """The wire-format v1 envelope of this message (the topic is where it is sent)."""
@@ -52,6 +58,8 @@ class Message:
             doc["reply_to"] = self.reply_to
         if self.attempt != 1:
             doc["attempt"] = self.attempt
+        if self.key is not None:
+            doc["key"] = self.key
         return doc
 
     def encode(self) -> bytes:
@@ -93,6 +101,9 @@ def decode(
     if created_at is None:
         created_at = time.time()
     attempt = doc.get("attempt", 1)
+    key = doc.get("key")
+    if key is not None and not (isinstance(key, str) and 0 < len(key) <= MAX_KEY_LENGTH):
+        raise MalformedMessage(f"'key' must be a non-empty string of at most {MAX_KEY_LENGTH} characters")
     if not isinstance(msg_id, str):
         raise MalformedMessage("'id' must be a string")
     msg_id = msg_id or default_id
@@ -116,7 +127,16 @@ def decode(
         reply_to=reply_to,
         created_at=float(created_at),
         attempt=attempt,
+        key=key,
     )
+
+
+def check_key(key: str | None) -> str | None:
+    """``key`` if it can be an ordering key, else a `ConfigurationError` (what `decode` would
+    refuse on the way in is refused on the way out)."""
+    if key is not None and not (isinstance(key, str) and 0 < len(key) <= MAX_KEY_LENGTH):
+        raise ConfigurationError(f"key must be a non-empty string of at most {MAX_KEY_LENGTH} characters")
+    return key
 
 
 @cache

@@ -44,6 +44,10 @@ class WorkerStat:
     total_process_deaths: int = 0
     total_process_kills: int = 0
     total_process_recycles: int = 0
+    # ordered groups on Redis (0 otherwise): partitions of the topic whose lease this hub holds,
+    # and how many times that set changed (see docs/ordering.md)
+    partitions_owned: int = 0
+    total_rebalances: int = 0
 
     def as_dict(self) -> dict[str, object]:
         """Plain JSON-friendly dict (enums by value)."""

@@ -59,11 +59,21 @@ def test_members_lapse_by_the_redis_clock(leases: PartitionLeases) -> None:
 
 
 def test_a_lease_has_one_holder_who_alone_renews_or_releases_it(leases: PartitionLeases) -> None:
-    assert leases.claim(3, "hub-a", 10)
-    assert not leases.claim(3, "hub-b", 10)  # held
-    assert leases.claim(3, "hub-a", 20)  # renewed
+    assert leases.claim([3], "hub-a", 10) == {3}
+    assert leases.claim([3], "hub-b", 10) == set()  # held
+    assert leases.claim([3], "hub-a", 20) == {3}  # renewed
     assert 10_000 < leases.client.pttl(leases.lease_key(3)) <= 20_000
-    assert not leases.release(3, "hub-b")  # not its lease
-    assert leases.release(3, "hub-a")
-    assert leases.claim(3, "hub-b", 10)  # free again
-    assert leases.claim(4, "hub-a", 10)  # partitions are independent
+    assert leases.release([3], "hub-b") == 0  # not its lease
+    assert leases.release([3], "hub-a") == 1
+    assert leases.claim([3, 4], "hub-b", 10) == {3, 4}  # free again
+    assert leases.claim([2, 3, 4, 5], "hub-a", 10) == {2, 5}  # only the free ones
+    assert leases.claim([], "hub-a", 10) == set()
+
+
+def test_a_member_that_leaves_gives_up_its_leases_and_its_membership(leases: PartitionLeases) -> None:
+    leases.heartbeat("hub-a", 30)
+    assert leases.heartbeat("hub-b", 30) == ["hub-a", "hub-b"]
+    assert leases.claim([1, 2], "hub-a", 30) == {1, 2}
+    leases.leave("hub-a", [1, 2])
+    assert leases.heartbeat("hub-b", 30) == ["hub-b"]
+    assert leases.claim([1, 2], "hub-b", 30) == {1, 2}

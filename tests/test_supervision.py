@@ -1019,6 +1019,8 @@ async def test_stats_snapshot_has_every_field_right(autojump_clock: trio.abc.Clo
         "total_process_deaths": 0,
         "total_process_kills": 0,
         "total_process_recycles": 0,
+        "partitions_owned": 0,
+        "total_rebalances": 0,
     }
     actual = attrs.asdict(stat, recurse=False)
     # total_escalations: see test_total_escalations_counts_every_reported_escalation

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 #: register ``ARGV[1]`` as live for ``ARGV[2]`` ms (Redis clock), drop lapsed members, list the rest
@@ -26,21 +26,27 @@ if #lapsed > 0 then redis.call('ZREM', KEYS[1], unpack(lapsed)) end
 return redis.call('ZRANGE', KEYS[1], 0, -1)
 """
 
-#: take the lease ``KEYS[1]`` for ``ARGV[1]`` (or renew it if already held) for ``ARGV[2]`` ms;
-#: returns the holder afterwards
+#: take each lease of ``KEYS`` for ``ARGV[1]`` (or renew it if already held) for ``ARGV[2]`` ms;
+#: returns the (1-based) positions of the keys it holds afterwards
 _CLAIM = """
-local holder = redis.call('MGET', KEYS[1])[1]
-if holder == false or holder == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return ARGV[1]
+local held = {}
+for i, key in ipairs(KEYS) do
+  local holder = redis.call('MGET', key)[1]
+  if holder == false or holder == ARGV[1] then
+    redis.call('SET', key, ARGV[1], 'PX', ARGV[2])
+    held[#held + 1] = i
+  end
 end
-return holder
+return held
 """
 
-#: drop the lease ``KEYS[1]`` if ``ARGV[1]`` holds it; 1 if it did
+#: drop each lease of ``KEYS`` that ``ARGV[1]`` holds; how many it dropped
 _RELEASE = """
-if redis.call('MGET', KEYS[1])[1] == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
+local dropped = 0
+for _, key in ipairs(KEYS) do
+  if redis.call('MGET', key)[1] == ARGV[1] then dropped = dropped + redis.call('DEL', key) end
+end
+return dropped
 """
 
 
@@ -84,11 +90,22 @@ class PartitionLeases:
         members = self._heartbeat(keys=[self.members_key], args=[member, max(1, int(ttl * 1000))])
         return sorted(m.decode() if isinstance(m, bytes) else m for m in members)
 
-    def claim(self, partition: int, member: str, ttl: float) -> bool:
-        """Take or renew the lease of ``partition`` for ``ttl`` seconds; False if another holds it."""
-        holder = self._claim(keys=[self.lease_key(partition)], args=[member, max(1, int(ttl * 1000))])
-        return bool((holder.decode() if isinstance(holder, bytes) else holder) == member)
+    def claim(self, partitions: Sequence[int], member: str, ttl: float) -> set[int]:
+        """Take or renew the leases of ``partitions`` for ``ttl`` seconds; those ``member``
+        holds now (the others are held by other members)."""
+        if not partitions:
+            return set()
+        keys = [self.lease_key(p) for p in partitions]
+        held = self._claim(keys=keys, args=[member, max(1, int(ttl * 1000))])
+        return {partitions[i - 1] for i in held}
 
-    def release(self, partition: int, member: str) -> bool:
-        """Give the lease up if ``member`` holds it; whether it did."""
-        return bool(self._release(keys=[self.lease_key(partition)], args=[member]))
+    def release(self, partitions: Sequence[int], member: str) -> int:
+        """Give up the leases of ``partitions`` that ``member`` holds; how many it held."""
+        if not partitions:
+            return 0
+        return int(self._release(keys=[self.lease_key(p) for p in partitions], args=[member]))
+
+    def leave(self, member: str, partitions: Sequence[int]) -> None:
+        """``member`` stops: its leases of ``partitions`` and its membership end now."""
+        self.release(partitions, member)
+        self.client.zrem(self.members_key, member)

@@ -90,6 +90,10 @@ class Subscription(abc.ABC):
 
     topic: str
     group: str
+    #: ordered groups on Redis: the partitions whose lease this subscription holds, and how many
+    #: times that set changed (partitions taken over, handed over or lost)
+    partitions_owned: int = 0
+    rebalances: int = 0
 
     @abc.abstractmethod
     async def ack(self, delivery: Delivery) -> None:
@@ -178,11 +182,21 @@ class Bus(abc.ABC):
 
     @abc.abstractmethod
     async def subscribe(
-        self, topic: str, group: str, inbox: Inbox, *, earliest: bool = False
+        self,
+        topic: str,
+        group: str,
+        inbox: Inbox,
+        *,
+        earliest: bool = False,
+        ordered: bool = False,
+        partitions: int | None = None,
     ) -> Subscription:
         """Start feeding ``inbox`` with messages of ``topic`` for consumer group ``group``. A
         group new to the bus starts at the end of the topic, or with ``earliest`` at the start of
-        what it retains (only buses that `keeps_history`)."""
+        what it retains (only buses that `keeps_history`). ``ordered``: the group runs the
+        messages of one key one at a time in publish order (the inbox keeps to that within a
+        process; the bus makes sure no two processes hold the same key at once), over the topic's
+        ``partitions`` (None: as many as it has, or the default for a topic that has none)."""
 
     @abc.abstractmethod
     async def dead_letters(self, topic: str, *, limit: int = 100) -> list[DeadLetter]:

@@ -116,8 +116,16 @@ class MemoryBus(Bus):
         self._nursery.start_soon(later)
 
     async def subscribe(
-        self, topic: str, group: str, inbox: Inbox, *, earliest: bool = False
+        self,
+        topic: str,
+        group: str,
+        inbox: Inbox,
+        *,
+        earliest: bool = False,
+        ordered: bool = False,
+        partitions: int | None = None,
     ) -> Subscription:
+        # ordered: one process, so the group's own per-key lanes are the whole of it
         subscription = _MemorySubscription(self, topic, group, inbox)
         self._groups.setdefault(topic, {}).setdefault(group, []).append(subscription)
         return subscription

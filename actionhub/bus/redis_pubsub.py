@@ -14,7 +14,7 @@ from typing import Any
 import attrs
 import trio
 
-from ..errors import HubStopped, MalformedMessage
+from ..errors import ConfigurationError, HubStopped, MalformedMessage
 from ..message import Message
 from ._redis import RedisBusBase, RedisProgress
 from .base import Delivery, Inbox, Subscription
@@ -50,8 +50,19 @@ class RedisPubSubBus(RedisBusBase):
             pipe.execute()
 
     async def subscribe(
-        self, topic: str, group: str, inbox: Inbox, *, earliest: bool = False
+        self,
+        topic: str,
+        group: str,
+        inbox: Inbox,
+        *,
+        earliest: bool = False,
+        ordered: bool = False,
+        partitions: int | None = None,
     ) -> Subscription:
+        if ordered:
+            raise ConfigurationError(
+                "ordered=True needs mode=stream: pub/sub hands every message to every hub, at most once"
+            )
         if self._nursery is None:
             raise HubStopped("redis bus is not open")
         subscription = _PubSubSubscription(self, topic, group, inbox)

@@ -2,9 +2,12 @@
 
 * One stream per topic (``<prefix><topic>``), one consumer group per action (or its ``group=``),
   created at id 0 so that what was published before the first hub started is not missed.
-* Reads are batched: ``XREADGROUP COUNT <free credit> BLOCK``, never more than the group has room
-  for. Acks are batched too: one pipelined ``XACK`` per stream for whatever finished meanwhile.
-  Nothing is acked that did not finish.
+  Keyed messages go to the topic's partition streams (``<prefix><topic>:p<n>``, see
+  docs/ordering.md); a group reads them all with its topic's stream, an ordered group only those
+  whose lease it holds.
+* Reads are batched: one ``XREADGROUP COUNT <credit / streams> BLOCK`` over every stream the group
+  reads, about as many entries as the group has room for. Acks are batched too: one pipelined
+  ``XACK`` per stream for whatever finished meanwhile. Nothing is acked that did not finish.
 * Leases: an entry read by a hub stays in its pending list. A live hub renews the entries it holds
   every ``visibility_timeout / 3`` (XCLAIM JUSTID, checked in a script so a lease another hub
   has taken is never stolen back); an entry idle for ``visibility_timeout`` belongs to a dead hub
@@ -22,18 +25,25 @@
 
 from __future__ import annotations
 
+import contextlib
+import enum
+import heapq
+import itertools
 import logging
-from collections.abc import Iterable, Sequence
+import math
+from collections.abc import Sequence
 from functools import partial
 from typing import Any, cast
 
 import attrs
 import orjson
 import trio
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 
-from ..errors import HubStopped, MalformedMessage
-from ..message import Message
+from ..errors import BusError, ConfigurationError, HubStopped, MalformedMessage
+from ..message import Message, decode
+from ..supervision.policy import DEFAULT_PARTITIONS, MAX_PARTITIONS
+from ._partitions import PartitionLeases, assign, partition_of
 from ._redis import RedisBusBase, RedisOptions, RedisProgress, is_nogroup, text
 from ._wire import Command
 from .base import Delivery, Inbox, Subscription
@@ -73,6 +83,9 @@ return 1
 #: Entries per round trip (one MULTI/EXEC) of `RedisStreamsBus.publish_many`.
 PUBLISH_BATCH = 1000
 
+#: Pending entries per round trip when a hub takes a partition over.
+TAKE_OVER_BATCH = 1000
+
 #: Seconds after which the trim script removes a consumer that holds nothing and has not read.
 FORGET_CONSUMERS_AFTER = 3600.0
 
@@ -107,14 +120,6 @@ return redis.call('XTRIM', KEYS[1], 'MINID', '~', min_id)
 """
 
 
-def _stream_entries(response: Any) -> list[tuple[bytes, dict[bytes, bytes]]]:
-    """The entries of an XREADGROUP reply (RESP2 list or RESP3 map)."""
-    if not response:
-        return []
-    streams = response.values() if isinstance(response, dict) else (entries for _, entries in response)
-    return [entry for entries in streams for entry in entries]
-
-
 # Create a consumer group, atomically deciding where it starts: at the stream's start when asked
 # (ARGV[2] == "1") or when no group reads the stream yet (its entries wait for their first
 # consumer: publishing before any hub started loses nothing), else at its end. Returns
@@ -133,22 +138,6 @@ return {1, 0}
 """
 
 
-def _wire_entries(reply: list[Any] | None) -> list[tuple[bytes, dict[bytes, bytes]]]:
-    """The entries of a raw RESP2 XREADGROUP reply: ``[[stream, [[id, [k, v, ...]], ...]]]``."""
-    if not reply:
-        return []
-    return [
-        (entry_id, dict(zip(fields[::2], fields[1::2], strict=True)))
-        for _, entries in reply
-        for entry_id, fields in entries
-    ]
-
-
-def _token(delivery: Delivery) -> tuple[bytes, bytes]:
-    """(stream entry id, raw entry) of a delivery this transport made."""
-    return cast(tuple[bytes, bytes], delivery.token)
-
-
 class RedisStreamsBus(RedisBusBase):
     """At-least-once transport on Redis Streams and consumer groups."""
 
@@ -162,15 +151,53 @@ class RedisStreamsBus(RedisBusBase):
         self._create_group = self.client.register_script(_CREATE_GROUP)
         self._subscriptions: list[_StreamSubscription] = []
         self._acks_due = trio.Event()
+        self._partitions: dict[str, int] = {}  # topic -> its partition count, once known (it never changes)
 
     def stream_key(self, topic: str) -> str:
         return f"{self.prefix}{topic}"
+
+    def partition_key(self, topic: str, partition: int) -> str:
+        """The stream of one partition of ``topic``: ``<prefix><topic>:p<partition>``."""
+        return f"{self.prefix}{topic}:p{partition}"
+
+    async def partitions_of(self, topic: str, *, default: int | None = None) -> int | None:
+        """How many partitions ``topic`` has (kept at ``<prefix>partitions:<topic>``); None if
+        it has none yet, unless ``default`` is given: then that many, if nobody set it first."""
+        known = self._partitions.get(topic)
+        if known is not None:
+            return known
+        key = f"{self.prefix}partitions:{topic}"
+
+        def read() -> Any:
+            if default is not None:
+                self.client.set(key, default, nx=True)
+            return self.client.mget([key])[0]
+
+        raw = await self.call(read, what=f"read the partition count of {topic}")
+        if raw is None:
+            return None
+        try:
+            count = int(raw)
+        except ValueError:
+            count = 0
+        if not 1 <= count <= MAX_PARTITIONS:
+            raise ConfigurationError(f"{key} holds {raw!r}, not a partition count from 1 to {MAX_PARTITIONS}")
+        self._partitions[topic] = count
+        return count
+
+    async def _stream_of(self, message: Message) -> str:
+        """Where ``message`` goes: its key's partition stream, or the topic's stream if unkeyed."""
+        if message.key is None:
+            return self.stream_key(message.topic)
+        partitions = await self.partitions_of(message.topic, default=DEFAULT_PARTITIONS)
+        assert partitions is not None
+        return self.partition_key(message.topic, partition_of(message.key, partitions))
 
     # ------------------------------------------------------------------ publishing
 
     async def publish(self, message: Message, *, delay: float | None = None) -> str:
         raw = self.encode(message)
-        stream = self.stream_key(message.topic)
+        stream = await self._stream_of(message)
         if delay:
             await self.schedule("x", stream, "", raw, delay)
         else:
@@ -189,7 +216,7 @@ class RedisStreamsBus(RedisBusBase):
         return message.id
 
     async def publish_many(self, messages: Sequence[Message]) -> list[str]:
-        entries = [(self.stream_key(message.topic), self.encode(message)) for message in messages]
+        entries = [(await self._stream_of(message), self.encode(message)) for message in messages]
         for start in range(0, len(entries), PUBLISH_BATCH):
             chunk = entries[start : start + PUBLISH_BATCH]
 
@@ -206,12 +233,19 @@ class RedisStreamsBus(RedisBusBase):
     async def history(
         self, topic: str, *, first: str = "-", last: str = "+", count: int = 1000
     ) -> list[tuple[str, Message]]:
-        entries = await self.call(
-            lambda: self.client.xrange(self.stream_key(topic), first, last, count=count),
-            what=f"read the history of {topic}",
-        )
+        partitions = await self.partitions_of(topic) or 0
+        streams = [self.stream_key(topic), *(self.partition_key(topic, p) for p in range(partitions))]
+
+        def read() -> list[tuple[bytes, dict[bytes, bytes]]]:
+            with self.client.pipeline(transaction=False) as pipe:
+                for stream in streams:
+                    pipe.xrange(stream, first, last, count=count)
+                ranges = pipe.execute()
+            # one timeline: entry ids are the times the entries were added
+            return heapq.nlargest(count, itertools.chain(*ranges), key=lambda e: _id_order(e[0]))[::-1]
+
         found = []
-        for entry_id, fields in entries:
+        for entry_id, fields in await self.call(read, what=f"read the history of {topic}"):
             raw = fields.get(b"message")
             if raw is None or b"group" in fields:  # not a message, or a retry meant for one group
                 continue
@@ -222,12 +256,22 @@ class RedisStreamsBus(RedisBusBase):
                 continue  # the consumers dead-lettered it already
         return found
 
+    async def requeue_dead_letters(self, topic: str, ids: list[str] | None = None) -> int:
+        await self.partitions_of(topic)  # known (cached) before `_requeue` runs in its thread
+        return await super().requeue_dead_letters(topic, ids)
+
     def _requeue(self, topic: str, raw: bytes, group: str, entry_id: bytes) -> None:
+        stream = self.stream_key(topic)
+        partitions = self._partitions.get(topic)
+        with contextlib.suppress(MalformedMessage):  # back to its key's partition, if it has one
+            key = decode(topic, raw, max_bytes=len(raw) + 1).key
+            if key is not None and partitions:
+                stream = self.partition_key(topic, partition_of(key, partitions))
         fields: dict[str, bytes | str] = {"message": raw}
         if group:
             fields["group"] = group
         with self.client.pipeline(transaction=True) as pipe:
-            pipe.xadd(self.stream_key(topic), fields)
+            pipe.xadd(stream, fields)
             pipe.xdel(self.dead_key(topic), entry_id)
             pipe.execute()
 
@@ -236,14 +280,31 @@ class RedisStreamsBus(RedisBusBase):
     keeps_history = True
 
     async def subscribe(
-        self, topic: str, group: str, inbox: Inbox, *, earliest: bool = False
+        self,
+        topic: str,
+        group: str,
+        inbox: Inbox,
+        *,
+        earliest: bool = False,
+        ordered: bool = False,
+        partitions: int | None = None,
     ) -> Subscription:
         if self._nursery is None:
             raise HubStopped("redis bus is not open")
-        subscription = _StreamSubscription(self, topic, group, inbox, earliest=earliest)
-        await subscription.ensure_group()
+        subscription: _StreamSubscription
+        if ordered:
+            count = await self.partitions_of(topic, default=partitions or DEFAULT_PARTITIONS)
+            if partitions is not None and count != partitions:
+                raise ConfigurationError(
+                    f"topic {topic!r} has {count} partitions ({self.prefix}partitions:{topic}, set by its "
+                    f"first ordered group or keyed publisher), not the {partitions} this group asks for"
+                )
+            assert count is not None
+            subscription = _OrderedSubscription(self, topic, group, inbox, count, earliest=earliest)
+        else:
+            subscription = _StreamSubscription(self, topic, group, inbox, earliest=earliest)
+        await subscription.start(self._nursery)
         self._subscriptions.append(subscription)
-        await self._nursery.start(subscription.read_loop)
         return subscription
 
     async def _start_background(self, nursery: trio.Nursery) -> None:
@@ -278,40 +339,39 @@ class RedisStreamsBus(RedisBusBase):
         wire = self.wire
         try:
             if wire is not None and not any(letters for _, _, letters in batch):
-                commands: list[Command] = [("XACK", s.stream, s.group, *acks) for s, acks, _ in batch]
+                commands: list[Command] = [
+                    ("XACK", stream, s.group, *ids) for s, acks, _ in batch for stream, ids in acks.items()
+                ]
                 await self.call_async(partial(wire.execute, *commands), what="ack")
             else:
                 await self.call(ack, what="ack")
         except BaseException:  # say, an OOM reply: keep what is owed for the next round
             for subscription, acks, letters in batch:
-                subscription.acks[:0] = acks
-                subscription.letters[:0] = letters
+                subscription.owe(acks, letters)
             raise
 
     async def _renew_leases(self) -> None:
         await trio.sleep(self.options.visibility_timeout / 3)
         for subscription in list(self._subscriptions):
-            ids = list(subscription.in_hand)
-            if not ids:
-                continue
-            lost = await self.call(
-                partial(
-                    self._renew, keys=[subscription.stream], args=[subscription.group, self.consumer, *ids]
-                ),
-                what="renew leases",
-            )
-            if lost:
-                log.warning(
-                    "%s/%s: the lease of %d message(s) was taken by another hub (this hub stalled "
-                    "longer than visibility_timeout); they may run twice",
-                    subscription.topic,
-                    subscription.group,
-                    len(lost),
+            for stream, held in list(subscription.in_hand.items()):
+                if not held:
+                    continue
+                lost = await self.call(
+                    partial(self._renew, keys=[stream], args=[subscription.group, self.consumer, *held]),
+                    what="renew leases",
                 )
+                if lost:
+                    log.warning(
+                        "%s/%s: the lease of %d message(s) was taken by another hub (this hub stalled "
+                        "longer than visibility_timeout); they may run twice",
+                        stream,
+                        subscription.group,
+                        len(lost),
+                    )
 
     async def _trim_streams(self) -> None:
         await trio.sleep(self.options.trim_interval)
-        for stream in {s.stream for s in self._subscriptions}:
+        for stream in {stream for s in self._subscriptions for stream in s.reading}:
             await self.call(partial(self._trim_stream, stream), what="trim")
 
     def _trim_stream(self, stream: str) -> int:
@@ -323,10 +383,16 @@ class RedisStreamsBus(RedisBusBase):
             self._subscriptions.remove(subscription)
 
 
+def _id_order(entry_id: bytes) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition(b"-")
+    return int(ms), int(seq or 0)
+
+
 @attrs.frozen
 class _Letter:
     """A stream entry on its way to the dead letters."""
 
+    stream: str
     entry_id: bytes
     raw: bytes
     reason: str
@@ -335,59 +401,89 @@ class _Letter:
     traceback: str | None = None
 
 
+Entries = list[tuple[bytes, dict[bytes, bytes]]]
+
+
 class _StreamSubscription(RedisProgress, Subscription):
-    """One consumer group of one stream, feeding one inbox."""
+    """One consumer group of a topic, feeding one inbox: the topic's stream, and the streams of
+    its partitions once it has some (keyed messages are there), all read in one XREADGROUP."""
 
     bus: RedisStreamsBus
 
-    def __init__(
-        self, bus: RedisStreamsBus, topic: str, group: str, inbox: Inbox, *, earliest: bool = False
-    ) -> None:
+    def __init__(self, bus: RedisStreamsBus, topic: str, group: str, inbox: Inbox, *, earliest: bool) -> None:
         self.bus = bus
         self.earliest = earliest
         self.topic = topic
         self.group = group
         self.inbox = inbox
         self.stream = bus.stream_key(topic)
-        self.in_hand: set[bytes] = set()  # entry ids read and not yet settled: leases to renew
-        self.acks: list[bytes] = []
+        self.reading: list[str] = [self.stream]  # the streams the read loop reads
+        self.in_hand: dict[str, set[bytes]] = {}  # per stream, ids read and not settled: leases to renew
+        self.acks: dict[str, list[bytes]] = {}
         self.letters: list[_Letter] = []  # malformed entries for the acker to dead-letter
+        self.partitions: int | None = None  # the topic's partition count, once it has some
         self._group_bytes = group.encode()
-        self._groups_of_stream: set[bytes] = {self._group_bytes}  # as last seen: retries' targets
+        self._groups_of: dict[str, set[bytes]] = {}  # per stream, its groups as last seen: retries' targets
         self._scope = trio.CancelScope()
         self._done = trio.Event()
         self._closed = False
         self._reclaimed = 0  # in the current run of reclaims, for one log line at its end
-        self._settled = trio.lowlevel.ParkingLot()  # woken when in_hand becomes empty
+        self._settled = trio.lowlevel.ParkingLot()  # woken when a stream's in_hand becomes empty
+        self._read_ended = trio.lowlevel.ParkingLot()  # woken when a read returns
+        self.read_in_progress: tuple[str, ...] = ()  # the streams of the read under way
         self.batch = max(1, inbox.free_credit() // 2)
         self._wire = bus.new_wire()  # blocking reads hold a connection: one of its own
 
-    def _read_groups(self) -> set[bytes]:
-        return {g["name"] for g in self.bus.client.xinfo_groups(self.stream)}
+    async def start(self, nursery: trio.Nursery) -> None:
+        """Create the consumer group on each stream it reads, then start reading."""
+        await self.ensure_group(self.stream)
+        await self._follow_partitions(from_start=False)
+        await nursery.start(self.read_loop)
 
-    def take_settled(self) -> tuple[list[bytes], list[_Letter]]:
+    async def _follow_partitions(self, *, from_start: bool) -> None:
+        """An unordered group reads every partition stream of its topic too, once there are some
+        (from their start if they appeared after the group did: nothing published there is missed)."""
+        if self.partitions is not None:
+            return
+        self.partitions = await self.bus.partitions_of(self.topic)
+        for partition in range(self.partitions or 0):
+            stream = self.bus.partition_key(self.topic, partition)
+            await self.ensure_group(stream, from_start=from_start)
+            self.reading.append(stream)
+
+    def take_settled(self) -> tuple[dict[str, list[bytes]], list[_Letter]]:
         """The acks and dead letters owed to Redis, handed over to be sent."""
         taken = self.acks, self.letters
-        self.acks, self.letters = [], []
+        self.acks, self.letters = {}, []
         return taken
 
-    async def ensure_group(self, *, from_start: bool = False) -> None:
-        """Create the consumer group if it does not exist (see _CREATE_GROUP for where it starts;
-        ``from_start``: at the stream's start whatever ``start`` says)."""
+    def owe(self, acks: dict[str, list[bytes]], letters: list[_Letter]) -> None:
+        """Take back acks and letters that could not be sent, ahead of newer ones."""
+        for stream, ids in acks.items():
+            self.acks.setdefault(stream, [])[:0] = ids
+        self.letters[:0] = letters
+
+    async def ensure_group(self, stream: str, *, from_start: bool = False) -> None:
+        """Create the consumer group on ``stream`` if it does not exist (see _CREATE_GROUP for
+        where it starts; ``from_start``: at the stream's start whatever ``start`` says)."""
         earliest = int(self.earliest or from_start)
         created, skipped = await self.bus.call(
-            lambda: self.bus._create_group(keys=[self.stream], args=[self.group, earliest]),
-            what=f"create group {self.group} on {self.stream}",
+            lambda: self.bus._create_group(keys=[stream], args=[self.group, earliest]),
+            what=f"create group {self.group} on {stream}",
         )
         if created and skipped:
             log.info(
                 "%s: new group %s starts after the %d entries already there (start='earliest' reads them)",
-                self.stream,
+                stream,
                 self.group,
                 skipped,
             )
 
     # ------------------------------------------------------------------ reading
+
+    def reclaimable(self) -> list[str]:
+        """The streams whose entries abandoned by dead hubs this subscription reclaims."""
+        return self.reading
 
     async def read_loop(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
@@ -407,46 +503,56 @@ class _StreamSubscription(RedisProgress, Subscription):
                         if trio.current_time() >= next_claim:
                             if await self._reclaim(credit):
                                 continue  # there may be more: reclaim again before reading
+                            await self._follow_partitions(from_start=True)
                             next_claim = trio.current_time() + claim_interval
                         await self._read(credit)
                     except ResponseError as exc:
                         if is_nogroup(exc):
                             log.warning(
                                 "%s: group %s is gone (Redis lost it?); recreating it",
-                                self.stream,
+                                self.topic,
                                 self.group,
                             )
                             # at the start: at-least-once would rather run a message twice
                             # than skip what was published since the group vanished
-                            await self.ensure_group(from_start=True)
+                            for stream in list(self.reading):
+                                await self.ensure_group(stream, from_start=True)
                         else:  # say, OOM: keep the group alive and try again later
-                            log.error("%s: reading failed: %r; retrying in a second", self.stream, exc)
+                            log.error("%s: reading failed: %r; retrying in a second", self.topic, exc)
                             await trio.sleep(1)
                     except HubStopped:
                         return
         finally:
+            self.read_in_progress = ()
+            self._read_ended.unpark_all()
             self._done.set()
 
     async def _read(self, credit: int) -> None:
         client, bus = self.bus.client, self.bus
         block_ms = int(bus.options.block * 1000)
+        streams = tuple(self.reading)
+        count = -(-credit // len(streams))  # at most about `credit` in all, whichever streams have them
         what = f"read {self.stream}"
-        if self._wire is not None:
-            command = ("XREADGROUP", "GROUP", self.group, bus.consumer, "COUNT", credit, "BLOCK", block_ms)
-            (reply,) = await bus.call_async(
-                partial(self._wire.execute, (*command, "STREAMS", self.stream, ">")), what=what
-            )
-            entries = _wire_entries(reply)
-        else:
-            response = await bus.call(
-                lambda: client.xreadgroup(
-                    self.group, bus.consumer, {self.stream: ">"}, count=credit, block=block_ms
-                ),
-                what=what,
-            )
-            entries = _stream_entries(response)
-        if entries:
-            await self._deliver(entries, None)
+        self.read_in_progress = streams
+        try:
+            if self._wire is not None:
+                command = ("XREADGROUP", "GROUP", self.group, bus.consumer, "COUNT", count, "BLOCK", block_ms)
+                (reply,) = await bus.call_async(
+                    partial(self._wire.execute, (*command, "STREAMS", *streams, *(">",) * len(streams))),
+                    what=what,
+                )
+            else:
+                reply = await bus.call(
+                    lambda: client.xreadgroup(
+                        self.group, bus.consumer, dict.fromkeys(streams, ">"), count=count, block=block_ms
+                    ),
+                    what=what,
+                )
+            for stream, entries in _streams_of(reply):
+                await self._deliver(stream, entries, None)
+        finally:
+            self.read_in_progress = ()
+            self._read_ended.unpark_all()
 
     async def _reclaim(self, credit: int) -> bool:
         """Take over entries idle past the visibility timeout (their hub died). True if any.
@@ -462,30 +568,36 @@ class _StreamSubscription(RedisProgress, Subscription):
         if trio.current_time() < bus.reachable_since + options.visibility_timeout:
             return False  # after an outage, give every hub time to reconnect and renew its leases
         min_idle = int(options.visibility_timeout * 1000)
+        for stream in list(self.reclaimable()):
+            in_hand = self.in_hand.get(stream, set())
 
-        def abandoned() -> list[dict[str, Any]]:
-            idle = bus.client.xpending_range(self.stream, self.group, "-", "+", credit, idle=min_idle)
-            # an entry of this hub's own whose renewal is late is still running here
-            return [entry for entry in idle if entry["message_id"] not in self.in_hand]
+            def abandoned(stream: str = stream, in_hand: set[bytes] = in_hand) -> list[dict[str, Any]]:
+                idle = bus.client.xpending_range(stream, self.group, "-", "+", credit, idle=min_idle)
+                # an entry of this hub's own whose renewal is late is still running here
+                return [entry for entry in idle if entry["message_id"] not in in_hand]
 
-        idle = await bus.call(abandoned, what=f"look for abandoned messages in {self.stream}")
-        if not idle:
-            if self._reclaimed:
-                log.warning(
-                    "%s/%s: reclaimed %d message(s) left by a dead or stalled hub",
-                    self.stream,
-                    self.group,
-                    self._reclaimed,
-                )
-                self._reclaimed = 0
-            return False
+            idle = await bus.call(abandoned, what=f"look for abandoned messages in {stream}")
+            if idle:
+                return await self._take_abandoned(stream, idle, min_idle)
+        if self._reclaimed:
+            log.warning(
+                "%s/%s: reclaimed %d message(s) left by a dead or stalled hub",
+                self.topic,
+                self.group,
+                self._reclaimed,
+            )
+            self._reclaimed = 0
+        return False
+
+    async def _take_abandoned(self, stream: str, idle: list[dict[str, Any]], min_idle: int) -> bool:
+        bus = self.bus
         fresh = [entry["message_id"] for entry in idle if entry["times_delivered"] <= 1]
         suspect = [entry["message_id"] for entry in idle if entry["times_delivered"] > 1][:1]
         ids = fresh or suspect
         # XCLAIM with the idle bound: an entry renewed or claimed by another hub meanwhile stays there
         claimed = await bus.call(
-            lambda: bus.client.xclaim(self.stream, self.group, bus.consumer, min_idle, ids),
-            what=f"reclaim {self.stream}",
+            lambda: bus.client.xclaim(stream, self.group, bus.consumer, min_idle, ids),
+            what=f"reclaim {stream}",
         )
         entries = [(entry_id, fields) for entry_id, fields in claimed if fields]
         if not entries:  # all taken by other hubs meanwhile
@@ -493,48 +605,49 @@ class _StreamSubscription(RedisProgress, Subscription):
         self._reclaimed += len(entries)
         deliveries = {entry["message_id"]: entry["times_delivered"] + 1 for entry in idle}
         if fresh:
-            await self._deliver(entries, deliveries)
+            await self._deliver(stream, entries, deliveries)
             return True
         for entry_id, _ in entries:
             log.info(
                 "%s/%s: reclaimed %s in quarantine (delivery %d)",
-                self.stream,
+                stream,
                 self.group,
                 text(entry_id),
                 deliveries[entry_id],
             )
-        await self._settle_all()
-        await self._deliver(entries, deliveries)
-        await self._settle_all()
+        await self._settle(None)
+        await self._deliver(stream, entries, deliveries)
+        await self._settle(None)
         return True
 
-    async def _settle_all(self) -> None:
-        """Wait until every entry this subscription holds is settled, and its acks are sent."""
-        while self.in_hand:
+    async def _settle(self, stream: str | None) -> None:
+        """Wait until every entry this subscription holds (of ``stream``, or of every stream) is
+        settled, and its acks are sent."""
+        while any(self.in_hand.get(stream, ())) if stream else any(self.in_hand.values()):
             await self._settled.park()
         await self.bus.flush_acks()
 
-    async def _deliver(
-        self, entries: Iterable[tuple[bytes, dict[bytes, bytes]]], counts: dict[bytes, int] | None
-    ) -> None:
+    async def _deliver(self, stream: str, entries: Entries, counts: dict[bytes, int] | None) -> None:
         malformed: list[tuple[bytes, dict[bytes, bytes], str]] = []
+        groups = self._groups_of.get(stream, {self._group_bytes})
         groups_read = False
+        in_hand = self.in_hand.setdefault(stream, set())
         for entry_id, fields in entries:
             target = fields.get(b"group")
             if target is not None and target != self._group_bytes:
-                if target not in self._groups_of_stream and not groups_read:  # a group new to us?
-                    self._groups_of_stream = await self.bus.call(
-                        self._read_groups, what=f"groups of {self.stream}"
+                if target not in groups and not groups_read:  # a group new to us?
+                    groups = await self.bus.call(
+                        lambda: {g["name"] for g in self.bus.client.xinfo_groups(stream)},
+                        what=f"groups of {stream}",
                     )
+                    self._groups_of[stream] = groups
                     groups_read = True
-                if target in self._groups_of_stream:
-                    self.acks.append(entry_id)  # a retry meant for another group of this topic
+                if target in groups:
+                    self.acks.setdefault(stream, []).append(entry_id)  # a retry meant for another group
                     self.bus.wake_acker()
                 else:  # no group would ever run it: say so instead of dropping it
                     name = target.decode(errors="replace")
-                    malformed.append(
-                        (entry_id, fields, f"entry is for group {name!r}, which {self.stream} lacks")
-                    )
+                    malformed.append((entry_id, fields, f"entry is for group {name!r}, which {stream} lacks"))
                 continue
             raw = fields.get(b"message")
             try:
@@ -547,12 +660,14 @@ class _StreamSubscription(RedisProgress, Subscription):
             deliveries = 1 if counts is None else counts.get(entry_id, 1)
             if deliveries > 1:
                 message = attrs.evolve(message, attempt=message.attempt + deliveries - 1)
-            self.in_hand.add(entry_id)
-            self.inbox.put_nowait(Delivery(message, self, (entry_id, raw)))
+            in_hand.add(entry_id)
+            self.inbox.put_nowait(Delivery(message, self, (stream, entry_id, raw)))
         if malformed:
-            self._dead_letter_malformed(malformed)
+            self._dead_letter_malformed(stream, malformed)
 
-    def _dead_letter_malformed(self, malformed: list[tuple[bytes, dict[bytes, bytes], str]]) -> None:
+    def _dead_letter_malformed(
+        self, stream: str, malformed: list[tuple[bytes, dict[bytes, bytes], str]]
+    ) -> None:
         """Hand malformed entries to the acker, which dead-letters and acks them with the next
         batch of acks (reading goes on meanwhile); say so in one line."""
         letters = self.letters
@@ -563,11 +678,11 @@ class _StreamSubscription(RedisProgress, Subscription):
                 raw = orjson.dumps(
                     {k.decode(errors="replace"): v.decode(errors="replace") for k, v in fields.items()}
                 )
-            letters.append(_Letter(entry_id, raw, f"malformed: {reason}"))
+            letters.append(_Letter(stream, entry_id, raw, f"malformed: {reason}"))
         entry_id, _, reason = malformed[0]
         log.warning(
             "%s: dead-lettering %d malformed entr%s (the first, %s: %s)",
-            self.stream,
+            stream,
             len(malformed),
             "y" if len(malformed) == 1 else "ies",
             text(entry_id),
@@ -580,15 +695,16 @@ class _StreamSubscription(RedisProgress, Subscription):
 
         def move() -> None:
             with self.bus.client.pipeline(transaction=True) as pipe:
-                self.add_to(pipe, [], letters)
+                self.add_to(pipe, {}, letters)
                 pipe.execute()
 
         await self.bus.call(move, what="dead-letter")
 
-    def add_to(self, pipe: Any, acks: list[bytes], letters: list[_Letter]) -> None:
+    def add_to(self, pipe: Any, acks: dict[str, list[bytes]], letters: list[_Letter]) -> None:
         """Queue on ``pipe``: the letters into the dead letters, then the acks of the acked
         entries and of the letters' entries."""
         bus = self.bus
+        owed = {stream: list(ids) for stream, ids in acks.items()}
         for letter in letters:
             fields = bus.dead_letter_fields(
                 letter.raw,
@@ -600,41 +716,43 @@ class _StreamSubscription(RedisProgress, Subscription):
                 traceback=letter.traceback,
             )
             pipe.xadd(bus.dead_key(self.topic), fields, maxlen=bus.options.max_dead_letters)
-        pipe.xack(self.stream, self.group, *acks, *(letter.entry_id for letter in letters))
+            owed.setdefault(letter.stream, []).append(letter.entry_id)
+        for stream, ids in owed.items():
+            pipe.xack(stream, self.group, *ids)
 
     # ------------------------------------------------------------------ settling
 
-    def _forget_entry(self, entry_id: bytes) -> None:
-        self.in_hand.discard(entry_id)
-        if not self.in_hand:
-            self._settled.unpark_all()
+    def _forget_entry(self, stream: str, entry_id: bytes) -> None:
+        held = self.in_hand.get(stream)
+        if held is not None:
+            held.discard(entry_id)
+            if not held:
+                self._settled.unpark_all()
 
     async def ack(self, delivery: Delivery) -> None:
-        entry_id = _token(delivery)[0]
-        self._forget_entry(entry_id)
-        self.acks.append(entry_id)
+        stream, entry_id, _ = _token(delivery)
+        self._forget_entry(stream, entry_id)
+        self.acks.setdefault(stream, []).append(entry_id)
         self.bus.wake_acker()
 
     async def retry(self, delivery: Delivery, *, delay: float, error: str | None) -> None:
         bus = self.bus
-        entry_id = _token(delivery)[0]
+        stream, entry_id, _ = _token(delivery)
         entry = attrs.evolve(delivery.message, attempt=delivery.message.attempt + 1).encode()
-        member = orjson.dumps(["x", self.stream, self.group, entry.decode()])
+        member = orjson.dumps(["x", stream, self.group, entry.decode()])
         await bus.call(
-            lambda: bus._schedule(
-                keys=[bus.delayed_key, self.stream], args=[delay, member, self.group, entry_id]
-            ),
+            lambda: bus._schedule(keys=[bus.delayed_key, stream], args=[delay, member, self.group, entry_id]),
             what="schedule retry",
         )
-        self._forget_entry(entry_id)
+        self._forget_entry(stream, entry_id)
 
     async def dead_letter(
         self, delivery: Delivery, *, reason: str, error: str | None = None, traceback: str | None = None
     ) -> None:
-        entry_id, raw = _token(delivery)
-        letter = _Letter(entry_id, raw, reason, delivery.message.attempt, error, traceback)
+        stream, entry_id, raw = _token(delivery)
+        letter = _Letter(stream, entry_id, raw, reason, delivery.message.attempt, error, traceback)
         await self._move_to_dead([letter])
-        self._forget_entry(entry_id)
+        self._forget_entry(stream, entry_id)
 
     async def close(self) -> None:
         """Stop reading; flush acks; make what was read but never started claimable at once."""
@@ -648,10 +766,209 @@ class _StreamSubscription(RedisProgress, Subscription):
         bus = self.bus
         await bus.flush_acks()
         bus._forget(self)
+        for stream in list(self.in_hand):
+            await self._release_unstarted(stream)
+
+    async def _release_unstarted(self, stream: str) -> None:
+        """Make what this subscription holds of ``stream`` claimable at once (it was never started)."""
+        bus = self.bus
         idle = int(bus.options.visibility_timeout * 1000) * 2
-        ids = list(self.in_hand)
-        self.in_hand.clear()
+        ids = list(self.in_hand.pop(stream, ()))
         await bus.call(
-            lambda: bus._release(keys=[self.stream], args=[self.group, bus.consumer, idle, *ids]),
+            lambda: bus._release(keys=[stream], args=[self.group, bus.consumer, idle, *ids]),
             what="release unstarted messages",
         )
+
+
+class _Partition(enum.Enum):
+    """Where this hub stands with one partition it holds the lease of."""
+
+    JOINING = "joining"  # lease taken; the previous owner's unacked entries are being taken over
+    OWNED = "owned"  # read
+    LEAVING = "leaving"  # not read any more; what was read is being settled, then the lease released
+
+
+class _OrderedSubscription(_StreamSubscription):
+    """An ordered group (see docs/ordering.md): it reads its topic's stream (unkeyed messages)
+    and the partition streams it holds the lease of, which are those rendezvous hashing gives it
+    among the group's live hubs. Moves happen in `_rebalance`, one tick at a time."""
+
+    def __init__(
+        self, bus: RedisStreamsBus, topic: str, group: str, inbox: Inbox, partitions: int, *, earliest: bool
+    ) -> None:
+        super().__init__(bus, topic, group, inbox, earliest=earliest)
+        self.partitions = self.partition_count = partitions
+        self.leases = PartitionLeases(bus.client, bus.prefix, topic, group)
+        self.states: dict[int, _Partition] = {}
+        self._lease_until = math.inf  # trio time at which the leases this hub holds lapse
+        self._coordinator = trio.CancelScope()
+        self._coordinator_done = trio.Event()
+
+    async def start(self, nursery: trio.Nursery) -> None:
+        await self.ensure_group(self.stream)
+        await nursery.start(self.read_loop)
+        await nursery.start(self._coordinate)
+
+    async def _follow_partitions(self, *, from_start: bool) -> None:
+        """Partitions come with their leases (see `_rebalance`), not all at once."""
+
+    def reclaimable(self) -> list[str]:
+        # a partition's unacked entries are taken over with its lease, never reclaimed piecemeal
+        return [self.stream]
+
+    def _set(self, partition: int, state: _Partition | None) -> None:
+        if state is None:
+            self.states.pop(partition, None)
+        else:
+            self.states[partition] = state
+        self.partitions_owned = len(self.states)
+
+    async def _coordinate(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        ttl = self.bus.options.visibility_timeout
+        tick = min(1.0, ttl / 3)
+        try:
+            with self._coordinator:
+                async with trio.open_nursery() as moves:
+                    task_status.started()
+                    while True:
+                        try:
+                            await self._rebalance(moves, ttl, tick)
+                        except BusError as error:  # Redis unreachable for as long as the leases last
+                            self._drop_all(f"their leases could not be renewed ({error})")
+                        except RedisError as error:
+                            log.error("%s/%s: rebalancing failed: %r", self.topic, self.group, error)
+                        await trio.sleep(tick)
+        finally:
+            self._coordinator_done.set()
+
+    async def _rebalance(self, moves: trio.Nursery, ttl: float, tick: float) -> None:
+        """Say this hub is live, renew the leases it holds, and move partitions: give up those
+        the assignment gives another hub, take those it gives this one once their lease is free."""
+        bus, me = self.bus, self.bus.consumer
+        deadline = self._lease_until - tick if self.states else None  # not past the leases' end
+        asked_at = trio.current_time()
+        members = await bus.call(
+            partial(self.leases.heartbeat, me, ttl), what="renew group membership", deadline=deadline
+        )
+        wanted = {p for p, member in assign(members, self.partition_count).items() if member == me}
+        held = await bus.call(
+            partial(self.leases.claim, sorted(wanted | set(self.states)), me, ttl),
+            what="renew partition leases",
+            deadline=deadline,
+        )
+        self._lease_until = asked_at + ttl
+        moved = False
+        for partition in set(self.states) - held:
+            self._drop(partition, "another hub holds its lease (this hub stalled past it)")
+            moved = True
+        for partition, state in list(self.states.items()):
+            if state is _Partition.OWNED and partition not in wanted:
+                self._set(partition, _Partition.LEAVING)
+                moves.start_soon(self._hand_over, partition)
+                moved = True
+        for partition in sorted((wanted & held) - set(self.states)):
+            self._set(partition, _Partition.JOINING)
+            moves.start_soon(self._take_over, partition)
+            moved = True
+        if moved:
+            self.rebalances += 1
+
+    def _drop(self, partition: int, why: str) -> None:
+        stream = self.bus.partition_key(self.topic, partition)
+        if stream in self.reading:
+            self.reading.remove(stream)
+        self._set(partition, None)
+        log.warning(
+            "%s/%s: stopped reading partition %d: %s; what this hub still holds of it may run twice",
+            self.topic,
+            self.group,
+            partition,
+            why,
+        )
+
+    def _drop_all(self, why: str) -> None:
+        for partition in list(self.states):
+            self._drop(partition, why)
+
+    async def _take_over(self, partition: int) -> None:
+        """Run the previous owner's unacked entries of ``partition`` first, in id order (it died,
+        or it released them unstarted), then read the partition."""
+        bus = self.bus
+        stream = bus.partition_key(self.topic, partition)
+        await self.ensure_group(stream)
+        held = self.in_hand.setdefault(stream, set())
+        after = "-"
+        while True:
+
+            def take(after: str = after) -> tuple[list[dict[str, Any]], Entries]:
+                pending = bus.client.xpending_range(stream, self.group, after, "+", TAKE_OVER_BATCH)
+                ids = [entry["message_id"] for entry in pending if entry["message_id"] not in held]
+                return pending, (bus.client.xclaim(stream, self.group, bus.consumer, 0, ids) if ids else [])
+
+            pending, claimed = await bus.call(take, what=f"take over {stream}")
+            if not pending:
+                break
+            counts = {entry["message_id"]: entry["times_delivered"] + 1 for entry in pending}
+            await self._deliver(stream, [(i, fields) for i, fields in claimed if fields], counts)
+            after = f"({text(pending[-1]['message_id'])}"
+        if self.states.get(partition) is _Partition.JOINING:
+            self._set(partition, _Partition.OWNED)
+            self.reading.append(stream)
+
+    async def _hand_over(self, partition: int) -> None:
+        """Stop reading ``partition``, let what was read of it run and be acked, release its lease."""
+        stream = self.bus.partition_key(self.topic, partition)
+        if stream in self.reading:
+            self.reading.remove(stream)
+        while stream in self.read_in_progress:  # a read under way may still bring some
+            await self._read_ended.park()
+        await self._settle(stream)
+        if self.states.get(partition) is _Partition.LEAVING:
+            await self.bus.call(
+                partial(self.leases.release, [partition], self.bus.consumer), what="release a partition"
+            )
+            self._set(partition, None)
+            self.in_hand.pop(stream, None)
+
+    async def close(self) -> None:
+        """Stop moving partitions, close as any subscription, then release every lease and leave
+        the group's membership, so that the other hubs take the partitions over at once."""
+        if self._closed:
+            return
+        self._coordinator.cancel()
+        await self._coordinator_done.wait()
+        await super().close()
+        partitions = list(self.states)
+        for partition in partitions:
+            self._set(partition, None)
+        await self.bus.call(partial(self.leases.leave, self.bus.consumer, partitions), what="leave the group")
+
+
+def _streams_of(reply: Any) -> list[tuple[str, Entries]]:
+    """The entries of an XREADGROUP reply, per stream: a raw RESP2 reply
+    (``[[stream, [[id, [k, v, ...]], ...]], ...]``) or redis-py's (RESP2 list or RESP3 map)."""
+    if not reply:
+        return []
+    streams = reply.items() if isinstance(reply, dict) else reply
+    out = []
+    for stream, entries in streams:
+        out.append(
+            (
+                text(stream),
+                [
+                    (
+                        entry_id,
+                        fields
+                        if isinstance(fields, dict)
+                        else dict(zip(fields[::2], fields[1::2], strict=True)),
+                    )
+                    for entry_id, fields in entries
+                ],
+            )
+        )
+    return out
+
+
+def _token(delivery: Delivery) -> tuple[str, bytes, bytes]:
+    """(stream, entry id, raw entry) of a delivery this transport made."""
+    return cast(tuple[str, bytes, bytes], delivery.token)

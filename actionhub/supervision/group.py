@@ -165,6 +165,9 @@ class WorkerGroup:
             self.action = self.processes.run
 
         self._buffer: deque[Delivery] = deque()
+        self._ordered = config.ordered
+        self._lanes: set[str] = set()  # ordered: keys with a message running or held for a retry
+        self._holding: set[Delivery] = set()  # ordered: deliveries waiting for their retry, in place
         self._work_ready = trio.lowlevel.ParkingLot()  # idle workers wait here
         self._room = trio.lowlevel.ParkingLot()  # publishers waiting for buffer room
         self._worker_exited = trio.lowlevel.ParkingLot()
@@ -282,10 +285,11 @@ class WorkerGroup:
                 worker.exit = _Exit.STOPPED
                 return None
             if self._buffer and not (self._paused or self.held):
-                delivery = self._buffer.popleft()
-                if self._room:
-                    self._room.unpark()
-                return delivery
+                delivery = self._take()
+                if delivery is not None:
+                    if self._room:
+                        self._room.unpark()
+                    return delivery
             if len(self._workers) > self._min:
                 with trio.move_on_after(idleness):
                     await self._work_ready.park()
@@ -295,6 +299,47 @@ class WorkerGroup:
                     return None
             else:
                 await self._work_ready.park()
+
+    def _take(self) -> Delivery | None:
+        """The next buffered delivery a worker may start. Ordered: the oldest whose key has no
+        message running or held (the first buffered of a key is its oldest), else None."""
+        buffer = self._buffer
+        if not self._ordered:
+            return buffer.popleft()
+        for index, delivery in enumerate(buffer):
+            key = delivery.message.key
+            if key is None or key not in self._lanes:
+                del buffer[index]
+                if key is not None:
+                    self._lanes.add(key)
+                return delivery
+        return None
+
+    def _free_lane(self, key: str) -> None:
+        self._lanes.discard(key)
+        if self._buffer and not (self._closed or self._paused):
+            self._dispatch()  # a message of that key may be waiting
+
+    def _run_again_first(self, delivery: Delivery) -> None:
+        """Ordered: put ``delivery`` back ahead of everything, as its next attempt, so that no
+        later message of its key overtakes it."""
+        self._holding.discard(delivery)
+        message = attrs.evolve(delivery.message, attempt=delivery.message.attempt + 1)
+        self._buffer.appendleft(Delivery(message, delivery.subscription, delivery.token))
+        assert message.key is not None
+        self._free_lane(message.key)
+
+    def _hold_for_retry(self, delivery: Delivery, delay: float) -> None:
+        """Ordered: retry ``delivery`` here after ``delay``, its key kept busy meanwhile (a retry
+        through the bus would let the key's next messages overtake it)."""
+        self._holding.add(delivery)
+
+        async def retry_later() -> None:
+            await trio.sleep(delay)
+            self._run_again_first(delivery)
+
+        assert self._timers is not None
+        self._timers.start_soon(retry_later)
 
     async def _worker_main(self, worker: _Worker) -> None:
         self._starting -= 1
@@ -354,7 +399,25 @@ class WorkerGroup:
             self._dispatch()
 
     async def _handle(self, delivery: Delivery) -> _Panic | None:
-        """Run the action on one delivery and settle the message; say if the action panicked."""
+        """Run the action on one delivery and settle the message; say if the action panicked.
+        Ordered, the key's lane is freed once the message is settled; a run cancelled midway
+        (a restart, a kill) runs again before the key's later messages."""
+        key = delivery.message.key
+        if key is None or not self._ordered:
+            return await self._run(delivery)
+        settled = False
+        try:
+            panic = await self._run(delivery)
+            settled = True
+            return panic
+        finally:
+            if delivery not in self._holding:
+                if settled:
+                    self._free_lane(key)
+                else:
+                    self._run_again_first(delivery)
+
+    async def _run(self, delivery: Delivery) -> _Panic | None:
         message = delivery.message
         subscription = delivery.subscription
         config = self.config
@@ -441,7 +504,10 @@ class WorkerGroup:
         self.retried += 1
         if delay is None:
             delay = self.config.retry_backoff.delay(attempt, self._rng)
-        await delivery.subscription.retry(delivery, delay=delay, error=error)
+        if self._ordered and delivery.message.key is not None:
+            self._hold_for_retry(delivery, delay)
+        else:
+            await delivery.subscription.retry(delivery, delay=delay, error=error)
 
     @staticmethod
     async def _forget_progress(job: Job, subscription: Subscription) -> None:
@@ -730,6 +796,7 @@ class WorkerGroup:
     def stats(self) -> WorkerStat:
         """A consistent snapshot: taken between two checkpoints, so nothing changes under it."""
         config = self.config
+        subscription = self.subscription
         return WorkerStat(
             addr=self.name,
             topic=self.topic,
@@ -757,6 +824,8 @@ class WorkerGroup:
             total_overloaded=self.overloaded,
             total_dropped=self.dropped,
             total_malformed=self.malformed,
+            partitions_owned=subscription.partitions_owned if subscription is not None else 0,
+            total_rebalances=subscription.rebalances if subscription is not None else 0,
             **(self.processes.stats() if self.processes is not None else {}),
         )
 
@@ -769,4 +838,12 @@ async def attach(group: WorkerGroup, bus: Bus, consumer_group: str) -> None:
     earliest = group.config.start is Start.EARLIEST
     if earliest and not bus.keeps_history:
         raise ConfigurationError(f"start='earliest' needs a bus that keeps history; {bus.url} keeps none")
-    group.subscription = await bus.subscribe(group.topic, consumer_group, group, earliest=earliest)
+    config = group.config
+    group.subscription = await bus.subscribe(
+        group.topic,
+        consumer_group,
+        group,
+        earliest=earliest,
+        ordered=config.ordered,
+        partitions=config.partitions,
+    )

@@ -25,6 +25,10 @@ class Behaviour(enum.Enum):
 
 E = TypeVar("E", bound=enum.Enum)
 
+#: Partitions of a topic whose first ordered group or keyed publisher did not say.
+DEFAULT_PARTITIONS = 16
+MAX_PARTITIONS = 1024
+
 
 class Isolation(enum.Enum):
     """Where a group's action runs: in the hub's trio thread, or in OS processes of its own."""
@@ -187,6 +191,8 @@ class GroupConfig:
     max_jobs_per_process: int | None = attrs.field(default=None, validator=_optional_size)
     max_memory_per_process: int | None = attrs.field(default=None, validator=_optional_size)
     memory_limit: int | None = attrs.field(default=None, validator=_optional_size)
+    ordered: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+    partitions: int | None = attrs.field(default=None, validator=_optional_size)
 
     def __attrs_post_init__(self) -> None:
         if self.max_workers < 1:
@@ -204,6 +210,20 @@ class GroupConfig:
             given = [name for name in process_only if getattr(self, name) is not None]
             if given:
                 raise ConfigurationError(f"{', '.join(given)} only apply with isolation='process'")
+        if self.partitions is not None:
+            if not self.ordered:
+                raise ConfigurationError("partitions only applies with ordered=True")
+            if self.partitions > MAX_PARTITIONS:
+                raise ConfigurationError(
+                    f"partitions must be at most {MAX_PARTITIONS}, not {self.partitions}"
+                )
+
+    @property
+    def effective_partitions(self) -> int | None:
+        """How many partitions an ordered group's topic is split into; None if not ordered."""
+        if not self.ordered:
+            return None
+        return DEFAULT_PARTITIONS if self.partitions is None else self.partitions
 
     @property
     def effective_min(self) -> int:

@@ -1,0 +1,317 @@
+"""Per-key ordering: lanes inside a group, partitions and leases across hubs on Redis."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections import defaultdict
+
+import pytest
+import redis
+import trio
+
+from actionhub import ActionHub, ConfigurationError, Job, MemoryBus, Reject, Retry
+from actionhub.bus._partitions import partition_of
+from actionhub.message import MalformedMessage, decode
+from actionhub.testing import EscalationLog, RedisServer
+from tests.polling import wait_until
+
+
+class Runs:
+    """What an ordered action saw: per key, the sequence numbers in the order they started, and
+    whether a key ever ran twice at once or keys ever overlapped."""
+
+    def __init__(self) -> None:
+        self.order: dict[str, list[int]] = defaultdict(list)
+        self.running: set[str] = set()
+        self.same_key_at_once = 0
+        self.most_keys_at_once = 0
+        self.count = 0
+        self.all_done = trio.Event()
+        self.expected = 0
+
+    async def run(self, job: Job, work: float) -> None:
+        key = job.key
+        assert key is not None
+        if key in self.running:
+            self.same_key_at_once += 1
+        self.running.add(key)
+        self.most_keys_at_once = max(self.most_keys_at_once, len(self.running))
+        self.order[key].append(job.payload["seq"])
+        try:
+            await trio.sleep(work)
+        finally:
+            self.running.discard(key)
+        self.count += 1
+        if self.count == self.expected:
+            self.all_done.set()
+
+
+async def test_one_key_runs_one_message_at_a_time_in_publish_order(autojump_clock: trio.abc.Clock) -> None:
+    hub = ActionHub(MemoryBus())
+    runs = Runs()
+    runs.expected = 10 * 30
+    rng = random.Random(7)
+
+    @hub.action("orders", ordered=True, max_workers=8, buffer=1000)
+    async def orders(job: Job) -> None:
+        await runs.run(job, rng.random() / 100)
+
+    async with hub.running():
+        for seq in range(30):
+            for key in range(10):
+                await hub.publish("orders", {"seq": seq}, key=f"order-{key}")
+        await runs.all_done.wait()
+    assert runs.same_key_at_once == 0
+    assert all(order == list(range(30)) for order in runs.order.values()), runs.order
+    assert runs.most_keys_at_once == 8  # different keys do run side by side
+
+
+async def test_a_retry_is_held_in_place_so_later_messages_of_its_key_wait(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    hub = ActionHub(MemoryBus())
+    seen: list[tuple[str, int, int]] = []
+    done = trio.Event()
+
+    @hub.action("orders", ordered=True, max_workers=4, retry_backoff=(1, 1, 0))
+    async def orders(job: Job) -> None:
+        seen.append((job.key or "", job.payload, job.attempt))
+        if job.payload == 0 and job.attempt < 3:
+            if job.attempt == 1:
+                raise Retry(0.5)
+            raise RuntimeError("fails once more")
+        if len(seen) == 6:
+            done.set()
+
+    async with hub.running():
+        for seq in range(3):
+            await hub.publish("orders", seq, key="a")
+        await hub.publish("orders", 10, key="b")
+        await done.wait()
+        stat = hub.stats()[0]
+    assert [s for s in seen if s[0] == "a"] == [
+        ("a", 0, 1),
+        ("a", 0, 2),
+        ("a", 0, 3),
+        ("a", 1, 1),
+        ("a", 2, 1),
+    ]
+    assert seen[1] == ("b", 10, 1)  # another key is not held up by the retries
+    assert stat.total_retried == 2 and stat.total_panics == 1 and stat.total_message_processed == 4
+
+
+async def test_a_run_cancelled_by_a_restart_runs_again_before_the_rest_of_its_key(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    hub = ActionHub(MemoryBus())
+    seen: list[tuple[int, int]] = []
+    done = trio.Event()
+
+    @hub.action("orders", ordered=True, max_workers=2, shutdown_timeout=1)
+    async def orders(job: Job) -> None:
+        seen.append((job.payload, job.attempt))
+        if job.payload == 0 and job.attempt == 1:
+            await trio.sleep_forever()  # cancelled by the restart below
+        if job.payload == 2:
+            done.set()
+
+    async with hub.running():
+        for seq in range(3):
+            await hub.publish("orders", seq, key="a")
+        await wait_until(lambda: seen == [(0, 1)])
+        hub.group("orders").restart()
+        await done.wait()
+    assert seen == [(0, 1), (0, 2), (1, 1), (2, 1)]
+
+
+async def test_unkeyed_messages_of_an_ordered_group_run_side_by_side(autojump_clock: trio.abc.Clock) -> None:
+    hub = ActionHub(MemoryBus())
+    running = 0
+    most = 0
+    done = trio.Event()
+    count = 0
+
+    @hub.action("orders", ordered=True, max_workers=5)
+    async def orders(job: Job) -> None:
+        nonlocal running, most, count
+        running += 1
+        most = max(most, running)
+        await trio.sleep(1)
+        running -= 1
+        count += 1
+        if count == 10:
+            done.set()
+
+    async with hub.running():
+        for seq in range(10):
+            await hub.publish("orders", seq)
+        await done.wait()
+    assert most == 5
+
+
+def test_keys_are_checked_on_the_way_out_and_in() -> None:
+    with pytest.raises(ConfigurationError, match="partitions only applies with ordered=True"):
+        ActionHub().bind("x", _noop, partitions=8)
+    with pytest.raises(ConfigurationError, match="at most 1024"):
+        ActionHub().bind("x", _noop, ordered=True, partitions=4096)
+    assert decode("t", b'{"payload": 1, "key": "order-1"}').key == "order-1"
+    for bad in (b'{"payload": 1, "key": ""}', b'{"payload": 1, "key": 7}'):
+        with pytest.raises(MalformedMessage, match="'key' must be a non-empty string"):
+            decode("t", bad)
+
+
+async def test_publishing_with_a_bad_key_fails_loudly() -> None:
+    async with ActionHub().running() as hub:
+        with pytest.raises(ConfigurationError, match="key must be a non-empty string"):
+            await hub.publish("t", 1, key="")
+        with pytest.raises(ValueError, match="2 keys for 1 payloads"):
+            await hub.publish_many("t", [1], keys=["a", "b"])
+
+
+async def _noop(job: Job) -> None:
+    pass
+
+
+# ---------------------------------------------------------------------- on Redis, in one process
+
+
+@pytest.fixture
+def ordered_url(redis_server: RedisServer) -> str:
+    """A prefix of the test's own; leases that lapse within 2 s (a dead hub is noticed fast)."""
+    return f"{redis_server.url}?prefix=o{uuid.uuid4().hex[:8]}:&visibility_timeout=2&block=0.2"
+
+
+def _prefix(url: str) -> str:
+    return url.split("prefix=")[1].split("&")[0]
+
+
+async def test_keyed_messages_go_to_their_partition_stream(ordered_url: str) -> None:
+    prefix = _prefix(ordered_url)
+    client = redis.Redis.from_url(ordered_url.split("?")[0])
+    async with ActionHub(ordered_url).running() as hub:
+        await hub.publish("orders", 1, key="order-42")
+        await hub.publish("orders", 2)
+        await hub.publish_many("orders", [3, 4], keys=["order-42", None])
+    assert client.mget([f"{prefix}partitions:orders"]) == [b"16"]  # the first keyed publisher set it
+    partition = partition_of("order-42", 16)
+    assert client.xlen(f"{prefix}orders:p{partition}") == 2
+    assert client.xlen(f"{prefix}orders") == 2
+
+
+async def test_two_hubs_split_the_partitions_and_keep_each_key_in_order(ordered_url: str) -> None:
+    runs = Runs()
+    runs.expected = 20 * 25
+    hubs = [ActionHub(ordered_url, name=f"hub-{n}") for n in range(2)]
+
+    async def orders(job: Job) -> None:
+        await runs.run(job, 0.001)
+
+    for hub in hubs:
+        hub.bind("orders", orders, ordered=True, partitions=8, max_workers=8)
+
+    def owned() -> list[int]:
+        return [hub.stats()[0].partitions_owned for hub in hubs]
+
+    async with hubs[0].running(), hubs[1].running():
+        await wait_until(lambda: sum(owned()) == 8 and min(owned()) > 0)
+        for seq in range(25):
+            await hubs[0].publish_many("orders", [{"seq": seq}] * 20, keys=[f"k{key}" for key in range(20)])
+        with trio.fail_after(30):
+            await runs.all_done.wait()
+        stats = [hub.stats()[0] for hub in hubs]
+        await hubs[0].stop()  # it leaves: its partitions move to the other hub at once
+        with trio.fail_after(5):
+            await wait_until(lambda: hubs[1].stats()[0].partitions_owned == 8)
+    assert runs.same_key_at_once == 0
+    assert all(order == list(range(25)) for order in runs.order.values())
+    assert sum(s.total_message_processed for s in stats) == 500
+    assert all(s.total_message_processed > 0 and s.total_rebalances >= 1 for s in stats)
+    assert runs.most_keys_at_once > 1
+
+
+async def test_a_partition_count_is_fixed_once_set(ordered_url: str, escalations: EscalationLog) -> None:
+    hub = ActionHub(ordered_url, on_escalation=escalations)
+    hub.bind("first", _noop, topic="orders", ordered=True, partitions=4)
+    hub.bind("second", _noop, topic="orders", ordered=True, partitions=8)
+    hub.bind("adopts", _noop, topic="orders", ordered=True)  # no count given: takes the topic's
+    async with hub.running():
+        names = [stat.addr for stat in hub.stats()]
+    assert names == ["first", "adopts"]
+    assert escalations.reasons() == ["start_failure"]
+    assert "has 4 partitions" in str(escalations[0].error)
+
+
+async def test_an_unordered_group_reads_every_partition_even_one_made_after_it_started(
+    ordered_url: str,
+) -> None:
+    seen: list[int] = []
+
+    async def audit(job: Job) -> None:
+        seen.append(job.payload)
+
+    async with ActionHub(ordered_url).running() as hub:
+        hub.bind("audit", audit, topic="orders")
+        await wait_until(lambda: bool(hub.stats()))
+        await hub.publish("orders", 1)
+        await hub.publish("orders", 2, key="order-1")  # makes the partitions after the group started
+        await hub.publish("orders", 3, key="order-2")
+        await wait_until(lambda: sorted(seen) == [1, 2, 3])
+        history = await hub.bus.history("orders")
+    assert sorted(message.payload for _, message in history) == [1, 2, 3]
+
+
+async def test_a_new_owner_runs_a_dead_hub_s_unacked_entries_first_in_order(ordered_url: str) -> None:
+    prefix = _prefix(ordered_url)
+    client = redis.Redis.from_url(ordered_url.split("?")[0])
+    client.set(f"{prefix}partitions:orders", 1)
+    stream = f"{prefix}orders:p0"
+    client.xgroup_create(stream, "orders", id="0", mkstream=True)
+    for seq in range(5):
+        client.xadd(stream, {"message": f'{{"payload": {seq}, "key": "a"}}'})
+    # a hub that died holding seq 0..2 (read, never acked) and the partition's lease
+    client.xreadgroup("orders", "dead-hub", {stream: ">"}, count=3)
+    client.set(f"{prefix}lease:orders:orders:0", "dead-hub", px=1500)
+    client.zadd(f"{prefix}members:orders:orders", {"dead-hub": 0})
+    seen: list[tuple[int, int]] = []
+
+    async def orders(job: Job) -> None:
+        seen.append((job.payload, job.attempt))
+
+    async with ActionHub(ordered_url).running() as hub:
+        hub.bind("orders", orders, ordered=True)
+        await wait_until(lambda: len(seen) == 5)
+        await wait_until(lambda: client.xpending(stream, "orders")["pending"] == 0)
+    assert seen == [(0, 2), (1, 2), (2, 2), (3, 1), (4, 1)]
+
+
+async def test_a_dead_lettered_keyed_message_is_requeued_to_its_partition(ordered_url: str) -> None:
+    prefix = _prefix(ordered_url)
+    client = redis.Redis.from_url(ordered_url.split("?")[0])
+    seen: list[int] = []
+
+    async def picky(job: Job) -> None:
+        seen.append(job.attempt)
+        if len(seen) == 1:
+            raise Reject("not yet")
+
+    async with ActionHub(ordered_url).running() as hub:
+        hub.bind("orders", picky, ordered=True, partitions=2)
+        await wait_until(lambda: bool(hub.stats()) and hub.stats()[0].partitions_owned == 2)
+        await hub.publish("orders", 1, key="k")
+        await wait_until(lambda: bool(seen))
+        await wait_until(lambda: client.xlen(f"{prefix}dead:orders") == 1)
+        assert await hub.requeue_dead_letters("orders") == 1
+        await wait_until(lambda: len(seen) == 2)
+    assert client.xlen(f"{prefix}orders:p{partition_of('k', 2)}") >= 1
+    assert client.xlen(f"{prefix}orders") == 0
+
+
+async def test_ordered_groups_need_a_bus_that_can_keep_order(
+    redis_server: RedisServer, escalations: EscalationLog
+) -> None:
+    hub = ActionHub(f"{redis_server.url}?mode=pubsub", on_escalation=escalations)
+    hub.bind("orders", _noop, ordered=True)
+    async with hub.running():
+        assert hub.stats() == []
+    assert "needs mode=stream" in str(escalations[0].error)
