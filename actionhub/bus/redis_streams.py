@@ -31,7 +31,7 @@ import heapq
 import itertools
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any, cast
 
@@ -864,11 +864,11 @@ class _OrderedSubscription(_StreamSubscription):
         for partition, state in list(self.states.items()):
             if state is _Partition.OWNED and partition not in wanted:
                 self._set(partition, _Partition.LEAVING)
-                moves.start_soon(self._hand_over, partition)
+                moves.start_soon(self._move, self._hand_over, partition)
                 moved = True
         for partition in sorted((wanted & held) - set(self.states)):
             self._set(partition, _Partition.JOINING)
-            moves.start_soon(self._take_over, partition)
+            moves.start_soon(self._move, self._take_over, partition)
             moved = True
         if moved:
             self.rebalances += 1
@@ -889,6 +889,12 @@ class _OrderedSubscription(_StreamSubscription):
     def _drop_all(self, why: str) -> None:
         for partition in list(self.states):
             self._drop(partition, why)
+
+    async def _move(self, move: Callable[[int], Awaitable[None]], partition: int) -> None:
+        try:
+            await move(partition)
+        except (RedisError, BusError) as error:  # its lease lapses; the next tick starts over
+            self._drop(partition, f"moving it failed: {error!r}")
 
     async def _take_over(self, partition: int) -> None:
         """Run the previous owner's unacked entries of ``partition`` first, in id order (it died,
