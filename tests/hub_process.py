@@ -32,11 +32,16 @@ async def serve(url: str, out: str, work: float, name: str, die_on: str | None, 
                 await trio.sleep(work)
             lines.write(f"{job.payload}\n")
 
-        with trio.open_signal_receiver(signal.SIGTERM) as signals:
-            async with hub.running():
-                print("ready", flush=True)
-                async for _ in signals:
-                    break
+        await serve_until_terminated(hub)
+
+
+async def serve_until_terminated(hub: ActionHub) -> None:
+    """Run ``hub``, print ``ready`` once it serves, stop it gracefully on SIGTERM."""
+    with trio.open_signal_receiver(signal.SIGTERM) as signals:
+        async with hub.running():
+            print("ready", flush=True)
+            async for _ in signals:
+                break
 
 
 def main() -> None:

@@ -11,12 +11,12 @@ SIGTERM stops it gracefully.
 from __future__ import annotations
 
 import argparse
-import signal
 import time
 
 import trio
 
 from actionhub import ActionHub, Job
+from tests.hub_process import serve_until_terminated
 
 PARTITIONS = 16
 
@@ -31,11 +31,7 @@ async def serve(url: str, out: str, name: str, work: float) -> None:
             await trio.sleep(work)
             lines.write(f"E {job.key} {job.payload} {name} {time.monotonic_ns()}\n")
 
-        with trio.open_signal_receiver(signal.SIGTERM) as signals:
-            async with hub.running():
-                print("ready", flush=True)
-                async for _ in signals:
-                    break
+        await serve_until_terminated(hub)
 
 
 def main() -> None:
