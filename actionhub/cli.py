@@ -230,6 +230,11 @@ _STAT_COLUMNS: list[tuple[str, Callable[[WorkerStat], object]]] = [
     ("panics", lambda s: s.total_panics),
     ("restarts", lambda s: s.total_restarts),
     ("escalations", lambda s: s.total_escalations),
+    # ordered groups: partitions held, and how often that changed
+    (
+        "partitions",
+        lambda s: f"{s.partitions_owned} ({s.total_rebalances} rebalances)" if s.total_rebalances else "-",
+    ),
 ]
 
 

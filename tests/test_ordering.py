@@ -11,7 +11,7 @@ import redis
 import trio
 
 from actionhub import ActionHub, ConfigurationError, Job, MemoryBus, Reject, Retry
-from actionhub.bus._partitions import partition_of
+from actionhub.bus._partitions import assign, partition_of
 from actionhub.message import MalformedMessage, decode
 from actionhub.testing import EscalationLog, RedisServer
 from tests.polling import wait_until
@@ -228,6 +228,33 @@ async def test_two_hubs_split_the_partitions_and_keep_each_key_in_order(ordered_
     assert sum(s.total_message_processed for s in stats) == 500
     assert all(s.total_message_processed > 0 and s.total_rebalances >= 1 for s in stats)
     assert runs.most_keys_at_once > 1
+
+
+async def test_partitions_settle_where_the_assignment_puts_them_long_before_a_lease_lapses(
+    redis_server: RedisServer,
+) -> None:
+    prefix = f"o{uuid.uuid4().hex[:8]}:"
+    url = f"{redis_server.url}?prefix={prefix}"  # leases last visibility_timeout: 30 s
+    client = redis.Redis.from_url(redis_server.url)
+    hubs = [ActionHub(url, name=f"hub-{n}") for n in range(3)]
+    for hub in hubs:
+        hub.bind("orders", _noop, ordered=True)
+
+    def settled() -> bool:
+        members = [m.decode() for m in client.zrange(f"{prefix}members:orders:orders", 0, -1)]
+        owners = assign(members, 16)
+        holders = client.mget([f"{prefix}lease:orders:orders:{p}" for p in range(16)])
+        held = [hub.stats()[0].partitions_owned for hub in hubs]
+        return (
+            len(members) == 3
+            and [h and h.decode() for h in holders] == [owners[p] for p in range(16)]
+            and (sum(held) == 16)
+        )
+
+    async with hubs[0].running(), hubs[1].running(), hubs[2].running():
+        # every hand-over ends within a tick or two; a lease taken back by mistake would hold
+        # its partition for the whole 30 s
+        await wait_until(settled, timeout=10)
 
 
 async def test_a_partition_count_is_fixed_once_set(ordered_url: str, escalations: EscalationLog) -> None:

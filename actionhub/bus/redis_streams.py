@@ -803,6 +803,9 @@ class _OrderedSubscription(_StreamSubscription):
         self._lease_until = math.inf  # trio time at which the leases this hub holds lapse
         self._coordinator = trio.CancelScope()
         self._coordinator_done = trio.Event()
+        # claims and releases one at a time: a claim sent while a release is on its way could
+        # reach Redis after it and take the lease back
+        self._leases_in_use = trio.Lock()
 
     async def start(self, nursery: trio.Nursery) -> None:
         await self.ensure_group(self.stream)
@@ -851,11 +854,12 @@ class _OrderedSubscription(_StreamSubscription):
             partial(self.leases.heartbeat, me, ttl), what="renew group membership", deadline=deadline
         )
         wanted = {p for p, member in assign(members, self.partition_count).items() if member == me}
-        held = await bus.call(
-            partial(self.leases.claim, sorted(wanted | set(self.states)), me, ttl),
-            what="renew partition leases",
-            deadline=deadline,
-        )
+        async with self._leases_in_use:  # a hand-over's release must not cross this claim
+            held = await bus.call(
+                partial(self.leases.claim, sorted(wanted | set(self.states)), me, ttl),
+                what="renew partition leases",
+                deadline=deadline,
+            )
         self._lease_until = asked_at + ttl
         moved = False
         for partition in set(self.states) - held:
@@ -929,12 +933,15 @@ class _OrderedSubscription(_StreamSubscription):
         while stream in self.read_in_progress:  # a read under way may still bring some
             await self._read_ended.park()
         await self._settle(stream)
-        if self.states.get(partition) is _Partition.LEAVING:
-            await self.bus.call(
-                partial(self.leases.release, [partition], self.bus.consumer), what="release a partition"
-            )
-            self._set(partition, None)
-            self.in_hand.pop(stream, None)
+        async with self._leases_in_use:
+            if self.states.get(partition) is _Partition.LEAVING:
+                await self.bus.call(
+                    partial(self.leases.release, [partition], self.bus.consumer),
+                    what="release a partition",
+                    deadline=self._lease_until,  # past it, the lease lapses by itself
+                )
+                self._set(partition, None)
+                self.in_hand.pop(stream, None)
 
     async def close(self) -> None:
         """Stop moving partitions, close as any subscription, then release every lease and leave
