@@ -15,6 +15,7 @@ import trio
 
 from actionhub.testing import RedisServer
 from bench import memory_bus, process_pool
+from bench import ordered as ordered_bench
 from bench import redis_streams as redis_streams_bench
 from tests.polling import wait_until
 
@@ -49,6 +50,11 @@ def test_memory_bus_benchmark(capsys: pytest.CaptureFixture[str]) -> None:
 def test_process_pool_benchmark(capsys: pytest.CaptureFixture[str]) -> None:
     process_pool.main(["-n", "4", "--fib", "5"])
     assert capsys.readouterr().out.count("jobs/s") == 3
+
+
+def test_ordered_benchmark(redis_server: RedisServer, capsys: pytest.CaptureFixture[str]) -> None:
+    ordered_bench.main(["-n", "200", "--keys", "20", "-r", "1", "--url", redis_server.url])
+    assert "ratio ordered/unordered" in capsys.readouterr().out
 
 
 def test_redis_streams_benchmark(redis_server: RedisServer, capsys: pytest.CaptureFixture[str]) -> None:

@@ -3,10 +3,11 @@
 A key's partition is ``crc32(key) % partitions``, so a publisher in any language can compute it.
 Hubs of one consumer group announce themselves in a sorted set scored by the Redis clock time at
 which their membership lapses; every hub derives the same owner for each partition from the live
-members by rendezvous (highest random weight) hashing, so a joining or leaving hub moves only the
-partitions it gains or loses. Owning a partition is a lease key (SET NX PX, renewed, released
-only by its holder): the derived assignment says who should read a partition, the lease makes
-sure only one hub does, even while hubs disagree about membership.
+members by rendezvous (highest random weight) hashing with bounded loads: no hub gets more than
+its even share, and a joining or leaving hub moves few partitions besides its own. Owning a
+partition is a lease key (SET NX PX, renewed, released only by its holder): the derived assignment
+says who should read a partition, the lease makes sure only one hub does, even while hubs
+disagree about membership.
 """
 
 from __future__ import annotations
@@ -62,12 +63,29 @@ def _weight(member: str, partition: int) -> int:
 
 
 def assign(members: Iterable[str], partitions: int) -> dict[int, str]:
-    """The owner of each partition among ``members``: the member of highest weight for it. The
-    same members give the same answer everywhere; empty if there are no members."""
+    """The owner of each partition among ``members``: rendezvous hashing with bounded loads.
+    Every (member, partition) pair has a weight; going from the heaviest pair down, a partition
+    goes to the member of that pair unless it already has its share: ``partitions // members``,
+    or one more for the first ``partitions % members`` members to reach that. Every member thus
+    gets its even share, rounded down or up. The same members give the same answer everywhere;
+    empty if there are no members."""
     live = sorted(set(members))
     if not live:
         return {}
-    return {p: max(live, key=lambda member: (_weight(member, p), member)) for p in range(partitions)}
+    share, extra = divmod(partitions, len(live))
+    load = dict.fromkeys(live, 0)
+    owners: dict[int, str] = {}
+    pairs = sorted(((_weight(m, p), m, p) for m in live for p in range(partitions)), reverse=True)
+    for _, member, partition in pairs:
+        if partition in owners:
+            continue
+        if load[member] == share and extra:
+            extra -= 1  # one of the members that get one more
+        elif load[member] >= share:
+            continue
+        owners[partition] = member
+        load[member] += 1
+    return owners
 
 
 class PartitionLeases:
