@@ -312,6 +312,37 @@ async def test_a_new_owner_runs_a_dead_hub_s_unacked_entries_first_in_order(orde
     assert seen == [(0, 2), (1, 2), (2, 2), (3, 1), (4, 1)]
 
 
+async def test_a_hub_that_lost_a_lease_stops_reading_and_takes_back_what_it_had_not_started(
+    ordered_url: str,
+) -> None:
+    prefix = _prefix(ordered_url)
+    client = redis.Redis.from_url(ordered_url.split("?")[0])
+    gate = trio.Event()
+    started: list[int] = []
+
+    async def slow(job: Job) -> None:
+        started.append(job.payload)
+        await gate.wait()
+
+    async with ActionHub(ordered_url).running() as hub:
+        hub.bind("orders", slow, ordered=True, partitions=1, max_workers=1)
+        await wait_until(lambda: bool(hub.stats()) and hub.stats()[0].partitions_owned == 1)
+        for seq in range(5):
+            await hub.publish("orders", seq, key="a")
+        await wait_until(lambda: started == [0] and hub.stats()[0].buffered == 4)
+        # as if this hub had stalled past its lease and another had taken the partition
+        client.set(f"{prefix}lease:orders:orders:0", "another-hub", px=60_000)
+        await wait_until(lambda: hub.stats()[0].partitions_owned == 0)
+        assert hub.stats()[0].buffered == 0  # taken back: the new owner runs them
+        gate.set()
+        await wait_until(lambda: hub.stats()[0].in_flight == 0)
+        await hub.publish("orders", 5, key="a")  # not read here any more
+        await trio.sleep(0.5)  # room for a wrong read (block is 0.2 s): an absence cannot be awaited
+    assert started == [0]
+    assert client.xpending(f"{prefix}orders:p0", "orders")["pending"] == 4  # left for the new owner
+    assert client.xlen(f"{prefix}orders:p0") == 6
+
+
 async def test_a_dead_lettered_keyed_message_is_requeued_to_its_partition(ordered_url: str) -> None:
     prefix = _prefix(ordered_url)
     client = redis.Redis.from_url(ordered_url.split("?")[0])

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import abc
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
@@ -46,6 +46,11 @@ class Inbox(Protocol):
     async def put(self, delivery: Delivery, *, timeout: float | None = None) -> None:
         """Add a delivery, waiting for room up to ``timeout`` (the group's ``accept_wait`` if
         None); raise `Overloaded` after that, or `HubStopped` if the inbox is closed."""
+        ...
+
+    def take_back(self, which: Callable[[Delivery], bool]) -> int:
+        """Take back the buffered, unstarted deliveries for which ``which`` is true (another hub
+        now owns their partition); return how many."""
         ...
 
     def note_dropped(self) -> None:

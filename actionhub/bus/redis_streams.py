@@ -878,16 +878,23 @@ class _OrderedSubscription(_StreamSubscription):
             self.rebalances += 1
 
     def _drop(self, partition: int, why: str) -> None:
+        """Another hub may own ``partition`` now: stop reading it and take back what was read of
+        it and not started (its new owner runs that). What is running finishes here."""
         stream = self.bus.partition_key(self.topic, partition)
         if stream in self.reading:
             self.reading.remove(stream)
         self._set(partition, None)
+        taken_back = self.inbox.take_back(lambda d: d.subscription is self and _token(d)[0] == stream)
+        running = len(self.in_hand.pop(stream, ())) - taken_back
         log.warning(
-            "%s/%s: stopped reading partition %d: %s; what this hub still holds of it may run twice",
+            "%s/%s: stopped reading partition %d: %s; %d message(s) of it taken back unstarted, "
+            "%d still held here (running, or waiting for a retry) may run again on its new owner",
             self.topic,
             self.group,
             partition,
             why,
+            taken_back,
+            running,
         )
 
     def _drop_all(self, why: str) -> None:

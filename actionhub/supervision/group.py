@@ -241,6 +241,14 @@ class WorkerGroup:
         self.overloaded += 1
         raise Overloaded(self.name, wait)
 
+    def take_back(self, which: Callable[[Delivery], bool]) -> int:
+        kept = deque(delivery for delivery in self._buffer if not which(delivery))
+        taken_back = len(self._buffer) - len(kept)
+        self._buffer = kept
+        if taken_back and self._room:
+            self._room.unpark_all()
+        return taken_back
+
     def note_dropped(self) -> None:
         self.dropped += 1
 
