@@ -25,7 +25,9 @@ json_values = st.recursive(
     ),
     max_leaves=8,
 )
-envelope_keys = st.sampled_from(["payload", "id", "headers", "reply_to", "created_at", "attempt", "extra"])
+envelope_keys = st.sampled_from(
+    ["payload", "id", "headers", "reply_to", "created_at", "attempt", "key", "extra"]
+)
 # right types and wrong ones for every key, so both sides get exercised
 field_values = json_values | st.dictionaries(st.text(max_size=3), st.text(max_size=3), max_size=2)
 envelopes = st.dictionaries(envelope_keys, field_values, max_size=6) | json_values
@@ -57,11 +59,14 @@ def test_examples() -> None:
     }
     assert VALIDATOR.is_valid(valid)
     assert VALIDATOR.is_valid({"payload": None, "created_at": 1795000000.5})
+    assert VALIDATOR.is_valid({"payload": None, "created_at": None, "key": "order-42"})
     for invalid in [
         {},
         {"payload": 1, "attempt": 0},
         {"payload": 1, "headers": {"a": 1}},
         {"payload": 1, "x": 2},
+        {"payload": 1, "key": ""},
+        {"payload": 1, "key": 42},
         [1],
     ]:
         assert not VALIDATOR.is_valid(invalid)
