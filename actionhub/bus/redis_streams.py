@@ -485,6 +485,19 @@ class _StreamSubscription(RedisProgress, Subscription):
         """The streams whose entries abandoned by dead hubs this subscription reclaims."""
         return self.reading
 
+    def accepts(self, stream: str) -> bool:
+        """Whether entries just read from ``stream`` are still this subscription's to run."""
+        return True
+
+    async def _give_back(self, stream: str, ids: list[bytes]) -> None:
+        """Make entries this subscription read but must not run claimable at once."""
+        bus = self.bus
+        idle = int(bus.options.visibility_timeout * 1000) * 2
+        await bus.call(
+            lambda: bus._release(keys=[stream], args=[self.group, bus.consumer, idle, *ids]),
+            what="give back messages",
+        )
+
     async def read_loop(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         options = self.bus.options
@@ -549,7 +562,10 @@ class _StreamSubscription(RedisProgress, Subscription):
                     what=what,
                 )
             for stream, entries in _streams_of(reply):
-                await self._deliver(stream, entries, None)
+                if self.accepts(stream):
+                    await self._deliver(stream, entries, None)
+                else:
+                    await self._give_back(stream, [entry_id for entry_id, _ in entries])
         finally:
             self.read_in_progress = ()
             self._read_ended.unpark_all()
@@ -771,13 +787,7 @@ class _StreamSubscription(RedisProgress, Subscription):
 
     async def _release_unstarted(self, stream: str) -> None:
         """Make what this subscription holds of ``stream`` claimable at once (it was never started)."""
-        bus = self.bus
-        idle = int(bus.options.visibility_timeout * 1000) * 2
-        ids = list(self.in_hand.pop(stream, ()))
-        await bus.call(
-            lambda: bus._release(keys=[stream], args=[self.group, bus.consumer, idle, *ids]),
-            what="release unstarted messages",
-        )
+        await self._give_back(stream, list(self.in_hand.pop(stream, ())))
 
 
 class _Partition(enum.Enum):
@@ -799,6 +809,8 @@ class _OrderedSubscription(_StreamSubscription):
         super().__init__(bus, topic, group, inbox, earliest=earliest)
         self.partitions = self.partition_count = partitions
         self.leases = PartitionLeases(bus.client, bus.prefix, topic, group)
+        self._streams = [bus.partition_key(topic, p) for p in range(partitions)]
+        self._partitions_by_stream = {stream: p for p, stream in enumerate(self._streams)}
         self.states: dict[int, _Partition] = {}
         self._lease_until = math.inf  # trio time at which the leases this hub holds lapse
         self._coordinator = trio.CancelScope()
@@ -816,8 +828,14 @@ class _OrderedSubscription(_StreamSubscription):
         """Partitions come with their leases (see `_rebalance`), not all at once."""
 
     def reclaimable(self) -> list[str]:
-        # a partition's unacked entries are taken over with its lease, never reclaimed piecemeal
-        return [self.stream]
+        # a partition's unacked entries are taken over with its lease; what a hub that lost the
+        # lease read afterwards is given back (or left by its death) and reclaimed here
+        return [self.stream, *(self._streams[p] for p, s in self.states.items() if s is _Partition.OWNED)]
+
+    def accepts(self, stream: str) -> bool:
+        # a read under way when the lease was lost may still bring entries of the partition
+        partition = self._partitions_by_stream.get(stream)
+        return partition is None or partition in self.states
 
     def _set(self, partition: int, state: _Partition | None) -> None:
         if state is None:
