@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
+from typing import Any
 
 import pytest
 import redis
 import trio
 
-from actionhub import ActionHub, ConfigurationError, Job, MemoryBus, Reject, Retry
+from actionhub import ActionHub, Behaviour, ConfigurationError, Job, MemoryBus, Reject, Retry
 from actionhub.bus._partitions import assign, partition_of
+from actionhub.bus._redis import RedisBusBase
 from actionhub.message import MalformedMessage, decode
 from actionhub.testing import EscalationLog, RedisServer
 from tests.polling import wait_until
@@ -373,3 +375,129 @@ async def test_ordered_groups_need_a_bus_that_can_keep_order(
     async with hub.running():
         assert hub.stats() == []
     assert "needs mode=stream" in str(escalations[0].error)
+
+
+async def test_a_hand_over_releases_a_partition_only_once_its_acks_are_in_redis(
+    ordered_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = RedisBusBase.call_async
+
+    async def slow_acks(self: RedisBusBase, fn: Any, *, what: str, deadline: float | None = None) -> Any:
+        if what == "ack":  # a slow network: the acker's batch is still on its way at the hand-over
+            await trio.sleep(1)
+        return await original(self, fn, what=what, deadline=deadline)
+
+    monkeypatch.setattr(RedisBusBase, "call_async", slow_acks)
+    runs: Counter[str] = Counter()
+    # acks queue up behind the slow ones: the lease of an acked entry must outlast its late XACK
+    url = ordered_url.replace("visibility_timeout=2", "visibility_timeout=10")
+    hubs = [ActionHub(url, name=f"hub-{n}") for n in range(2)]
+
+    async def orders(job: Job) -> None:
+        runs[job.message.id] += 1
+        await trio.sleep(0.01)
+
+    for hub in hubs:
+        hub.bind("orders", orders, ordered=True, partitions=8, max_workers=8)
+    async with hubs[0].running():
+        await wait_until(lambda: hubs[0].stats()[0].partitions_owned == 8)
+
+        async def publish() -> None:
+            for seq in range(40):
+                await hubs[0].publish_many("orders", [seq] * 20, keys=[f"k{k}" for k in range(20)])
+                await trio.sleep(0.05)  # a steady stream, so that acks are on their way at every move
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(publish)
+            await trio.sleep(0.5)
+            async with hubs[1].running():  # partitions move while acks are on their way
+                await wait_until(lambda: len(runs) == 800 and hubs[1].stats()[0].partitions_owned > 0)
+    assert set(runs.values()) == {1}
+
+
+async def test_an_escalating_ordered_group_keeps_its_partitions_until_its_workers_are_done(
+    ordered_url: str, escalations: EscalationLog
+) -> None:
+    prefix = _prefix(ordered_url)
+    client = redis.Redis.from_url(ordered_url.split("?")[0])
+    running, gate = trio.Event(), trio.Event()
+
+    async def orders(job: Job) -> None:
+        if job.payload == "slow":
+            running.set()
+            await gate.wait()
+        else:
+            raise RuntimeError("boom")
+
+    hub = ActionHub(ordered_url, on_escalation=escalations)
+    hub.bind(
+        "orders", orders, ordered=True, partitions=1, behaviour=Behaviour.STOP_ALL_AND_ESCALATE, max_workers=2
+    )
+    async with hub.running():
+        await wait_until(lambda: bool(hub.stats()) and hub.stats()[0].partitions_owned == 1)
+        await hub.publish("orders", "slow", key="a")
+        await running.wait()
+        await hub.publish("orders", "boom", key="b")
+        await wait_until(lambda: hub.stats()[0].total_panics == 1)
+        await trio.sleep(1)  # the escalation is under way (ticks go on); the slow message still runs
+        assert client.mget([f"{prefix}lease:orders:orders:0"])[0] is not None  # not handed to anyone yet
+        gate.set()
+        await wait_until(lambda: client.mget([f"{prefix}lease:orders:orders:0"])[0] is None)
+    assert escalations.reasons() == ["panic"]
+    (group,) = client.xinfo_groups(f"{prefix}orders:p0")
+    assert group["pending"] == 1  # the slow one was acked; the one that escalated is left to retry
+
+
+async def test_a_hub_stopping_while_it_takes_a_partition_over_ends_cleanly(ordered_url: str) -> None:
+    gate = trio.Event()
+    started = trio.Event()
+
+    async def slow(job: Job) -> None:
+        started.set()
+        await gate.wait()
+
+    async def quick(job: Job) -> None:
+        await trio.sleep(0.2)
+
+    a, b = ActionHub(ordered_url, name="hub-a"), ActionHub(ordered_url, name="hub-b")
+    a.bind("orders", slow, ordered=True, partitions=4, max_workers=1, shutdown_timeout=30)
+    b.bind("orders", quick, ordered=True, partitions=4, max_workers=1)
+    async with a.running(), b.running():
+        await wait_until(lambda: [h.stats()[0].partitions_owned for h in (a, b)] == [2, 2])
+        await a.publish_many("orders", list(range(40)), keys=[f"k{i}" for i in range(40)])
+        await started.wait()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(a.stop)  # waits for its slow message: its coordinator still ticks
+            await b.stop()  # gives back what it had not started: a takes its partitions over
+            await trio.sleep(2)  # a tick or two of a, while its intake is closed
+            gate.set()
+    client = redis.Redis.from_url(ordered_url.split("?")[0])
+    prefix = _prefix(ordered_url)
+    assert client.zcard(f"{prefix}members:orders:orders") == 0
+    assert client.keys(f"{prefix}lease:*") == []
+
+
+async def test_messages_handed_over_unstarted_keep_their_attempt_number(ordered_url: str) -> None:
+    gate = trio.Event()
+    attempts: list[int] = []
+
+    async def blocked(job: Job) -> None:
+        await gate.wait()
+
+    async def record(job: Job) -> None:
+        attempts.append(job.attempt)
+
+    a, b = ActionHub(ordered_url, name="hub-a"), ActionHub(ordered_url, name="hub-b")
+    a.bind("orders", blocked, ordered=True, partitions=1, max_workers=1)
+    b.bind("orders", record, ordered=True, partitions=1)
+    async with a.running():
+        await wait_until(lambda: bool(a.stats()) and a.stats()[0].partitions_owned == 1)
+        await a.publish_many("orders", list(range(6)), keys=[f"k{i}" for i in range(6)])
+        await wait_until(lambda: a.stats()[0].buffered == 5)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(a.stop)  # the running one finishes; five are given back unstarted
+            await wait_until(lambda: not a.is_running)
+            gate.set()
+    async with b.running():
+        await wait_until(lambda: len(attempts) == 5)
+    assert attempts == [1] * 5

@@ -167,7 +167,8 @@ def connect(redis_url: str, options: RedisOptions) -> Any:
     """A redis-py client whose socket timeout outlasts a blocking read.
 
     RESP2 unless the URL asks otherwise: redis-py 8 defaults to RESP3, whose handshake adds
-    round trips (HELLO, CLIENT MAINT_NOTIFICATIONS) on every connect and needs Redis 6+.
+    round trips (HELLO, CLIENT MAINT_NOTIFICATIONS) on every connect and needs Redis 6+. No
+    CLIENT SETINFO either: two more round trips per connect, refused by Redis < 7.2.
     """
     try:
         return redis.Redis.from_url(
@@ -176,9 +177,22 @@ def connect(redis_url: str, options: RedisOptions) -> Any:
             socket_timeout=options.block + 10,
             socket_connect_timeout=5,
             health_check_interval=30,
+            **_NO_CLIENT_SETINFO,
         )
     except (ValueError, TypeError) as exc:
         raise ConfigurationError(f"bad Redis URL: {exc}") from None
+
+
+#: redis-py 8 takes ``driver_info=None``; 5 to 7 take ``lib_name=None, lib_version=None``
+#: (deprecated in 8).
+_NO_CLIENT_SETINFO: dict[str, None] = (
+    {"driver_info": None}
+    if "driver_info"
+    in inspect.signature(
+        getattr(redis.connection, "AbstractConnection", redis.connection.Connection).__init__
+    ).parameters
+    else {"lib_name": None, "lib_version": None}
+)
 
 
 def consumer_name(hub: str) -> str:
@@ -486,7 +500,10 @@ class RedisBusBase(Bus):
         await self.call(lambda: self.client.set(key, snapshot, px=int(ttl * 1000)), what="announce")
 
     async def withdraw(self, hub: str) -> None:
-        await self.call(lambda: self.client.delete(f"{self.prefix}hub:{hub}"), what="withdraw")
+        try:
+            await self.call(lambda: self.client.delete(f"{self.prefix}hub:{hub}"), what="withdraw")
+        except redis.RedisError as error:  # the announcement expires anyway: say so, stop cleanly
+            raise BusError(f"could not withdraw hub {hub}: {error!r}") from error
 
     async def announcements(self) -> list[bytes]:
         def read() -> list[bytes]:

@@ -38,6 +38,9 @@ _UNDERSTOOD = frozenset(
         "socket_connect_timeout",
         "health_check_interval",  # a broken connection is seen by its reader at once
         "himport_registry",
+        "driver_info",  # None: no CLIENT SETINFO, which the wire path never sends either
+        "lib_name",
+        "lib_version",
     }
 )
 

@@ -48,9 +48,9 @@ class Inbox(Protocol):
         None); raise `Overloaded` after that, or `HubStopped` if the inbox is closed."""
         ...
 
-    def take_back(self, which: Callable[[Delivery], bool]) -> int:
+    def take_back(self, which: Callable[[Delivery], bool]) -> list[Delivery]:
         """Take back the buffered, unstarted deliveries for which ``which`` is true (another hub
-        now owns their partition); return how many."""
+        now owns their partition), and return them."""
         ...
 
     def note_dropped(self) -> None:

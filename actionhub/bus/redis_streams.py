@@ -66,12 +66,15 @@ return lost
 """
 
 # On a graceful close: entries read but never started are made claimable at once (their idle
-# time is set past the visibility timeout), and the consumer is removed if it holds nothing.
+# time is set past the visibility timeout, and the delivery they never had is not counted), and
+# the consumer is removed if it holds nothing.
 _RELEASE = """
 for i = 4, #ARGV do
   local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1, ARGV[2])
   if #p == 1 then
-    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'IDLE', ARGV[3], 'JUSTID')
+    local count = math.max(tonumber(p[1][4]) - 1, 0)
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i],
+               'IDLE', ARGV[3], 'RETRYCOUNT', count, 'JUSTID')
   end
 end
 if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) == 0 then
@@ -151,6 +154,7 @@ class RedisStreamsBus(RedisBusBase):
         self._create_group = self.client.register_script(_CREATE_GROUP)
         self._subscriptions: list[_StreamSubscription] = []
         self._acks_due = trio.Event()
+        self._flushing = trio.Lock()
         self._partitions: dict[str, int] = {}  # topic -> its partition count, once known (it never changes)
 
     def stream_key(self, topic: str) -> str:
@@ -324,7 +328,13 @@ class RedisStreamsBus(RedisBusBase):
         await self.flush_acks()
 
     async def flush_acks(self) -> None:
-        """One round trip for every ack (and malformed entry's dead letter) since the last one."""
+        """One round trip for every ack (and malformed entry's dead letter) since the last one.
+        Returns once every ack owed when it was called is in Redis (a batch already on its way
+        included: a hand-over releases a partition only after that)."""
+        async with self._flushing:
+            await self._flush_acks()
+
+    async def _flush_acks(self) -> None:
         batch = [(s, *s.take_settled()) for s in self._subscriptions if s.acks or s.letters]
         if not batch:
             return
@@ -583,8 +593,18 @@ class _StreamSubscription(RedisProgress, Subscription):
         options = bus.options
         if trio.current_time() < bus.reachable_since + options.visibility_timeout:
             return False  # after an outage, give every hub time to reconnect and renew its leases
-        min_idle = int(options.visibility_timeout * 1000)
-        for stream in list(self.reclaimable()):
+        streams = tuple(self.reclaimable())
+        self.read_in_progress = streams  # a hand-over waits for it, as for a read
+        try:
+            return await self._reclaim_from(streams, credit)
+        finally:
+            self.read_in_progress = ()
+            self._read_ended.unpark_all()
+
+    async def _reclaim_from(self, streams: tuple[str, ...], credit: int) -> bool:
+        bus = self.bus
+        min_idle = int(bus.options.visibility_timeout * 1000)
+        for stream in streams:
             in_hand = self.in_hand.get(stream, set())
 
             def abandoned(stream: str = stream, in_hand: set[bytes] = in_hand) -> list[dict[str, Any]]:
@@ -617,6 +637,9 @@ class _StreamSubscription(RedisProgress, Subscription):
         )
         entries = [(entry_id, fields) for entry_id, fields in claimed if fields]
         if not entries:  # all taken by other hubs meanwhile
+            return False
+        if not self.accepts(stream):  # the partition's lease was lost meanwhile
+            await self._give_back(stream, [entry_id for entry_id, _ in entries])
             return False
         self._reclaimed += len(entries)
         deliveries = {entry["message_id"]: entry["times_delivered"] + 1 for entry in idle}
@@ -813,8 +836,10 @@ class _OrderedSubscription(_StreamSubscription):
         self._partitions_by_stream = {stream: p for p, stream in enumerate(self._streams)}
         self.states: dict[int, _Partition] = {}
         self._lease_until = math.inf  # trio time at which the leases this hub holds lapse
-        self._coordinator = trio.CancelScope()
+        self._coordinator = trio.CancelScope()  # only if a tick will not end by itself
         self._coordinator_done = trio.Event()
+        self._stop_coordinating = trio.Event()
+        self._moving: set[int] = set()  # partitions a take-over or hand-over task is moving
         # claims and releases one at a time: a claim sent while a release is on its way could
         # reach Redis after it and take the lease back
         self._leases_in_use = trio.Lock()
@@ -822,7 +847,13 @@ class _OrderedSubscription(_StreamSubscription):
     async def start(self, nursery: trio.Nursery) -> None:
         await self.ensure_group(self.stream)
         await nursery.start(self.read_loop)
-        await nursery.start(self._coordinate)
+        await nursery.start(self._run_coordinator)
+
+    async def _run_coordinator(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        with self._coordinator:
+            await self._coordinate(task_status=task_status)
 
     async def _follow_partitions(self, *, from_start: bool) -> None:
         """Partitions come with their leases (see `_rebalance`), not all at once."""
@@ -845,20 +876,23 @@ class _OrderedSubscription(_StreamSubscription):
         self.partitions_owned = len(self.states)
 
     async def _coordinate(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Tick until `close` asks to stop; a stop waits for the tick under way, so that no claim
+        or heartbeat reaches Redis after the hub has left."""
         ttl = self.bus.options.visibility_timeout
         tick = min(1.0, ttl / 3)
         try:
-            with self._coordinator:
-                async with trio.open_nursery() as moves:
-                    task_status.started()
-                    while True:
-                        try:
-                            await self._rebalance(moves, ttl, tick)
-                        except BusError as error:  # Redis unreachable for as long as the leases last
-                            self._drop_all(f"their leases could not be renewed ({error})")
-                        except RedisError as error:
-                            log.error("%s/%s: rebalancing failed: %r", self.topic, self.group, error)
-                        await trio.sleep(tick)
+            async with trio.open_nursery() as moves:
+                task_status.started()
+                while not self._stop_coordinating.is_set():
+                    try:
+                        await self._rebalance(moves, ttl, tick)
+                    except BusError as error:  # Redis unreachable for as long as the leases last
+                        await self._drop_all(f"their leases could not be renewed ({error})")
+                    except RedisError as error:
+                        log.error("%s/%s: rebalancing failed: %r", self.topic, self.group, error)
+                    with trio.move_on_after(tick):
+                        await self._stop_coordinating.wait()
+                moves.cancel_scope.cancel()
         finally:
             self._coordinator_done.set()
 
@@ -881,59 +915,75 @@ class _OrderedSubscription(_StreamSubscription):
         self._lease_until = asked_at + ttl
         moved = False
         for partition in set(self.states) - held:
-            self._drop(partition, "another hub holds its lease (this hub stalled past it)")
+            await self._drop(partition, "another hub holds its lease (this hub stalled past it)")
             moved = True
         for partition, state in list(self.states.items()):
             if state is _Partition.OWNED and partition not in wanted:
                 self._set(partition, _Partition.LEAVING)
-                moves.start_soon(self._move, self._hand_over, partition)
+                self._start_move(moves, self._hand_over, partition)
                 moved = True
-        for partition in sorted((wanted & held) - set(self.states)):
+        # a partition still being moved (say, dropped while taken over) waits for the next tick
+        for partition in sorted((wanted & held) - set(self.states) - self._moving):
             self._set(partition, _Partition.JOINING)
-            moves.start_soon(self._move, self._take_over, partition)
+            self._start_move(moves, self._take_over, partition)
             moved = True
         if moved:
             self.rebalances += 1
 
-    def _drop(self, partition: int, why: str) -> None:
-        """Another hub may own ``partition`` now: stop reading it and take back what was read of
-        it and not started (its new owner runs that). What is running finishes here."""
-        stream = self.bus.partition_key(self.topic, partition)
-        if stream in self.reading:
-            self.reading.remove(stream)
-        self._set(partition, None)
-        taken_back = self.inbox.take_back(lambda d: d.subscription is self and _token(d)[0] == stream)
-        running = len(self.in_hand.pop(stream, ())) - taken_back
-        log.warning(
-            "%s/%s: stopped reading partition %d: %s; %d message(s) of it taken back unstarted, "
-            "%d still held here (running, or waiting for a retry) may run again on its new owner",
-            self.topic,
-            self.group,
-            partition,
-            why,
-            taken_back,
-            running,
-        )
-
-    def _drop_all(self, why: str) -> None:
-        for partition in list(self.states):
-            self._drop(partition, why)
+    def _start_move(
+        self, moves: trio.Nursery, move: Callable[[int], Awaitable[None]], partition: int
+    ) -> None:
+        self._moving.add(partition)
+        moves.start_soon(self._move, move, partition)
 
     async def _move(self, move: Callable[[int], Awaitable[None]], partition: int) -> None:
         try:
             await move(partition)
         except (RedisError, BusError) as error:  # its lease lapses; the next tick starts over
-            self._drop(partition, f"moving it failed: {error!r}")
+            await self._drop(partition, f"moving it failed: {error!r}")
+        except HubStopped:
+            pass  # the group is closing: `close` gives back what it holds and releases the leases
+        finally:
+            self._moving.discard(partition)
+
+    async def _drop(self, partition: int, why: str) -> None:
+        """Another hub may own ``partition`` now: stop reading it, and give back what was read of
+        it and not started, claimable at once (its new owner runs that). What runs finishes here."""
+        if partition not in self.states:
+            return
+        stream = self._streams[partition]
+        if stream in self.reading:
+            self.reading.remove(stream)
+        self._set(partition, None)
+        unstarted = self.inbox.take_back(lambda d: d.subscription is self and _token(d)[0] == stream)
+        held = self.in_hand.pop(stream, set())
+        self._settled.unpark_all()  # a hand-over of it may be waiting
+        log.warning(
+            "%s/%s: stopped reading partition %d: %s; %d message(s) of it given back unstarted, "
+            "%d still held here (running, or waiting for a retry) may run again on its new owner",
+            self.topic,
+            self.group,
+            partition,
+            why,
+            len(unstarted),
+            len(held) - len(unstarted),
+        )
+        if unstarted:
+            await self._give_back(stream, [_token(d)[1] for d in unstarted])
+
+    async def _drop_all(self, why: str) -> None:
+        for partition in list(self.states):
+            await self._drop(partition, why)
 
     async def _take_over(self, partition: int) -> None:
         """Run the previous owner's unacked entries of ``partition`` first, in id order (it died,
         or it released them unstarted), then read the partition."""
         bus = self.bus
-        stream = bus.partition_key(self.topic, partition)
+        stream = self._streams[partition]
         await self.ensure_group(stream)
         held = self.in_hand.setdefault(stream, set())
         after = "-"
-        while True:
+        while self.states.get(partition) is _Partition.JOINING:
 
             def take(after: str = after) -> tuple[list[dict[str, Any]], Entries]:
                 pending = bus.client.xpending_range(stream, self.group, after, "+", TAKE_OVER_BATCH)
@@ -941,21 +991,25 @@ class _OrderedSubscription(_StreamSubscription):
                 return pending, (bus.client.xclaim(stream, self.group, bus.consumer, 0, ids) if ids else [])
 
             pending, claimed = await bus.call(take, what=f"take over {stream}")
+            entries = [(entry_id, fields) for entry_id, fields in claimed if fields]
+            if self.states.get(partition) is not _Partition.JOINING:  # dropped meanwhile
+                await self._give_back(stream, [entry_id for entry_id, _ in entries])
+                return
             if not pending:
-                break
+                self._set(partition, _Partition.OWNED)
+                self.reading.append(stream)
+                return
+            held.update(entry_id for entry_id, _ in entries)  # given back at close if not delivered
             counts = {entry["message_id"]: entry["times_delivered"] + 1 for entry in pending}
-            await self._deliver(stream, [(i, fields) for i, fields in claimed if fields], counts)
+            await self._deliver(stream, entries, counts)
             after = f"({text(pending[-1]['message_id'])}"
-        if self.states.get(partition) is _Partition.JOINING:
-            self._set(partition, _Partition.OWNED)
-            self.reading.append(stream)
 
     async def _hand_over(self, partition: int) -> None:
         """Stop reading ``partition``, let what was read of it run and be acked, release its lease."""
-        stream = self.bus.partition_key(self.topic, partition)
+        stream = self._streams[partition]
         if stream in self.reading:
             self.reading.remove(stream)
-        while stream in self.read_in_progress:  # a read under way may still bring some
+        while stream in self.read_in_progress:  # a read or reclaim under way may still bring some
             await self._read_ended.park()
         await self._settle(stream)
         async with self._leases_in_use:
@@ -973,6 +1027,9 @@ class _OrderedSubscription(_StreamSubscription):
         the group's membership, so that the other hubs take the partitions over at once."""
         if self._closed:
             return
+        self._stop_coordinating.set()
+        with trio.move_on_after(2 * self.bus.options.block + 5):  # a tick under way ends first
+            await self._coordinator_done.wait()
         self._coordinator.cancel()
         await self._coordinator_done.wait()
         await super().close()

@@ -241,12 +241,12 @@ class WorkerGroup:
         self.overloaded += 1
         raise Overloaded(self.name, wait)
 
-    def take_back(self, which: Callable[[Delivery], bool]) -> int:
-        kept = deque(delivery for delivery in self._buffer if not which(delivery))
-        taken_back = len(self._buffer) - len(kept)
-        self._buffer = kept
-        if taken_back and self._room:
-            self._room.unpark_all()
+    def take_back(self, which: Callable[[Delivery], bool]) -> list[Delivery]:
+        taken_back = [delivery for delivery in self._buffer if which(delivery)]
+        if taken_back:
+            self._buffer = deque(delivery for delivery in self._buffer if not which(delivery))
+            if self._room:
+                self._room.unpark_all()
         return taken_back
 
     def note_dropped(self) -> None:
@@ -769,13 +769,15 @@ class WorkerGroup:
         self._dispatch_buffered()
 
     async def _stop_for_escalation(self) -> tuple[Message, ...]:
-        """Close intake, take the unstarted messages (in order), stop the workers."""
+        """Close intake, take the unstarted messages (in order), stop the workers, then close the
+        subscription (so that what the workers finish is acked, and an ordered group keeps its
+        partitions until nothing of them runs here)."""
         await self._before_stop()
         self._close_intake()
-        await self._close_subscription()
         pending = tuple(d.message for d in self._buffer)
         self._buffer.clear()
         await self._stop_workers(self.config.shutdown_timeout)
+        await self._close_subscription()
         return pending
 
     async def _stop_workers(self, timeout: float) -> None:
