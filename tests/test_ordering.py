@@ -501,3 +501,14 @@ async def test_messages_handed_over_unstarted_keep_their_attempt_number(ordered_
     async with b.running():
         await wait_until(lambda: len(attempts) == 5)
     assert attempts == [1] * 5
+
+
+async def test_the_history_of_a_partitioned_topic_is_one_timeline_read_in_pages(ordered_url: str) -> None:
+    async with ActionHub(ordered_url).running() as hub:
+        for n in range(9):  # keyed ones over several partitions, unkeyed ones on the topic's stream
+            await hub.publish("orders", n, key=f"order-{n}" if n % 3 else None)
+            await trio.sleep(0.002)  # entry ids are milliseconds: across streams, one ms is one instant
+        first = await hub.bus.history("orders", count=4)
+        rest = await hub.bus.history("orders", first=f"({first[-1][0]}", count=100)
+    assert [m.payload for _, m in first] == [0, 1, 2, 3]  # the oldest first, not the newest
+    assert [m.payload for _, m in rest] == [4, 5, 6, 7, 8]

@@ -245,8 +245,9 @@ class RedisStreamsBus(RedisBusBase):
                 for stream in streams:
                     pipe.xrange(stream, first, last, count=count)
                 ranges = pipe.execute()
-            # one timeline: entry ids are the times the entries were added
-            return heapq.nlargest(count, itertools.chain(*ranges), key=lambda e: _id_order(e[0]))[::-1]
+            # one timeline: entry ids are the times (ms) the entries were added; entries of
+            # different partitions added within one millisecond come in no particular order
+            return heapq.nsmallest(count, itertools.chain(*ranges), key=lambda e: _id_order(e[0]))
 
         found = []
         for entry_id, fields in await self.call(read, what=f"read the history of {topic}"):
