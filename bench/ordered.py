@@ -36,7 +36,7 @@ import trio
 
 from actionhub import ActionHub, Job
 from actionhub.bus._partitions import assign, partition_of
-from actionhub.testing import RedisServer
+from bench import redis_url
 
 PARTITIONS = 16
 HUBS = 2
@@ -150,21 +150,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--url", help="a Redis to use (default: start a private redis-server)")
     args = parser.parse_args(argv)
 
-    server = None if args.url else RedisServer(appendonly=False)
-    if server is not None:
-        server.start()
-    url = args.url or server.url  # type: ignore[union-attr]
     rates: dict[str, list[float]] = {variant: [] for variant in VARIANTS}
-    try:
+    with redis_url(args.url) as url:
         for round_no in range(args.rounds):
             order = VARIANTS if round_no % 2 == 0 else VARIANTS[::-1]
             for variant in order:
                 rates[variant].append(
                     run_variant(url, variant, args.messages, args.keys, args.work, args.workers)
                 )
-    finally:
-        if server is not None:
-            server.close()
     print(
         f"{args.messages:,} messages over {args.keys:,} keys, {HUBS} hub processes x {args.workers} workers, "
         f"work {args.work * 1000:g} ms, {args.rounds} rounds; median (min-max) msg/s"

@@ -21,7 +21,7 @@ import redis
 import trio
 
 from actionhub import ActionHub, Job
-from actionhub.testing import RedisServer
+from bench import redis_url
 
 ENTRY = b'{"payload": {"order_id": 123456, "customer": "cust-000042", "amount_cents": 1999}}'
 
@@ -93,12 +93,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--url", help="a Redis to use (default: start a private redis-server)")
     args = parser.parse_args(argv)
 
-    server = None if args.url else RedisServer(appendonly=False)
-    if server is not None:
-        server.start()
-    url = args.url or server.url  # type: ignore[union-attr]
-    client = redis.Redis.from_url(url)
-    try:
+    with redis_url(args.url) as url:
+        client = redis.Redis.from_url(url)
         bare_rates, hub_rates = [], []
         for round_no in range(args.rounds):
             order = ["bare", "hub"] if round_no % 2 == 0 else ["hub", "bare"]
@@ -107,9 +103,6 @@ def main(argv: Sequence[str] | None = None) -> None:
                     bare_rates.append(bare(client, args.messages))
                 else:
                     hub_rates.append(hub(url, client, args.messages, args.workers))
-    finally:
-        if server is not None:
-            server.close()
     ratios = [h / b for h, b in zip(hub_rates, bare_rates, strict=True)]
     print(
         f"{args.messages:,} no-op messages x {args.rounds} rounds on Redis streams ({url}); median (min-max)"

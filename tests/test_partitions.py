@@ -36,14 +36,10 @@ def test_no_member_gets_more_than_its_even_share(members: set[str], partitions: 
 
 
 @given(members_st, st.text(min_size=1, max_size=12), st.integers(1, 64))
-def test_a_joining_member_gets_its_share_and_a_leaving_one_changes_nothing_for_good(
-    members: set[str], newcomer: str, partitions: int
-) -> None:
-    before = assign(members, partitions)
+def test_a_joining_member_gets_its_share(members: set[str], newcomer: str, partitions: int) -> None:
     after = assign(members | {newcomer}, partitions)
     if newcomer not in members:
         assert list(after.values()).count(newcomer) >= partitions // (len(members) + 1)
-        assert assign(members, partitions) == before  # it leaves again: back to where it was
 
 
 def test_a_join_moves_few_partitions_besides_the_newcomer_s() -> None:

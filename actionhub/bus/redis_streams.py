@@ -189,19 +189,28 @@ class RedisStreamsBus(RedisBusBase):
         self._partitions[topic] = count
         return count
 
+    async def _partition_stream(self, topic: str, key: str) -> str:
+        """The stream of ``key``'s partition of ``topic``."""
+        partitions = await self.partitions_of(topic, default=DEFAULT_PARTITIONS)
+        assert partitions is not None
+        return self.partition_key(topic, partition_of(key, partitions))
+
     async def _stream_of(self, message: Message) -> str:
         """Where ``message`` goes: its key's partition stream, or the topic's stream if unkeyed."""
         if message.key is None:
             return self.stream_key(message.topic)
-        partitions = await self.partitions_of(message.topic, default=DEFAULT_PARTITIONS)
-        assert partitions is not None
-        return self.partition_key(message.topic, partition_of(message.key, partitions))
+        return await self._partition_stream(message.topic, message.key)
 
     # ------------------------------------------------------------------ publishing
 
     async def publish(self, message: Message, *, delay: float | None = None) -> str:
         raw = self.encode(message)
-        stream = await self._stream_of(message)
+        key = message.key  # unkeyed: no coroutine on the per-message path
+        stream = (
+            self.stream_key(message.topic)
+            if key is None
+            else await self._partition_stream(message.topic, key)
+        )
         if delay:
             await self.schedule("x", stream, "", raw, delay)
         else:
@@ -831,7 +840,7 @@ class _OrderedSubscription(_StreamSubscription):
         self, bus: RedisStreamsBus, topic: str, group: str, inbox: Inbox, partitions: int, *, earliest: bool
     ) -> None:
         super().__init__(bus, topic, group, inbox, earliest=earliest)
-        self.partitions = self.partition_count = partitions
+        self.partitions = partitions
         self.leases = PartitionLeases(bus.client, bus.prefix, topic, group)
         self._streams = [bus.partition_key(topic, p) for p in range(partitions)]
         self._partitions_by_stream = {stream: p for p, stream in enumerate(self._streams)}
@@ -906,7 +915,7 @@ class _OrderedSubscription(_StreamSubscription):
         members = await bus.call(
             partial(self.leases.heartbeat, me, ttl), what="renew group membership", deadline=deadline
         )
-        wanted = {p for p, member in assign(members, self.partition_count).items() if member == me}
+        wanted = {p for p, member in assign(members, len(self._streams)).items() if member == me}
         async with self._leases_in_use:  # a hand-over's release must not cross this claim
             held = await bus.call(
                 partial(self.leases.claim, sorted(wanted | set(self.states)), me, ttl),
