@@ -60,6 +60,7 @@ def test_examples() -> None:
     assert VALIDATOR.is_valid(valid)
     assert VALIDATOR.is_valid({"payload": None, "created_at": 1795000000.5})
     assert VALIDATOR.is_valid({"payload": None, "created_at": None, "key": "order-42"})
+    assert VALIDATOR.is_valid({"payload": None, "key": None})
     for invalid in [
         {},
         {"payload": 1, "attempt": 0},
