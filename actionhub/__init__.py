@@ -25,8 +25,10 @@ from .supervision.policy import (
     Behaviour,
     EscalationProtocol,
     GroupConfig,
+    GroupState,
     Instance,
     Isolation,
+    OnMaxRestarts,
     Start,
 )
 
@@ -43,6 +45,7 @@ __all__ = [
     "Escalation",
     "EscalationProtocol",
     "GroupConfig",
+    "GroupState",
     "HubStopped",
     "Instance",
     "Isolation",
@@ -50,6 +53,7 @@ __all__ = [
     "MalformedMessage",
     "MemoryBus",
     "Message",
+    "OnMaxRestarts",
     "BusError",
     "Overloaded",
     "ProcessActionError",

@@ -43,6 +43,9 @@ log = logging.getLogger("actionhub.cli")
 T = TypeVar("T")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+#: ``actionhub run``: a group with ``on_max_restarts="stop_hub"`` went past its restart limit and
+#: stopped the hub, so that the process supervisor (systemd, Kubernetes) starts a fresh one
+EXIT_GROUP_GAVE_UP = 4
 DEFAULT_BUS = "redis://localhost:6379/0"
 
 
@@ -138,12 +141,22 @@ async def _run(args: argparse.Namespace) -> int:
     forced_by: int | None = None
     with trio.open_signal_receiver(*stop_signals) as signals:
         async with trio.open_nursery() as nursery:
-            await nursery.start(hub.run)
+
+            async def serve_hub(*, task_status: trio.TaskStatus[None]) -> None:
+                await hub.run(task_status=task_status)
+                nursery.cancel_scope.cancel()  # it may stop by itself (on_max_restarts="stop_hub")
+
+            await nursery.start(serve_hub)
             if args.metrics_port is not None:
                 from .metrics import serve_metrics
 
                 url = await nursery.start(serve_metrics, hub, args.metrics_port)
                 log.info("metrics served on %s", url, extra={"hub": hub.name, "metrics": url})
+            if args.health_port is not None:
+                from .health import serve_health
+
+                url = await nursery.start(serve_health, hub, args.health_port)
+                log.info("health probes served on %s", url, extra={"hub": hub.name, "health": url})
             log.info(
                 "hub %s ready; SIGTERM or Ctrl-C stops it gracefully, a second one at once",
                 hub.name,
@@ -172,7 +185,15 @@ async def _run(args: argparse.Namespace) -> int:
                     extra={"hub": hub.name, "signal": name},
                 )
                 nursery.start_soon(stop_gracefully)
-    return EXIT_OK if forced_by is None else 128 + forced_by
+    if forced_by is not None:
+        return 128 + forced_by
+    if hub.stopped_by is not None:
+        raise CliError(
+            f"hub {hub.name} stopped: group {hub.stopped_by.group} went past its restart limit "
+            f"({hub.stopped_by.error!r})",
+            EXIT_GROUP_GAVE_UP,
+        )
+    return EXIT_OK
 
 
 # --------------------------------------------------------------------------- publish
@@ -217,8 +238,16 @@ async def _publish(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- stats
 
+
+def _state(stat: WorkerStat) -> str:
+    if stat.cool_down_until is None:
+        return stat.state.value
+    return f"{stat.state.value} ({max(0.0, stat.cool_down_until - time.time()):.0f}s)"
+
+
 _STAT_COLUMNS: list[tuple[str, Callable[[WorkerStat], object]]] = [
     ("group", lambda s: s.addr),
+    ("state", _state),
     ("workers", lambda s: f"{s.total_current_workers} ({s.min_workers}..{s.max_workers})"),
     ("busy", lambda s: s.in_flight),
     ("buffered", lambda s: s.buffered),
@@ -476,7 +505,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("target", metavar="MODULE:HUB", help="an ActionHub, or a function returning one")
     run.add_argument("--name", help="the hub's name (default: its own)")
-    run.add_argument("--metrics-port", type=int, metavar="PORT", help="serve Prometheus metrics on PORT")
+    run.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve Prometheus metrics, /healthz and /readyz on PORT",
+    )
+    run.add_argument(
+        "--health-port", type=int, metavar="PORT", help="serve only /healthz and /readyz on PORT"
+    )
 
     publish = command("publish", _publish, "publish one message (JSON; - reads stdin); prints its id")
     publish.add_argument("topic", metavar="TOPIC")

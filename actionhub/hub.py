@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
+import attrs
 import trio
 
 from .bus.base import Bus, DeadLetter
@@ -28,9 +29,10 @@ from .supervision.escalation import (
     EscalationDispatcher,
     normalize_callbacks,
 )
-from .supervision.group import MessageObserver, WorkerGroup, attach
+from .supervision.group import WorkerGroup, attach
 from .supervision.master import MasterGroup
-from .supervision.policy import EscalationProtocol
+from .supervision.policy import EscalationProtocol, OnMaxRestarts
+from .supervision.runner import MessageObserver
 
 log = logging.getLogger("actionhub.hub")
 
@@ -96,6 +98,8 @@ class ActionHub:
         self._ids = _MessageIds()
         self.announce_interval = announce_interval
         self.observer: MessageObserver | None = None  # told about every message run (metrics)
+        #: the escalation of a group with ``on_max_restarts="stop_hub"`` that stopped this hub
+        self.stopped_by: Escalation | None = None
 
     # ------------------------------------------------------------------ binding
 
@@ -287,6 +291,16 @@ class ActionHub:
                 group.name,
                 extra={"hub": self.name, "group": group.name},
             )
+        if outcome.stops_hub and self._state is _State.RUNNING:
+            if self.stopped_by is None:
+                self.stopped_by = outcome.escalation
+            log.critical(
+                "hub %s stops: group %s went past its restart limit (on_max_restarts='stop_hub')",
+                self.name,
+                group.name,
+                extra={"hub": self.name, "group": group.name, "reason": "max_restarts"},
+            )
+            self._stop_requested.set()
 
     def _make_group(self, template: WorkerTemplate, lazy: bool) -> WorkerGroup:
         common: dict[str, Any] = dict(
@@ -308,7 +322,9 @@ class ActionHub:
                     name=name,
                     topic=name,
                     action=slave_template.fn,
-                    config=slave_template.config,
+                    # past its own limit a slave ends and its master decides (a respawn, counted
+                    # against the master's limit)
+                    config=attrs.evolve(slave_template.config, on_max_restarts=OnMaxRestarts.REMOVE),
                     hub=self,
                     report=self._dispatcher.report,
                 )

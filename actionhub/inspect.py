@@ -19,7 +19,7 @@ import orjson
 from .bus.url import redact
 from .errors import ConfigurationError
 from .stats import WorkerStat
-from .supervision.policy import Behaviour, Instance
+from .supervision.policy import Behaviour, GroupState, Instance
 
 if TYPE_CHECKING:
     from .bus.base import Bus
@@ -49,7 +49,14 @@ class HubSnapshot:
     def from_json(cls, raw: bytes) -> HubSnapshot:
         document = orjson.loads(raw)
         groups = tuple(
-            WorkerStat(**{**g, "instance": Instance(g["instance"]), "behaviour": Behaviour(g["behaviour"])})
+            WorkerStat(
+                **{
+                    **g,
+                    "instance": Instance(g["instance"]),
+                    "behaviour": Behaviour(g["behaviour"]),
+                    "state": GroupState(g.get("state", "running")),  # hubs older than the field
+                }
+            )
             for g in document.pop("groups")
         )
         return cls(groups=groups, **document)
@@ -141,8 +148,9 @@ def apply_command(hub: ActionHub, raw: bytes) -> CommandAnswer:
             group.resume()
             detail = f"resumed {name}"
         elif command == "restart":
+            cooling_down = group.cooling_down
             group.restart()
-            detail = f"restarting {name}"
+            detail = f"ending the cool-down of {name}" if cooling_down else f"restarting {name}"
         else:
             raise ConfigurationError(f"unknown command {command!r}")
     except (ValueError, TypeError, AttributeError) as error:

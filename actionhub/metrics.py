@@ -15,6 +15,7 @@ dispatcher's counters. ``actionhub run --metrics-port`` and `serve_metrics` put 
 from __future__ import annotations
 
 import enum
+import time
 import typing
 from bisect import bisect_left
 from collections.abc import Iterator
@@ -24,8 +25,6 @@ from typing import TYPE_CHECKING
 
 import attrs
 import trio
-from hypercorn.config import Config
-from hypercorn.trio import serve
 from prometheus_client import CollectorRegistry, make_asgi_app
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -36,8 +35,10 @@ from prometheus_client.core import (
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+from .health import health_app, serve_asgi
 from .stats import WorkerStat
-from .supervision.group import Outcome
+from .supervision.policy import GroupState
+from .supervision.runner import Outcome
 
 if TYPE_CHECKING:
     from .hub import ActionHub
@@ -60,9 +61,14 @@ _TYPES = typing.get_type_hints(WorkerStat)
 NUMBERS = [f.name for f in attrs.fields(WorkerStat) if _TYPES[f.name] in (int, float)]
 #: Every numeric field that is a gauge; the other numbers are counters.
 GAUGES = frozenset(name for name in NUMBERS if not name.startswith("total_") or name in _TOTALS_THAT_GO_DOWN)
+#: Fields with series of their own: ``actionhub_group_state{state}`` (1 for the group's state, 0
+#: for the others) and ``actionhub_cool_down_remaining_seconds``.
+_STATE_FIELDS = frozenset({"state", "cool_down_until"})
 #: The other WorkerStat fields (enums, strings): the labels of ``actionhub_group_info``.
 INFO_FIELDS = [
-    f.name for f in attrs.fields(WorkerStat) if f.name not in LABEL_FIELDS and f.name not in NUMBERS
+    f.name
+    for f in attrs.fields(WorkerStat)
+    if f.name not in LABEL_FIELDS and f.name not in NUMBERS and f.name not in _STATE_FIELDS
 ]
 
 
@@ -131,13 +137,30 @@ class HubMetrics(Collector):
         info = InfoMetricFamily(
             "actionhub_group", f"WorkerStat.{', '.join(INFO_FIELDS)} of each group", labels=_LABELS
         )
+        states = GaugeMetricFamily(
+            "actionhub_group_state",
+            "WorkerStat.state of each group: 1 for the state it is in, 0 for the others",
+            labels=[*_LABELS, "state"],
+        )
+        cooling = GaugeMetricFamily(
+            "actionhub_cool_down_remaining_seconds",
+            "Seconds until a group cooling down past its restart limit starts again (0: not cooling down)",
+            labels=_LABELS,
+        )
+        now = time.time()
         for stat in self.hub.stats():
             labels = [hub, stat.addr, stat.topic]
             for field, family in families.items():
                 family.add_metric(labels, getattr(stat, field))
             info.add_metric(labels, {field: _label(getattr(stat, field)) for field in INFO_FIELDS})
+            for state in GroupState:
+                states.add_metric([*labels, state.value], float(stat.state is state))
+            until = stat.cool_down_until
+            cooling.add_metric(labels, 0.0 if until is None else max(0.0, until - now))
         yield from families.values()
         yield info
+        yield states
+        yield cooling
 
         durations = HistogramMetricFamily(
             "actionhub_action_duration_seconds",
@@ -179,18 +202,15 @@ async def serve_metrics(
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``hub``'s metrics (a `HubMetrics` on a registry of its own) on
-    ``http://host:port/metrics`` until cancelled; `started` with that URL as bound (port 0 picks
-    a free port). On the way out the hub's observer is cleared again."""
+    ``http://host:port/metrics``, and its health probes (`actionhub.health`) on ``/healthz`` and
+    ``/readyz``, until cancelled; `started` with the metrics URL as bound (port 0 picks a free
+    port). On the way out the hub's observer is cleared again."""
     metrics = HubMetrics(hub)
-    config = Config()
-    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]  # IPv6 needs brackets
-    config.accesslog = None
-    config.errorlog = None  # hypercorn's own lines; failures to bind still raise
-    app = make_asgi_app(metrics.registry)
+    app = health_app(hub, fallback=make_asgi_app(metrics.registry))
     try:
         async with trio.open_nursery() as nursery:
-            binds: list[str] = await nursery.start(partial(serve, app, config, mode="asgi"))
-            task_status.started(f"{binds[0]}/metrics")
+            base: str = await nursery.start(partial(serve_asgi, app, host, port))
+            task_status.started(f"{base}/metrics")
     finally:
         if hub.observer is metrics:
             hub.observer = None  # nobody scrapes these histograms any more: stop paying for them

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import attrs
 
-from .supervision.policy import Behaviour, Instance
+from .supervision.policy import Behaviour, GroupState, Instance
 
 
 @attrs.frozen
@@ -37,6 +37,10 @@ class WorkerStat:
     total_overloaded: int
     total_dropped: int
     total_malformed: int
+    #: running, paused (by an operator), cooling_down (past its restart limit, back at
+    #: ``cool_down_until``, epoch seconds) or stopped
+    state: GroupState = GroupState.RUNNING
+    cool_down_until: float | None = None
     # isolation="process" only (0 otherwise): worker processes running, started, died (signal,
     # exit, memory limit), killed mid-job (timeout or a stop past shutdown_timeout), recycled
     processes_alive: int = 0
@@ -54,4 +58,5 @@ class WorkerStat:
         out = attrs.asdict(self)
         out["instance"] = self.instance.value
         out["behaviour"] = self.behaviour.value
+        out["state"] = self.state.value
         return out

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -21,6 +20,7 @@ import trio
 from actionhub.cli import build_parser
 from actionhub.testing import RedisServer
 from tests.polling import wait_until
+from tests.servers import free_port
 
 ROOT = Path(__file__).parent.parent
 ACTIONHUB = str(Path(sys.executable).with_name("actionhub"))  # the console script pip installed
@@ -94,13 +94,6 @@ def prefix_of(url: str) -> str:
 @pytest.fixture
 def client(redis_server: RedisServer) -> redis.Redis:
     return redis.Redis(port=redis_server.port)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 # --------------------------------------------------------------------------- run and signals
@@ -350,3 +343,46 @@ def test_each_command_has_its_own_default_bus(monkeypatch: pytest.MonkeyPatch) -
     assert parse(["stats"]).bus == parse(["publish", "t", "1"]).bus == "redis://localhost:6379/0"
     monkeypatch.setenv("ACTIONHUB_BUS", "redis://ops@redis.internal:6379/2")
     assert build_parser().parse_args(["pause", "work"]).bus == "redis://ops@redis.internal:6379/2"
+
+
+# --------------------------------------------------------------------------- past the restart limit
+
+
+async def test_a_group_that_stops_the_hub_makes_run_exit_4_and_its_message_waits_for_the_next(
+    redis_url: str, client: redis.Redis, tmp_path: Path
+) -> None:
+    """``on_max_restarts="stop_hub"``: the hub stops gracefully and ``actionhub run`` exits 4 (one
+    line, no traceback), so that systemd or Kubernetes starts a fresh one; /readyz and /healthz
+    answered on ``--health-port`` until then."""
+    port, log = free_port(), tmp_path / "stopper.log"
+    with log.open("wb") as log_file:
+        process = await trio.lowlevel.open_process(
+            [ACTIONHUB, "run", "tests.stop_hub_app:hub", "--bus", redis_url, "--health-port", str(port)],
+            cwd=ROOT,
+            stderr=log_file,
+        )
+        try:
+            await wait_until(lambda: "ready; SIGTERM" in log.read_text() or process.poll() is not None)
+            async with httpx.AsyncClient() as http:
+                assert (await http.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200
+                assert (await http.get(f"http://127.0.0.1:{port}/healthz")).json()["live"] is True
+            await cli("publish", "fragile", '"order-7"', "--bus", redis_url)
+            with trio.fail_after(30):
+                code = await process.wait()
+        finally:
+            if process.returncode is None:
+                process.kill()
+    text = log.read_text()
+    assert code == 4, text
+    assert text.strip().splitlines()[-1] == (
+        "actionhub: error: hub hub-"
+        + text.split("actionhub: error: hub hub-", 1)[1].split(" ", 1)[0]
+        + " stopped: group fragile went past its restart limit "
+        "(ConnectionError('the database is gone (order-7)'))"
+    )
+    assert "Traceback" not in text
+    # the message was retried, not lost: it waits in Redis for the next hub (in the delayed set,
+    # or, if it came due before the hub stopped, as a second entry of the stream)
+    prefix = prefix_of(redis_url)
+    assert client.zcard(f"{prefix}delayed") + client.xlen(f"{prefix}fragile") == 2
+    assert client.xlen(f"{prefix}dead:fragile") == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import trio
 
+from actionhub import GroupState
 from actionhub.demo import NOTIFICATIONS, ORDERS, RESIZE_JOBS, format_table, main
 
 
@@ -31,25 +32,29 @@ async def test_demo_shows_scaling_restart_and_escalation(
     assert charge.total_dead_lettered == charge.total_rejected == 1
     assert charge.total_escalations == 3  # every panic is reported, whatever the behaviour
 
-    # (c) notify hit its restart limit: one escalation with reason max_restarts reached the callback
+    # (c) notify hit its restart limit: one escalation with reason max_restarts reached the
+    # callback; the group cooled down instead of leaving, came back and sent every notification
     notify = stats["notify"]
     assert notify.total_restarts == 2 and notify.total_panics == 3 and notify.total_escalations == 3
+    assert notify.total_message_processed == NOTIFICATIONS and notify.total_retried == 3
+    assert notify.state is GroupState.RUNNING and notify.total_current_workers == 1
     (final,) = [e for e in summary.escalations if e.reason != "panic"]
     assert final.group == "notify" and final.reason == "max_restarts"
-    assert isinstance(final.error, OSError)
-    assert len(final.pending_messages) == NOTIFICATIONS - 3
+    assert isinstance(final.error, OSError) and final.cool_down_until is not None
+    assert final.pending_messages == ()  # in-process, the unstarted messages stay in the buffer
     panics = [e for e in summary.escalations if e.reason == "panic"]
     assert sorted(e.group for e in panics) == ["charge"] * 3 + ["notify"] * 2
 
-    # (d) the dead letters: the rejected order and the three notifications that panicked
-    assert summary.dead_letters == 4
+    # (d) the dead letters: the rejected order only
+    assert summary.dead_letters == 1
     assert summary.seconds < 10
 
     out = capsys.readouterr().out
     assert "workers  8 ########" in out
     assert "RESTART     charge" in out
     assert "ESCALATION  notify: reason=max_restarts" in out
-    assert "dead letters: 4" in out
+    assert "the group cools down for 1.5s" in out
+    assert "dead letters: 1" in out
     assert format_table(summary.stats) in out
 
 

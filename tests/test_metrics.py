@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from actionhub import (
     ActionHub,
+    GroupState,
     Job,
     Message,
     Reject,
@@ -25,7 +26,7 @@ from actionhub import (
     WorkerTemplateRegistry,
 )
 from actionhub.metrics import BUCKETS, HubMetrics, metric_name, serve_metrics
-from actionhub.supervision.group import Outcome
+from actionhub.supervision.runner import Outcome
 from actionhub.testing import EscalationLog
 from tests.polling import wait_until
 
@@ -133,12 +134,22 @@ async def test_every_worker_stat_field_is_exported_with_its_value(autojump_clock
         info = {
             f.name: str(getattr(stat, f.name).value)
             for f in attrs.fields(WorkerStat)
-            if isinstance(getattr(stat, f.name), enum.Enum)
+            if isinstance(getattr(stat, f.name), enum.Enum) and f.name != "state"
         }
         for field in attrs.fields(WorkerStat):
             current = getattr(stat, field.name)
             if field.name in ("addr", "topic"):
                 continue  # the group and topic labels of every series
+            if field.name == "state":  # a series per state, 1 for the group's
+                for state in GroupState:
+                    series = {**labels, "state": state.value}
+                    value = registry.get_sample_value("actionhub_group_state", series)
+                    assert value == (1 if state is current else 0), state
+                continue
+            if field.name == "cool_down_until":
+                assert current is None
+                assert registry.get_sample_value("actionhub_cool_down_remaining_seconds", labels) == 0
+                continue
             if isinstance(current, enum.Enum):
                 assert registry.get_sample_value("actionhub_group_info", {**labels, **info}) == 1, field.name
                 continue

@@ -195,6 +195,7 @@ async def test_slave_escalation_respawns_it_counted_against_master(
         _noop,
         max_restarts=2,
         restart_window=3600,
+        on_max_restarts="remove",
         slaves=[SlaveTemplate("s", fragile, behaviour=Behaviour.STOP_ALL_AND_ESCALATE, max_attempts=1)],
     )
     async with hub.running():

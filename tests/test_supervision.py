@@ -20,6 +20,7 @@ from actionhub import (
     Behaviour,
     Escalation,
     EscalationProtocol,
+    GroupState,
     HubStopped,
     Instance,
     Job,
@@ -345,7 +346,7 @@ async def test_restart_limit_escalates_once_on_the_crash_over_the_limit(
 ) -> None:
     hub = ActionHub(on_escalation=escalations)
     calls: list[float] = []
-    _crasher(hub, "limited", calls, max_restarts=2, restart_window=3600)
+    _crasher(hub, "limited", calls, max_restarts=2, restart_window=3600, on_max_restarts="remove")
 
     async with hub.running():
         for _ in range(2):
@@ -376,7 +377,7 @@ async def test_restart_limit_is_a_sliding_window(
 ) -> None:
     hub = ActionHub(on_escalation=escalations)
     calls: list[float] = []
-    _crasher(hub, "spread", calls, max_restarts=1, restart_window=1.0)
+    _crasher(hub, "spread", calls, max_restarts=1, restart_window=1.0, on_max_restarts="remove")
 
     async with hub.running():
         for _ in range(10):  # one crash every 2.1 s: never two restarts within 1 s
@@ -400,7 +401,7 @@ async def test_max_restarts_zero_escalates_on_the_first_crash(
 ) -> None:
     hub = ActionHub(on_escalation=escalations)
     calls: list[float] = []
-    _crasher(hub, "fragile", calls, max_restarts=0)
+    _crasher(hub, "fragile", calls, max_restarts=0, on_max_restarts="remove")
     hub.bind("other", _noop)
 
     async with hub.running():
@@ -1021,6 +1022,8 @@ async def test_stats_snapshot_has_every_field_right(autojump_clock: trio.abc.Clo
         "total_process_recycles": 0,
         "partitions_owned": 0,
         "total_rebalances": 0,
+        "state": GroupState.RUNNING,
+        "cool_down_until": None,
     }
     actual = attrs.asdict(stat, recurse=False)
     # total_escalations: see test_total_escalations_counts_every_reported_escalation

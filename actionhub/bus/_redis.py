@@ -226,6 +226,10 @@ class RedisBusBase(Bus):
         self.wire: WireConnection | None = None  # shared, pipelined, while open (if possible)
         self.consumer = ""
 
+    @property
+    def connected(self) -> bool:
+        return not self._outage
+
     # ------------------------------------------------------------------ calls from trio
 
     async def call(self, fn: Callable[[], T], *, what: str, deadline: float | None = None) -> T:

@@ -159,6 +159,11 @@ class Bus(abc.ABC):
     #: rather than handed over in an escalation's ``pending_messages``.
     durable: bool = False
 
+    @property
+    def connected(self) -> bool:
+        """False while the broker is unreachable (the bus keeps reconnecting meanwhile)."""
+        return True
+
     @abc.abstractmethod
     def open(self, consumer: str, *, connect_timeout: float = 10.0) -> AbstractAsyncContextManager[None]:
         """Async context manager: connect (`BusError` if the broker does not answer within

@@ -20,7 +20,7 @@ import attrs
 import orjson
 import trio
 
-from ..errors import ConfigurationError, HubStopped
+from ..errors import ConfigurationError, HubStopped, Overloaded
 from ..message import DEFAULT_MAX_MESSAGE_BYTES, Message
 from .base import Bus, ControlRequest, DeadLetter, Delivery, Inbox, ReplyChannel, Subscription
 
@@ -153,7 +153,10 @@ class MemoryBus(Bus):
             )
             return
         try:
-            await self._deliver(members, message)
+            try:
+                await self._deliver(members, message)
+            except Overloaded:  # the group took this message once: it may go over its buffer for it
+                members[0].inbox.put_nowait(Delivery(message, members[0]))
         except HubStopped:
             self._add_dead_letter(
                 DeadLetter(

@@ -36,6 +36,9 @@ class Escalation:
     restarts: int = 0
     at: float = attrs.field(factory=time.time)
     hub: str = ""  # the hub that reported it
+    #: past the restart limit with ``on_max_restarts="cool_down"``: when (epoch seconds) the group
+    #: starts again; ``pending_messages`` then are those it handed back to the bus
+    cool_down_until: float | None = None
 
     def as_dict(self) -> dict[str, object]:
         """A JSON-friendly document of this escalation, as alerting integrations send it."""
@@ -62,6 +65,7 @@ class Escalation:
                 "headers": message.headers,
                 "payload": message.payload,
             },
+            "cool_down_until": self.cool_down_until,
             "pending_messages": len(self.pending_messages),
             "pending_ids": [m.id for m in self.pending_messages],
         }

@@ -2,7 +2,12 @@
 
 One supervisor task handles one event at a time (a panic, a due restart, a stop). Everything
 that must be atomic (spawning within ``max_workers``, idling out above ``min_workers``) happens
-between two checkpoints, which trio guarantees nobody can interleave.
+between two checkpoints, which trio guarantees nobody can interleave. The group's buffer is its
+`GroupInbox`; what becomes of each message is the `MessageRunner`'s business.
+
+Past its restart limit a group escalates, then does what ``on_max_restarts`` says: cool down
+(stop its workers, hand back what it has not started, read nothing, start again later), leave the
+hub, or stop the hub. A running hub never holds a group that is neither working nor coming back.
 """
 
 from __future__ import annotations
@@ -14,60 +19,45 @@ import math
 import random
 import time
 import traceback as tb_module
-from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager, nullcontext
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING
 
 import attrs
-import orjson
 import trio
 
 from ..bus.base import Bus, Delivery, Subscription
-from ..errors import ConfigurationError, HubStopped, Overloaded, Reject, Retry, WorkerProcessDied
-from ..job import Job
+from ..errors import ConfigurationError, WorkerProcessDied
 from ..message import Message
 from ..stats import WorkerStat
 from .escalation import Escalation, EscalationReason
+from .inbox import GroupInbox
 from .policy import (
     Behaviour,
     EscalationProtocol,
     GroupConfig,
+    GroupState,
     Instance,
     Isolation,
+    OnMaxRestarts,
     RestartIntensity,
     Start,
 )
 from .process import ProcessPool
+from .runner import Action, MessageObserver, MessageRunner, Outcome, Panic
 
 if TYPE_CHECKING:
     from ..hub import ActionHub
 
 log = logging.getLogger("actionhub.group")
 
-Action = Callable[[Job], Awaitable[object]]
 Report = Callable[[Escalation], None]
 
-#: How a run of the action ended, as a `MessageObserver` sees it: it returned (``ok``), raised
-#: `Retry` (``retry``), `Reject` (``rejected``, dead-lettered), any other exception (``panic``:
-#: retried, or dead-lettered after ``max_attempts``), ran over ``timeout`` (``timeout``, a panic
-#: too), or was cancelled mid-run (``cancelled``: shutdown_timeout passed, a restart-all, a kill).
-Outcome = Literal["ok", "retry", "rejected", "panic", "timeout", "cancelled"]
-
-
-class MessageObserver(Protocol):
-    """Told about every run of an action, in every group of a hub (its slaves and the groups it
-    creates later too): set ``hub.observer`` (`actionhub.metrics.HubMetrics` does). Called
-    synchronously in the worker's task, so it must be quick; what it raises is logged, no more."""
-
-    def observe(self, group: str, queue_wait: float, duration: float, outcome: Outcome) -> None:
-        """``queue_wait``: wall-clock seconds from publish (``Message.created_at``, kept across
-        retries and delays) to the start of this run, never negative; ``duration``: the action's
-        own run in trio seconds, settling the message excluded; ``outcome``: how the run ended."""
+__all__ = ["GroupOutcome", "MessageObserver", "Outcome", "WorkerGroup", "attach"]
 
 
 class _Exit(enum.Enum):
-    STOPPED = "stopped"  # told to stop (shutdown, restart-all): normal
+    STOPPED = "stopped"  # told to stop (shutdown, restart-all, cool-down): normal
     IDLE = "idle"  # idle above min_workers for max_idleness: normal
     ONE_TIME = "one_time"  # handled its one message: normal
     PANIC = "panic"  # the action raised: a restart case
@@ -83,14 +73,7 @@ class _Worker:
         self.scope = trio.CancelScope()
         self.stopping = False
         self.exit = _Exit.STOPPED
-        self.panic: _Panic | None = None
-
-
-@attrs.frozen
-class _Panic:
-    error: BaseException
-    traceback: str
-    message: Message | None  # None: the worker failed before taking a message (its process)
+        self.panic: Panic | None = None
 
 
 @attrs.frozen
@@ -105,7 +88,7 @@ class _Stop:
 
 @attrs.frozen
 class _Restart:
-    """An operator asked for a restart of every worker."""
+    """An operator asked for a restart of every worker (or for the end of a cool-down)."""
 
 
 @attrs.frozen
@@ -115,14 +98,16 @@ class _Escalate:
     escalation: Escalation
 
 
-_Event = _Panic | _Respawn | _Stop | _Escalate | _Restart
+_Event = Panic | _Respawn | _Stop | _Escalate | _Restart
 
 
 @attrs.frozen
 class GroupOutcome:
-    """How a group's run ended: stopped on request, or escalated (then the owner removes it)."""
+    """How a group's run ended: stopped on request, or escalated (then the owner removes it,
+    and stops the whole hub if ``stops_hub``)."""
 
     escalation: Escalation | None = None
+    stops_hub: bool = False
 
     @property
     def escalated(self) -> bool:
@@ -131,8 +116,6 @@ class GroupOutcome:
 
 class WorkerGroup:
     """The supervised pool of workers running one action for one consumer group of a topic."""
-
-    _ids = itertools.count(1)
 
     def __init__(
         self,
@@ -148,7 +131,6 @@ class WorkerGroup:
     ) -> None:
         self.name = name
         self.topic = topic
-        self.action = action
         self.config = config
         self.hub = hub
         self._report = report
@@ -159,17 +141,30 @@ class WorkerGroup:
         self._one_time = config.instance is Instance.ONE_TIME
         self._intensity = RestartIntensity(config.max_restarts, config.restart_window)
         self.subscription: Subscription | None = None
+        self._bus: Bus | None = None  # set by `attach`: where a group back from a cool-down reads
+        self._consumer_group = name
         self.processes: ProcessPool | None = None
         if config.isolation is Isolation.PROCESS:
             self.processes = ProcessPool(name, action, config)
-            self.action = self.processes.run
-
-        self._buffer: deque[Delivery] = deque()
-        self._ordered = config.ordered
-        self._lanes: set[str] = set()  # ordered: keys with a message running or held for a retry
-        self._holding: set[Delivery] = set()  # ordered: deliveries waiting for their retry, in place
+            action = self.processes.run
+        self.inbox = GroupInbox(
+            name,
+            capacity=config.buffer,
+            accept_wait=config.accept_wait,
+            ordered=config.ordered,
+            on_arrival=self._on_arrival,
+        )
+        self.runner = MessageRunner(
+            name=name,
+            action=action,
+            hub=hub,
+            config=config,
+            inbox=self.inbox,
+            rng=self._rng,
+            later=self._later,
+            lane_freed=self._lane_freed,
+        )
         self._work_ready = trio.lowlevel.ParkingLot()  # idle workers wait here
-        self._room = trio.lowlevel.ParkingLot()  # publishers waiting for buffer room
         self._worker_exited = trio.lowlevel.ParkingLot()
         self._events_send, self._events = trio.open_memory_channel[_Event](math.inf)
         self._workers: dict[int, _Worker] = {}
@@ -177,51 +172,40 @@ class WorkerGroup:
         self._worker_ids = itertools.count(1)
         self._nursery: trio.Nursery | None = None
         self._timers: trio.Nursery | None = None
+        self._timer_scopes: set[trio.CancelScope] = set()  # what a cool-down cancels
         self._pending_respawns = 0
-        self._paused = False  # restart-all in progress: workers take nothing new
+        self._paused = False  # restart-all or cool-down in progress: workers take nothing new
         self.held = False  # paused by an operator: nothing new starts (intake fills the buffer)
-        self._closed = False  # intake closed: stopping or escalating
+        self._closed = False  # stopping or escalating: for good
+        self.cooling_down = False
+        self.cool_down_until: float | None = None  # wall-clock time the cool-down ends
+        self._give_ups = 0  # consecutive cool-downs, each longer than the last
+        self._back_at = -math.inf  # trio time the group last came back from a cool-down
+        self._coming_back: trio.CancelScope | None = None  # re-subscribing; a stop cancels it
         self.started = False
         self.finished = trio.Event()
 
-        self.received = 0
-        self.processed = 0
         self.escalations = 0
-        self.panics = 0
         self.restarts = 0
         self.created = 0
         self.killed = 0
         self.idled = 0
-        self.in_flight = 0
-        self.failed = 0
-        self.retried = 0
-        self.dead_lettered = 0
-        self.rejected = 0
-        self.timeouts = 0
-        self.overloaded = 0
-        self.dropped = 0
-        self.malformed = 0
 
-    # ------------------------------------------------------------------ intake (the bus Inbox)
+    @property
+    def action(self) -> Action:
+        return self.runner.action
 
-    def free_credit(self) -> int:
-        if self._closed:
-            return 0
-        return max(0, self.config.buffer - len(self._buffer))
+    @property
+    def state(self) -> GroupState:
+        if self.finished.is_set():
+            return GroupState.STOPPED
+        if self.cooling_down:
+            return GroupState.COOLING_DOWN
+        return GroupState.PAUSED if self.held else GroupState.RUNNING
 
-    async def wait_for_credit(self, at_least: int = 1) -> int:
-        at_least = max(1, min(at_least, self.config.buffer))
-        while self.free_credit() < at_least:
-            if self._closed:
-                raise HubStopped(f"group {self.name!r} is closed")
-            await self._room.park()
-        return self.free_credit()
+    # ------------------------------------------------------------------ intake
 
-    def put_nowait(self, delivery: Delivery) -> None:
-        if self._closed:
-            raise HubStopped(f"group {self.name!r} is closed")
-        self._buffer.append(delivery)
-        self.received += 1
+    def _on_arrival(self) -> None:
         if not self.started:
             if self._on_first_message is not None:
                 callback, self._on_first_message = self._on_first_message, None
@@ -229,45 +213,38 @@ class WorkerGroup:
             return
         self._dispatch()
 
-    async def put(self, delivery: Delivery, *, timeout: float | None = None) -> None:
-        if self.free_credit():
-            self.put_nowait(delivery)
-            return
-        wait = self.config.accept_wait if timeout is None else timeout
-        with trio.move_on_after(wait):
-            await self.wait_for_credit()
-            self.put_nowait(delivery)
-            return
-        self.overloaded += 1
-        raise Overloaded(self.name, wait)
-
-    def take_back(self, which: Callable[[Delivery], bool]) -> list[Delivery]:
-        taken_back = [delivery for delivery in self._buffer if which(delivery)]
-        if taken_back:
-            self._buffer = deque(delivery for delivery in self._buffer if not which(delivery))
-            if self._room:
-                self._room.unpark_all()
-        return taken_back
-
-    def note_dropped(self) -> None:
-        self.dropped += 1
-
-    def note_malformed(self) -> None:
-        self.malformed += 1
-        self.dead_lettered += 1
-
     def _dispatch(self) -> None:
         """A message is waiting: wake an idle worker, or start one if there is none and room."""
         if self._paused or self.held:
             return
         if self._work_ready:
             self._work_ready.unpark()
-        elif len(self._buffer) > self._starting and len(self._workers) + self._pending_respawns < self._max:
+        elif len(self.inbox) > self._starting and len(self._workers) + self._pending_respawns < self._max:
             self._spawn()
 
     def _dispatch_buffered(self) -> None:
-        for _ in range(min(len(self._buffer), self._max)):
+        for _ in range(min(len(self.inbox), self._max)):
             self._dispatch()
+
+    def _lane_freed(self) -> None:
+        if self.inbox and not (self._closed or self._paused):
+            self._dispatch()  # a message of that key may be waiting
+
+    def _later(self, delay: float, fn: Callable[[], None]) -> None:
+        """Call ``fn`` after ``delay``, unless a cool-down stops the workers first."""
+        scope = trio.CancelScope()
+        self._timer_scopes.add(scope)
+
+        async def later() -> None:
+            try:
+                with scope:
+                    await trio.sleep(delay)
+                    fn()
+            finally:
+                self._timer_scopes.discard(scope)
+
+        assert self._timers is not None
+        self._timers.start_soon(later)
 
     # ------------------------------------------------------------------ workers
 
@@ -284,7 +261,7 @@ class WorkerGroup:
             self._spawn()
 
     def _idle_may_exit(self) -> bool:
-        return len(self._workers) > self._min and not self._buffer
+        return len(self._workers) > self._min and not self.inbox
 
     async def _next(self, worker: _Worker) -> Delivery | None:
         idleness = self.config.max_idleness
@@ -292,11 +269,9 @@ class WorkerGroup:
             if worker.stopping:
                 worker.exit = _Exit.STOPPED
                 return None
-            if self._buffer and not (self._paused or self.held):
-                delivery = self._take()
+            if not (self._paused or self.held):
+                delivery = self.inbox.take()
                 if delivery is not None:
-                    if self._room:
-                        self._room.unpark()
                     return delivery
             if len(self._workers) > self._min:
                 with trio.move_on_after(idleness):
@@ -308,47 +283,6 @@ class WorkerGroup:
             else:
                 await self._work_ready.park()
 
-    def _take(self) -> Delivery | None:
-        """The next buffered delivery a worker may start. Ordered: the oldest whose key has no
-        message running or held (the first buffered of a key is its oldest), else None."""
-        buffer = self._buffer
-        if not self._ordered:
-            return buffer.popleft()
-        for index, delivery in enumerate(buffer):
-            key = delivery.message.key
-            if key is None or key not in self._lanes:
-                del buffer[index]
-                if key is not None:
-                    self._lanes.add(key)
-                return delivery
-        return None
-
-    def _free_lane(self, key: str) -> None:
-        self._lanes.discard(key)
-        if self._buffer and not (self._closed or self._paused):
-            self._dispatch()  # a message of that key may be waiting
-
-    def _run_again_first(self, delivery: Delivery) -> None:
-        """Ordered: put ``delivery`` back ahead of everything, as its next attempt, so that no
-        later message of its key overtakes it."""
-        self._holding.discard(delivery)
-        message = attrs.evolve(delivery.message, attempt=delivery.message.attempt + 1)
-        self._buffer.appendleft(Delivery(message, delivery.subscription, delivery.token))
-        assert message.key is not None
-        self._free_lane(message.key)
-
-    def _hold_for_retry(self, delivery: Delivery, delay: float) -> None:
-        """Ordered: retry ``delivery`` here after ``delay``, its key kept busy meanwhile (a retry
-        through the bus would let the key's next messages overtake it)."""
-        self._holding.add(delivery)
-
-        async def retry_later() -> None:
-            await trio.sleep(delay)
-            self._run_again_first(delivery)
-
-        assert self._timers is not None
-        self._timers.start_soon(retry_later)
-
     async def _worker_main(self, worker: _Worker) -> None:
         self._starting -= 1
         ended = False
@@ -359,7 +293,7 @@ class WorkerGroup:
                         await self._work(worker)
                 except WorkerProcessDied as error:  # could not start: a panic, no message lost
                     worker.exit = _Exit.PANIC
-                    worker.panic = _Panic(error, "".join(tb_module.format_exception(error)), None)
+                    worker.panic = Panic(error, "".join(tb_module.format_exception(error)), None)
             if worker.scope.cancelled_caught:
                 worker.exit = _Exit.KILLED
             ended = True
@@ -377,7 +311,7 @@ class WorkerGroup:
             delivery = await self._next(worker)
             if delivery is None:
                 return
-            panic = await self._handle(delivery)
+            panic = await self.runner.handle(delivery)
             if panic is not None:
                 if self.config.behaviour is not Behaviour.DO_NOTHING:
                     worker.exit = _Exit.PANIC
@@ -403,125 +337,8 @@ class WorkerGroup:
         if self._closed or self._paused:
             return
         self._ensure_min()
-        if self._buffer and not self._work_ready:
+        if self.inbox and not self._work_ready:
             self._dispatch()
-
-    async def _handle(self, delivery: Delivery) -> _Panic | None:
-        """Run the action on one delivery and settle the message; say if the action panicked.
-        Ordered, the key's lane is freed once the message is settled; a run cancelled midway
-        (a restart, a kill) runs again before the key's later messages."""
-        key = delivery.message.key
-        if key is None or not self._ordered:
-            return await self._run(delivery)
-        settled = False
-        try:
-            panic = await self._run(delivery)
-            settled = True
-            return panic
-        finally:
-            if delivery not in self._holding:
-                if settled:
-                    self._free_lane(key)
-                else:
-                    self._run_again_first(delivery)
-
-    async def _run(self, delivery: Delivery) -> _Panic | None:
-        message = delivery.message
-        subscription = delivery.subscription
-        config = self.config
-        if message.attempt > config.max_attempts:  # redelivered after crashes: a crash loop ends here
-            self.dead_lettered += 1
-            await subscription.dead_letter(
-                delivery,
-                reason=f"max_attempts: delivered {message.attempt} times, over {config.max_attempts}, "
-                "without finishing",
-            )
-            return None
-        progress = None
-        if message.attempt > 1:  # delivered before: an earlier run may have checkpointed
-            saved = await subscription.load_progress(message.id)
-            progress = None if saved is None else orjson.loads(saved)
-        job = Job(message, self.name, self.hub, subscription=subscription, progress=progress)
-        self.in_flight += 1
-        observer = self.hub.observer  # read per message: set or cleared at any time, for every group
-        if observer is not None:
-            queue_wait = max(0.0, time.time() - message.created_at)  # another host's clock may be ahead
-            started = trio.current_time()
-            duration = 0.0
-            outcome: Outcome = "cancelled"
-        try:
-            try:
-                if config.timeout is None:
-                    await self.action(job)
-                else:
-                    with trio.fail_after(config.timeout):
-                        await self.action(job)
-            finally:  # the action's own time: settling the message (an ack on Redis) is not in it
-                if observer is not None:
-                    duration = trio.current_time() - started
-        except Retry as retry:
-            outcome = "retry"
-            await self._retry_or_dead_letter(job, delivery, "retry requested", retry.delay, None)
-            return None
-        except Reject as reject:
-            outcome = "rejected"
-            self.rejected += 1
-            self.dead_lettered += 1
-            await subscription.dead_letter(delivery, reason=f"rejected: {reject.reason}")
-            await self._forget_progress(job, subscription)
-            return None
-        except Exception as error:  # a panic; Cancelled, KeyboardInterrupt, SystemExit never are
-            self.panics += 1
-            self.failed += 1
-            outcome = "panic"
-            if isinstance(error, trio.TooSlowError):
-                outcome = "timeout"
-                self.timeouts += 1
-                error = TimeoutError(f"action {self.name!r} ran over its timeout of {config.timeout}s")
-            traceback = "".join(tb_module.format_exception(error))
-            await self._retry_or_dead_letter(job, delivery, repr(error), None, traceback)
-            return _Panic(error, traceback, message)
-        else:
-            outcome = "ok"
-            self.processed += 1
-            await subscription.ack(delivery)
-            await self._forget_progress(job, subscription)
-            return None
-        finally:
-            self.in_flight -= 1
-            if observer is not None:
-                try:
-                    observer.observe(self.name, queue_wait, duration, outcome)
-                except Exception:  # a broken observer must not take the workers down with it
-                    log.exception("group %s: message observer %r failed", self.name, observer)
-
-    async def _retry_or_dead_letter(
-        self, job: Job, delivery: Delivery, error: str, delay: float | None, traceback: str | None
-    ) -> None:
-        attempt = delivery.message.attempt
-        if attempt >= self.config.max_attempts:
-            self.dead_lettered += 1
-            await delivery.subscription.dead_letter(
-                delivery,
-                reason=f"max_attempts: failed {attempt} of {self.config.max_attempts} attempts",
-                error=error,
-                traceback=traceback,
-            )
-            await self._forget_progress(job, delivery.subscription)
-            return
-        self.retried += 1
-        if delay is None:
-            delay = self.config.retry_backoff.delay(attempt, self._rng)
-        if self._ordered and delivery.message.key is not None:
-            self._hold_for_retry(delivery, delay)
-        else:
-            await delivery.subscription.retry(delivery, delay=delay, error=error)
-
-    @staticmethod
-    async def _forget_progress(job: Job, subscription: Subscription) -> None:
-        """A settled message's checkpoint is of no more use (a requeued dead letter starts over)."""
-        if job.progress is not None:
-            await subscription.clear_progress(job.message.id)
 
     # ------------------------------------------------------------------ supervision
 
@@ -561,15 +378,16 @@ class WorkerGroup:
                     reason="panic" if reported_started else "start_failure",
                     worker_protocol=EscalationProtocol.KILL_AND_ESCALATE,
                     group_protocol=EscalationProtocol.KILL_AND_ESCALATE,
-                    pending_messages=tuple(d.message for d in self._buffer),
+                    pending_messages=tuple(d.message for d in self.inbox.drain()),
                     restarts=self.restarts,
                 )
             )
-            self._buffer.clear()
             if not reported_started:
                 task_status.started()
         finally:
             self._closed = True
+            self.cooling_down = False
+            self.cool_down_until = None
             self.finished.set()
         if outcome.escalation is not None:
             self._alert(outcome.escalation)
@@ -586,13 +404,14 @@ class WorkerGroup:
                 event = self._events.receive_nowait()
             except trio.WouldBlock:
                 return
-            if isinstance(event, _Panic):
-                self._alert(
-                    self._escalation(event, "panic", EscalationProtocol.RESUME, EscalationProtocol.RESUME)
-                )
+            if isinstance(event, Panic):
+                self._alert_resumed(event)
+
+    def _alert_resumed(self, panic: Panic) -> None:
+        self._alert(self._escalation(panic, "panic", EscalationProtocol.RESUME, EscalationProtocol.RESUME))
 
     async def _on_started(self, nursery: trio.Nursery) -> None:
-        """Hook for masters: start slaves once this group runs."""
+        """Hook for masters: start slaves once this group runs (again, after a cool-down)."""
 
     async def _before_stop(self) -> None:
         """Hook for masters: stop slaves before this group's workers."""
@@ -607,7 +426,7 @@ class WorkerGroup:
     def resume(self) -> None:
         """Undo `pause`."""
         self.held = False
-        self._room.unpark_all()
+        self.inbox.wake_feeders()
         if self.started:
             self._dispatch_buffered()
 
@@ -615,9 +434,9 @@ class WorkerGroup:
         """Change the worker bounds while running (`ConfigurationError` if they cannot work).
         Workers above the new maximum leave once their current message is done."""
         config = attrs.evolve(self.config, min_workers=min_workers, max_workers=max_workers)
-        self.config = config
+        self.config = self.runner.config = config
         self._min, self._max = config.effective_min, config.effective_max
-        if not self.started or self._closed:
+        if not self.started or self._closed or self._paused:
             return
         excess = len(self._workers) - self._max
         for worker in list(self._workers.values())[: max(excess, 0)]:
@@ -628,12 +447,15 @@ class WorkerGroup:
         self._dispatch_buffered()
 
     def restart(self) -> None:
-        """Restart every worker, as RESTART_ALL does after a panic (the buffer is kept)."""
+        """Restart every worker, as RESTART_ALL does after a panic (the buffer is kept). A group
+        cooling down comes back now."""
         self._events_send.send_nowait(_Restart())
 
     def request_stop(self) -> None:
         """Ask for a graceful stop (intake closes, in-flight work finishes). Never blocks."""
         self._events_send.send_nowait(_Stop())
+        if self._coming_back is not None:  # re-subscribing may wait for an unreachable bus
+            self._coming_back.cancel()
 
     async def stop(self) -> None:
         """Graceful stop; returns once the group has finished."""
@@ -651,7 +473,7 @@ class WorkerGroup:
 
     def _close_intake(self) -> None:
         self._closed = True
-        self._room.unpark_all()  # blocked publishers see HubStopped
+        self.inbox.close()  # blocked publishers see HubStopped
 
     async def _close_subscription(self) -> None:
         if self.subscription is not None:
@@ -664,47 +486,34 @@ class WorkerGroup:
             if isinstance(event, _Stop):
                 return GroupOutcome()
             if isinstance(event, _Escalate):
-                pending = await self._stop_for_escalation()
-                return GroupOutcome(attrs.evolve(event.escalation, pending_messages=pending))
-            if isinstance(event, _Restart):
+                outcome = await self._give_up(event.escalation)
+            elif isinstance(event, _Restart):
                 self.restarts += 1
                 await self._restart_all()
                 continue
-            if isinstance(event, _Respawn):
-                self._pending_respawns -= 1
+            elif isinstance(event, _Respawn):
+                self._pending_respawns = max(0, self._pending_respawns - 1)
                 if not self._closed and len(self._workers) < self._max:
                     self._spawn()
                 continue
-            escalation = await self._on_panic(event)
-            if escalation is not None:
-                return GroupOutcome(escalation)
+            else:
+                outcome = await self._on_panic(event)
+            if outcome is not None:
+                return outcome
         return GroupOutcome()  # pragma: no cover - the channel is never closed while running
 
-    async def _on_panic(self, panic: _Panic) -> Escalation | None:
+    async def _on_panic(self, panic: Panic) -> GroupOutcome | None:
         behaviour = self.config.behaviour
         if behaviour is Behaviour.DO_NOTHING:
-            self._alert(
-                self._escalation(panic, "panic", EscalationProtocol.RESUME, EscalationProtocol.RESUME)
-            )
+            self._alert_resumed(panic)
             return None
         if behaviour is Behaviour.STOP_ALL_AND_ESCALATE:
             pending = await self._stop_for_escalation()
-            return self._escalation(
-                panic,
-                "panic",
-                EscalationProtocol.KILL_AND_ESCALATE,
-                EscalationProtocol.KILL_AND_ESCALATE,
-                pending,
-            )
+            kill = EscalationProtocol.KILL_AND_ESCALATE
+            return GroupOutcome(self._escalation(panic, "panic", kill, kill, pending))
         if not self._intensity.allow(trio.current_time()):
-            pending = await self._stop_for_escalation()
-            return self._escalation(
-                panic,
-                "max_restarts",
-                EscalationProtocol.KILL_AND_ESCALATE,
-                EscalationProtocol.KILL_AND_ESCALATE,
-                pending,
-            )
+            kill = EscalationProtocol.KILL_AND_ESCALATE
+            return await self._give_up(self._escalation(panic, "max_restarts", kill, kill))
         self.restarts += 1
         if behaviour is Behaviour.RESTART_ONE:
             self._alert(
@@ -720,7 +529,7 @@ class WorkerGroup:
 
     def _escalation(
         self,
-        panic: _Panic,
+        panic: Panic,
         reason: EscalationReason,
         worker_protocol: EscalationProtocol,
         group_protocol: EscalationProtocol,
@@ -745,13 +554,7 @@ class WorkerGroup:
             self._events_send.send_nowait(_Respawn())
             return
         delay = backoff.delay(self._intensity.recent, self._rng)
-
-        async def respawn_later() -> None:
-            await trio.sleep(delay)
-            self._events_send.send_nowait(_Respawn())
-
-        assert self._timers is not None
-        self._timers.start_soon(respawn_later)
+        self._later(delay, lambda: self._events_send.send_nowait(_Respawn()))
 
     async def _restart_all(self) -> None:
         """Stop every worker gracefully (buffer kept, intake paused), then start fresh ones."""
@@ -771,14 +574,113 @@ class WorkerGroup:
     async def _stop_for_escalation(self) -> tuple[Message, ...]:
         """Close intake, take the unstarted messages (in order), stop the workers, then close the
         subscription (so that what the workers finish is acked, and an ordered group keeps its
-        partitions until nothing of them runs here)."""
+        partitions until nothing of them runs here). On a durable bus what was not started goes
+        back to the bus at once: another hub can take it now."""
         await self._before_stop()
         self._close_intake()
-        pending = tuple(d.message for d in self._buffer)
-        self._buffer.clear()
+        pending = tuple(d.message for d in self.inbox.drain())
         await self._stop_workers(self.config.shutdown_timeout)
         await self._close_subscription()
         return pending
+
+    # ------------------------------------------------------------------ past the restart limit
+
+    async def _give_up(self, escalation: Escalation) -> GroupOutcome | None:
+        """The restart limit is exhausted: escalate, then do what ``on_max_restarts`` says."""
+        then = self.config.on_max_restarts
+        if then is OnMaxRestarts.COOL_DOWN:
+            return await self._cool_down(escalation)
+        pending = await self._stop_for_escalation()
+        return GroupOutcome(
+            attrs.evolve(escalation, pending_messages=pending), stops_hub=then is OnMaxRestarts.STOP_HUB
+        )
+
+    async def _cool_down(self, escalation: Escalation) -> GroupOutcome | None:
+        """Stop the workers, hand back what was not started, read nothing; come back after the
+        cool-down, which grows with each give-up in a row (a run of ``restart_window`` without
+        one resets it). An operator's restart ends it early; a stop ends the group."""
+        if trio.current_time() - self._back_at >= self.config.restart_window:
+            self._give_ups = 0
+        self._give_ups += 1
+        delay = self.config.cool_down.delay(self._give_ups, self._rng)
+        self.cooling_down = True
+        self.cool_down_until = time.time() + delay  # shown from the start, refined below
+        handed_back = await self._stand_down()
+        self.cool_down_until = time.time() + delay
+        log.error(
+            "group %s went past its restart limit (%d in %ss): cooling down for %.1fs, "
+            "%d unstarted message(s) handed back",
+            self.name,
+            self.config.max_restarts,
+            self.config.restart_window,
+            delay,
+            len(handed_back),
+            extra={"group": self.name, "reason": "max_restarts", "cool_down": delay},
+        )
+        self._alert(
+            attrs.evolve(
+                escalation,
+                group_protocol=EscalationProtocol.RESTART,
+                pending_messages=handed_back,
+                cool_down_until=self.cool_down_until,
+                restarts=self.restarts,
+            )
+        )
+        with trio.move_on_after(delay):
+            async for event in self._events:
+                if isinstance(event, _Stop):
+                    return GroupOutcome()
+                if isinstance(event, _Restart):
+                    break
+                if isinstance(event, Panic):  # a worker that was finishing as the group stood down
+                    self._alert_resumed(event)
+                # respawns and escalations belonged to the life that ended
+        return await self._come_back()
+
+    async def _stand_down(self) -> tuple[Message, ...]:
+        """Stop everything but the group itself: slaves, workers, timers, reading. On a durable
+        bus the unstarted messages go back to it (claimable at once: another hub can take them
+        now) and are returned; in-process they stay in the buffer, which the workers of the
+        next life start with."""
+        await self._before_stop()
+        self._paused = True  # workers take nothing more
+        durable = self._bus is not None and self._bus.durable
+        if durable:
+            self.inbox.close()  # the reader stops at once
+        await self._stop_workers(self.config.shutdown_timeout)
+        for scope in list(self._timer_scopes):
+            scope.cancel()  # respawns and retries held in place: the group starts afresh
+        self._pending_respawns = 0
+        self.runner.release_held()
+        if not durable:
+            return ()
+        handed_back = tuple(d.message for d in self.inbox.drain())
+        await self._close_subscription()  # what was read and not settled becomes claimable
+        return handed_back
+
+    async def _come_back(self) -> GroupOutcome | None:
+        """The cool-down is over: read again, start fresh workers (and a master's slaves)."""
+        self._intensity = RestartIntensity(self.config.max_restarts, self.config.restart_window)
+        if self.subscription is None and self._bus is not None:
+            self.inbox.reopen()
+            self._coming_back = trio.CancelScope()
+            try:
+                with self._coming_back:
+                    await attach(self, self._bus, self._consumer_group)
+            finally:
+                self._coming_back = None
+            if self.subscription is None:  # a stop came meanwhile
+                return GroupOutcome()
+        self.cooling_down = False
+        self.cool_down_until = None
+        self._paused = False
+        self._back_at = trio.current_time()
+        log.warning("group %s is back from its cool-down", self.name, extra={"group": self.name})
+        assert self._nursery is not None
+        await self._on_started(self._nursery)
+        self._ensure_min()
+        self._dispatch_buffered()
+        return None
 
     async def _stop_workers(self, timeout: float) -> None:
         """Let every worker finish its current message; cancel those still busy at ``timeout``."""
@@ -807,6 +709,8 @@ class WorkerGroup:
         """A consistent snapshot: taken between two checkpoints, so nothing changes under it."""
         config = self.config
         subscription = self.subscription
+        runner = self.runner
+        inbox = self.inbox
         return WorkerStat(
             addr=self.name,
             topic=self.topic,
@@ -814,26 +718,28 @@ class WorkerGroup:
             behaviour=config.behaviour,
             max_workers=self._max,
             min_workers=self._min,
-            total_message_received=self.received,
-            total_message_processed=self.processed,
+            total_message_received=inbox.received,
+            total_message_processed=runner.processed,
             total_escalations=self.escalations,
-            total_panics=self.panics,
+            total_panics=runner.panics,
             total_restarts=self.restarts,
-            available_worker_capacity=self._max - self.in_flight,
+            available_worker_capacity=0 if self.cooling_down else self._max - runner.in_flight,
             total_current_workers=len(self._workers),
             total_created_workers=self.created,
             total_killed_workers=self.killed,
             total_idled_workers=self.idled,
-            buffered=len(self._buffer),
-            in_flight=self.in_flight,
-            total_failed=self.failed,
-            total_retried=self.retried,
-            total_dead_lettered=self.dead_lettered,
-            total_rejected=self.rejected,
-            total_timeouts=self.timeouts,
-            total_overloaded=self.overloaded,
-            total_dropped=self.dropped,
-            total_malformed=self.malformed,
+            buffered=len(inbox),
+            in_flight=runner.in_flight,
+            total_failed=runner.failed,
+            total_retried=runner.retried,
+            total_dead_lettered=runner.dead_lettered + inbox.malformed,
+            total_rejected=runner.rejected,
+            total_timeouts=runner.timeouts,
+            total_overloaded=inbox.overloaded,
+            total_dropped=inbox.dropped,
+            total_malformed=inbox.malformed,
+            state=self.state,
+            cool_down_until=self.cool_down_until,
             partitions_owned=subscription.partitions_owned if subscription is not None else 0,
             total_rebalances=subscription.rebalances if subscription is not None else 0,
             **(self.processes.stats() if self.processes is not None else {}),
@@ -844,15 +750,16 @@ class WorkerGroup:
 
 
 async def attach(group: WorkerGroup, bus: Bus, consumer_group: str) -> None:
-    """Subscribe ``group`` (as its own inbox) to its topic."""
+    """Subscribe ``group`` (its inbox) to its topic as ``consumer_group``."""
     earliest = group.config.start is Start.EARLIEST
     if earliest and not bus.keeps_history:
         raise ConfigurationError(f"start='earliest' needs a bus that keeps history; {bus.url} keeps none")
     config = group.config
+    group._bus, group._consumer_group = bus, consumer_group
     group.subscription = await bus.subscribe(
         group.topic,
         consumer_group,
-        group,
+        group.inbox,
         earliest=earliest,
         ordered=config.ordered,
         partitions=config.partitions,

@@ -29,6 +29,8 @@ class MasterGroup(WorkerGroup):
         self._slaves_stopping = False
 
     async def _on_started(self, nursery: trio.Nursery) -> None:
+        self._slaves_stopping = False  # again, after a cool-down: fresh slaves
+        self.slaves = {}
         for factory in self._slave_factories:
             await nursery.start(self._run_slave, factory)
 

@@ -52,6 +52,23 @@ class Instance(enum.Enum):
     ONE_TIME = "one_time"
 
 
+class OnMaxRestarts(enum.Enum):
+    """What a group does once it goes past its restart limit (after escalating)."""
+
+    COOL_DOWN = "cool_down"  # hand back what it holds, stay bound, start again after a cool-down
+    REMOVE = "remove"  # leave the hub; what it held goes back to the bus
+    STOP_HUB = "stop_hub"  # stop the whole hub, so that its process supervisor restarts it
+
+
+class GroupState(enum.Enum):
+    """Where a group stands, as `WorkerStat.state` tells."""
+
+    RUNNING = "running"
+    PAUSED = "paused"  # by an operator: nothing new starts
+    COOLING_DOWN = "cooling_down"  # past its restart limit: no workers, reads nothing, comes back
+    STOPPED = "stopped"
+
+
 class EscalationProtocol(enum.Enum):
     """What happened to a worker or a group as the result of an escalation."""
 
@@ -159,6 +176,19 @@ def _to_start(value: Start | str) -> Start:
     return _to_enum(Start, "start", value)
 
 
+def _to_on_max_restarts(value: OnMaxRestarts | str) -> OnMaxRestarts:
+    return _to_enum(OnMaxRestarts, "on_max_restarts", value)
+
+
+#: The default retry schedule: 10 attempts, 1 s doubling up to 180 s between two of them, so a
+#: message is dead-lettered only after failing for 1+2+4+...+128+180 = 435 s (348 s at least,
+#: with every delay cut short by the full jitter): long enough to ride out a dependency outage.
+DEFAULT_MAX_ATTEMPTS = 10
+DEFAULT_RETRY_BACKOFF = Backoff(1.0, 180.0, 0.2)
+#: The default cool-down of a group past its restart limit: 5 s doubling up to 5 minutes.
+DEFAULT_COOL_DOWN = Backoff(5.0, 300.0, 0.2)
+
+
 def _optional_size(_: object, attribute: attrs.Attribute[int | None], value: int | None) -> None:
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
         raise ConfigurationError(f"{attribute.name} must be an integer >= 1 or None, not {value!r}")
@@ -182,8 +212,12 @@ class GroupConfig:
     max_restarts: int = attrs.field(default=5, validator=_positive_int)
     restart_window: float = attrs.field(default=30.0, validator=_non_negative)
     restart_backoff: Backoff | None = attrs.field(default=None, converter=_to_backoff)
-    max_attempts: int = attrs.field(default=5, validator=_positive_int)
-    retry_backoff: Backoff = attrs.field(factory=Backoff, converter=_to_required_backoff)
+    max_attempts: int = attrs.field(default=DEFAULT_MAX_ATTEMPTS, validator=_positive_int)
+    retry_backoff: Backoff = attrs.field(default=DEFAULT_RETRY_BACKOFF, converter=_to_required_backoff)
+    on_max_restarts: OnMaxRestarts = attrs.field(
+        default=OnMaxRestarts.COOL_DOWN, converter=_to_on_max_restarts
+    )
+    cool_down: Backoff = attrs.field(default=DEFAULT_COOL_DOWN, converter=_to_required_backoff)
     shutdown_timeout: float = attrs.field(default=10.0, validator=_non_negative)
     timeout: float | None = attrs.field(default=None, validator=_optional_timeout)
     isolation: Isolation = attrs.field(default=Isolation.TASK, converter=_to_isolation)

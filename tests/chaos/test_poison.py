@@ -9,7 +9,7 @@ import time
 
 import trio
 
-from actionhub import ActionHub, Behaviour, Escalation, Job
+from actionhub import ActionHub, Behaviour, Escalation, GroupState, Job
 from actionhub.testing import EscalationLog, RedisServer
 from tests.chaos.conftest import Figures, bus_url, scaled
 from tests.chaos.harness import percentile, wait_for
@@ -58,7 +58,10 @@ async def test_poison_and_flaky_actions(chaos_redis: RedisServer, figures: Figur
             raise ConnectionError("flaky dependency")
         flaky_done.add(job.payload)
 
-    @hub.action("crashy", max_restarts=2, restart_window=60, max_attempts=100, **fast_retries)
+    # past its limit it cools down (for longer than this test), handing back what it held
+    @hub.action(
+        "crashy", max_restarts=2, restart_window=60, max_attempts=100, cool_down=(600, 600), **fast_retries
+    )
     async def crashy(job: Job) -> None:
         raise RuntimeError("crashes every time")
 
@@ -92,8 +95,9 @@ async def test_poison_and_flaky_actions(chaos_redis: RedisServer, figures: Figur
         await wait_for(settled, timeout=60, what="poison, hanging and flaky messages to settle")
         hanging_settled = trio.current_time()
         stats = {s.addr: s for s in hub.stats()}
-        # the crashing group escalated and was removed; the rest run on
-        assert "crashy" not in stats
+        # the crashing group escalated and cools down, still bound; the rest run on
+        assert stats["crashy"].state is GroupState.COOLING_DOWN
+        assert stats["crashy"].total_current_workers == 0
         assert {"healthy", "poison", "flaky", "hanging"} <= stats.keys()
         assert stats["poison"].total_panics == 3 * poison_total
         assert stats["poison"].total_dead_lettered == poison_total
@@ -112,7 +116,7 @@ async def test_poison_and_flaky_actions(chaos_redis: RedisServer, figures: Figur
         async def fixed(job: Job) -> None:
             crashy_done.add(job.payload)
 
-        await hub.unbind("crashy")  # forget the escalated action, then bind the fixed one
+        await hub.unbind("crashy")  # forget the cooling action, then bind the fixed one
         hub.bind("crashy", fixed)
         await wait_until(lambda: crashy_done == set(range(crashy_total)), timeout=60)
 

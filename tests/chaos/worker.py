@@ -2,13 +2,18 @@
 
     python -m tests.chaos.worker URL OUT [--name NAME] [--work SECONDS] [--workers N] [--buffer N]
                                           [--shutdown-timeout S] [--probe FILE] [--probe-every S]
+                                          [--fail-while FILE] [--write-to REDIS_URL]
+                                          [--health-port PORT]
 
 Action ``work`` (topic ``work``) takes ``{"i": <int>}``, sleeps ``--work`` seconds (0: none) and
 then appends ``"<i> <attempt> <seconds since it was published>"`` to OUT, before the ack: a line is a
 finished run, so a message whose process dies after the line and before the ack shows up twice.
 ``--probe`` appends a JSON line every ``--probe-every`` seconds: RSS, open file descriptors, trio
-tasks and messages processed, for the soak and overload figures. Prints ``ready`` once serving;
-the first SIGTERM stops it gracefully (exit 0).
+tasks and messages processed, for the soak and overload figures. A dependency of the action:
+``--fail-while FILE`` makes it raise while FILE exists (a store that went away), ``--write-to`` makes
+it ``SADD`` its number to the set ``written`` of that Redis first (a store that is the bus's own
+Redis, restarted and paused with it). ``--health-port`` serves /healthz and /readyz. Prints
+``ready`` once serving; the first SIGTERM stops it gracefully (exit 0).
 """
 
 from __future__ import annotations
@@ -17,11 +22,15 @@ import argparse
 import os
 import signal
 import time
+from collections.abc import Callable
+from functools import partial
 
 import orjson
+import redis
 import trio
 
 from actionhub import ActionHub, Job
+from actionhub.health import serve_health
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -61,8 +70,15 @@ async def probe(hub: ActionHub, path: str, every: float) -> None:
             await trio.sleep(every)
 
 
+def store_writer(url: str) -> Callable[[int], None]:
+    """``SADD written <i>`` on the Redis at ``url``, failing fast (2 s) when it does not answer."""
+    client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    return lambda i: client.sadd("written", i)
+
+
 async def serve(args: argparse.Namespace) -> None:
     hub = ActionHub(args.url, name=args.name)
+    write = store_writer(args.write_to) if args.write_to else None
     with open(args.out, "a", buffering=1) as lines:  # noqa: ASYNC230 - opened once, before serving
 
         @hub.action(
@@ -75,6 +91,10 @@ async def serve(args: argparse.Namespace) -> None:
         async def work(job: Job) -> None:
             if args.work:
                 await trio.sleep(args.work)
+            if args.fail_while and os.path.exists(args.fail_while):  # noqa: ASYNC240 - one stat()
+                raise ConnectionError("the store is unreachable")
+            if write is not None:
+                await trio.to_thread.run_sync(write, job.payload["i"])
             # from when Redis added the entry (its id is its time in ms), not from when the
             # producer made the envelope: the producer's own delays are not the hub's latency
             entry_ms, _, sequence = job.message.id.partition("-")
@@ -86,6 +106,8 @@ async def serve(args: argparse.Namespace) -> None:
             async with hub.running(), trio.open_nursery() as nursery:
                 if args.probe:
                     nursery.start_soon(probe, hub, args.probe, args.probe_every)
+                if args.health_port:
+                    await nursery.start(partial(serve_health, hub, args.health_port, host="127.0.0.1"))
                 print("ready", flush=True)
                 async for _ in signals:
                     break
@@ -103,6 +125,9 @@ def main() -> None:
     parser.add_argument("--shutdown-timeout", type=float, default=10.0)
     parser.add_argument("--probe")
     parser.add_argument("--probe-every", type=float, default=1.0)
+    parser.add_argument("--fail-while")
+    parser.add_argument("--write-to")
+    parser.add_argument("--health-port", type=int)
     trio.run(serve, parser.parse_args())
 
 

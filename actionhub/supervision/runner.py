@@ -1,0 +1,233 @@
+"""MessageRunner: runs the action on one delivery and settles the message's fate.
+
+Message fate is separate from worker fate: whatever the action does, the message ends acked,
+scheduled for a retry (with backoff), or dead-lettered, here; what becomes of the worker that ran
+it is the supervisor's business (`actionhub.supervision.group`), told through the `Panic` returned.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import traceback as tb_module
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Literal, Protocol
+
+import attrs
+import orjson
+import trio
+
+from ..bus.base import Delivery, Subscription
+from ..errors import Reject, Retry
+from ..job import Job
+from ..message import Message
+from .inbox import GroupInbox
+from .policy import GroupConfig
+
+if TYPE_CHECKING:
+    from ..hub import ActionHub
+
+log = logging.getLogger("actionhub.group")
+
+Action = Callable[[Job], Awaitable[object]]
+
+#: How a run of the action ended, as a `MessageObserver` sees it: it returned (``ok``), raised
+#: `Retry` (``retry``), `Reject` (``rejected``, dead-lettered), any other exception (``panic``:
+#: retried, or dead-lettered after ``max_attempts``), ran over ``timeout`` (``timeout``, a panic
+#: too), or was cancelled mid-run (``cancelled``: shutdown_timeout passed, a restart-all, a kill).
+Outcome = Literal["ok", "retry", "rejected", "panic", "timeout", "cancelled"]
+
+
+class MessageObserver(Protocol):
+    """Told about every run of an action, in every group of a hub (its slaves and the groups it
+    creates later too): set ``hub.observer`` (`actionhub.metrics.HubMetrics` does). Called
+    synchronously in the worker's task, so it must be quick; what it raises is logged, no more."""
+
+    def observe(self, group: str, queue_wait: float, duration: float, outcome: Outcome) -> None:
+        """``queue_wait``: wall-clock seconds from publish (``Message.created_at``, kept across
+        retries and delays) to the start of this run, never negative; ``duration``: the action's
+        own run in trio seconds, settling the message excluded; ``outcome``: how the run ended."""
+
+
+@attrs.frozen
+class Panic:
+    """The action raised (or its worker could not start): what the supervisor is told."""
+
+    error: BaseException
+    traceback: str
+    message: Message | None  # None: the worker failed before taking a message (its process)
+
+
+class MessageRunner:
+    """Runs one group's action and settles each message; keeps the message-fate counters.
+
+    ``later(delay, fn)`` calls ``fn`` after ``delay`` unless the group's workers are stopped
+    first (an ordered group's retries held in place); ``lane_freed()`` is told when a key's
+    lane opens, as a message of that key may be waiting."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        action: Action,
+        hub: ActionHub,
+        config: GroupConfig,
+        inbox: GroupInbox,
+        rng: random.Random,
+        later: Callable[[float, Callable[[], None]], None],
+        lane_freed: Callable[[], None],
+    ) -> None:
+        self.name = name
+        self.action = action
+        self.hub = hub
+        self.config = config
+        self._inbox = inbox
+        self._rng = rng
+        self._later = later
+        self._lane_freed = lane_freed
+        self._ordered = config.ordered
+        self._holding: set[Delivery] = set()  # ordered: deliveries waiting for their retry, in place
+        self.processed = 0
+        self.panics = 0
+        self.failed = 0
+        self.retried = 0
+        self.dead_lettered = 0
+        self.rejected = 0
+        self.timeouts = 0
+        self.in_flight = 0
+
+    async def handle(self, delivery: Delivery) -> Panic | None:
+        """Run the action on one delivery and settle the message; say if the action panicked.
+        Ordered, the key's lane is freed once the message is settled; a run cancelled midway
+        (a restart, a kill) runs again before the key's later messages."""
+        key = delivery.message.key
+        if key is None or not self._ordered:
+            return await self._run(delivery)
+        settled = False
+        try:
+            panic = await self._run(delivery)
+            settled = True
+            return panic
+        finally:
+            if delivery not in self._holding:
+                if settled:
+                    self._inbox.free_lane(key)
+                    self._lane_freed()
+                else:
+                    self._run_again_first(delivery)
+
+    def release_held(self) -> None:
+        """Put every retry held in place back at the front of the inbox, due now (its timer is
+        gone: the workers stopped for a cool-down)."""
+        for delivery in list(self._holding):
+            self._run_again_first(delivery)
+
+    def _run_again_first(self, delivery: Delivery) -> None:
+        self._holding.discard(delivery)
+        self._inbox.run_again_first(delivery)
+        self._lane_freed()
+
+    def _hold_for_retry(self, delivery: Delivery, delay: float) -> None:
+        """Ordered: retry ``delivery`` here after ``delay``, its key kept busy meanwhile (a retry
+        through the bus would let the key's next messages overtake it)."""
+        self._holding.add(delivery)
+        self._later(delay, lambda: self._run_again_first(delivery))
+
+    async def _run(self, delivery: Delivery) -> Panic | None:
+        message = delivery.message
+        subscription = delivery.subscription
+        config = self.config
+        if message.attempt > config.max_attempts:  # redelivered after crashes: a crash loop ends here
+            self.dead_lettered += 1
+            await subscription.dead_letter(
+                delivery,
+                reason=f"max_attempts: delivered {message.attempt} times, over {config.max_attempts}, "
+                "without finishing",
+            )
+            return None
+        progress = None
+        if message.attempt > 1:  # delivered before: an earlier run may have checkpointed
+            saved = await subscription.load_progress(message.id)
+            progress = None if saved is None else orjson.loads(saved)
+        job = Job(message, self.name, self.hub, subscription=subscription, progress=progress)
+        self.in_flight += 1
+        observer = self.hub.observer  # read per message: set or cleared at any time, for every group
+        if observer is not None:
+            queue_wait = max(0.0, time.time() - message.created_at)  # another host's clock may be ahead
+            started = trio.current_time()
+            duration = 0.0
+            outcome: Outcome = "cancelled"
+        try:
+            try:
+                if config.timeout is None:
+                    await self.action(job)
+                else:
+                    with trio.fail_after(config.timeout):
+                        await self.action(job)
+            finally:  # the action's own time: settling the message (an ack on Redis) is not in it
+                if observer is not None:
+                    duration = trio.current_time() - started
+        except Retry as retry:
+            outcome = "retry"
+            await self._retry_or_dead_letter(job, delivery, "retry requested", retry.delay, None)
+            return None
+        except Reject as reject:
+            outcome = "rejected"
+            self.rejected += 1
+            self.dead_lettered += 1
+            await subscription.dead_letter(delivery, reason=f"rejected: {reject.reason}")
+            await self._forget_progress(job, subscription)
+            return None
+        except Exception as error:  # a panic; Cancelled, KeyboardInterrupt, SystemExit never are
+            self.panics += 1
+            self.failed += 1
+            outcome = "panic"
+            if isinstance(error, trio.TooSlowError):
+                outcome = "timeout"
+                self.timeouts += 1
+                error = TimeoutError(f"action {self.name!r} ran over its timeout of {config.timeout}s")
+            traceback = "".join(tb_module.format_exception(error))
+            await self._retry_or_dead_letter(job, delivery, repr(error), None, traceback)
+            return Panic(error, traceback, message)
+        else:
+            outcome = "ok"
+            self.processed += 1
+            await subscription.ack(delivery)
+            await self._forget_progress(job, subscription)
+            return None
+        finally:
+            self.in_flight -= 1
+            if observer is not None:
+                try:
+                    observer.observe(self.name, queue_wait, duration, outcome)
+                except Exception:  # a broken observer must not take the workers down with it
+                    log.exception("group %s: message observer %r failed", self.name, observer)
+
+    async def _retry_or_dead_letter(
+        self, job: Job, delivery: Delivery, error: str, delay: float | None, traceback: str | None
+    ) -> None:
+        attempt = delivery.message.attempt
+        if attempt >= self.config.max_attempts:
+            self.dead_lettered += 1
+            await delivery.subscription.dead_letter(
+                delivery,
+                reason=f"max_attempts: failed {attempt} of {self.config.max_attempts} attempts",
+                error=error,
+                traceback=traceback,
+            )
+            await self._forget_progress(job, delivery.subscription)
+            return
+        self.retried += 1
+        if delay is None:
+            delay = self.config.retry_backoff.delay(attempt, self._rng)
+        if self._ordered and delivery.message.key is not None:
+            self._hold_for_retry(delivery, delay)
+        else:
+            await delivery.subscription.retry(delivery, delay=delay, error=error)
+
+    @staticmethod
+    async def _forget_progress(job: Job, subscription: Subscription) -> None:
+        """A settled message's checkpoint is of no more use (a requeued dead letter starts over)."""
+        if job.progress is not None:
+            await subscription.clear_progress(job.message.id)
