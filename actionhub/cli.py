@@ -278,7 +278,7 @@ def stats_table(snapshots: Sequence[HubSnapshot], url: str, now: float) -> Table
     )
     table.add_column("HUB")
     for title, _ in _STAT_COLUMNS:
-        table.add_column(title.upper(), justify="left" if title == "group" else "right")
+        table.add_column(title.upper(), justify="left" if title in ("group", "state") else "right")
     for snapshot in snapshots:
         for stat in snapshot.groups:
             table.add_row(snapshot.hub, *(str(cell(stat)) for _, cell in _STAT_COLUMNS))

@@ -108,7 +108,8 @@ class GroupInbox:
                     break
             else:
                 return None
-        self._room.unpark()
+        if self._room:  # a feeder waits for this room (checked first: unpark is not free)
+            self._room.unpark()
         return delivery
 
     def free_lane(self, key: str) -> None:
