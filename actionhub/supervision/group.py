@@ -1,9 +1,8 @@
 """WorkerGroup: a one-for-one supervisor of identical workers, with demand-driven scaling.
 
-One supervisor task handles one event at a time (a panic, a due restart, a stop). Everything
-that must be atomic (spawning within ``max_workers``, idling out above ``min_workers``) happens
-between two checkpoints, which trio guarantees nobody can interleave. The group's buffer is its
-`GroupInbox`; what becomes of each message is the `MessageRunner`'s business.
+One supervisor task handles one event at a time (a panic, a due restart, a stop). The group's
+buffer is its `GroupInbox`, its workers are a `WorkerPool`, and what becomes of each message is
+the `MessageRunner`'s business: this module is the supervisor that ties them together.
 
 Past its restart limit a group escalates, then does what ``on_max_restarts`` says: cool down
 (stop its workers, hand back what it has not started, read nothing, start again later), leave the
@@ -12,22 +11,19 @@ hub, or stop the hub. A running hub never holds a group that is neither working 
 
 from __future__ import annotations
 
-import enum
-import itertools
 import logging
 import math
 import random
 import time
 import traceback as tb_module
 from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import TYPE_CHECKING
 
 import attrs
 import trio
 
-from ..bus.base import Bus, Delivery, Subscription
-from ..errors import ConfigurationError, WorkerProcessDied
+from ..bus.base import Bus, Subscription
+from ..errors import ConfigurationError
 from ..message import Message
 from ..stats import WorkerStat
 from .escalation import Escalation, EscalationReason
@@ -37,12 +33,12 @@ from .policy import (
     EscalationProtocol,
     GroupConfig,
     GroupState,
-    Instance,
     Isolation,
     OnMaxRestarts,
     RestartIntensity,
     Start,
 )
+from .pool import WorkerPool
 from .process import ProcessPool
 from .runner import Action, MessageObserver, MessageRunner, Outcome, Panic
 
@@ -54,26 +50,6 @@ log = logging.getLogger("actionhub.group")
 Report = Callable[[Escalation], None]
 
 __all__ = ["GroupOutcome", "MessageObserver", "Outcome", "WorkerGroup", "attach"]
-
-
-class _Exit(enum.Enum):
-    STOPPED = "stopped"  # told to stop (shutdown, restart-all, cool-down): normal
-    IDLE = "idle"  # idle above min_workers for max_idleness: normal
-    ONE_TIME = "one_time"  # handled its one message: normal
-    PANIC = "panic"  # the action raised: a restart case
-    KILLED = "killed"  # cancelled by the supervisor after a deadline
-    CANCELLED = "cancelled"  # cancelled from outside (the hub's nursery): nothing is replaced
-
-
-class _Worker:
-    __slots__ = ("exit", "id", "panic", "scope", "stopping")
-
-    def __init__(self, worker_id: int) -> None:
-        self.id = worker_id
-        self.scope = trio.CancelScope()
-        self.stopping = False
-        self.exit = _Exit.STOPPED
-        self.panic: Panic | None = None
 
 
 @attrs.frozen
@@ -136,9 +112,6 @@ class WorkerGroup:
         self._report = report
         self._on_first_message = on_first_message
         self._rng = rng or random.Random()
-        self._min = config.effective_min
-        self._max = config.effective_max
-        self._one_time = config.instance is Instance.ONE_TIME
         self._intensity = RestartIntensity(config.max_restarts, config.restart_window)
         self.subscription: Subscription | None = None
         self._bus: Bus | None = None  # set by `attach`: where a group back from a cool-down reads
@@ -164,19 +137,17 @@ class WorkerGroup:
             later=self._later,
             lane_freed=self._lane_freed,
         )
-        self._work_ready = trio.lowlevel.ParkingLot()  # idle workers wait here
-        self._worker_exited = trio.lowlevel.ParkingLot()
         self._events_send, self._events = trio.open_memory_channel[_Event](math.inf)
-        self._workers: dict[int, _Worker] = {}
-        self._starting = 0  # spawned workers that have not yet asked for work
-        self._worker_ids = itertools.count(1)
-        self._nursery: trio.Nursery | None = None
+        self.pool = WorkerPool(
+            name,
+            config=config,
+            inbox=self.inbox,
+            runner=self.runner,
+            processes=self.processes,
+            on_panic=self._events_send.send_nowait,
+        )
         self._timers: trio.Nursery | None = None
         self._timer_scopes: set[trio.CancelScope] = set()  # what a cool-down cancels
-        self._pending_respawns = 0
-        self._paused = False  # restart-all or cool-down in progress: workers take nothing new
-        self.held = False  # paused by an operator: nothing new starts (intake fills the buffer)
-        self._closed = False  # stopping or escalating: for good
         self.cooling_down = False
         self.cool_down_until: float | None = None  # wall-clock time the cool-down ends
         self._give_ups = 0  # consecutive cool-downs, each longer than the last
@@ -187,13 +158,15 @@ class WorkerGroup:
 
         self.escalations = 0
         self.restarts = 0
-        self.created = 0
-        self.killed = 0
-        self.idled = 0
 
     @property
     def action(self) -> Action:
         return self.runner.action
+
+    @property
+    def held(self) -> bool:
+        """Paused by an operator: nothing new starts (intake fills the buffer)."""
+        return self.pool.held
 
     @property
     def state(self) -> GroupState:
@@ -211,24 +184,12 @@ class WorkerGroup:
                 callback, self._on_first_message = self._on_first_message, None
                 callback(self)
             return
-        self._dispatch()
-
-    def _dispatch(self) -> None:
-        """A message is waiting: wake an idle worker, or start one if there is none and room."""
-        if self._paused or self.held:
-            return
-        if self._work_ready:
-            self._work_ready.unpark()
-        elif len(self.inbox) > self._starting and len(self._workers) + self._pending_respawns < self._max:
-            self._spawn()
-
-    def _dispatch_buffered(self) -> None:
-        for _ in range(min(len(self.inbox), self._max)):
-            self._dispatch()
+        self.pool.dispatch()
 
     def _lane_freed(self) -> None:
-        if self.inbox and not (self._closed or self._paused):
-            self._dispatch()  # a message of that key may be waiting
+        pool = self.pool
+        if self.inbox and not (pool.closed or pool.paused):
+            pool.dispatch()  # a message of that key may be waiting
 
     def _later(self, delay: float, fn: Callable[[], None]) -> None:
         """Call ``fn`` after ``delay``, unless a cool-down stops the workers first."""
@@ -246,106 +207,13 @@ class WorkerGroup:
         assert self._timers is not None
         self._timers.start_soon(later)
 
-    # ------------------------------------------------------------------ workers
-
-    def _spawn(self) -> None:
-        assert self._nursery is not None
-        worker = _Worker(next(self._worker_ids))
-        self._workers[worker.id] = worker
-        self._starting += 1
-        self.created += 1
-        self._nursery.start_soon(self._worker_main, worker, name=f"{self.name}#worker-{worker.id}")
-
-    def _ensure_min(self) -> None:
-        while len(self._workers) + self._pending_respawns < self._min and not self._closed:
-            self._spawn()
-
-    def _idle_may_exit(self) -> bool:
-        return len(self._workers) > self._min and not self.inbox
-
-    async def _next(self, worker: _Worker) -> Delivery | None:
-        idleness = self.config.max_idleness
-        while True:
-            if worker.stopping:
-                worker.exit = _Exit.STOPPED
-                return None
-            if not (self._paused or self.held):
-                delivery = self.inbox.take()
-                if delivery is not None:
-                    return delivery
-            if len(self._workers) > self._min:
-                with trio.move_on_after(idleness):
-                    await self._work_ready.park()
-                    continue
-                if self._idle_may_exit() and not worker.stopping:
-                    worker.exit = _Exit.IDLE
-                    return None
-            else:
-                await self._work_ready.park()
-
-    async def _worker_main(self, worker: _Worker) -> None:
-        self._starting -= 1
-        ended = False
-        try:
-            with worker.scope:
-                try:
-                    async with self._worker_context():
-                        await self._work(worker)
-                except WorkerProcessDied as error:  # could not start: a panic, no message lost
-                    worker.exit = _Exit.PANIC
-                    worker.panic = Panic(error, "".join(tb_module.format_exception(error)), None)
-            if worker.scope.cancelled_caught:
-                worker.exit = _Exit.KILLED
-            ended = True
-        finally:
-            if not ended:
-                worker.exit = _Exit.CANCELLED
-            self._on_worker_exit(worker)
-
-    def _worker_context(self) -> AbstractAsyncContextManager[None]:
-        """What a worker holds while it lives: its OS process, for process isolation."""
-        return self.processes.worker() if self.processes is not None else nullcontext()
-
-    async def _work(self, worker: _Worker) -> None:
-        while True:
-            delivery = await self._next(worker)
-            if delivery is None:
-                return
-            panic = await self.runner.handle(delivery)
-            if panic is not None:
-                if self.config.behaviour is not Behaviour.DO_NOTHING:
-                    worker.exit = _Exit.PANIC
-                    worker.panic = panic  # reported once the worker has left the pool
-                    return
-                self._events_send.send_nowait(panic)
-            if self._one_time:
-                worker.exit = _Exit.ONE_TIME
-                return
-
-    def _on_worker_exit(self, worker: _Worker) -> None:
-        del self._workers[worker.id]
-        if worker.exit is _Exit.IDLE:
-            self.idled += 1
-        elif worker.exit in (_Exit.PANIC, _Exit.KILLED):
-            self.killed += 1
-        self._worker_exited.unpark_all()
-        if worker.exit is _Exit.CANCELLED:
-            return  # the whole group is being torn down
-        if worker.panic is not None:
-            self._events_send.send_nowait(worker.panic)
-            return  # the supervisor decides what replaces a panicked worker, and when
-        if self._closed or self._paused:
-            return
-        self._ensure_min()
-        if self.inbox and not self._work_ready:
-            self._dispatch()
-
     # ------------------------------------------------------------------ supervision
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> GroupOutcome:
         """Supervise until stopped or escalated. Never raises an escalation to the caller."""
         outcome = GroupOutcome()
-        if self._closed:  # stopped before it ever ran
+        pool = self.pool
+        if pool.closed:  # stopped before it ever ran
             task_status.started()
             self.finished.set()
             return outcome
@@ -353,18 +221,18 @@ class WorkerGroup:
         try:
             async with trio.open_nursery() as timers:
                 async with trio.open_nursery() as nursery:
-                    self._nursery = nursery
+                    pool.nursery = nursery
                     self._timers = timers
                     self.started = True
-                    self._ensure_min()
-                    self._dispatch_buffered()
+                    pool.ensure_min()
+                    pool.dispatch_buffered()
                     await self._on_started(nursery)
                     task_status.started()
                     reported_started = True
                     outcome = await self._supervise()
                     await self._before_stop()
                     self._close_intake()
-                    await self._stop_workers(self.config.shutdown_timeout)
+                    await pool.stop_all(self.config.shutdown_timeout)
                     self._report_late_panics()
                     await self._close_subscription()
                 timers.cancel_scope.cancel()
@@ -385,7 +253,7 @@ class WorkerGroup:
             if not reported_started:
                 task_status.started()
         finally:
-            self._closed = True
+            pool.closed = True
             self.cooling_down = False
             self.cool_down_until = None
             self.finished.set()
@@ -421,30 +289,21 @@ class WorkerGroup:
     def pause(self) -> None:
         """Start nothing new; in-flight work finishes. Intake goes on until the buffer is full,
         then the bus holds the rest (Redis) or publishers wait (in-process). Never blocks."""
-        self.held = True
+        self.pool.held = True
 
     def resume(self) -> None:
         """Undo `pause`."""
-        self.held = False
+        self.pool.held = False
         self.inbox.wake_feeders()
         if self.started:
-            self._dispatch_buffered()
+            self.pool.dispatch_buffered()
 
     def scale(self, min_workers: int, max_workers: int) -> None:
         """Change the worker bounds while running (`ConfigurationError` if they cannot work).
         Workers above the new maximum leave once their current message is done."""
         config = attrs.evolve(self.config, min_workers=min_workers, max_workers=max_workers)
         self.config = self.runner.config = config
-        self._min, self._max = config.effective_min, config.effective_max
-        if not self.started or self._closed or self._paused:
-            return
-        excess = len(self._workers) - self._max
-        for worker in list(self._workers.values())[: max(excess, 0)]:
-            worker.stopping = True
-        if excess > 0:
-            self._work_ready.unpark_all()
-        self._ensure_min()
-        self._dispatch_buffered()
+        self.pool.scale(config.effective_min, config.effective_max)
 
     def restart(self) -> None:
         """Restart every worker, as RESTART_ALL does after a panic (the buffer is kept). A group
@@ -472,7 +331,7 @@ class WorkerGroup:
         self._events_send.send_nowait(_Escalate(escalation))
 
     def _close_intake(self) -> None:
-        self._closed = True
+        self.pool.closed = True
         self.inbox.close()  # blocked publishers see HubStopped
 
     async def _close_subscription(self) -> None:
@@ -492,9 +351,7 @@ class WorkerGroup:
                 await self._restart_all()
                 continue
             elif isinstance(event, _Respawn):
-                self._pending_respawns = max(0, self._pending_respawns - 1)
-                if not self._closed and len(self._workers) < self._max:
-                    self._spawn()
+                self.pool.respawn()
                 continue
             else:
                 outcome = await self._on_panic(event)
@@ -549,7 +406,7 @@ class WorkerGroup:
 
     def _schedule_respawn(self) -> None:
         backoff = self.config.restart_backoff
-        self._pending_respawns += 1
+        self.pool.pending_respawns += 1
         if backoff is None:
             self._events_send.send_nowait(_Respawn())
             return
@@ -558,18 +415,19 @@ class WorkerGroup:
 
     async def _restart_all(self) -> None:
         """Stop every worker gracefully (buffer kept, intake paused), then start fresh ones."""
-        self._paused = True
+        pool = self.pool
+        pool.paused = True
         try:
-            await self._stop_workers(self.config.shutdown_timeout)
+            await pool.stop_all(self.config.shutdown_timeout)
         finally:
-            self._paused = False
+            pool.paused = False
         backoff = self.config.restart_backoff
         if backoff is not None:
             await trio.sleep(backoff.delay(self._intensity.recent, self._rng))
-        if self._closed:
+        if pool.closed:
             return
-        self._ensure_min()
-        self._dispatch_buffered()
+        pool.ensure_min()
+        pool.dispatch_buffered()
 
     async def _stop_for_escalation(self) -> tuple[Message, ...]:
         """Close intake, take the unstarted messages (in order), stop the workers, then close the
@@ -579,7 +437,7 @@ class WorkerGroup:
         await self._before_stop()
         self._close_intake()
         pending = tuple(d.message for d in self.inbox.drain())
-        await self._stop_workers(self.config.shutdown_timeout)
+        await self.pool.stop_all(self.config.shutdown_timeout)
         await self._close_subscription()
         return pending
 
@@ -643,14 +501,15 @@ class WorkerGroup:
         now) and are returned; in-process they stay in the buffer, which the workers of the
         next life start with."""
         await self._before_stop()
-        self._paused = True  # workers take nothing more
+        pool = self.pool
+        pool.paused = True  # workers take nothing more
         durable = self._bus is not None and self._bus.durable
         if durable:
             self.inbox.close()  # the reader stops at once
-        await self._stop_workers(self.config.shutdown_timeout)
+        await pool.stop_all(self.config.shutdown_timeout)
         for scope in list(self._timer_scopes):
             scope.cancel()  # respawns and retries held in place: the group starts afresh
-        self._pending_respawns = 0
+        pool.pending_respawns = 0
         self.runner.release_held()
         if not durable:
             return ()
@@ -673,35 +532,15 @@ class WorkerGroup:
                 return GroupOutcome()
         self.cooling_down = False
         self.cool_down_until = None
-        self._paused = False
+        pool = self.pool
+        pool.paused = False
         self._back_at = trio.current_time()
         log.warning("group %s is back from its cool-down", self.name, extra={"group": self.name})
-        assert self._nursery is not None
-        await self._on_started(self._nursery)
-        self._ensure_min()
-        self._dispatch_buffered()
+        assert pool.nursery is not None
+        await self._on_started(pool.nursery)
+        pool.ensure_min()
+        pool.dispatch_buffered()
         return None
-
-    async def _stop_workers(self, timeout: float) -> None:
-        """Let every worker finish its current message; cancel those still busy at ``timeout``."""
-        for worker in self._workers.values():
-            worker.stopping = True
-        self._work_ready.unpark_all()
-        with trio.move_on_after(timeout):
-            while self._workers:
-                await self._worker_exited.park()
-        if self._workers:
-            log.warning(
-                "group %s: %d worker(s) still busy after %ss; cancelling them",
-                self.name,
-                len(self._workers),
-                timeout,
-            )
-            for worker in list(self._workers.values()):
-                worker.scope.cancel()
-            with trio.CancelScope(shield=True):
-                while self._workers:
-                    await self._worker_exited.park()
 
     # ------------------------------------------------------------------ stats
 
@@ -709,25 +548,24 @@ class WorkerGroup:
         """A consistent snapshot: taken between two checkpoints, so nothing changes under it."""
         config = self.config
         subscription = self.subscription
-        runner = self.runner
-        inbox = self.inbox
+        runner, inbox, pool = self.runner, self.inbox, self.pool
         return WorkerStat(
             addr=self.name,
             topic=self.topic,
             instance=config.instance,
             behaviour=config.behaviour,
-            max_workers=self._max,
-            min_workers=self._min,
+            max_workers=pool.max,
+            min_workers=pool.min,
             total_message_received=inbox.received,
             total_message_processed=runner.processed,
             total_escalations=self.escalations,
             total_panics=runner.panics,
             total_restarts=self.restarts,
-            available_worker_capacity=0 if self.cooling_down else self._max - runner.in_flight,
-            total_current_workers=len(self._workers),
-            total_created_workers=self.created,
-            total_killed_workers=self.killed,
-            total_idled_workers=self.idled,
+            available_worker_capacity=0 if self.cooling_down else pool.max - runner.in_flight,
+            total_current_workers=len(pool),
+            total_created_workers=pool.created,
+            total_killed_workers=pool.killed,
+            total_idled_workers=pool.idled,
             buffered=len(inbox),
             in_flight=runner.in_flight,
             total_failed=runner.failed,
@@ -746,7 +584,7 @@ class WorkerGroup:
         )
 
     def __repr__(self) -> str:
-        return f"<WorkerGroup {self.name} topic={self.topic} workers={len(self._workers)}>"
+        return f"<WorkerGroup {self.name} topic={self.topic} workers={len(self.pool)}>"
 
 
 async def attach(group: WorkerGroup, bus: Bus, consumer_group: str) -> None:
