@@ -319,20 +319,30 @@ async def test_the_default_schedule_still_ends_in_the_dead_letters(
         assert letter.attempts == 10 and letter.reason == "max_attempts: failed 10 of 10 attempts"
 
 
-async def test_stats_and_the_cli_table_show_the_state(
+async def test_stats_metrics_and_the_cli_table_show_the_state(
     autojump_clock: trio.abc.Clock, escalations: EscalationLog
 ) -> None:
     from rich.console import Console
 
     from actionhub.cli import stats_table
     from actionhub.inspect import HubSnapshot, snapshot_of
+    from actionhub.metrics import HubMetrics
 
     hub = ActionHub(on_escalation=escalations, name="shop")
+    metrics = HubMetrics(hub)
     store = Dependency()
     hub.bind("save", store.action, max_restarts=0, cool_down=Backoff(120, 120, 0))
     async with hub.running():
         await hub.publish("save", 1)
         await until(lambda: stat_of(hub, "save").state is GroupState.COOLING_DOWN)
+        labels = {"hub": "shop", "group": "save", "topic": "save"}
+        for state in GroupState:
+            value = metrics.registry.get_sample_value(
+                "actionhub_group_state", {**labels, "state": state.value}
+            )
+            assert value == (1 if state is GroupState.COOLING_DOWN else 0), state
+        remaining = metrics.registry.get_sample_value("actionhub_cool_down_remaining_seconds", labels)
+        assert remaining is not None and 119 < remaining <= 120
         snapshot = HubSnapshot.from_json(snapshot_of(hub, 0.0).to_json())  # as another process reads it
         (stat,) = snapshot.groups
         assert stat.state is GroupState.COOLING_DOWN and stat.cool_down_until is not None
