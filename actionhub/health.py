@@ -1,7 +1,7 @@
 """Health probes of a hub for process supervisors and Kubernetes: ``/healthz`` and ``/readyz``.
 
-``/healthz`` (liveness) answers 200 while the hub runs: its trio loop answered the request, and
-its bus is reachable or being reconnected to (a hub never gives up on its bus). ``/readyz``
+``/healthz`` (liveness) answers 200 while the hub runs or stops gracefully: its trio loop answered
+the request, and its bus is reachable or being reconnected to (a hub never gives up on its bus). ``/readyz``
 (readiness) answers 200 only when the bus is connected and every started group is running: none
 cooling down past its restart limit, none paused. Both answer 503 otherwise, with a JSON body that
 says why. `serve_health` serves them alone (``actionhub run --health-port``); `serve_metrics`
@@ -45,6 +45,8 @@ class Health:
 
 def check(hub: ActionHub) -> Health:
     """The hub's liveness and readiness now."""
+    if hub.is_stopping:  # alive, finishing its in-flight work
+        return Health(live=True, ready=False, problems=(f"hub {hub.name} is stopping",))
     if not hub.is_running:
         return Health(live=False, ready=False, problems=(f"hub {hub.name} is not running",))
     problems: list[str] = []

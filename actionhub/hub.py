@@ -262,6 +262,11 @@ class ActionHub:
     def is_running(self) -> bool:
         return self._state is _State.RUNNING
 
+    @property
+    def is_stopping(self) -> bool:
+        """Stopping gracefully: intake closed, in-flight work finishing."""
+        return self._state is _State.STOPPING
+
     async def _start_template(self, template: WorkerTemplate, lazy: bool) -> None:
         group = self._make_group(template, lazy)
         self._groups[template.name] = group

@@ -212,32 +212,51 @@ async def test_a_master_cools_down_with_its_slaves_and_brings_them_back(
     hub = ActionHub(on_escalation=escalations)
     store = Dependency()
     audited: list[object] = []
+    audit_started = trio.Event()
+    failed_once: set[object] = set()
 
     async def audit(job: Job) -> None:
+        audit_started.set()
+        await trio.sleep(1)
+        if job.payload == "retry-me" and job.payload not in failed_once:
+            failed_once.add(job.payload)
+            raise Crash("audit store blip")
         audited.append(job.payload)
 
     hub.bind(
         "master",
         store.action,
         max_restarts=1,
+        max_workers=1,
         cool_down=COOL,
-        slaves=[SlaveTemplate("audit", audit)],
+        slaves=[SlaveTemplate("audit", audit, max_workers=1, retry_backoff=Backoff(3, 3, 0))],
     )
     async with hub.running():
-        first_slave = hub.group("master/slaves/audit")
-        await hub.publish("master/slaves/audit", "before")
-        await until(lambda: audited == ["before"])
+        slave = hub.group("master/slaves/audit")
+        for payload in ["retry-me", 0, 1, 2, 3, 4]:
+            await hub.publish("master/slaves/audit", payload)
+        await audit_started.wait()
         await hub.publish("master", 1)
         await hub.publish("master", 2)
-        await until(lambda: stat_of(hub, "master").state is GroupState.COOLING_DOWN)
-        assert [s.addr for s in hub.stats()] == ["master"]  # its slave went with it
-        assert first_slave.stats().state is GroupState.STOPPED
+        await until(lambda: "max_restarts" in escalations.reasons())  # reported once stood down
+        # the slave stands down with its master: listed, no workers, its messages kept
+        assert hub.group("master/slaves/audit") is slave
+        assert [(s.addr, s.state) for s in hub.stats()] == [
+            ("master", GroupState.COOLING_DOWN),
+            ("master/slaves/audit", GroupState.COOLING_DOWN),
+        ]
+        assert slave.stats().total_current_workers == 0
+        ran_before = list(audited)
+        await hub.publish("master/slaves/audit", "during")  # in-process: waits in its buffer
+        await trio.sleep(4)
+        assert audited == ran_before  # nothing ran while the master cooled down
         store.down = False
-        await until(lambda: [s.addr for s in hub.stats()] == ["master", "master/slaves/audit"])
-        second_slave = hub.group("master/slaves/audit")
-        assert second_slave is not first_slave
-        await hub.publish("master/slaves/audit", "after")
-        await until(lambda: audited == ["before", "after"] and sorted(store.done) == [1, 2])
+        await until(lambda: stat_of(hub, "master/slaves/audit").state is GroupState.RUNNING)
+        await until(
+            lambda: sorted(audited, key=str) == sorted(["retry-me", 0, 1, 2, 3, 4, "during"], key=str)
+        )
+        await until(lambda: sorted(store.done) == [1, 2])
+        assert await hub.dead_letters("master/slaves/audit") == []
 
 
 async def test_a_slave_past_its_own_limit_is_respawned_by_its_master(

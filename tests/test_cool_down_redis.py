@@ -4,6 +4,9 @@ the same way; back from the cool-down, a lone hub runs what it handed back itsel
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import trio
 
 from actionhub import ActionHub, Backoff, Escalation, GroupState, Job
@@ -111,3 +114,59 @@ async def test_a_lone_hub_back_from_its_cool_down_runs_what_it_handed_back(redis
             await wait_until(lambda: done == set(range(50)))
         assert hub.group("save").stats().state is GroupState.RUNNING
         assert await hub.dead_letters("save") == []
+
+
+async def test_what_a_read_in_flight_brings_during_the_stand_down_goes_back_at_once(redis_url: str) -> None:
+    url = f"{redis_url}&visibility_timeout={VISIBILITY}&block=5"  # reads stay blocked in Redis for 5 s
+    give_ups = GiveUps()
+    hub = ActionHub(url, on_escalation=give_ups)
+    slow_running = trio.Event()
+    ran: dict[object, float] = {}
+
+    async def action(job: Job) -> None:
+        if job.payload == "slow":
+            slow_running.set()
+            await trio.sleep(3)  # the stand-down waits for it
+        elif job.payload == "crash":
+            raise ConnectionError("the store is unreachable")
+        else:
+            ran[job.payload] = trio.current_time()
+
+    hub.bind("work", action, max_workers=2, max_restarts=0, cool_down=Backoff(1, 1, 0))
+    async with hub.running():
+        await hub.publish("work", "slow")
+        await slow_running.wait()
+        await hub.publish("work", "crash")
+        await wait_until(lambda: hub.group("work").stats().state is GroupState.COOLING_DOWN, poll=0.01)
+        await trio.sleep(0.3)  # the reader is blocked in XREADGROUP, the inbox closed meanwhile
+        published = trio.current_time()
+        await hub.publish_many("work", list(range(10)))  # what that read brings back
+        with trio.fail_after(VISIBILITY / 2):  # given back, not left to the visibility timeout
+            await wait_until(lambda: len(ran) == 10, poll=0.05)
+        assert max(ran.values()) - published < VISIBILITY / 2
+
+
+async def test_a_group_that_fails_itself_leaves_its_messages_to_the_other_hubs(redis_url: str) -> None:
+    url = f"{redis_url}&visibility_timeout=4&block=0.2"
+    failing, other = ActionHub(url, name="failing"), ActionHub(url, name="other")
+    ran: set[object] = set()
+
+    async def save(job: Job) -> None:
+        ran.add(job.payload)
+
+    failing.bind("save", save, max_workers=1, min_workers=0)
+    other.bind("save", save)
+    async with failing.running():
+        group = failing.group("save")
+
+        @asynccontextmanager
+        async def cannot_start() -> AsyncIterator[None]:
+            raise OSError(24, "Too many open files")  # a fault of the group, not of its action
+            yield
+
+        group.pool._worker_context = cannot_start  # type: ignore[method-assign]
+        await failing.publish("save", "trigger")
+        await wait_until(group.finished.is_set, timeout=10)
+        await failing.publish_many("save", list(range(20)))  # the hub runs on; the group reads no more
+        async with other.running():
+            await wait_until(lambda: set(range(20)) <= ran, timeout=20)

@@ -681,7 +681,7 @@ class _StreamSubscription(RedisProgress, Subscription):
         groups = self._groups_of.get(stream, {self._group_bytes})
         groups_read = False
         in_hand = self.in_hand.setdefault(stream, set())
-        for entry_id, fields in entries:
+        for index, (entry_id, fields) in enumerate(entries):
             target = fields.get(b"group")
             if target is not None and target != self._group_bytes:
                 if target not in groups and not groups_read:  # a group new to us?
@@ -710,7 +710,14 @@ class _StreamSubscription(RedisProgress, Subscription):
             if deliveries > 1:
                 message = attrs.evolve(message, attempt=message.attempt + deliveries - 1)
             in_hand.add(entry_id)
-            self.inbox.put_nowait(Delivery(message, self, (stream, entry_id, raw)))
+            try:
+                self.inbox.put_nowait(Delivery(message, self, (stream, entry_id, raw)))
+            except HubStopped:  # the group stands down or stops: what it read is not its to run
+                in_hand.discard(entry_id)
+                if malformed:
+                    self._dead_letter_malformed(stream, malformed)
+                await self._give_back(stream, [later for later, _ in entries[index:]])
+                raise
         if malformed:
             self._dead_letter_malformed(stream, malformed)
 

@@ -74,7 +74,19 @@ class _Escalate:
     escalation: Escalation
 
 
-_Event = Panic | _Respawn | _Stop | _Escalate | _Restart
+@attrs.frozen
+class _Suspend:
+    """A slave's master cools down: stand down until `_Resume`; ``stood_down`` is set once done."""
+
+    stood_down: trio.Event
+
+
+@attrs.frozen
+class _Resume:
+    """A slave's master is back from its cool-down."""
+
+
+_Event = Panic | _Respawn | _Stop | _Escalate | _Restart | _Suspend | _Resume
 
 
 @attrs.frozen
@@ -153,6 +165,9 @@ class WorkerGroup:
         self._give_ups = 0  # consecutive cool-downs, each longer than the last
         self._back_at = -math.inf  # trio time the group last came back from a cool-down
         self._coming_back: trio.CancelScope | None = None  # re-subscribing; a stop cancels it
+        self._stop_requested = False
+        self._suspended = False  # a slave standing down with its master: only the master wakes it
+        self._deferred: list[_Event] = []  # escalations that came during a cool-down, for after it
         self.started = False
         self.finished = trio.Event()
 
@@ -238,22 +253,14 @@ class WorkerGroup:
                 timers.cancel_scope.cancel()
         except Exception as error:  # a fault of the group itself must not reach the hub raw
             log.exception("group %s failed", self.name)
-            outcome = GroupOutcome(
-                Escalation(
-                    group=self.name,
-                    error=error,
-                    traceback="".join(tb_module.format_exception(error)),
-                    reason="panic" if reported_started else "start_failure",
-                    worker_protocol=EscalationProtocol.KILL_AND_ESCALATE,
-                    group_protocol=EscalationProtocol.KILL_AND_ESCALATE,
-                    pending_messages=tuple(d.message for d in self.inbox.drain()),
-                    restarts=self.restarts,
-                )
-            )
+            fault = self._fault(error, "panic" if reported_started else "start_failure")
+            pending = tuple(d.message for d in self.inbox.drain())
+            outcome = GroupOutcome(attrs.evolve(fault, pending_messages=pending))
             if not reported_started:
                 task_status.started()
+            await self._close_subscription()  # nothing may feed, or keep leases for, a dead group
         finally:
-            pool.closed = True
+            self._close_intake()
             self.cooling_down = False
             self.cool_down_until = None
             self.finished.set()
@@ -279,10 +286,16 @@ class WorkerGroup:
         self._alert(self._escalation(panic, "panic", EscalationProtocol.RESUME, EscalationProtocol.RESUME))
 
     async def _on_started(self, nursery: trio.Nursery) -> None:
-        """Hook for masters: start slaves once this group runs (again, after a cool-down)."""
+        """Hook for masters: start slaves once this group runs."""
 
     async def _before_stop(self) -> None:
         """Hook for masters: stop slaves before this group's workers."""
+
+    async def _before_stand_down(self) -> None:
+        """Hook for masters: their slaves stand down with them (a cool-down)."""
+
+    def _after_come_back(self) -> None:
+        """Hook for masters: their slaves come back with them."""
 
     # ------------------------------------------------------------------ operator control
 
@@ -312,6 +325,7 @@ class WorkerGroup:
 
     def request_stop(self) -> None:
         """Ask for a graceful stop (intake closes, in-flight work finishes). Never blocks."""
+        self._stop_requested = True
         self._events_send.send_nowait(_Stop())
         if self._coming_back is not None:  # re-subscribing may wait for an unreachable bus
             self._coming_back.cancel()
@@ -329,6 +343,15 @@ class WorkerGroup:
     def escalate(self, escalation: Escalation) -> None:
         """Make this group end with ``escalation`` (used by a master for its slaves' failures)."""
         self._events_send.send_nowait(_Escalate(escalation))
+
+    def suspend(self, stood_down: trio.Event) -> None:
+        """Stand down (no workers, nothing read) until `wake`, for a master cooling down;
+        ``stood_down`` is set once it has."""
+        self._events_send.send_nowait(_Suspend(stood_down))
+
+    def wake(self) -> None:
+        """Come back from a `suspend`: the master is back."""
+        self._events_send.send_nowait(_Resume())
 
     def _close_intake(self) -> None:
         self.pool.closed = True
@@ -353,6 +376,10 @@ class WorkerGroup:
             elif isinstance(event, _Respawn):
                 self.pool.respawn()
                 continue
+            elif isinstance(event, _Suspend):
+                outcome = await self._suspend(event.stood_down)
+            elif isinstance(event, _Resume):
+                continue  # not suspended (a wake that crossed a stop)
             else:
                 outcome = await self._on_panic(event)
             if outcome is not None:
@@ -403,6 +430,12 @@ class WorkerGroup:
             pending_messages=pending,
             restarts=self.restarts,
         )
+
+    def _fault(self, error: Exception, reason: EscalationReason) -> Escalation:
+        """The escalation of a fault of the group itself (not of its action)."""
+        kill = EscalationProtocol.KILL_AND_ESCALATE
+        traceback = "".join(tb_module.format_exception(error))
+        return Escalation(self.name, error, traceback, reason, kill, kill, restarts=self.restarts)
 
     def _schedule_respawn(self) -> None:
         backoff = self.config.restart_backoff
@@ -456,56 +489,72 @@ class WorkerGroup:
     async def _cool_down(self, escalation: Escalation) -> GroupOutcome | None:
         """Stop the workers, hand back what was not started, read nothing; come back after the
         cool-down, which grows with each give-up in a row (a run of ``restart_window`` without
-        one resets it). An operator's restart ends it early; a stop ends the group."""
+        one resets it). An operator's restart ends it early; a stop ends the group. If the group
+        cannot read again (the bus refuses), that is reported and it cools down once more."""
         if trio.current_time() - self._back_at >= self.config.restart_window:
             self._give_ups = 0
-        self._give_ups += 1
-        delay = self.config.cool_down.delay(self._give_ups, self._rng)
         self.cooling_down = True
-        self.cool_down_until = time.time() + delay  # shown from the start, refined below
-        handed_back = await self._stand_down()
-        self.cool_down_until = time.time() + delay
-        log.error(
-            "group %s went past its restart limit (%d in %ss): cooling down for %.1fs, "
-            "%d unstarted message(s) handed back",
-            self.name,
-            self.config.max_restarts,
-            self.config.restart_window,
-            delay,
-            len(handed_back),
-            extra={"group": self.name, "reason": "max_restarts", "cool_down": delay},
-        )
-        self._alert(
-            attrs.evolve(
-                escalation,
-                group_protocol=EscalationProtocol.RESTART,
-                pending_messages=handed_back,
-                cool_down_until=self.cool_down_until,
-                restarts=self.restarts,
+        handed_back: tuple[Message, ...] | None = None
+        while True:
+            self._give_ups += 1
+            delay = self.config.cool_down.delay(self._give_ups, self._rng)
+            self.cool_down_until = time.time() + delay  # shown while standing down, refined below
+            if handed_back is None:
+                handed_back = await self._stand_down()
+                self.cool_down_until = time.time() + delay
+            log.error(
+                "group %s: %s; cooling down for %.1fs, %d unstarted message(s) handed back",
+                self.name,
+                "went past its restart limit"
+                if escalation.reason == "max_restarts"
+                else "could not start again",
+                delay,
+                len(handed_back),
+                extra={"group": self.name, "reason": escalation.reason, "cool_down": delay},
             )
-        )
-        with trio.move_on_after(delay):
-            async for event in self._events:
-                if isinstance(event, _Stop):
-                    return GroupOutcome()
-                if isinstance(event, _Restart):
-                    break
-                if isinstance(event, Panic):  # a worker that was finishing as the group stood down
-                    self._alert_resumed(event)
-                # respawns and escalations belonged to the life that ended
-        return await self._come_back()
+            self._alert(
+                attrs.evolve(
+                    escalation,
+                    group_protocol=EscalationProtocol.RESTART,
+                    pending_messages=handed_back,
+                    cool_down_until=self.cool_down_until,
+                    restarts=self.restarts,
+                )
+            )
+            if not await self._wait_out(delay):
+                return GroupOutcome()
+            try:
+                return None if await self._come_back() else GroupOutcome()
+            except Exception as error:  # say, Redis refused the subscription (OOM, ACL)
+                log.exception("group %s could not subscribe again after its cool-down", self.name)
+                escalation = self._fault(error, "start_failure")
+                handed_back = ()
+
+    async def _suspend(self, stood_down: trio.Event) -> GroupOutcome | None:
+        """A slave whose master cools down: stand down with it, come back when it does."""
+        self.cooling_down = self._suspended = True
+        try:
+            try:
+                await self._stand_down()
+            finally:
+                stood_down.set()
+            if not await self._wait_out(math.inf):
+                return GroupOutcome()
+            return None if await self._come_back() else GroupOutcome()
+        finally:
+            self._suspended = False
 
     async def _stand_down(self) -> tuple[Message, ...]:
-        """Stop everything but the group itself: slaves, workers, timers, reading. On a durable
+        """Stop everything but the group itself: reading, slaves, workers, timers. On a durable
         bus the unstarted messages go back to it (claimable at once: another hub can take them
         now) and are returned; in-process they stay in the buffer, which the workers of the
         next life start with."""
-        await self._before_stop()
         pool = self.pool
-        pool.paused = True  # workers take nothing more
+        pool.paused = True  # workers take nothing more, from now on
         durable = self._bus is not None and self._bus.durable
         if durable:
             self.inbox.close()  # the reader stops at once
+        await self._before_stand_down()
         await pool.stop_all(self.config.shutdown_timeout)
         for scope in list(self._timer_scopes):
             scope.cancel()  # respawns and retries held in place: the group starts afresh
@@ -517,30 +566,65 @@ class WorkerGroup:
         await self._close_subscription()  # what was read and not settled becomes claimable
         return handed_back
 
-    async def _come_back(self) -> GroupOutcome | None:
-        """The cool-down is over: read again, start fresh workers (and a master's slaves)."""
+    async def _wait_out(self, delay: float) -> bool:
+        """Wait ``delay`` seconds (`math.inf`: until woken), handling what comes meanwhile. False
+        on a stop; True once the time is up or the group is told to come back (an operator's
+        restart; a suspended slave's master). Late panics of the workers that stood down are
+        reported, never counted; escalations wait for the group to be back."""
+        wakes = (_Resume,) if self._suspended else (_Restart, _Resume)
+        woken = False
+        while True:  # first what came while standing down (a panic then is not the next life's)
+            try:
+                event = self._events.receive_nowait()
+            except trio.WouldBlock:
+                break
+            woken = self._while_away(event, wakes) or woken
+        if not woken:
+            with trio.move_on_after(delay):
+                while not (self._stop_requested or woken):
+                    woken = self._while_away(await self._events.receive(), wakes)
+        return not self._stop_requested
+
+    def _while_away(self, event: _Event, wakes: tuple[type[_Event], ...]) -> bool:
+        """Handle ``event`` while standing down; True if it says to come back."""
+        if isinstance(event, Panic):
+            self._alert_resumed(event)
+        elif isinstance(event, _Escalate):
+            self._deferred.append(event)
+        # respawns belonged to the life that ended; a stop is in `_stop_requested`
+        return isinstance(event, wakes)
+
+    async def _come_back(self) -> bool:
+        """Read again, start fresh workers (and a master's slaves). False: a stop came first."""
         self._intensity = RestartIntensity(self.config.max_restarts, self.config.restart_window)
         if self.subscription is None and self._bus is not None:
             self.inbox.reopen()
             self._coming_back = trio.CancelScope()
             try:
                 with self._coming_back:
-                    await attach(self, self._bus, self._consumer_group)
+                    if not self._stop_requested:
+                        await attach(self, self._bus, self._consumer_group)
+            except BaseException:
+                self.inbox.close()
+                raise
             finally:
                 self._coming_back = None
             if self.subscription is None:  # a stop came meanwhile
-                return GroupOutcome()
+                self.inbox.close()
+                return False
         self.cooling_down = False
         self.cool_down_until = None
         pool = self.pool
         pool.paused = False
         self._back_at = trio.current_time()
         log.warning("group %s is back from its cool-down", self.name, extra={"group": self.name})
-        assert pool.nursery is not None
-        await self._on_started(pool.nursery)
+        self._after_come_back()
         pool.ensure_min()
         pool.dispatch_buffered()
-        return None
+        for event in self._deferred:
+            self._events_send.send_nowait(event)
+        self._deferred.clear()
+        return True
 
     # ------------------------------------------------------------------ stats
 

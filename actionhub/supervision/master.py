@@ -29,8 +29,6 @@ class MasterGroup(WorkerGroup):
         self._slaves_stopping = False
 
     async def _on_started(self, nursery: trio.Nursery) -> None:
-        self._slaves_stopping = False  # again, after a cool-down: fresh slaves
-        self.slaves = {}
         for factory in self._slave_factories:
             await nursery.start(self._run_slave, factory)
 
@@ -50,6 +48,8 @@ class MasterGroup(WorkerGroup):
                 status.started()
                 return
             self.slaves[slave.name] = slave
+            if self.cooling_down:  # a respawn done while the master stands down: it waits too
+                slave.suspend(trio.Event())
             outcome = await slave.run(task_status=status)
             status = trio.TASK_STATUS_IGNORED
             if outcome.escalation is None or self._slaves_stopping:
@@ -70,9 +70,32 @@ class MasterGroup(WorkerGroup):
             restarts=self.restarts,
         )
 
+    async def _before_stand_down(self) -> None:
+        """Slaves stand down with their master, last started first; they keep their buffers."""
+        for slave in reversed(list(self.slaves.values())):
+            stood_down = trio.Event()
+            slave.suspend(stood_down)
+            await _first_of(stood_down, slave.finished)
+
+    def _after_come_back(self) -> None:
+        for slave in self.slaves.values():
+            slave.wake()
+
     async def _before_stop(self) -> None:
         if self._slaves_stopping:
             return
         self._slaves_stopping = True
         for slave in reversed(list(self.slaves.values())):
             await slave.stop()
+
+
+async def _first_of(*events: trio.Event) -> None:
+    """Wait until any of ``events`` is set."""
+    async with trio.open_nursery() as nursery:
+
+        async def wait(event: trio.Event) -> None:
+            await event.wait()
+            nursery.cancel_scope.cancel()
+
+        for event in events:
+            nursery.start_soon(wait, event)

@@ -93,7 +93,7 @@ class WorkerPool:
 
     def dispatch(self) -> None:
         """A message is waiting: wake an idle worker, or start one if there is none and room."""
-        if self.paused or self.held:
+        if self.paused or self.held or self.closed:
             return
         if self._work_ready:
             self._work_ready.unpark()
