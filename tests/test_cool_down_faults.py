@@ -4,8 +4,6 @@ comes back. memory:// (some made to say they are durable), mock clock."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -16,6 +14,7 @@ from actionhub.bus.base import Inbox, Subscription
 from actionhub.bus.memory import MemoryBus
 from actionhub.inspect import apply_command
 from actionhub.testing import EscalationLog
+from tests.faults import cannot_start
 
 
 class Crash(RuntimeError):
@@ -70,11 +69,6 @@ async def test_a_group_that_fails_itself_takes_nothing_more(
     hub.bind("save", save, max_workers=1, min_workers=0)
     async with hub.running():
         group = hub.group("save")
-
-        @asynccontextmanager
-        async def cannot_start() -> AsyncIterator[None]:
-            raise OSError(24, "Too many open files")  # a fault of the group, not of the action
-            yield
 
         group.pool._worker_context = cannot_start  # type: ignore[method-assign]
         await hub.publish("save", 1)

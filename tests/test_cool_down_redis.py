@@ -4,12 +4,10 @@ the same way; back from the cool-down, a lone hub runs what it handed back itsel
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
 import trio
 
 from actionhub import ActionHub, Backoff, Escalation, GroupState, Job
+from tests.faults import cannot_start
 from tests.polling import wait_until
 
 VISIBILITY = 20.0  # what the unstarted messages would wait without the hand-back
@@ -158,11 +156,6 @@ async def test_a_group_that_fails_itself_leaves_its_messages_to_the_other_hubs(r
     other.bind("save", save)
     async with failing.running():
         group = failing.group("save")
-
-        @asynccontextmanager
-        async def cannot_start() -> AsyncIterator[None]:
-            raise OSError(24, "Too many open files")  # a fault of the group, not of its action
-            yield
 
         group.pool._worker_context = cannot_start  # type: ignore[method-assign]
         await failing.publish("save", "trigger")
