@@ -133,10 +133,22 @@ def _load_hub(target: str) -> ActionHub:
 
 async def _run(args: argparse.Namespace) -> int:
     hub = _load_hub(args.target)
+    # one precedence for every command: --bus, then $ACTIONHUB_BUS, then (run only) the hub's own
+    from_env = os.environ.get("ACTIONHUB_BUS")
+    bus, source = (args.bus, "--bus") if args.bus else (from_env, "$ACTIONHUB_BUS")
+    if not bus:
+        source = "the hub's own"
     try:
-        hub.configure(bus=args.bus, name=args.name)
+        hub.configure(bus=bus or None, name=args.name)
     except ConfigurationError as error:
         raise CliError(str(error)) from None
+    log.info(
+        "hub %s on %s (%s)",
+        hub.name,
+        redact(hub.bus.url),
+        source,
+        extra={"hub": hub.name, "bus": redact(hub.bus.url), "bus_from": source},
+    )
     stop_signals = (signal.SIGTERM, signal.SIGINT)
     forced_by: int | None = None
     with trio.open_signal_receiver(*stop_signals) as signals:
@@ -501,7 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
         _run,
         "serve a hub until SIGTERM/SIGINT (the second one stops at once)",
         bus=None,
-        bus_help="put the hub on this bus instead of its own",
+        bus_help="put the hub on this bus (default: $ACTIONHUB_BUS, else the hub's own)",
     )
     run.add_argument("target", metavar="MODULE:HUB", help="an ActionHub, or a function returning one")
     run.add_argument("--name", help="the hub's name (default: its own)")

@@ -26,6 +26,7 @@ hub = ActionHub("redis://localhost:6379/0", on_escalation=alerts)
 @hub.action("orders.charge", min_workers=1, max_workers=8)
 async def charge(job: Job) -> None:
     await trio.sleep(1)  # the payment provider
+    await job.reply({"charged": job.payload})  # answers a request (the Node example); else a no-op
 
 
 @hub.action("emails.send", max_workers=4)

@@ -386,3 +386,28 @@ async def test_a_group_that_stops_the_hub_makes_run_exit_4_and_its_message_waits
     prefix = prefix_of(redis_url)
     assert client.zcard(f"{prefix}delayed") + client.xlen(f"{prefix}fragile") == 2
     assert client.xlen(f"{prefix}dead:fragile") == 0
+
+
+async def test_run_follows_actionhub_bus_like_every_other_command(redis_url: str, tmp_path: Path) -> None:
+    """``tests.cli_app:hub`` is written for memory://; with ``$ACTIONHUB_BUS`` set and no
+    ``--bus``, ``run`` serves on that bus (as ``stats`` reads it) and says so."""
+    log = tmp_path / "env.log"
+    env = {**os.environ, "ACTIONHUB_BUS": redis_url, "CLI_APP_OUT": str(tmp_path / "out")}
+    with log.open("wb") as log_file:
+        process = await trio.lowlevel.open_process(
+            [ACTIONHUB, "run", "tests.cli_app:hub", "--name", "from-env"], cwd=ROOT, env=env, stderr=log_file
+        )
+        try:
+            await wait_until(lambda: "hub from-env ready" in log.read_text() or process.poll() is not None)
+            assert f"hub from-env on {redis_url} ($ACTIONHUB_BUS)" in log.read_text()
+
+            async def announced() -> bool:
+                seen = await trio.run_process(
+                    [ACTIONHUB, "stats", "--json"], cwd=ROOT, env=env, capture_stdout=True, check=True
+                )
+                return [snapshot["hub"] for snapshot in orjson.loads(seen.stdout)] == ["from-env"]
+
+            await wait_until_async(announced)
+        finally:
+            process.kill()
+            await process.wait()
