@@ -9,7 +9,8 @@ import redis
 from hypothesis import given
 from hypothesis import strategies as st
 
-from actionhub.bus._partitions import PartitionLeases, assign, partition_of
+from actionhub.bus._partitions import PartitionLeases, assign
+from actionhub.bus.protocol import Keys, partition_of
 from actionhub.testing import RedisServer
 
 members_st = st.sets(st.text(min_size=1, max_size=12), min_size=1, max_size=8)
@@ -53,7 +54,9 @@ def test_a_join_moves_few_partitions_besides_the_newcomer_s() -> None:
 
 @pytest.fixture
 def leases(redis_server: RedisServer) -> PartitionLeases:
-    return PartitionLeases(redis.Redis(port=redis_server.port), f"t-{uuid.uuid4().hex[:6]}:", "orders", "g")
+    return PartitionLeases(
+        redis.Redis(port=redis_server.port), Keys(f"t-{uuid.uuid4().hex[:6]}:"), "orders", "g"
+    )
 
 
 def test_members_lapse_by_the_redis_clock(leases: PartitionLeases) -> None:

@@ -87,13 +87,13 @@ def test_due_messages_move_once_to_their_stream_and_group(bus: RedisStreamsBus) 
     client = bus.client
     for delay, group, n in [(0, "", 1), (0, "g1", 2), (1000, "", 3)]:
         member = orjson.dumps(["x", "p:t", group, f'{{"payload": {n}}}'])
-        bus._schedule(keys=[bus.delayed_key], args=[delay, member])
-    moved, wait = bus._move_due_script(keys=[bus.delayed_key], args=[500])
+        bus._schedule(keys=[bus.keys.delayed], args=[delay, member])
+    moved, wait = bus._move_due_script(keys=[bus.keys.delayed], args=[500])
     assert moved == 2 and 990 < float(wait) <= 1000
     entries = [fields for _, fields in client.xrange("p:t")]
     assert entries == [{b"message": b'{"payload": 1}'}, {b"message": b'{"payload": 2}', b"group": b"g1"}]
-    assert bus._move_due_script(keys=[bus.delayed_key], args=[500])[0] == 0  # moved once, not twice
-    assert client.zcard(bus.delayed_key) == 1
+    assert bus._move_due_script(keys=[bus.keys.delayed], args=[500])[0] == 0  # moved once, not twice
+    assert client.zcard(bus.keys.delayed) == 1
 
 
 def test_renew_keeps_own_leases_and_reports_those_taken_by_another_hub(bus: RedisStreamsBus) -> None:

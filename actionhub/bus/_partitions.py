@@ -1,6 +1,7 @@
 """Partitions of a topic, and which live hub owns which: the building blocks of ordered groups.
 
-A key's partition is ``crc32(key) % partitions``, so a publisher in any language can compute it.
+A key's partition is ``crc32(key) % partitions`` (`actionhub.bus.protocol.partition_of`), so a
+publisher in any language can compute it.
 Hubs of one consumer group announce themselves in a sorted set scored by the Redis clock time at
 which their membership lapses; every hub derives the same owner for each partition from the live
 members by rendezvous (highest random weight) hashing with bounded loads: no hub gets more than
@@ -13,48 +14,11 @@ disagree about membership.
 from __future__ import annotations
 
 import hashlib
-import zlib
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-#: register ``ARGV[1]`` as live for ``ARGV[2]`` ms (Redis clock), drop lapsed members, list the rest
-_HEARTBEAT = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
-local lapsed = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
-if #lapsed > 0 then redis.call('ZREM', KEYS[1], unpack(lapsed)) end
-return redis.call('ZRANGE', KEYS[1], 0, -1)
-"""
-
-#: take each lease of ``KEYS`` for ``ARGV[1]`` (or renew it if already held) for ``ARGV[2]`` ms;
-#: returns the (1-based) positions of the keys it holds afterwards
-_CLAIM = """
-local held = {}
-for i, key in ipairs(KEYS) do
-  local holder = redis.call('MGET', key)[1]
-  if holder == false or holder == ARGV[1] then
-    redis.call('SET', key, ARGV[1], 'PX', ARGV[2])
-    held[#held + 1] = i
-  end
-end
-return held
-"""
-
-#: drop each lease of ``KEYS`` that ``ARGV[1]`` holds; how many it dropped
-_RELEASE = """
-local dropped = 0
-for _, key in ipairs(KEYS) do
-  if redis.call('MGET', key)[1] == ARGV[1] then dropped = dropped + redis.call('DEL', key) end
-end
-return dropped
-"""
-
-
-def partition_of(key: str, partitions: int) -> int:
-    """The partition of ``key``: CRC-32 (as in zlib, Java's CRC32, Go's hash/crc32) of its UTF-8
-    bytes, modulo ``partitions``."""
-    return zlib.crc32(key.encode()) % partitions
+from . import protocol
+from .protocol import Keys
 
 
 def _weight(member: str, partition: int) -> int:
@@ -92,16 +56,16 @@ class PartitionLeases:
     """Membership and partition leases of one consumer group of one topic, in Redis. Blocking
     calls on a redis-py client: from trio, run them through the bus's ``call``."""
 
-    def __init__(self, client: Any, prefix: str, topic: str, group: str) -> None:
+    def __init__(self, client: Any, keys: Keys, topic: str, group: str) -> None:
         self.client = client
-        self.members_key = f"{prefix}members:{topic}:{group}"
-        self._lease_prefix = f"{prefix}lease:{topic}:{group}:"
-        self._heartbeat = client.register_script(_HEARTBEAT)
-        self._claim = client.register_script(_CLAIM)
-        self._release = client.register_script(_RELEASE)
+        self.keys, self.topic, self.group = keys, topic, group
+        self.members_key = keys.members(topic, group)
+        self._heartbeat = client.register_script(protocol.HEARTBEAT)
+        self._claim = client.register_script(protocol.CLAIM_LEASES)
+        self._release = client.register_script(protocol.RELEASE_LEASES)
 
     def lease_key(self, partition: int) -> str:
-        return f"{self._lease_prefix}{partition}"
+        return self.keys.lease(self.topic, self.group, partition)
 
     def heartbeat(self, member: str, ttl: float) -> list[str]:
         """Say ``member`` is live for ``ttl`` seconds more; the live members, sorted."""

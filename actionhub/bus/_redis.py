@@ -11,15 +11,12 @@ nothing in flight is acked meanwhile.
 from __future__ import annotations
 
 import abc
-import contextlib
 import functools
 import inspect
 import logging
 import math
 import os
-import secrets
 import socket
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
@@ -41,8 +38,18 @@ from redis.exceptions import (
 from ..errors import BusError, ConfigurationError, MalformedMessage
 from ..message import DEFAULT_MAX_MESSAGE_BYTES, Message, decode
 from ..supervision.policy import Backoff
+from . import protocol
 from ._wire import WireConnection, wire_params
 from .base import Bus, ControlRequest, DeadLetter, ReplyChannel
+from .protocol import (
+    Keys,
+    Requeued,
+    control_document,
+    dead_letter_of,
+    delayed_member,
+    encode_entry,
+    requeued,
+)
 from .url import redact
 
 log = logging.getLogger("actionhub.redis")
@@ -51,38 +58,6 @@ T = TypeVar("T")
 
 #: Errors that mean "Redis is not reachable right now": retried, never surfaced per message.
 TRANSIENT = (redis.ConnectionError, redis.TimeoutError, BusyLoadingError, ReadOnlyError)
-
-# Delayed messages: one sorted set per prefix, scored by the Redis clock (not the hubs' clocks).
-# A member is the JSON array [kind, target, group, entry]: kind "x" adds `entry` to stream
-# `target` (for consumer `group` only, if not ""), kind "p" publishes it on channel `target`.
-_SCHEDULE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), ARGV[2])
-if KEYS[2] then redis.call('XACK', KEYS[2], ARGV[3], ARGV[4]) end
-return 1
-"""
-
-_MOVE_DUE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
-for _, member in ipairs(due) do
-  local item = cjson.decode(member)
-  if item[1] == 'p' then
-    redis.call('PUBLISH', item[2], item[4])
-  elseif item[3] ~= '' then
-    redis.call('XADD', item[2], '*', 'message', item[4], 'group', item[3])
-  else
-    redis.call('XADD', item[2], '*', 'message', item[4])
-  end
-  redis.call('ZREM', KEYS[1], member)
-end
-local nxt = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-local wait = -1
-if nxt[2] then wait = tonumber(nxt[2]) - now end
-return {#due, tostring(wait)}
-"""
 
 
 @attrs.frozen
@@ -213,10 +188,11 @@ class RedisBusBase(Bus):
         self.url = url
         self.options = options
         self.prefix = options.prefix
+        self.keys = Keys(options.prefix)
         # redis-py's stubs type replies loosely; `client` lets tests pass a fakeredis client
         self.client: Any = client if client is not None else connect(redis_url, options)
-        self._schedule = self.client.register_script(_SCHEDULE)
-        self._move_due_script = self.client.register_script(_MOVE_DUE)
+        self._schedule = self.client.register_script(protocol.SCHEDULE)
+        self._move_due_script = self.client.register_script(protocol.MOVE_DUE)
         self._backoff = Backoff(0.05, 5.0, 0.2)
         self._threads = trio.CapacityLimiter(512)  # blocking reads each hold a thread
         self._outage = False
@@ -313,29 +289,19 @@ class RedisBusBase(Bus):
 
     def encode(self, message: Message) -> bytes:
         """The wire-format entry of ``message``, within the size limit."""
-        try:
-            raw = message.encode()
-        except TypeError as exc:
-            raise TypeError(f"payload is not JSON-serialisable: {exc}") from None
-        if len(raw) > self.options.max_message_bytes:
-            raise ValueError(
-                f"message is {len(raw)} bytes, over the limit of {self.options.max_message_bytes}"
-            )
-        return raw
+        return encode_entry(message, self.options.max_message_bytes)
 
     def decode_message(self, topic: str, raw: bytes, default_id: str = "") -> Message:
         """Decode an entry from the wire; `MalformedMessage` if it is not a valid envelope within
         the size limit, or if its ``reply_to`` is not a reply key of this prefix (a reply is an
         LPUSH and an EXPIRE: sent anywhere else it could clobber another application's keys)."""
         message = decode(topic, raw, max_bytes=self.options.max_message_bytes, default_id=default_id)
-        if message.reply_to is not None and not message.reply_to.startswith(f"{self.prefix}reply:"):
-            raise MalformedMessage(f"'reply_to' must be a key under {self.prefix}reply:")
+        reply_prefix = self.keys.reply_prefix
+        if message.reply_to is not None and not message.reply_to.startswith(reply_prefix):
+            raise MalformedMessage(f"'reply_to' must be a key under {reply_prefix}")
         return message
 
     # ------------------------------------------------------------------ checkpoints
-
-    def progress_key(self, topic: str, group: str, message_id: str) -> str:
-        return f"{self.prefix}progress:{topic}:{group}:{message_id}"
 
     async def load_progress(self, key: str) -> bytes | None:
         # MGET, not GET: the least-privilege ACL of the README already grants it
@@ -353,22 +319,18 @@ class RedisBusBase(Bus):
 
     async def schedule(self, kind: str, target: str, group: str, entry: bytes, delay: float) -> None:
         """Deliver ``entry`` after ``delay`` seconds (atomically: it is never lost nor doubled)."""
-        member = orjson.dumps([kind, target, group, entry.decode()])
+        member = delayed_member(kind, target, group, entry)
         await self.call(
-            lambda: self._schedule(keys=[self.delayed_key], args=[delay, member]),
+            lambda: self._schedule(keys=[self.keys.delayed], args=[delay, member]),
             what="schedule",
             deadline=trio.current_time() + self.options.publish_timeout,
         )
-
-    @property
-    def delayed_key(self) -> str:
-        return f"{self.prefix}delayed"
 
     async def _move_due(self) -> None:
         """Move due delayed messages to their stream/channel; every hub runs this, the script's
         atomicity makes that safe."""
         moved, wait = await self.call(
-            lambda: self._move_due_script(keys=[self.delayed_key], args=[500]), what="move delayed"
+            lambda: self._move_due_script(keys=[self.keys.delayed], args=[500]), what="move delayed"
         )
         if int(moved) < 500:
             seconds = float(wait)
@@ -390,58 +352,14 @@ class RedisBusBase(Bus):
 
     # ------------------------------------------------------------------ dead letters
 
-    def dead_key(self, topic: str) -> str:
-        return f"{self.prefix}dead:{topic}"
-
-    def dead_letter_fields(
-        self,
-        raw: bytes,
-        *,
-        topic: str,
-        group: str,
-        reason: str,
-        attempts: int,
-        error: str | None,
-        traceback: str | None,
-    ) -> dict[str, bytes | str]:
-        return {
-            "message": raw,
-            "topic": topic,
-            "group": group,
-            "reason": reason,
-            "error": error or "",
-            "traceback": traceback or "",
-            "attempts": str(attempts),
-            "failed_at": repr(time.time()),
-        }
-
     async def dead_letters(self, topic: str, *, limit: int = 100) -> list[DeadLetter]:
         entries = await self.call(
-            lambda: self.client.xrange(self.dead_key(topic), count=limit), what="read dead letters"
+            lambda: self.client.xrange(self.keys.dead(topic), count=limit), what="read dead letters"
         )
-        return [self._dead_letter(topic, entry_id, fields) for entry_id, fields in entries]
-
-    def _dead_letter(self, topic: str, entry_id: bytes, fields: dict[bytes, bytes]) -> DeadLetter:
-        raw = fields.get(b"message", b"")
-        try:
-            message = decode(topic, raw, max_bytes=len(raw) + 1)
-        except MalformedMessage:  # kept as received: the payload is the raw text
-            message = Message(topic, raw.decode(errors="replace"), id=text(entry_id))
-        error = fields.get(b"error", b"").decode(errors="replace")
-        traceback = fields.get(b"traceback", b"").decode(errors="replace")
-        return DeadLetter(
-            message,
-            reason=fields.get(b"reason", b"").decode(errors="replace"),
-            error=error or None,
-            traceback=traceback or None,
-            attempts=int(fields.get(b"attempts", b"1")),
-            group=fields.get(b"group", b"").decode(errors="replace") or None,
-            at=float(fields.get(b"failed_at", b"0")),
-            id=text(entry_id),
-        )
+        return [dead_letter_of(topic, entry_id, fields) for entry_id, fields in entries]
 
     async def _take_dead(self, topic: str, ids: list[str] | None) -> list[tuple[bytes, dict[bytes, bytes]]]:
-        key = self.dead_key(topic)
+        key = self.keys.dead(topic)
         if ids is None:
             return await self.call(lambda: self.client.xrange(key), what="read dead letters")
         found: list[tuple[bytes, dict[bytes, bytes]]] = []
@@ -454,19 +372,16 @@ class RedisBusBase(Bus):
     async def requeue_dead_letters(self, topic: str, ids: list[str] | None = None) -> int:
         taken = await self._take_dead(topic, ids)
         for entry_id, fields in taken:
-            raw = fields.get(b"message", b"")
-            with contextlib.suppress(MalformedMessage):  # if malformed, requeued as it came
-                raw = attrs.evolve(decode(topic, raw, max_bytes=len(raw) + 1), attempt=1).encode()
-            group = fields.get(b"group", b"").decode()
-            await self.call(partial(self._requeue, topic, raw, group, entry_id), what="requeue dead letter")
+            again = requeued(topic, fields)
+            await self.call(partial(self._requeue, topic, again, entry_id), what="requeue dead letter")
         return len(taken)
 
     @abc.abstractmethod
-    def _requeue(self, topic: str, raw: bytes, group: str, entry_id: bytes) -> None:
+    def _requeue(self, topic: str, again: Requeued, entry_id: bytes) -> None:
         """Put one dead letter back, atomically with its removal from the dead letters."""
 
     async def purge_dead_letters(self, topic: str, ids: list[str] | None = None) -> int:
-        key = self.dead_key(topic)
+        key = self.keys.dead(topic)
         if ids is None:
             count = await self.call(lambda: self.client.xlen(key), what="purge dead letters")
             await self.call(lambda: self.client.delete(key), what="purge dead letters")
@@ -479,7 +394,7 @@ class RedisBusBase(Bus):
 
     @asynccontextmanager
     async def reply_channel(self) -> AsyncIterator[ReplyChannel]:
-        channel = _RedisReplyChannel(self, f"{self.prefix}reply:{secrets.token_hex(12)}")
+        channel = _RedisReplyChannel(self, self.keys.new_reply())
         try:
             yield channel
         finally:
@@ -500,18 +415,18 @@ class RedisBusBase(Bus):
     # ------------------------------------------------------------------ operating many hubs
 
     async def announce(self, hub: str, snapshot: bytes, ttl: float) -> None:
-        key = f"{self.prefix}hub:{hub}"
+        key = self.keys.hub(hub)
         await self.call(lambda: self.client.set(key, snapshot, px=int(ttl * 1000)), what="announce")
 
     async def withdraw(self, hub: str) -> None:
         try:
-            await self.call(lambda: self.client.delete(f"{self.prefix}hub:{hub}"), what="withdraw")
+            await self.call(lambda: self.client.delete(self.keys.hub(hub)), what="withdraw")
         except redis.RedisError as error:  # the announcement expires anyway: say so, stop cleanly
             raise BusError(f"could not withdraw hub {hub}: {error!r}") from error
 
     async def announcements(self) -> list[bytes]:
         def read() -> list[bytes]:
-            keys = list(self.client.scan_iter(match=f"{self.prefix}hub:*", count=1000))
+            keys = list(self.client.scan_iter(match=self.keys.hubs, count=1000))
             return [doc for doc in self.client.mget(keys) if doc is not None] if keys else []
 
         return await self.call(read, what="read announcements")
@@ -522,7 +437,7 @@ class RedisBusBase(Bus):
         key the sender named, so none is lost to a late BLPOP."""
         send, receive = trio.open_memory_channel[ControlRequest](100)
         pubsub = self.client.pubsub(ignore_subscribe_messages=True)
-        channel = f"{self.prefix}control"
+        channel = self.keys.control
         await self.call(lambda: pubsub.subscribe(channel), what="subscribe to control")
 
         async def listen() -> None:
@@ -549,10 +464,10 @@ class RedisBusBase(Bus):
                 await self.call(pubsub.close, what="unsubscribe from control")
 
     async def send_control(self, command: bytes, *, timeout: float, expect: int) -> list[bytes]:
-        reply_to = f"{self.prefix}reply:{secrets.token_hex(12)}"
-        document = orjson.dumps({**orjson.loads(command), "reply_to": reply_to})
+        reply_to = self.keys.new_reply()
+        document = control_document(command, reply_to)
         deadline = trio.current_time() + timeout
-        await self.call(lambda: self.client.publish(f"{self.prefix}control", document), what="send control")
+        await self.call(lambda: self.client.publish(self.keys.control, document), what="send control")
         answers: list[bytes] = []
         try:
             while len(answers) < expect:
@@ -571,7 +486,7 @@ class RedisBusBase(Bus):
         return answers
 
     async def record(self, stream: str, fields: dict[str, str]) -> None:
-        key = f"{self.prefix}{stream}"
+        key = self.keys.events(stream)
         await self.call(
             lambda: self.client.xadd(key, fields, maxlen=self.options.max_dead_letters),
             what=f"record {stream}",
@@ -579,7 +494,7 @@ class RedisBusBase(Bus):
 
     async def events(self, stream: str, *, limit: int = 100) -> list[dict[str, str]]:
         entries = await self.call(
-            lambda: self.client.xrange(f"{self.prefix}{stream}", count=limit), what="read events"
+            lambda: self.client.xrange(self.keys.events(stream), count=limit), what="read events"
         )
         return [{text(k): text(v) for k, v in fields.items()} for _, fields in entries]
 
@@ -632,13 +547,13 @@ class RedisProgress:
     group: str
 
     async def load_progress(self, message_id: str) -> bytes | None:
-        return await self.bus.load_progress(self.bus.progress_key(self.topic, self.group, message_id))
+        return await self.bus.load_progress(self.bus.keys.progress(self.topic, self.group, message_id))
 
     async def save_progress(self, message_id: str, state: bytes) -> None:
-        await self.bus.save_progress(self.bus.progress_key(self.topic, self.group, message_id), state)
+        await self.bus.save_progress(self.bus.keys.progress(self.topic, self.group, message_id), state)
 
     async def clear_progress(self, message_id: str) -> None:
-        await self.bus.clear_progress(self.bus.progress_key(self.topic, self.group, message_id))
+        await self.bus.clear_progress(self.bus.keys.progress(self.topic, self.group, message_id))
 
 
 def is_nogroup(error: ResponseError) -> bool:

@@ -18,6 +18,7 @@ from ..errors import ConfigurationError, HubStopped, MalformedMessage
 from ..message import Message
 from ._redis import RedisBusBase, RedisProgress
 from .base import Delivery, Inbox, Subscription
+from .protocol import Requeued, dead_letter_fields
 
 log = logging.getLogger("actionhub.redis")
 
@@ -28,7 +29,7 @@ class RedisPubSubBus(RedisBusBase):
     durable = False
 
     def channel(self, topic: str) -> str:
-        return f"{self.prefix}{topic}"
+        return self.keys.stream(topic)
 
     async def publish(self, message: Message, *, delay: float | None = None) -> str:
         raw = self.encode(message)
@@ -43,10 +44,10 @@ class RedisPubSubBus(RedisBusBase):
             )
         return message.id
 
-    def _requeue(self, topic: str, raw: bytes, group: str, entry_id: bytes) -> None:
+    def _requeue(self, topic: str, again: Requeued, entry_id: bytes) -> None:
         with self.client.pipeline(transaction=True) as pipe:
-            pipe.publish(self.channel(topic), raw)
-            pipe.xdel(self.dead_key(topic), entry_id)
+            pipe.publish(self.channel(topic), again.fields["message"])
+            pipe.xdel(self.keys.dead(topic), entry_id)
             pipe.execute()
 
     async def subscribe(
@@ -156,7 +157,7 @@ class _PubSubSubscription(RedisProgress, Subscription):
         self, raw: bytes, reason: str, *, attempts: int, error: str | None, traceback: str | None
     ) -> None:
         bus = self.bus
-        fields = bus.dead_letter_fields(
+        fields = dead_letter_fields(
             raw,
             topic=self.topic,
             group=self.group,
@@ -166,7 +167,7 @@ class _PubSubSubscription(RedisProgress, Subscription):
             traceback=traceback,
         )
         await bus.call(
-            lambda: bus.client.xadd(bus.dead_key(self.topic), fields, maxlen=bus.options.max_dead_letters),
+            lambda: bus.client.xadd(bus.keys.dead(self.topic), fields, maxlen=bus.options.max_dead_letters),
             what="dead-letter",
         )
 

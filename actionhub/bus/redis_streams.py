@@ -25,7 +25,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import heapq
 import itertools
@@ -41,104 +40,28 @@ import trio
 from redis.exceptions import RedisError, ResponseError
 
 from ..errors import BusError, ConfigurationError, HubStopped, MalformedMessage
-from ..message import Message, decode
-from ..supervision.policy import DEFAULT_PARTITIONS, MAX_PARTITIONS
-from ._partitions import PartitionLeases, assign, partition_of
+from ..message import Message
+from . import protocol
+from ._partitions import PartitionLeases, assign
 from ._redis import RedisBusBase, RedisOptions, RedisProgress, is_nogroup, text
 from ._wire import Command
 from .base import Delivery, Inbox, Subscription
+from .protocol import (
+    DEFAULT_PARTITIONS,
+    PUBLISH_BATCH,
+    Requeued,
+    dead_letter_fields,
+    delayed_member,
+    partition_count,
+)
 
 log = logging.getLogger("actionhub.redis")
-
-_RENEW = """
-local lost = {}
-for i = 3, #ARGV do
-  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
-  if #p == 1 then
-    if p[1][2] == ARGV[2] then
-      redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
-    else
-      table.insert(lost, ARGV[i])
-    end
-  end
-end
-return lost
-"""
-
-# On a graceful close: entries read but never started are made claimable at once (their idle
-# time is set past the visibility timeout, and the delivery they never had is not counted), and
-# the consumer is removed if it holds nothing.
-_RELEASE = """
-for i = 4, #ARGV do
-  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1, ARGV[2])
-  if #p == 1 then
-    local count = math.max(tonumber(p[1][4]) - 1, 0)
-    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i],
-               'IDLE', ARGV[3], 'RETRYCOUNT', count, 'JUSTID')
-  end
-end
-if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) == 0 then
-  redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
-end
-return 1
-"""
-
-#: Entries per round trip (one MULTI/EXEC) of `RedisStreamsBus.publish_many`.
-PUBLISH_BATCH = 1000
 
 #: Pending entries per round trip when a hub takes a partition over.
 TAKE_OVER_BATCH = 1000
 
 #: Seconds after which the trim script removes a consumer that holds nothing and has not read.
 FORGET_CONSUMERS_AFTER = 3600.0
-
-_TRIM = """
-local function record(flat)
-  local fields = {}
-  for i = 1, #flat, 2 do fields[flat[i]] = flat[i + 1] end
-  return fields
-end
-local groups = redis.call('XINFO', 'GROUPS', KEYS[1])
-if #groups == 0 then return 0 end
-local min_id, min_ms, min_seq = nil, nil, nil
-for _, flat_group in ipairs(groups) do
-  local g = record(flat_group)
-  -- consumers of hubs that died long ago and hold nothing are forgotten (XREADGROUP recreates
-  -- a live one that was only quiet)
-  for _, flat_consumer in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], g['name'])) do
-    local c = record(flat_consumer)
-    if c['pending'] == 0 and c['idle'] > tonumber(ARGV[1]) then
-      redis.call('XGROUP', 'DELCONSUMER', KEYS[1], g['name'], c['name'])
-    end
-  end
-  local keep = g['last-delivered-id']
-  if g['pending'] > 0 then keep = redis.call('XPENDING', KEYS[1], g['name'])[2] end
-  local dash = string.find(keep, '-', 1, true)
-  local ms, seq = tonumber(string.sub(keep, 1, dash - 1)), tonumber(string.sub(keep, dash + 1))
-  if min_id == nil or ms < min_ms or (ms == min_ms and seq < min_seq) then
-    min_id, min_ms, min_seq = keep, ms, seq
-  end
-end
-return redis.call('XTRIM', KEYS[1], 'MINID', '~', min_id)
-"""
-
-
-# Create a consumer group, atomically deciding where it starts: at the stream's start when asked
-# (ARGV[2] == "1") or when no group reads the stream yet (its entries wait for their first
-# consumer: publishing before any hub started loses nothing), else at its end. Returns
-# {created (0/1), entries before the start}.
-_CREATE_GROUP = """
-local start = '0'
-local length = redis.call('XLEN', KEYS[1])
-if ARGV[2] ~= '1' and length > 0 and #redis.call('XINFO', 'GROUPS', KEYS[1]) > 0 then start = '$' end
-local reply = redis.pcall('XGROUP', 'CREATE', KEYS[1], ARGV[1], start, 'MKSTREAM')
-if type(reply) == 'table' and reply.err then
-  if string.find(reply.err, 'BUSYGROUP', 1, true) then return {0, 0} end
-  return redis.error_reply(reply.err)
-end
-if start == '$' then return {1, length} end
-return {1, 0}
-"""
 
 
 class RedisStreamsBus(RedisBusBase):
@@ -148,21 +71,14 @@ class RedisStreamsBus(RedisBusBase):
 
     def __init__(self, url: str, redis_url: str, options: RedisOptions, *, client: Any = None) -> None:
         super().__init__(url, redis_url, options, client=client)
-        self._renew = self.client.register_script(_RENEW)
-        self._release = self.client.register_script(_RELEASE)
-        self._trim = self.client.register_script(_TRIM)
-        self._create_group = self.client.register_script(_CREATE_GROUP)
+        self._renew = self.client.register_script(protocol.RENEW)
+        self._release = self.client.register_script(protocol.RELEASE_UNSTARTED)
+        self._trim = self.client.register_script(protocol.TRIM)
+        self._create_group = self.client.register_script(protocol.CREATE_GROUP)
         self._subscriptions: list[_StreamSubscription] = []
         self._acks_due = trio.Event()
         self._flushing = trio.Lock()
         self._partitions: dict[str, int] = {}  # topic -> its partition count, once known (it never changes)
-
-    def stream_key(self, topic: str) -> str:
-        return f"{self.prefix}{topic}"
-
-    def partition_key(self, topic: str, partition: int) -> str:
-        """The stream of one partition of ``topic``: ``<prefix><topic>:p<partition>``."""
-        return f"{self.prefix}{topic}:p{partition}"
 
     async def partitions_of(self, topic: str, *, default: int | None = None) -> int | None:
         """How many partitions ``topic`` has (kept at ``<prefix>partitions:<topic>``); None if
@@ -170,7 +86,7 @@ class RedisStreamsBus(RedisBusBase):
         known = self._partitions.get(topic)
         if known is not None:
             return known
-        key = f"{self.prefix}partitions:{topic}"
+        key = self.keys.partitions(topic)
 
         def read() -> Any:
             if default is not None:
@@ -178,27 +94,21 @@ class RedisStreamsBus(RedisBusBase):
             return self.client.mget([key])[0]
 
         raw = await self.call(read, what=f"read the partition count of {topic}")
-        if raw is None:
-            return None
-        try:
-            count = int(raw)
-        except ValueError:
-            count = 0
-        if not 1 <= count <= MAX_PARTITIONS:
-            raise ConfigurationError(f"{key} holds {raw!r}, not a partition count from 1 to {MAX_PARTITIONS}")
-        self._partitions[topic] = count
+        count = partition_count(key, raw)
+        if count is not None:
+            self._partitions[topic] = count
         return count
 
     async def _partition_stream(self, topic: str, key: str) -> str:
         """The stream of ``key``'s partition of ``topic``."""
         partitions = await self.partitions_of(topic, default=DEFAULT_PARTITIONS)
         assert partitions is not None
-        return self.partition_key(topic, partition_of(key, partitions))
+        return self.keys.keyed_stream(topic, key, partitions)
 
     async def _stream_of(self, message: Message) -> str:
         """Where ``message`` goes: its key's partition stream, or the topic's stream if unkeyed."""
         if message.key is None:
-            return self.stream_key(message.topic)
+            return self.keys.stream(message.topic)
         return await self._partition_stream(message.topic, message.key)
 
     # ------------------------------------------------------------------ publishing
@@ -207,7 +117,7 @@ class RedisStreamsBus(RedisBusBase):
         raw = self.encode(message)
         key = message.key  # unkeyed: no coroutine on the per-message path
         stream = (
-            self.stream_key(message.topic)
+            self.keys.stream(message.topic)
             if key is None
             else await self._partition_stream(message.topic, key)
         )
@@ -247,7 +157,7 @@ class RedisStreamsBus(RedisBusBase):
         self, topic: str, *, first: str = "-", last: str = "+", count: int = 1000
     ) -> list[tuple[str, Message]]:
         partitions = await self.partitions_of(topic) or 0
-        streams = [self.stream_key(topic), *(self.partition_key(topic, p) for p in range(partitions))]
+        streams = [self.keys.stream(topic), *(self.keys.partition(topic, p) for p in range(partitions))]
 
         def read() -> list[tuple[bytes, dict[bytes, bytes]]]:
             with self.client.pipeline(transaction=False) as pipe:
@@ -274,19 +184,14 @@ class RedisStreamsBus(RedisBusBase):
         await self.partitions_of(topic)  # known (cached) before `_requeue` runs in its thread
         return await super().requeue_dead_letters(topic, ids)
 
-    def _requeue(self, topic: str, raw: bytes, group: str, entry_id: bytes) -> None:
-        stream = self.stream_key(topic)
+    def _requeue(self, topic: str, again: Requeued, entry_id: bytes) -> None:
+        stream = self.keys.stream(topic)
         partitions = self._partitions.get(topic)
-        with contextlib.suppress(MalformedMessage):  # back to its key's partition, if it has one
-            key = decode(topic, raw, max_bytes=len(raw) + 1).key
-            if key is not None and partitions:
-                stream = self.partition_key(topic, partition_of(key, partitions))
-        fields: dict[str, bytes | str] = {"message": raw}
-        if group:
-            fields["group"] = group
+        if again.key is not None and partitions:  # back to its key's partition
+            stream = self.keys.keyed_stream(topic, again.key, partitions)
         with self.client.pipeline(transaction=True) as pipe:
-            pipe.xadd(stream, fields)
-            pipe.xdel(self.dead_key(topic), entry_id)
+            pipe.xadd(stream, again.fields)
+            pipe.xdel(self.keys.dead(topic), entry_id)
             pipe.execute()
 
     # ------------------------------------------------------------------ consuming
@@ -310,7 +215,7 @@ class RedisStreamsBus(RedisBusBase):
             count = await self.partitions_of(topic, default=partitions or DEFAULT_PARTITIONS)
             if partitions is not None and count != partitions:
                 raise ConfigurationError(
-                    f"topic {topic!r} has {count} partitions ({self.prefix}partitions:{topic}, set by its "
+                    f"topic {topic!r} has {count} partitions ({self.keys.partitions(topic)}, set by its "
                     f"first ordered group or keyed publisher), not the {partitions} this group asks for"
                 )
             assert count is not None
@@ -436,7 +341,7 @@ class _StreamSubscription(RedisProgress, Subscription):
         self.topic = topic
         self.group = group
         self.inbox = inbox
-        self.stream = bus.stream_key(topic)
+        self.stream = bus.keys.stream(topic)
         self.reading: list[str] = [self.stream]  # the streams the read loop reads
         self.in_hand: dict[str, set[bytes]] = {}  # per stream, ids read and not settled: leases to renew
         self.acks: dict[str, list[bytes]] = {}
@@ -467,7 +372,7 @@ class _StreamSubscription(RedisProgress, Subscription):
             return
         self.partitions = await self.bus.partitions_of(self.topic)
         for partition in range(self.partitions or 0):
-            stream = self.bus.partition_key(self.topic, partition)
+            stream = self.bus.keys.partition(self.topic, partition)
             await self.ensure_group(stream, from_start=from_start)
             self.reading.append(stream)
 
@@ -762,7 +667,7 @@ class _StreamSubscription(RedisProgress, Subscription):
         bus = self.bus
         owed = {stream: list(ids) for stream, ids in acks.items()}
         for letter in letters:
-            fields = bus.dead_letter_fields(
+            fields = dead_letter_fields(
                 letter.raw,
                 topic=self.topic,
                 group=self.group,
@@ -771,7 +676,7 @@ class _StreamSubscription(RedisProgress, Subscription):
                 error=letter.error,
                 traceback=letter.traceback,
             )
-            pipe.xadd(bus.dead_key(self.topic), fields, maxlen=bus.options.max_dead_letters)
+            pipe.xadd(bus.keys.dead(self.topic), fields, maxlen=bus.options.max_dead_letters)
             owed.setdefault(letter.stream, []).append(letter.entry_id)
         for stream, ids in owed.items():
             pipe.xack(stream, self.group, *ids)
@@ -795,9 +700,11 @@ class _StreamSubscription(RedisProgress, Subscription):
         bus = self.bus
         stream, entry_id, _ = _token(delivery)
         entry = attrs.evolve(delivery.message, attempt=delivery.message.attempt + 1).encode()
-        member = orjson.dumps(["x", stream, self.group, entry.decode()])
+        member = delayed_member("x", stream, self.group, entry)
         await bus.call(
-            lambda: bus._schedule(keys=[bus.delayed_key, stream], args=[delay, member, self.group, entry_id]),
+            lambda: bus._schedule(
+                keys=[bus.keys.delayed, stream], args=[delay, member, self.group, entry_id]
+            ),
             what="schedule retry",
         )
         self._forget_entry(stream, entry_id)
@@ -848,8 +755,8 @@ class _OrderedSubscription(_StreamSubscription):
     ) -> None:
         super().__init__(bus, topic, group, inbox, earliest=earliest)
         self.partitions = partitions
-        self.leases = PartitionLeases(bus.client, bus.prefix, topic, group)
-        self._streams = [bus.partition_key(topic, p) for p in range(partitions)]
+        self.leases = PartitionLeases(bus.client, bus.keys, topic, group)
+        self._streams = [bus.keys.partition(topic, p) for p in range(partitions)]
         self._partitions_by_stream = {stream: p for p, stream in enumerate(self._streams)}
         self.states: dict[int, _Partition] = {}
         self._lease_until = math.inf  # trio time at which the leases this hub holds lapse

@@ -11,6 +11,7 @@ from typing import TypeVar
 
 import attrs
 
+from ..bus.protocol import DEFAULT_PARTITIONS, MAX_PARTITIONS
 from ..errors import ConfigurationError
 
 
@@ -24,10 +25,6 @@ class Behaviour(enum.Enum):
 
 
 E = TypeVar("E", bound=enum.Enum)
-
-#: Partitions of a topic whose first ordered group or keyed publisher did not say.
-DEFAULT_PARTITIONS = 16
-MAX_PARTITIONS = 1024
 
 
 class Isolation(enum.Enum):
