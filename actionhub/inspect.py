@@ -116,13 +116,13 @@ async def send_command(
     document = command_document(command, group, **arguments)
     hubs = {snapshot.hub for snapshot in await hub_snapshots(bus)}
     raw = await bus.send_control(document, timeout=timeout, expect=len(hubs))
-    answers = {answer.hub: answer for answer in map(_decode_answer, raw)}
+    answers = {answer.hub: answer for answer in map(decode_answer, raw)}
     for hub in hubs - answers.keys():
         answers[hub] = CommandAnswer(hub, "silent", f"no answer within {timeout}s")
     return sorted(answers.values(), key=lambda a: a.hub)
 
 
-def _decode_answer(raw: bytes) -> CommandAnswer:
+def decode_answer(raw: bytes) -> CommandAnswer:
     document = orjson.loads(raw)
     return CommandAnswer(document["hub"], document["outcome"], document["detail"])
 

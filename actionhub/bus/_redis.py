@@ -146,16 +146,20 @@ def connect(redis_url: str, options: RedisOptions) -> Any:
     CLIENT SETINFO either: two more round trips per connect, refused by Redis < 7.2.
     """
     try:
-        return redis.Redis.from_url(
-            redis_url,
-            protocol=2,
-            socket_timeout=options.block + 10,
-            socket_connect_timeout=5,
-            health_check_interval=30,
-            **_NO_CLIENT_SETINFO,
-        )
+        return redis.Redis.from_url(redis_url, **client_options(options))
     except (ValueError, TypeError) as exc:
         raise ConfigurationError(f"bad Redis URL: {exc}") from None
+
+
+def client_options(options: RedisOptions) -> dict[str, Any]:
+    """What every redis-py client of actionhub's is made with (its blocking and asyncio ones)."""
+    return {
+        "protocol": 2,
+        "socket_timeout": options.block + 10,
+        "socket_connect_timeout": 5,
+        "health_check_interval": 30,
+        **_NO_CLIENT_SETINFO,
+    }
 
 
 #: redis-py 8 takes ``driver_info=None``; 5 to 7 take ``lib_name=None, lib_version=None``

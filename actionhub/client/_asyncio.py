@@ -1,0 +1,78 @@
+"""`AsyncClient`: the asyncio flavour (redis-py's asyncio client), for FastAPI, aiohttp, Starlette."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any, TypeVar
+
+import redis
+import redis.asyncio
+
+from ..bus._redis import client_options, split_url
+from ..errors import ConfigurationError
+from ._awaited import AwaitedMethods
+from ._errors import bus_error
+from ._ops import Call, Command, Op, Operations, Scan, Script, Transaction
+from ._sync import DEFAULT_URL
+
+T = TypeVar("T")
+
+
+class AsyncClient(AwaitedMethods):
+    """`Client`'s methods, awaited, on asyncio: ``async with AsyncClient(url) as client:``. One
+    client serves any number of concurrent tasks of its event loop."""
+
+    def __init__(self, url: str = DEFAULT_URL, *, max_connections: int = 64) -> None:
+        """``max_connections``: at most this many at once; more concurrent calls wait for one."""
+        self.url = url
+        redis_url, options = split_url(url)
+        self._ops = Operations(options)
+        try:
+            pool = redis.asyncio.BlockingConnectionPool.from_url(
+                redis_url, max_connections=max_connections, **client_options(options)
+            )
+        except (ValueError, TypeError) as exc:
+            raise ConfigurationError(f"bad Redis URL: {exc}") from None
+        self._client: Any = redis.asyncio.Redis(connection_pool=pool)
+        self._scripts: dict[str, Any] = {}
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._client.aclose(close_connection_pool=True)
+
+    async def _forget(self, key: str) -> None:
+        await self._run(self._ops.forget(key), "drop the reply key")
+
+    # ------------------------------------------------------------------ the driver
+
+    async def _run(self, op: Op[T], what: str) -> T:
+        reply: Any = None
+        try:
+            while True:
+                reply = await self._execute(op.send(reply))
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        except redis.RedisError as error:
+            raise bus_error(error, what, self.url) from error
+
+    async def _execute(self, call: Call) -> Any:
+        client = self._client
+        if isinstance(call, Command):
+            return await client.execute_command(*call.args)
+        if isinstance(call, Transaction):
+            async with client.pipeline(transaction=True) as pipe:
+                for args in call.commands:
+                    pipe.execute_command(*args)
+                return await pipe.execute()
+        if isinstance(call, Script):
+            script = self._scripts.get(call.source)
+            if script is None:
+                script = self._scripts[call.source] = client.register_script(call.source)
+            return await script(keys=list(call.keys), args=list(call.args))
+        assert isinstance(call, Scan)
+        return [name async for name in client.scan_iter(match=call.pattern, count=1000)]

@@ -1,0 +1,16 @@
+"""Redis errors as the library's own: one clear `BusError` each."""
+
+from __future__ import annotations
+
+import redis
+
+from ..bus._redis import TRANSIENT
+from ..bus.url import redact
+from ..errors import BusError
+
+
+def bus_error(error: redis.RedisError, what: str, url: str) -> BusError:
+    """``error`` met doing ``what`` on the bus at ``url`` (redacted)."""
+    if isinstance(error, TRANSIENT) and not isinstance(error, redis.AuthenticationError):
+        return BusError(f"redis unreachable for {what}: {error!r} (bus {redact(url)})")
+    return BusError(f"redis refused {what}: {error} (bus {redact(url)})")

@@ -1,0 +1,271 @@
+"""What every client does, sans I/O: each operation is a generator that yields the Redis calls it
+needs and is sent their replies; a client flavour (blocking, asyncio, trio) only runs the calls.
+Key names, scripts and routing come from `actionhub.bus.protocol`, the envelope from
+`actionhub.message`: the hub's bus and the clients write the same bytes to the same keys."""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+import time
+from collections.abc import Generator, Iterable, Sequence
+from typing import Any, TypeVar
+
+import attrs
+
+from ..bus import protocol
+from ..bus._redis import RedisOptions
+from ..bus.base import DeadLetter
+from ..bus.protocol import Keys
+from ..errors import MalformedMessage
+from ..inspect import CommandAnswer, HubSnapshot, command_document, decode_answer
+from ..message import JSON, Message, check_key, check_topic, decode
+
+T = TypeVar("T")
+
+
+@attrs.frozen
+class Command:
+    """One Redis command."""
+
+    args: tuple[Any, ...]
+
+
+@attrs.frozen
+class Transaction:
+    """Commands run in one MULTI/EXEC: all or none."""
+
+    commands: tuple[tuple[Any, ...], ...]
+
+
+@attrs.frozen
+class Script:
+    """A Lua script of `actionhub.bus.protocol` (EVALSHA, loaded on first use)."""
+
+    source: str
+    keys: tuple[str, ...]
+    args: tuple[Any, ...]
+
+
+@attrs.frozen
+class Scan:
+    """Every key matching ``pattern`` (SCAN)."""
+
+    pattern: str
+
+
+Call = Command | Transaction | Script | Scan
+Op = Generator[Call, Any, T]
+
+
+class Operations:
+    """The operations of one client: its key names, options and what it learnt (partition
+    counts never change once set, so they are read once)."""
+
+    def __init__(self, options: RedisOptions) -> None:
+        self.options = options
+        self.keys = Keys(options.prefix)
+        self.pubsub = options.mode == "pubsub"
+        self._partitions: dict[str, int] = {}
+        self._id_prefix = secrets.token_hex(6)
+        self._ids = itertools.count(1)  # next() on a count is atomic: threads share it safely
+
+    def _message(
+        self,
+        topic: str,
+        payload: JSON,
+        headers: dict[str, str] | None,
+        key: str | None,
+        reply_to: str | None = None,
+    ) -> Message:
+        return Message(
+            topic=check_topic(topic),
+            payload=payload,
+            id=f"{self._id_prefix}-{next(self._ids)}",
+            headers=dict(headers or {}),
+            reply_to=reply_to,
+            key=check_key(key),
+        )
+
+    def _stream(self, message: Message) -> Op[str]:
+        """Where ``message`` goes: its key's partition stream (the topic's count is set if it
+        has none yet, as the hub does), else the topic's stream (or pub/sub channel)."""
+        topic, key = message.topic, message.key
+        if key is None or self.pubsub:
+            return self.keys.stream(topic)
+        count = self._partitions.get(topic)
+        if count is None:
+            name = self.keys.partitions(topic)
+            _, (raw,) = yield Transaction((("SET", name, protocol.DEFAULT_PARTITIONS, "NX"), ("MGET", name)))
+            count = protocol.partition_count(name, raw)
+            assert count is not None
+            self._partitions[topic] = count
+        return self.keys.keyed_stream(topic, key, count)
+
+    # ------------------------------------------------------------------ publishing
+
+    def publish(
+        self,
+        topic: str,
+        payload: JSON,
+        *,
+        headers: dict[str, str] | None = None,
+        delay: float | None = None,
+        key: str | None = None,
+        reply_to: str | None = None,
+    ) -> Op[str]:
+        if delay is not None and not delay >= 0:
+            raise ValueError(f"delay must be a number of seconds >= 0, not {delay!r}")
+        message = self._message(topic, payload, headers, key, reply_to)
+        raw = protocol.encode_entry(message, self.options.max_message_bytes)
+        stream = yield from self._stream(message)
+        if delay:
+            kind = "p" if self.pubsub else "x"
+            member = protocol.delayed_member(kind, stream, "", raw)
+            yield Script(protocol.SCHEDULE, (self.keys.delayed,), (delay, member))
+        elif self.pubsub:
+            yield Command(("PUBLISH", stream, raw))
+        else:
+            yield Command(("XADD", stream, "*", "message", raw))
+        return message.id
+
+    def publish_many(
+        self,
+        topic: str,
+        payloads: Iterable[JSON],
+        *,
+        headers: dict[str, str] | None = None,
+        keys: Iterable[str | None] | None = None,
+    ) -> Op[list[str]]:
+        payloads = list(payloads)
+        key_list = [None] * len(payloads) if keys is None else list(keys)
+        if len(key_list) != len(payloads):
+            raise ValueError(f"{len(key_list)} keys for {len(payloads)} payloads")
+        messages = [self._message(topic, p, headers, k) for p, k in zip(payloads, key_list, strict=True)]
+        raws = [protocol.encode_entry(m, self.options.max_message_bytes) for m in messages]
+        streams = []
+        for message in messages:
+            streams.append((yield from self._stream(message)))
+        verb = ("PUBLISH",) if self.pubsub else ("XADD",)
+        entries = [
+            (*verb, stream, raw) if self.pubsub else (*verb, stream, "*", "message", raw)
+            for stream, raw in zip(streams, raws, strict=True)
+        ]
+        for start in range(0, len(entries), protocol.PUBLISH_BATCH):
+            # a transaction: all of a batch is written, or none of it
+            yield Transaction(tuple(entries[start : start + protocol.PUBLISH_BATCH]))
+        return [message.id for message in messages]
+
+    # ------------------------------------------------------------------ request / reply
+
+    def new_reply(self) -> str:
+        return self.keys.new_reply()
+
+    def request(
+        self, topic: str, payload: JSON, *, timeout: float, reply_to: str, headers: dict[str, str] | None
+    ) -> Op[Message]:
+        """Publish, then wait for the first reply on ``reply_to`` (`TimeoutError` after
+        ``timeout``); the caller deletes ``reply_to`` afterwards (`forget`)."""
+        if not timeout > 0:
+            raise ValueError(f"timeout must be a number of seconds > 0, not {timeout!r}")
+        yield from self.publish(topic, payload, headers=headers, reply_to=reply_to)
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no reply from {topic!r} within {timeout}s")
+            popped = yield Command(("BLPOP", reply_to, self._wait(left)))
+            if popped is not None:
+                try:
+                    return decode(reply_to, popped[1], max_bytes=self.options.max_message_bytes)
+                except MalformedMessage:
+                    continue  # not a reply envelope: wait for one
+
+    def _wait(self, left: float) -> float:
+        """One BLPOP's timeout: what is left, in slices the socket timeout outlasts."""
+        return max(0.001, round(min(left, self.options.block), 3))
+
+    def forget(self, key: str) -> Op[None]:
+        yield Command(("DEL", key))
+
+    # ------------------------------------------------------------------ dead letters
+
+    def dead_letters(self, topic: str, limit: int = 100) -> Op[list[DeadLetter]]:
+        entries = yield Command(("XRANGE", self.keys.dead(check_topic(topic)), "-", "+", "COUNT", limit))
+        return [protocol.dead_letter_of(topic, entry_id, fields) for entry_id, fields in entries]
+
+    def _take_dead(self, topic: str, ids: Sequence[str] | None) -> Op[list[tuple[bytes, dict[bytes, bytes]]]]:
+        dead = self.keys.dead(check_topic(topic))
+        if ids is None:
+            everything: list[tuple[bytes, dict[bytes, bytes]]] = yield Command(("XRANGE", dead, "-", "+"))
+            return everything
+        found: list[tuple[bytes, dict[bytes, bytes]]] = []
+        for entry_id in ids:
+            found.extend((yield Command(("XRANGE", dead, entry_id, entry_id))))
+        return found
+
+    def requeue_dead_letters(self, topic: str, ids: Sequence[str] | None = None) -> Op[int]:
+        taken = yield from self._take_dead(topic, ids)
+        count = None
+        for entry_id, fields in taken:
+            again = protocol.requeued(topic, fields)
+            stream = self.keys.stream(topic)
+            if self.pubsub:
+                command: tuple[Any, ...] = ("PUBLISH", stream, again.fields["message"])
+            else:
+                if again.key is not None and count is None:
+                    name = self.keys.partitions(topic)
+                    (raw,) = yield Command(("MGET", name))
+                    count = protocol.partition_count(name, raw) or 0
+                if again.key is not None and count:
+                    stream = self.keys.keyed_stream(topic, again.key, count)
+                flat = [part for item in again.fields.items() for part in item]
+                command = ("XADD", stream, "*", *flat)
+            yield Transaction((command, ("XDEL", self.keys.dead(topic), entry_id)))
+        return len(taken)
+
+    def purge_dead_letters(self, topic: str, ids: Sequence[str] | None = None) -> Op[int]:
+        dead = self.keys.dead(check_topic(topic))
+        if ids is None:
+            length, _ = yield Transaction((("XLEN", dead), ("DEL", dead)))
+            return int(length)
+        if not ids:
+            return 0
+        return int((yield Command(("XDEL", dead, *ids))))
+
+    # ------------------------------------------------------------------ operating hubs
+
+    def hubs(self) -> Op[list[HubSnapshot]]:
+        names = yield Scan(self.keys.hubs)
+        if not names:
+            return []
+        documents = yield Command(("MGET", *names))
+        snapshots = []
+        for raw in documents:
+            if raw is None:
+                continue  # expired since the scan
+            try:
+                snapshots.append(HubSnapshot.from_json(raw))
+            except (ValueError, TypeError, KeyError):
+                continue  # an announcement of another version: not ours to show
+        return sorted(snapshots, key=lambda s: s.hub)
+
+    def command(self, verb: str, group: str, *, timeout: float, **arguments: int) -> Op[list[CommandAnswer]]:
+        document = command_document(verb, group, **arguments)
+        live = {snapshot.hub for snapshot in (yield from self.hubs())}
+        reply_to = self.new_reply()  # the hubs' answers expire with it if this ends early
+        yield Command(("PUBLISH", self.keys.control, protocol.control_document(document, reply_to)))
+        answers: dict[str, CommandAnswer] = {}
+        deadline = time.monotonic() + timeout
+        while len(answers) < len(live):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            popped = yield Command(("BLPOP", reply_to, self._wait(left)))
+            if popped is not None:
+                answer = decode_answer(popped[1])
+                answers[answer.hub] = answer
+        yield Command(("DEL", reply_to))
+        for hub in live - answers.keys():
+            answers[hub] = CommandAnswer(hub, "silent", f"no answer within {timeout}s")
+        return sorted(answers.values(), key=lambda a: a.hub)

@@ -1,0 +1,132 @@
+"""`Client`: the blocking flavour (redis-py), for Django, Flask, scripts and Celery tasks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from types import TracebackType
+from typing import Any, TypeVar
+
+import redis
+
+from ..bus._redis import connect, split_url
+from ..bus.base import DeadLetter
+from ..inspect import CommandAnswer, HubSnapshot
+from ..message import JSON, Message
+from ._errors import bus_error
+from ._ops import Call, Command, Op, Operations, Scan, Script, Transaction
+
+T = TypeVar("T")
+
+DEFAULT_URL = "redis://localhost:6379/0"
+
+
+class Client:
+    """Publish to actionhub, ask for replies and operate hubs, from blocking code. Thread-safe
+    (one connection pool); ``with Client(url) as client:`` closes it. The URL is the hubs' own
+    grammar (``redis://``, ``rediss://``, ``unix://``, ACL users, ``?prefix=``, ...). Errors are
+    `BusError` (Redis unreachable or refusing), `ConfigurationError` (a bad topic, key or URL),
+    `TypeError`/`ValueError` (a payload that is not JSON or too big), `TimeoutError` (no reply)."""
+
+    def __init__(self, url: str = DEFAULT_URL) -> None:
+        self.url = url
+        redis_url, options = split_url(url)
+        self._ops = Operations(options)
+        self._client: Any = connect(redis_url, options)
+        self._scripts: dict[str, Any] = {}
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._client.close()
+
+    def publish(
+        self,
+        topic: str,
+        payload: JSON,
+        *,
+        headers: dict[str, str] | None = None,
+        delay: float | None = None,
+        key: str | None = None,
+    ) -> str:
+        """Publish ``payload`` (JSON) to ``topic``, after ``delay`` seconds if given; ``key``:
+        ordered groups run one key's messages one at a time, in order. Returns the message id."""
+        op = self._ops.publish(topic, payload, headers=headers, delay=delay, key=key)
+        return self._run(op, "publish")
+
+    def publish_many(
+        self,
+        topic: str,
+        payloads: Iterable[JSON],
+        *,
+        headers: dict[str, str] | None = None,
+        keys: Iterable[str | None] | None = None,
+    ) -> list[str]:
+        """Publish each payload in order, 1,000 to a transaction; their ids."""
+        return self._run(self._ops.publish_many(topic, payloads, headers=headers, keys=keys), "publish")
+
+    def request(
+        self, topic: str, payload: JSON, *, timeout: float, headers: dict[str, str] | None = None
+    ) -> Message:
+        """Publish and wait for the first ``job.reply``; `TimeoutError` after ``timeout``."""
+        reply_to = self._ops.new_reply()
+        try:
+            op = self._ops.request(topic, payload, timeout=timeout, reply_to=reply_to, headers=headers)
+            return self._run(op, "request")
+        finally:
+            self._run(self._ops.forget(reply_to), "drop the reply key")
+
+    def dead_letters(self, topic: str, limit: int = 100) -> list[DeadLetter]:
+        """The oldest ``limit`` dead letters of ``topic``."""
+        return self._run(self._ops.dead_letters(topic, limit), "read dead letters")
+
+    def requeue_dead_letters(self, topic: str, ids: Sequence[str] | None = None) -> int:
+        """Publish dead letters of ``topic`` again (all, or those ids) as first attempts."""
+        return self._run(self._ops.requeue_dead_letters(topic, ids), "requeue dead letters")
+
+    def purge_dead_letters(self, topic: str, ids: Sequence[str] | None = None) -> int:
+        """Delete dead letters of ``topic`` (all, or those ids)."""
+        return self._run(self._ops.purge_dead_letters(topic, ids), "purge dead letters")
+
+    def hubs(self) -> list[HubSnapshot]:
+        """The latest snapshot of every live hub, as ``actionhub stats`` shows them."""
+        return self._run(self._ops.hubs(), "read hubs")
+
+    def command(
+        self, verb: str, group: str, *, timeout: float = 5.0, **arguments: int
+    ) -> list[CommandAnswer]:
+        """``scale`` (``min_workers=``, ``max_workers=``), ``pause``, ``resume`` or ``restart``
+        ``group`` on every live hub; one answer per hub (``silent`` past ``timeout``)."""
+        return self._run(self._ops.command(verb, group, timeout=timeout, **arguments), "send a command")
+
+    # ------------------------------------------------------------------ the driver
+
+    def _run(self, op: Op[T], what: str) -> T:
+        reply: Any = None
+        try:
+            while True:
+                reply = self._execute(op.send(reply))
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        except redis.RedisError as error:
+            raise bus_error(error, what, self.url) from error
+
+    def _execute(self, call: Call) -> Any:
+        client = self._client
+        if isinstance(call, Command):
+            return client.execute_command(*call.args)
+        if isinstance(call, Transaction):
+            with client.pipeline(transaction=True) as pipe:
+                for args in call.commands:
+                    pipe.execute_command(*args)
+                return pipe.execute()
+        if isinstance(call, Script):
+            script = self._scripts.get(call.source)
+            if script is None:
+                script = self._scripts[call.source] = client.register_script(call.source)
+            return script(keys=list(call.keys), args=list(call.args))
+        assert isinstance(call, Scan)
+        return list(client.scan_iter(match=call.pattern, count=1000))
