@@ -407,6 +407,12 @@ class RedisBusBase(Bus):
 
     async def send_reply(self, address: str, message: Message) -> None:
         raw = message.encode()
+        deadline = trio.current_time() + self.options.publish_timeout
+        wire = self.wire
+        if wire is not None:  # one write on the trio-driven connection: no thread hop
+            commands = (("MULTI",), ("LPUSH", address, raw), ("EXPIRE", address, 60), ("EXEC",))
+            await self.call_async(partial(wire.execute, *commands), what="send reply", deadline=deadline)
+            return
 
         def push() -> None:
             with self.client.pipeline(transaction=True) as pipe:
@@ -414,7 +420,7 @@ class RedisBusBase(Bus):
                 pipe.expire(address, 60)  # a requester that gave up leaves nothing behind
                 pipe.execute()
 
-        await self.call(push, what="send reply", deadline=trio.current_time() + self.options.publish_timeout)
+        await self.call(push, what="send reply", deadline=deadline)
 
     # ------------------------------------------------------------------ operating many hubs
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -28,12 +29,14 @@ class AsyncClient(AwaitedMethods):
         redis_url, options = split_url(url)
         self._ops = Operations(options)
         try:
-            pool = redis.asyncio.BlockingConnectionPool.from_url(
+            pool = redis.asyncio.ConnectionPool.from_url(
                 redis_url, max_connections=max_connections, **client_options(options)
             )
         except (ValueError, TypeError) as exc:
             raise ConfigurationError(f"bad Redis URL: {exc}") from None
         self._client: Any = redis.asyncio.Redis(connection_pool=pool)
+        # at most one connection per running operation: more wait here, not fail in the pool
+        self._slots = asyncio.Semaphore(max_connections)
         self._scripts: dict[str, Any] = {}
 
     async def __aenter__(self) -> AsyncClient:
@@ -45,16 +48,14 @@ class AsyncClient(AwaitedMethods):
     async def aclose(self) -> None:
         await self._client.aclose(close_connection_pool=True)
 
-    async def _forget(self, key: str) -> None:
-        await self._run(self._ops.forget(key), "drop the reply key")
-
     # ------------------------------------------------------------------ the driver
 
     async def _run(self, op: Op[T], what: str) -> T:
         reply: Any = None
         try:
-            while True:
-                reply = await self._execute(op.send(reply))
+            async with self._slots:
+                while True:
+                    reply = await self._execute(op.send(reply))
         except StopIteration as done:
             return done.value  # type: ignore[no-any-return]
         except redis.RedisError as error:

@@ -24,10 +24,6 @@ class AwaitedMethods(abc.ABC):
     async def _run(self, op: Op[T], what: str) -> T:
         """Run ``op``'s Redis calls; a Redis error becomes `BusError` saying ``what`` failed."""
 
-    @abc.abstractmethod
-    async def _forget(self, key: str) -> None:
-        """Delete ``key`` whatever happens around (a reply key after a request)."""
-
     async def publish(
         self,
         topic: str,
@@ -57,12 +53,8 @@ class AwaitedMethods(abc.ABC):
         self, topic: str, payload: JSON, *, timeout: float, headers: dict[str, str] | None = None
     ) -> Message:
         """See `Client.request`."""
-        reply_to = self._ops.new_reply()
-        try:
-            op = self._ops.request(topic, payload, timeout=timeout, reply_to=reply_to, headers=headers)
-            return await self._run(op, "request")
-        finally:
-            await self._forget(reply_to)
+        op = self._ops.request(topic, payload, timeout=timeout, headers=headers)
+        return await self._run(op, "request")
 
     async def dead_letters(self, topic: str, limit: int = 100) -> list[DeadLetter]:
         return await self._run(self._ops.dead_letters(topic, limit), "read dead letters")

@@ -158,16 +158,15 @@ class Operations:
 
     # ------------------------------------------------------------------ request / reply
 
-    def new_reply(self) -> str:
-        return self.keys.new_reply()
-
     def request(
-        self, topic: str, payload: JSON, *, timeout: float, reply_to: str, headers: dict[str, str] | None
+        self, topic: str, payload: JSON, *, timeout: float, headers: dict[str, str] | None
     ) -> Op[Message]:
-        """Publish, then wait for the first reply on ``reply_to`` (`TimeoutError` after
-        ``timeout``); the caller deletes ``reply_to`` afterwards (`forget`)."""
+        """Publish with a fresh reply key, then wait for the first reply there (`TimeoutError`
+        after ``timeout``). Nothing to clean up: the list is gone once its reply is popped, and a
+        reply that comes too late expires with the key (the hub sets 60 s)."""
         if not timeout > 0:
             raise ValueError(f"timeout must be a number of seconds > 0, not {timeout!r}")
+        reply_to = self.keys.new_reply()
         yield from self.publish(topic, payload, headers=headers, reply_to=reply_to)
         deadline = time.monotonic() + timeout
         while True:
@@ -184,9 +183,6 @@ class Operations:
     def _wait(self, left: float) -> float:
         """One BLPOP's timeout: what is left, in slices the socket timeout outlasts."""
         return max(0.001, round(min(left, self.options.block), 3))
-
-    def forget(self, key: str) -> Op[None]:
-        yield Command(("DEL", key))
 
     # ------------------------------------------------------------------ dead letters
 
@@ -253,7 +249,7 @@ class Operations:
     def command(self, verb: str, group: str, *, timeout: float, **arguments: int) -> Op[list[CommandAnswer]]:
         document = command_document(verb, group, **arguments)
         live = {snapshot.hub for snapshot in (yield from self.hubs())}
-        reply_to = self.new_reply()  # the hubs' answers expire with it if this ends early
+        reply_to = self.keys.new_reply()  # the hubs' answers expire with it if this ends early
         yield Command(("PUBLISH", self.keys.control, protocol.control_document(document, reply_to)))
         answers: dict[str, CommandAnswer] = {}
         deadline = time.monotonic() + timeout

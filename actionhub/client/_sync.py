@@ -72,12 +72,8 @@ class Client:
         self, topic: str, payload: JSON, *, timeout: float, headers: dict[str, str] | None = None
     ) -> Message:
         """Publish and wait for the first ``job.reply``; `TimeoutError` after ``timeout``."""
-        reply_to = self._ops.new_reply()
-        try:
-            op = self._ops.request(topic, payload, timeout=timeout, reply_to=reply_to, headers=headers)
-            return self._run(op, "request")
-        finally:
-            self._run(self._ops.forget(reply_to), "drop the reply key")
+        op = self._ops.request(topic, payload, timeout=timeout, headers=headers)
+        return self._run(op, "request")
 
     def dead_letters(self, topic: str, limit: int = 100) -> list[DeadLetter]:
         """The oldest ``limit`` dead letters of ``topic``."""

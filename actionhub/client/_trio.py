@@ -34,10 +34,6 @@ class TrioClient(AwaitedMethods):
     async def aclose(self) -> None:
         await trio.to_thread.run_sync(self._client.close)
 
-    async def _forget(self, key: str) -> None:
-        with trio.CancelScope(shield=True):
-            await self._run(self._ops.forget(key), "drop the reply key")
-
     async def _run(self, op: Op[T], what: str) -> T:
         return await trio.to_thread.run_sync(
             partial(self._client._run, op, what), abandon_on_cancel=True, limiter=self._threads
