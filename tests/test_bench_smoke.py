@@ -14,6 +14,7 @@ import redis
 import trio
 
 from actionhub.testing import RedisServer
+from bench import clients as clients_bench
 from bench import memory_bus, process_pool
 from bench import ordered as ordered_bench
 from bench import redis_streams as redis_streams_bench
@@ -55,6 +56,11 @@ def test_process_pool_benchmark(capsys: pytest.CaptureFixture[str]) -> None:
 def test_ordered_benchmark(redis_server: RedisServer, capsys: pytest.CaptureFixture[str]) -> None:
     ordered_bench.main(["-n", "200", "--keys", "20", "-r", "1", "--url", redis_server.url])
     assert "ratio ordered/unordered" in capsys.readouterr().out
+
+
+def test_clients_benchmark(redis_server: RedisServer, capsys: pytest.CaptureFixture[str]) -> None:
+    clients_bench.main(["-n", "30", "-r", "1", "--url", redis_server.url])
+    assert "request p50" in capsys.readouterr().out
 
 
 def test_redis_streams_benchmark(redis_server: RedisServer, capsys: pytest.CaptureFixture[str]) -> None:
