@@ -31,9 +31,10 @@ from rich.table import Table
 
 from .bus.base import Bus, DeadLetter
 from .bus.url import open_bus
+from .client import TrioClient
 from .errors import ActionHubError, BusError, ConfigurationError
 from .hub import ActionHub
-from .inspect import COMMANDS, HubSnapshot, hub_snapshots, redact, send_command
+from .inspect import COMMANDS, HubSnapshot, redact
 from .logs import configure_logging
 from .message import JSON, Message, check_topic
 from .stats import WorkerStat
@@ -66,6 +67,18 @@ async def _connected(args: argparse.Namespace) -> AsyncIterator[Bus]:
     bus = _bus(args.bus)
     async with bus.open(f"cli-{os.getpid()}", connect_timeout=args.timeout):
         yield bus
+
+
+@asynccontextmanager
+async def _client(args: argparse.Namespace) -> AsyncIterator[TrioClient]:
+    """An `actionhub.client.TrioClient` on ``--bus``: what the commands that only read and send
+    use (no hub machinery: no delayed mover, no acker)."""
+    try:
+        client = TrioClient(args.bus)
+    except ConfigurationError as error:
+        raise CliError(f"bad bus URL: {error}") from None
+    async with client:
+        yield client
 
 
 def _bus(url: str) -> Bus:
@@ -233,18 +246,20 @@ async def _publish(args: argparse.Namespace) -> int:
     headers = dict(_header(item) for item in args.header)
     if args.delay is not None and args.delay < 0:
         raise CliError("--delay must be >= 0")
-    message = Message(topic, payload, id=uuid.uuid4().hex, headers=headers)
-    async with _connected(args) as bus:
-        if args.wait_reply is None:
-            print(await _within(args.timeout, bus.publish(message, delay=args.delay)))
+    if args.wait_reply is None:
+        async with _client(args) as client:
+            published = client.publish(topic, payload, headers=headers, delay=args.delay)
+            print(await _within(args.timeout, published))
             return EXIT_OK
-        async with bus.reply_channel() as channel:
-            message = attrs.evolve(message, reply_to=channel.address)
-            print(await _within(args.timeout, bus.publish(message, delay=args.delay)), flush=True)
-            with trio.move_on_after(args.wait_reply):
-                reply = await channel.receive()
-                print(orjson.dumps(reply.payload).decode())
-                return EXIT_OK
+    message = Message(topic, payload, id=uuid.uuid4().hex, headers=headers)
+    # the id first, then the reply: through the bus and its reply channel
+    async with _connected(args) as bus, bus.reply_channel() as channel:
+        message = attrs.evolve(message, reply_to=channel.address)
+        print(await _within(args.timeout, bus.publish(message, delay=args.delay)), flush=True)
+        with trio.move_on_after(args.wait_reply):
+            reply = await channel.receive()
+            print(orjson.dumps(reply.payload).decode())
+            return EXIT_OK
     raise CliError(f"no reply within {args.wait_reply}s", EXIT_FAILED)
 
 
@@ -300,22 +315,22 @@ def stats_table(snapshots: Sequence[HubSnapshot], url: str, now: float) -> Table
 
 
 async def _stats(args: argparse.Namespace) -> int:
-    async with _connected(args) as bus:
+    async with _client(args) as client:
         if args.watch is None:
-            snapshots = await _within(args.timeout, hub_snapshots(bus))
+            snapshots = await _within(args.timeout, client.hubs())
             if args.json:
                 print(_snapshots_json(snapshots))
             else:
-                _print_table(stats_table(snapshots, bus.url, time.time()))
+                _print_table(stats_table(snapshots, client.url, time.time()))
             return EXIT_OK
-        return await _watch(args, bus)
+        return await _watch(args, client)
 
 
 def _snapshots_json(snapshots: Sequence[HubSnapshot]) -> str:
     return (b"[" + b",".join(s.to_json() for s in snapshots) + b"]").decode()
 
 
-async def _watch(args: argparse.Namespace, bus: Bus) -> int:
+async def _watch(args: argparse.Namespace, client: TrioClient) -> int:
     if args.watch <= 0:
         raise CliError("--watch takes a refresh interval > 0 (seconds)")
     console = _console()
@@ -329,11 +344,11 @@ async def _watch(args: argparse.Namespace, bus: Bus) -> int:
             nursery.start_soon(end_on_signal)
             with Live(console=console, auto_refresh=False, screen=console.is_terminal) as live:
                 while True:
-                    snapshots = await _within(args.timeout, hub_snapshots(bus))
+                    snapshots = await _within(args.timeout, client.hubs())
                     if args.json:
                         print(_snapshots_json(snapshots), flush=True)
                     else:
-                        live.update(stats_table(snapshots, bus.url, time.time()), refresh=True)
+                        live.update(stats_table(snapshots, client.url, time.time()), refresh=True)
                     await trio.sleep(args.watch)
     return EXIT_OK
 
@@ -347,10 +362,10 @@ async def _control(args: argparse.Namespace) -> int:
         if not 0 <= args.min <= args.max:
             raise CliError(f"--min {args.min} --max {args.max}: need 0 <= min <= max")
         arguments = {"min_workers": args.min, "max_workers": args.max}
-    async with _connected(args) as bus:
+    async with _client(args) as client:
         answers = await _within(
             args.timeout + args.wait,
-            send_command(bus, args.command, args.group, timeout=args.wait, **arguments),
+            client.command(args.command, args.group, timeout=args.wait, **arguments),
         )
     if not answers:
         raise CliError(f"no live hub on {redact(args.bus)}", EXIT_FAILED)
@@ -368,9 +383,9 @@ async def _control(args: argparse.Namespace) -> int:
 async def _dead_letters(args: argparse.Namespace) -> int:
     topic = _topic(args.topic)
     ids = args.id or None
-    async with _connected(args) as bus:
+    async with _client(args) as client:
         if args.action == "list":
-            letters = await _within(args.timeout, bus.dead_letters(topic, limit=args.limit))
+            letters = await _within(args.timeout, client.dead_letters(topic, limit=args.limit))
             if args.json:
                 print(orjson.dumps([_letter_document(letter) for letter in letters]).decode())
                 return EXIT_OK
@@ -391,10 +406,10 @@ async def _dead_letters(args: argparse.Namespace) -> int:
             _print_table(table)
             return EXIT_OK
         if args.action == "requeue":
-            count = await _within(args.timeout, bus.requeue_dead_letters(topic, ids))
+            count = await _within(args.timeout, client.requeue_dead_letters(topic, ids))
             print(f"requeued {count} dead letter(s) of {topic}")
         else:
-            count = await _within(args.timeout, bus.purge_dead_letters(topic, ids))
+            count = await _within(args.timeout, client.purge_dead_letters(topic, ids))
             print(f"purged {count} dead letter(s) of {topic}")
     if ids is not None and count < len(ids):
         raise CliError(f"{len(ids) - count} of the given id(s) were not dead letters of {topic}", EXIT_FAILED)
@@ -619,8 +634,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 128 + signal.SIGINT
         if isinstance(error, CliError):
             message, code = str(error), error.code
-        elif isinstance(error, BusError):
-            message, code = f"{error} (bus {redact(args.bus or '')})", EXIT_UNREACHABLE
+        elif isinstance(error, BusError):  # the clients' errors name the bus already
+            bus = "" if "(bus " in str(error) else f" (bus {redact(args.bus or '')})"
+            message, code = f"{error}{bus}", EXIT_UNREACHABLE
         elif isinstance(error, trio.TooSlowError):
             message, code = f"no answer from the bus within {args.timeout}s", EXIT_UNREACHABLE
         elif isinstance(error, (ActionHubError, ValueError, TypeError)):

@@ -289,3 +289,10 @@ async def wait_until_async(check: Callable[[], Coroutine[Any, Any, bool]], timeo
     with trio.fail_after(timeout):
         while not await check():  # noqa: ASYNC110 - the state lives in Redis and the hub
             await trio.sleep(0.1)
+
+
+@pytest.mark.parametrize("url", ["memory://", "ftp://example.com", "redis://localhost/0?nonsense=1"])
+def test_a_url_no_client_can_use_is_refused_at_once(url: str) -> None:
+    for flavour in (Client, AsyncClient, TrioClient):
+        with pytest.raises(ConfigurationError):
+            flavour(url)

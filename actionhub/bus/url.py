@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from ..errors import ConfigurationError
 from .base import Bus
+
+if TYPE_CHECKING:
+    from ._redis import RedisOptions
 
 
 def redact(url: str) -> str:
@@ -36,6 +40,23 @@ def parse_query(url: str, *, allowed: set[str]) -> dict[str, str]:
     return params
 
 
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def redis_url_options(url: str) -> tuple[str, RedisOptions]:
+    """A Redis bus URL, checked: (the URL for redis-py, actionhub's options). What the clients
+    take; `ConfigurationError` for anything else, memory:// included (it lives in one process)."""
+    from ._redis import split_url
+
+    scheme = urlsplit(url).scheme
+    if scheme not in REDIS_SCHEMES:
+        raise ConfigurationError(
+            f"unknown bus URL scheme {scheme!r} in {redact(url)!r}; the clients take redis://, "
+            "rediss:// or unix:// (memory:// exists inside one process only)"
+        )
+    return split_url(url)
+
+
 def open_bus(url: str) -> Bus:
     """Build the transport a URL names."""
     scheme = urlsplit(url).scheme
@@ -43,10 +64,8 @@ def open_bus(url: str) -> Bus:
         from .memory import memory_bus_from_url
 
         return memory_bus_from_url(url)
-    if scheme in ("redis", "rediss", "unix"):
-        from ._redis import split_url
-
-        redis_url, options = split_url(url)
+    if scheme in REDIS_SCHEMES:
+        redis_url, options = redis_url_options(url)
         if options.mode == "pubsub":
             from .redis_pubsub import RedisPubSubBus
 

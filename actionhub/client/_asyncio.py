@@ -9,7 +9,8 @@ from typing import Any, TypeVar
 import redis
 import redis.asyncio
 
-from ..bus._redis import client_options, split_url
+from ..bus._redis import client_options
+from ..bus.url import redis_url_options
 from ..errors import ConfigurationError
 from ._awaited import AwaitedMethods
 from ._errors import bus_error
@@ -26,7 +27,7 @@ class AsyncClient(AwaitedMethods):
     def __init__(self, url: str = DEFAULT_URL, *, max_connections: int = 64) -> None:
         """``max_connections``: at most this many at once; more concurrent calls wait for one."""
         self.url = url
-        redis_url, options = split_url(url)
+        redis_url, options = redis_url_options(url)
         self._ops = Operations(options)
         try:
             pool = redis.asyncio.ConnectionPool.from_url(

@@ -8,8 +8,9 @@ from typing import Any, TypeVar
 
 import redis
 
-from ..bus._redis import connect, split_url
+from ..bus._redis import connect
 from ..bus.base import DeadLetter
+from ..bus.url import redis_url_options
 from ..inspect import CommandAnswer, HubSnapshot
 from ..message import JSON, Message
 from ._errors import bus_error
@@ -29,7 +30,7 @@ class Client:
 
     def __init__(self, url: str = DEFAULT_URL) -> None:
         self.url = url
-        redis_url, options = split_url(url)
+        redis_url, options = redis_url_options(url)
         self._ops = Operations(options)
         self._client: Any = connect(redis_url, options)
         self._scripts: dict[str, Any] = {}
