@@ -17,6 +17,7 @@ from .errors import (
 from .hub import ActionHub
 from .job import Job
 from .message import Message
+from .payloads import InvalidPayload
 from .registry.templates import SlaveTemplate, WorkerTemplate, WorkerTemplateRegistry
 from .stats import WorkerStat
 from .supervision.escalation import Escalation
@@ -48,6 +49,7 @@ __all__ = [
     "GroupState",
     "HubStopped",
     "Instance",
+    "InvalidPayload",
     "Isolation",
     "Job",
     "MalformedMessage",

@@ -221,6 +221,27 @@ async def _run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --------------------------------------------------------------------------- schema
+
+
+async def _schema(args: argparse.Namespace) -> int:
+    """Each action's topic and payload schema (None: any JSON), its slaves' too, as one JSON
+    document; ``actionhub.message.json_schema()`` is the envelope around them."""
+    hub = _load_hub(args.target)
+    document: dict[str, JSON] = {}
+    for template in hub.templates():
+        document[template.name] = {
+            "topic": template.topic,
+            "payload": template.codec.schema() if template.codec is not None else None,
+            "slaves": {
+                template.slave_name(slave): slave.codec.schema() if slave.codec is not None else None
+                for slave in template.slaves
+            },
+        }
+    print(orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode())
+    return EXIT_OK
+
+
 # --------------------------------------------------------------------------- publish
 
 
@@ -594,6 +615,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--into", metavar="TOPIC", help="publish the messages into TOPIC instead of printing them"
     )
     replay.add_argument("--limit", type=int, metavar="N", help="at most N messages")
+
+    schema = command(
+        "schema",
+        _schema,
+        "the JSON Schema of each typed action's payload: what another language must send",
+        bus=None,
+        bus_help="not used",
+    )
+    schema.add_argument("target", metavar="MODULE:HUB", help="an ActionHub, or a function returning one")
 
     command(
         "demo",

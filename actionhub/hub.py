@@ -11,7 +11,7 @@ import time
 import traceback as tb_module
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar, overload
 
 import attrs
 import trio
@@ -21,6 +21,7 @@ from .bus.url import open_bus
 from .errors import ActionHubError, ConfigurationError, HubStopped
 from .inspect import apply_command, encode_answer, redact, snapshot_of
 from .message import JSON, Message, check_key
+from .payloads import decode_reply, to_json
 from .registry.templates import Action, WorkerTemplate, WorkerTemplateRegistry
 from .stats import WorkerStat
 from .supervision.escalation import (
@@ -35,6 +36,9 @@ from .supervision.policy import EscalationProtocol, OnMaxRestarts
 from .supervision.runner import MessageObserver
 
 log = logging.getLogger("actionhub.hub")
+
+R = TypeVar("R")
+A = TypeVar("A", bound=Action)
 
 _running_hub: contextvars.ContextVar[ActionHub | None] = contextvars.ContextVar(
     "actionhub_running", default=None
@@ -105,11 +109,12 @@ class ActionHub:
 
     def action(
         self, name: str, *, topic: str | None = None, group: str | None = None, **config: Any
-    ) -> Callable[[Action], Action]:
+    ) -> Callable[[A], A]:
         """Decorator: run ``fn`` for every message of ``topic`` (default: ``name``) in a
-        supervised group configured by ``config`` (see `GroupConfig`)."""
+        supervised group configured by ``config`` (see `GroupConfig`; ``payload=T``, or
+        ``fn(job: Job[T])``, validates each payload as ``T``: `actionhub.payloads`)."""
 
-        def decorate(fn: Action) -> Action:
+        def decorate(fn: A) -> A:
             self.bind(name, fn, topic=topic, group=group, **config)
             return fn
 
@@ -139,6 +144,10 @@ class ActionHub:
         group = self._groups.pop(name, None)
         if group is not None:
             await group.stop()
+
+    def templates(self) -> list[WorkerTemplate]:
+        """The actions bound to this hub and those of its registry, in start order."""
+        return [*self._own, *(self.registry or ())]
 
     def configure(self, *, bus: str | Bus | None = None, name: str | None = None) -> None:
         """Before the hub runs, put it on another ``bus`` or give it another ``name`` (what
@@ -316,6 +325,7 @@ class ActionHub:
             hub=self,
             report=self._dispatcher.report,
             on_first_message=self._start_lazily if lazy else None,
+            codec=template.codec,
         )
         if not template.slaves:
             return WorkerGroup(**common)
@@ -332,6 +342,7 @@ class ActionHub:
                     config=attrs.evolve(slave_template.config, on_max_restarts=OnMaxRestarts.REMOVE),
                     hub=self,
                     report=self._dispatcher.report,
+                    codec=slave_template.codec,
                 )
                 await attach(slave, self.bus, name)
                 return slave
@@ -364,7 +375,7 @@ class ActionHub:
     async def publish(
         self,
         topic: str,
-        payload: JSON,
+        payload: object,
         *,
         headers: dict[str, str] | None = None,
         reply_to: str | None = None,
@@ -380,7 +391,7 @@ class ActionHub:
             raise ValueError("delay must be >= 0")
         message = Message(
             topic=topic,
-            payload=payload,
+            payload=to_json(payload),
             id=self._ids(),
             headers=headers or {},
             reply_to=reply_to,
@@ -391,7 +402,7 @@ class ActionHub:
     async def publish_many(
         self,
         topic: str,
-        payloads: Iterable[JSON],
+        payloads: Iterable[object],
         *,
         headers: dict[str, str] | None = None,
         keys: Iterable[str | None] | None = None,
@@ -407,20 +418,45 @@ class ActionHub:
         if len(key_list) != len(payloads):
             raise ValueError(f"{len(key_list)} keys for {len(payloads)} payloads")
         messages = [
-            Message(topic=topic, payload=payload, id=self._ids(), headers=shared_headers, key=key)
+            Message(topic=topic, payload=to_json(payload), id=self._ids(), headers=shared_headers, key=key)
             for payload, key in zip(payloads, key_list, strict=True)
         ]
         return await self.bus.publish_many(messages)
 
+    @overload
     async def request(
-        self, topic: str, payload: JSON, *, timeout: float, headers: dict[str, str] | None = None
-    ) -> Message:
-        """Publish and wait for the first reply (``job.reply``); `trio.TooSlowError` after ``timeout``."""
+        self, topic: str, payload: object, *, timeout: float, headers: dict[str, str] | None = None
+    ) -> Message: ...
+
+    @overload
+    async def request(
+        self,
+        topic: str,
+        payload: object,
+        *,
+        timeout: float,
+        headers: dict[str, str] | None = None,
+        reply_type: type[R],
+    ) -> R: ...
+
+    async def request(
+        self,
+        topic: str,
+        payload: object,
+        *,
+        timeout: float,
+        headers: dict[str, str] | None = None,
+        reply_type: object | None = None,
+    ) -> Any:
+        """Publish and wait for the first reply (``job.reply``); `trio.TooSlowError` after
+        ``timeout``. With ``reply_type``, the reply's payload decoded as that type
+        (`InvalidPayload` if it does not validate), else the reply `Message`."""
         self._check_running()
         async with self.bus.reply_channel() as channel:
             await self.publish(topic, payload, headers=headers, reply_to=channel.address)
             with trio.fail_after(timeout):
-                return await channel.receive()
+                reply = await channel.receive()
+        return reply if reply_type is None else decode_reply(reply.payload, reply_type)
 
     async def _send_reply(self, request: Message, payload: JSON, headers: dict[str, str]) -> None:
         assert request.reply_to is not None

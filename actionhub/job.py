@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Generic
 
 import orjson
+from typing_extensions import TypeVar
 
 from .message import JSON, Message
+from .payloads import to_json
 
 if TYPE_CHECKING:
     from .bus.base import Subscription
@@ -15,11 +17,25 @@ if TYPE_CHECKING:
 #: the largest checkpoint state, as JSON: a checkpoint is a bookmark, not a result store
 MAX_CHECKPOINT_BYTES = 64 * 1024
 
+#: what `Job.payload` is: the decoded JSON, or the action's payload type (``Job[Charge]``)
+P = TypeVar("P", default=JSON)
 
-class Job:
-    """One message being handled by one action."""
 
-    __slots__ = ("_progress", "_replied", "_subscription", "action", "checkpointed", "hub", "message")
+class Job(Generic[P]):
+    """One message being handled by one action. ``Job[Charge]`` in an action's signature (or
+    ``payload=Charge`` on the action) makes `payload` a validated ``Charge``
+    (`actionhub.payloads`)."""
+
+    __slots__ = (
+        "_payload",
+        "_progress",
+        "_replied",
+        "_subscription",
+        "action",
+        "checkpointed",
+        "hub",
+        "message",
+    )
 
     def __init__(
         self,
@@ -29,8 +45,12 @@ class Job:
         *,
         subscription: Subscription | None = None,
         progress: JSON | None = None,
+        payload: Any = None,
+        typed: bool = False,
     ) -> None:
+        """``typed``: ``payload`` is the message's payload decoded as the action's type."""
         self.message = message
+        self._payload = payload if typed else message.payload
         self.action = action
         self.hub = hub
         self._subscription = subscription
@@ -61,9 +81,9 @@ class Job:
         self.checkpointed = True
 
     @property
-    def payload(self) -> JSON:
-        """The decoded JSON payload."""
-        return self.message.payload
+    def payload(self) -> P:
+        """The payload: decoded JSON, or an instance of the action's payload type."""
+        return self._payload  # type: ignore[no-any-return]
 
     @property
     def topic(self) -> str:
@@ -83,7 +103,7 @@ class Job:
     def headers(self) -> dict[str, str]:
         return self.message.headers
 
-    async def reply(self, payload: JSON, *, headers: dict[str, str] | None = None) -> bool:
+    async def reply(self, payload: object, *, headers: dict[str, str] | None = None) -> bool:
         """Answer the requester (see `ActionHub.request`). Returns False when the message asked
         for no reply. Each job replies at most once; a second call raises `RuntimeError`."""
         if self.message.reply_to is None:
@@ -91,7 +111,7 @@ class Job:
         if self._replied:
             raise RuntimeError("this job has already replied")
         self._replied = True
-        await self.hub._send_reply(self.message, payload, headers or {})
+        await self.hub._send_reply(self.message, to_json(payload), headers or {})
         return True
 
     def __repr__(self) -> str:

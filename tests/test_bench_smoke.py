@@ -18,6 +18,7 @@ from bench import clients as clients_bench
 from bench import memory_bus, process_pool
 from bench import ordered as ordered_bench
 from bench import redis_streams as redis_streams_bench
+from bench import typed as typed_bench
 from tests.polling import wait_until
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
@@ -56,6 +57,11 @@ def test_process_pool_benchmark(capsys: pytest.CaptureFixture[str]) -> None:
 def test_ordered_benchmark(redis_server: RedisServer, capsys: pytest.CaptureFixture[str]) -> None:
     ordered_bench.main(["-n", "200", "--keys", "20", "-r", "1", "--url", redis_server.url])
     assert "ratio ordered/unordered" in capsys.readouterr().out
+
+
+def test_typed_benchmark(capsys: pytest.CaptureFixture[str]) -> None:
+    typed_bench.main(["-n", "50", "-r", "1"])
+    assert "msgspec" in capsys.readouterr().out
 
 
 def test_clients_benchmark(redis_server: RedisServer, capsys: pytest.CaptureFixture[str]) -> None:

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Iterable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar, overload
 
 from ..bus.base import DeadLetter
 from ..inspect import CommandAnswer, HubSnapshot
-from ..message import JSON, Message
+from ..message import Message
+from ..payloads import decode_reply
 from ._ops import Op, Operations
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 class AwaitedMethods(abc.ABC):
@@ -27,7 +29,7 @@ class AwaitedMethods(abc.ABC):
     async def publish(
         self,
         topic: str,
-        payload: JSON,
+        payload: object,
         *,
         headers: dict[str, str] | None = None,
         delay: float | None = None,
@@ -41,7 +43,7 @@ class AwaitedMethods(abc.ABC):
     async def publish_many(
         self,
         topic: str,
-        payloads: Iterable[JSON],
+        payloads: Iterable[object],
         *,
         headers: dict[str, str] | None = None,
         keys: Iterable[str | None] | None = None,
@@ -49,12 +51,35 @@ class AwaitedMethods(abc.ABC):
         """See `Client.publish_many`."""
         return await self._run(self._ops.publish_many(topic, payloads, headers=headers, keys=keys), "publish")
 
+    @overload
     async def request(
-        self, topic: str, payload: JSON, *, timeout: float, headers: dict[str, str] | None = None
-    ) -> Message:
+        self, topic: str, payload: object, *, timeout: float, headers: dict[str, str] | None = None
+    ) -> Message: ...
+
+    @overload
+    async def request(
+        self,
+        topic: str,
+        payload: object,
+        *,
+        timeout: float,
+        headers: dict[str, str] | None = None,
+        reply_type: type[R],
+    ) -> R: ...
+
+    async def request(
+        self,
+        topic: str,
+        payload: object,
+        *,
+        timeout: float,
+        headers: dict[str, str] | None = None,
+        reply_type: object | None = None,
+    ) -> Any:
         """See `Client.request`."""
         op = self._ops.request(topic, payload, timeout=timeout, headers=headers)
-        return await self._run(op, "request")
+        reply = await self._run(op, "request")
+        return reply if reply_type is None else decode_reply(reply.payload, reply_type)
 
     async def dead_letters(self, topic: str, limit: int = 100) -> list[DeadLetter]:
         return await self._run(self._ops.dead_letters(topic, limit), "read dead letters")

@@ -19,7 +19,8 @@ from ..bus.base import DeadLetter
 from ..bus.protocol import Keys
 from ..errors import MalformedMessage
 from ..inspect import CommandAnswer, HubSnapshot, command_document, decode_answer
-from ..message import JSON, Message, check_key, check_topic, decode
+from ..message import Message, check_key, check_topic, decode
+from ..payloads import to_json
 
 T = TypeVar("T")
 
@@ -73,14 +74,14 @@ class Operations:
     def _message(
         self,
         topic: str,
-        payload: JSON,
+        payload: object,
         headers: dict[str, str] | None,
         key: str | None,
         reply_to: str | None = None,
     ) -> Message:
         return Message(
             topic=check_topic(topic),
-            payload=payload,
+            payload=to_json(payload),
             id=f"{self._id_prefix}-{next(self._ids)}",
             headers=dict(headers or {}),
             reply_to=reply_to,
@@ -107,7 +108,7 @@ class Operations:
     def publish(
         self,
         topic: str,
-        payload: JSON,
+        payload: object,
         *,
         headers: dict[str, str] | None = None,
         delay: float | None = None,
@@ -132,7 +133,7 @@ class Operations:
     def publish_many(
         self,
         topic: str,
-        payloads: Iterable[JSON],
+        payloads: Iterable[object],
         *,
         headers: dict[str, str] | None = None,
         keys: Iterable[str | None] | None = None,
@@ -159,7 +160,7 @@ class Operations:
     # ------------------------------------------------------------------ request / reply
 
     def request(
-        self, topic: str, payload: JSON, *, timeout: float, headers: dict[str, str] | None
+        self, topic: str, payload: object, *, timeout: float, headers: dict[str, str] | None
     ) -> Op[Message]:
         """Publish with a fresh reply key, then wait for the first reply there (`TimeoutError`
         after ``timeout``). Nothing to clean up: the list is gone once its reply is popped, and a

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import redis
 
@@ -12,11 +12,13 @@ from ..bus._redis import connect
 from ..bus.base import DeadLetter
 from ..bus.url import redis_url_options
 from ..inspect import CommandAnswer, HubSnapshot
-from ..message import JSON, Message
+from ..message import Message
+from ..payloads import decode_reply
 from ._errors import bus_error
 from ._ops import Call, Command, Op, Operations, Scan, Script, Transaction
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 DEFAULT_URL = "redis://localhost:6379/0"
 
@@ -47,7 +49,7 @@ class Client:
     def publish(
         self,
         topic: str,
-        payload: JSON,
+        payload: object,
         *,
         headers: dict[str, str] | None = None,
         delay: float | None = None,
@@ -61,7 +63,7 @@ class Client:
     def publish_many(
         self,
         topic: str,
-        payloads: Iterable[JSON],
+        payloads: Iterable[object],
         *,
         headers: dict[str, str] | None = None,
         keys: Iterable[str | None] | None = None,
@@ -69,12 +71,37 @@ class Client:
         """Publish each payload in order, 1,000 to a transaction; their ids."""
         return self._run(self._ops.publish_many(topic, payloads, headers=headers, keys=keys), "publish")
 
+    @overload
     def request(
-        self, topic: str, payload: JSON, *, timeout: float, headers: dict[str, str] | None = None
-    ) -> Message:
-        """Publish and wait for the first ``job.reply``; `TimeoutError` after ``timeout``."""
+        self, topic: str, payload: object, *, timeout: float, headers: dict[str, str] | None = None
+    ) -> Message: ...
+
+    @overload
+    def request(
+        self,
+        topic: str,
+        payload: object,
+        *,
+        timeout: float,
+        headers: dict[str, str] | None = None,
+        reply_type: type[R],
+    ) -> R: ...
+
+    def request(
+        self,
+        topic: str,
+        payload: object,
+        *,
+        timeout: float,
+        headers: dict[str, str] | None = None,
+        reply_type: object | None = None,
+    ) -> Any:
+        """Publish and wait for the first ``job.reply``; `TimeoutError` after ``timeout``. With
+        ``reply_type``, the reply's payload decoded as that type (`InvalidPayload` if it does
+        not validate), else the reply `Message`."""
         op = self._ops.request(topic, payload, timeout=timeout, headers=headers)
-        return self._run(op, "request")
+        reply = self._run(op, "request")
+        return reply if reply_type is None else decode_reply(reply.payload, reply_type)
 
     def dead_letters(self, topic: str, limit: int = 100) -> list[DeadLetter]:
         """The oldest ``limit`` dead letters of ``topic``."""

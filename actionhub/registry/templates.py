@@ -9,10 +9,24 @@ import attrs
 
 from ..errors import ConfigurationError
 from ..job import Job
+from ..payloads import Codec, codec_for, payload_type_of
 from ..supervision.policy import GroupConfig, Isolation, group_config
 from ..supervision.process import check_process_function
 
-Action = Callable[[Job], Awaitable[object]]
+Action = Callable[[Job[Any]], Awaitable[object]]
+
+
+def _codec(name: str, fn: Action, payload: object | None, config: GroupConfig) -> Codec | None:
+    """The payload codec of an action: ``payload=``, else its ``Job[T]`` annotation, else none."""
+    payload_type = payload if payload is not None else payload_type_of(fn, Job)
+    if payload_type is None:
+        return None
+    if config.isolation is Isolation.PROCESS:
+        raise ConfigurationError(
+            f"action {name!r}: typed payloads are for actions in the hub's thread; an "
+            "isolation='process' function gets the decoded JSON"
+        )
+    return codec_for(payload_type)
 
 
 def _check_action(_: object, __: attrs.Attribute[Action], fn: Action) -> None:
@@ -33,9 +47,11 @@ class SlaveTemplate:
     name: str = attrs.field(validator=_check_name)
     fn: Action = attrs.field(validator=_check_action)
     config: GroupConfig
+    codec: Codec | None = None
 
-    def __init__(self, name: str, fn: Action, **config: Any) -> None:
-        self.__attrs_init__(name, fn, group_config(**config))
+    def __init__(self, name: str, fn: Action, *, payload: object | None = None, **config: Any) -> None:
+        group = group_config(**config)
+        self.__attrs_init__(name, fn, group, _codec(name, fn, payload, group))
         if self.config.isolation is Isolation.PROCESS:
             check_process_function(fn)
 
@@ -50,6 +66,7 @@ class WorkerTemplate:
     group: str = attrs.field(validator=_check_name)
     config: GroupConfig = attrs.field(factory=GroupConfig)
     slaves: tuple[SlaveTemplate, ...] = ()
+    codec: Codec | None = None  # typed payloads (`actionhub.payloads`)
 
     def __attrs_post_init__(self) -> None:
         if self.config.isolation is Isolation.PROCESS:
@@ -67,16 +84,20 @@ class WorkerTemplate:
         topic: str | None = None,
         group: str | None = None,
         slaves: Sequence[SlaveTemplate] = (),
+        payload: object | None = None,
         **config: Any,
     ) -> WorkerTemplate:
-        """The template of ``hub.action``/``registry.action``: topic and group default to the name."""
+        """The template of ``hub.action``/``registry.action``: topic and group default to the
+        name; ``payload``: the payload type (else the ``Job[T]`` of ``fn``'s signature)."""
+        options = group_config(**config)
         return cls(
             name=name,
             fn=fn,
             topic=topic if topic is not None else name,
             group=group if group is not None else name,
-            config=group_config(**config),
+            config=options,
             slaves=tuple(slaves),
+            codec=_codec(name, fn, payload, options),
         )
 
     def slave_name(self, slave: SlaveTemplate) -> str:

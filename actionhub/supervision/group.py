@@ -25,6 +25,7 @@ import trio
 from ..bus.base import Bus, Subscription
 from ..errors import ConfigurationError
 from ..message import Message
+from ..payloads import Codec
 from ..stats import WorkerStat
 from .escalation import Escalation, EscalationReason
 from .inbox import GroupInbox
@@ -116,7 +117,9 @@ class WorkerGroup:
         report: Report,
         on_first_message: Callable[[WorkerGroup], None] | None = None,
         rng: random.Random | None = None,
+        codec: Codec | None = None,
     ) -> None:
+        """``codec``: the action's payload type, validated on delivery (`actionhub.payloads`)."""
         self.name = name
         self.topic = topic
         self.config = config
@@ -148,6 +151,7 @@ class WorkerGroup:
             rng=self._rng,
             later=self._later,
             lane_freed=self._lane_freed,
+            codec=codec,
         )
         self._events_send, self._events = trio.open_memory_channel[_Event](math.inf)
         self.pool = WorkerPool(

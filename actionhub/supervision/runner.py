@@ -12,7 +12,7 @@ import random
 import time
 import traceback as tb_module
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import attrs
 import orjson
@@ -22,6 +22,7 @@ from ..bus.base import Delivery, Subscription
 from ..errors import Reject, Retry
 from ..job import Job
 from ..message import Message
+from ..payloads import Codec, InvalidPayload
 from .inbox import GroupInbox
 from .policy import GroupConfig
 
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("actionhub.group")
 
-Action = Callable[[Job], Awaitable[object]]
+Action = Callable[[Job[Any]], Awaitable[object]]
 
 #: How a run of the action ended, as a `MessageObserver` sees it: it returned (``ok``), raised
 #: `Retry` (``retry``), `Reject` (``rejected``, dead-lettered), any other exception (``panic``:
@@ -77,6 +78,7 @@ class MessageRunner:
         rng: random.Random,
         later: Callable[[float, Callable[[], None]], None],
         lane_freed: Callable[[], None],
+        codec: Codec | None = None,
     ) -> None:
         self.name = name
         self.action = action
@@ -86,6 +88,7 @@ class MessageRunner:
         self._rng = rng
         self._later = later
         self._lane_freed = lane_freed
+        self._codec = codec  # a typed action's payload type
         self._ordered = config.ordered
         self._holding: set[Delivery] = set()  # ordered: deliveries waiting for their retry, in place
         self.processed = 0
@@ -146,11 +149,27 @@ class MessageRunner:
                 "without finishing",
             )
             return None
+        typed = None
+        if self._codec is not None:
+            try:
+                typed = self._codec.decode(message.payload)
+            except InvalidPayload as invalid:  # malformed for this action: never run, never retried
+                self._inbox.note_malformed()
+                await subscription.dead_letter(delivery, reason=f"malformed: invalid payload: {invalid}")
+                return None
         progress = None
         if message.attempt > 1:  # delivered before: an earlier run may have checkpointed
             saved = await subscription.load_progress(message.id)
             progress = None if saved is None else orjson.loads(saved)
-        job = Job(message, self.name, self.hub, subscription=subscription, progress=progress)
+        job = Job(
+            message,
+            self.name,
+            self.hub,
+            subscription=subscription,
+            progress=progress,
+            payload=typed,
+            typed=self._codec is not None,
+        )
         self.in_flight += 1
         observer = self.hub.observer  # read per message: set or cleared at any time, for every group
         if observer is not None:
