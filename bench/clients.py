@@ -5,7 +5,8 @@
 
 * **publish**: ``Client.publish`` against a bare redis-py ``XADD`` of the same envelope, one call
   after another; ``AsyncClient.publish`` against a bare ``redis.asyncio`` ``XADD``.
-* **request**: the round trip of ``Client.request`` to a hub whose action replies at once, against
+* **request**: the round trip of ``Client.request`` to a hub (a process of its own,
+  ``bench.echo_app``) whose action replies at once, against
   a bare echo done by hand: ``XADD`` with a reply key, a responder thread that reads the stream
   (``XREAD BLOCK``) and ``LPUSH``es the reply, ``BLPOP`` for it. p50 of each.
 
@@ -18,22 +19,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import statistics
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import orjson
 import redis
 import redis.asyncio
-import trio
 
-from actionhub import ActionHub, Job
 from actionhub.client import AsyncClient, Client
 from bench import redis_url
 
+ROOT = Path(__file__).resolve().parents[1]
 PAYLOAD = {"order_id": 123456, "customer": "cust-000042", "amount_cents": 1999}
 
 
@@ -122,35 +126,30 @@ def bare_echo(url: str, n: int) -> float:
 
 
 def client_request(url: str, n: int) -> float:
-    """p50 seconds of ``Client.request`` to a hub (in a thread of its own) that replies at once."""
+    """p50 seconds of ``Client.request`` to a hub process of its own (``bench.echo_app``) whose
+    action replies at once."""
     prefix = f"bench{uuid.uuid4().hex[:8]}:"
-    bus = f"{url}?prefix={prefix}&block=0.2"
-    hub = ActionHub(bus, name="bench-echo")
-
-    @hub.action("echo")
-    async def echo(job: Job) -> None:
-        await job.reply(job.payload)
-
-    started_hub, stop = threading.Event(), threading.Event()
-
-    async def serve() -> None:
-        async with hub.running():
-            started_hub.set()
-            while not stop.is_set():  # noqa: ASYNC110 - told by another thread
-                await trio.sleep(0.05)
-
-    thread = threading.Thread(target=trio.run, args=(serve,))
-    thread.start()
-    started_hub.wait()
-    times = []
-    with Client(bus) as client:
-        client.request("echo", PAYLOAD, timeout=10)  # the group exists, the path is warm
-        for _ in range(n):
-            started = time.perf_counter()
-            client.request("echo", PAYLOAD, timeout=10)
-            times.append(time.perf_counter() - started)
-    stop.set()
-    thread.join()
+    bus = f"{url}?prefix={prefix}"
+    command = [str(Path(sys.executable).with_name("actionhub")), "run", "bench.echo_app:hub", "--bus", bus]
+    hub = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        assert hub.stderr is not None
+        for line in hub.stderr:  # wait until it serves
+            if " ready;" in line:
+                break
+        else:
+            raise RuntimeError("the echo hub did not start")
+        threading.Thread(target=hub.stderr.read, daemon=True).start()  # its log never fills the pipe
+        times = []
+        with Client(bus) as client:
+            client.request("echo", PAYLOAD, timeout=10)  # the group exists, the path is warm
+            for _ in range(n):
+                started = time.perf_counter()
+                client.request("echo", PAYLOAD, timeout=10)
+                times.append(time.perf_counter() - started)
+    finally:
+        hub.send_signal(signal.SIGTERM)
+        hub.wait(timeout=30)
     return statistics.median(times)
 
 
