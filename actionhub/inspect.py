@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Literal
 
 import attrs
@@ -76,8 +76,15 @@ def snapshot_of(hub: ActionHub, started_at: float) -> HubSnapshot:
 
 async def hub_snapshots(bus: Bus) -> list[HubSnapshot]:
     """The latest snapshot of every live hub on ``bus``, by hub name."""
+    return snapshots_from(await bus.announcements())
+
+
+def snapshots_from(announcements: Iterable[bytes | None]) -> list[HubSnapshot]:
+    """The snapshots among raw announcements, by hub name (None: expired since it was listed)."""
     snapshots = []
-    for raw in await bus.announcements():
+    for raw in announcements:
+        if raw is None:
+            continue
         try:
             snapshots.append(HubSnapshot.from_json(raw))
         except (ValueError, TypeError, KeyError):

@@ -38,9 +38,11 @@ class RedisServer:
         appendonly: bool = True,
         binary: str = "redis-server",
         tls: tuple[str, str, str] | None = None,
+        tls_protocols: str | None = None,
     ) -> None:
         """``tls``: (certificate, key, CA certificate) files; the server then also listens with
-        TLS on `tls_port` (clients are not asked for certificates)."""
+        TLS on `tls_port` (clients are not asked for certificates); ``tls_protocols``: Redis's
+        ``tls-protocols``, say ``"TLSv1.2"`` (default: what Redis allows)."""
         found = shutil.which(binary)
         if found is None:
             raise FileNotFoundError(f"{binary} is not on PATH (install the redis-server package)")
@@ -50,6 +52,7 @@ class RedisServer:
         self.directory = tempfile.mkdtemp(prefix="actionhub-redis-")
         self.unix_socket: str | None = os.path.join(self.directory, "redis.sock")
         self.tls = tls
+        self.tls_protocols = tls_protocols
         self.tls_port = _free_port() if tls else None
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -66,6 +69,8 @@ class RedisServer:
             cert, key, ca = self.tls
             command += ["--tls-port", str(self.tls_port), "--tls-cert-file", cert, "--tls-key-file", key]
             command += ["--tls-ca-cert-file", ca, "--tls-auth-clients", "no"]
+            if self.tls_protocols:
+                command += ["--tls-protocols", self.tls_protocols]
         if self.appendonly:
             command += ["--appendonly", "yes", "--appendfsync", "always"]
         self._process = subprocess.Popen(command, cwd=self.directory, stdout=subprocess.DEVNULL)

@@ -11,12 +11,14 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 import redis
 import trio
+import trustme
 
 from actionhub import ActionHub, BusError, ConfigurationError, Job
 from actionhub.bus.protocol import Keys
@@ -296,3 +298,32 @@ def test_a_url_no_client_can_use_is_refused_at_once(url: str) -> None:
     for flavour in (Client, AsyncClient, TrioClient):
         with pytest.raises(ConfigurationError):
             flavour(url)
+
+
+@pytest.mark.parametrize("name", FLAVOURS)
+async def test_the_clients_take_unix_sockets_and_tls_like_the_hubs(name: str, tmp_path: Path) -> None:
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    files = [tmp_path / file for file in ("cert.pem", "key.pem", "ca.pem")]
+    cert.cert_chain_pems[0].write_to_path(str(files[0]))
+    cert.private_key_pem.write_to_path(str(files[1]))
+    ca.cert_pem.write_to_path(str(files[2]))
+    # TLS 1.2: over TLS 1.3, redis-py's pool can see the session tickets a server sends after
+    # the handshake as "data" on a fresh connection and fail the command ("Connection not ready")
+    tls = (str(files[0]), str(files[1]), str(files[2]))
+    server = RedisServer(appendonly=False, tls=tls, tls_protocols="TLSv1.2")
+    await trio.to_thread.run_sync(server.start)
+    try:
+        for url in (
+            f"unix://{server.unix_socket}?db=0&prefix=u:",
+            f"rediss://127.0.0.1:{server.tls_port}/0?ssl_ca_certs={files[2]}&prefix=t:",
+        ):
+            async with served(url):
+                client = Flavour(name, url)
+                try:
+                    answer = await client.call("request", "echo", url[:5], timeout=10)
+                finally:
+                    await client.close()
+            assert answer.payload == {"echo": url[:5]}
+    finally:
+        await trio.to_thread.run_sync(server.close)

@@ -526,7 +526,10 @@ async def test_tls_connection(tmp_path: Path) -> None:
     cert.cert_chain_pems[0].write_to_path(str(files[0]))
     cert.private_key_pem.write_to_path(str(files[1]))
     ca.cert_pem.write_to_path(str(files[2]))
-    server = RedisServer(appendonly=False, tls=(str(files[0]), str(files[1]), str(files[2])))
+    # TLS 1.2: over TLS 1.3 redis-py's pool may take a fresh connection's session tickets for
+    # unread data and fail it (seen as a flaky connect); see tests/test_clients.py
+    tls = (str(files[0]), str(files[1]), str(files[2]))
+    server = RedisServer(appendonly=False, tls=tls, tls_protocols="TLSv1.2")
     await trio.to_thread.run_sync(server.start)
     try:
         await one_message_through(

@@ -18,7 +18,7 @@ from ..bus._redis import RedisOptions
 from ..bus.base import DeadLetter
 from ..bus.protocol import Keys
 from ..errors import MalformedMessage
-from ..inspect import CommandAnswer, HubSnapshot, command_document, decode_answer
+from ..inspect import CommandAnswer, HubSnapshot, command_document, decode_answer, snapshots_from
 from ..message import Message, check_key, check_topic, decode
 from ..payloads import to_json
 
@@ -237,15 +237,7 @@ class Operations:
         if not names:
             return []
         documents = yield Command(("MGET", *names))
-        snapshots = []
-        for raw in documents:
-            if raw is None:
-                continue  # expired since the scan
-            try:
-                snapshots.append(HubSnapshot.from_json(raw))
-            except (ValueError, TypeError, KeyError):
-                continue  # an announcement of another version: not ours to show
-        return sorted(snapshots, key=lambda s: s.hub)
+        return snapshots_from(documents)
 
     def command(self, verb: str, group: str, *, timeout: float, **arguments: int) -> Op[list[CommandAnswer]]:
         document = command_document(verb, group, **arguments)
