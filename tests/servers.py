@@ -6,6 +6,7 @@ import os
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,3 +34,20 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def tls_redis(directory: Path) -> tuple[RedisServer, Path]:
+    """A (not yet started) redis-server that also listens with TLS, and its CA file, with a
+    certificate for 127.0.0.1 made in ``directory``. TLS 1.2: over TLS 1.3, redis-py's pool can
+    take the session tickets a server sends after the handshake for unread data on a fresh
+    connection and fail it ("Connection not ready"; README, Buses)."""
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    files = [directory / name for name in ("cert.pem", "key.pem", "ca.pem")]
+    cert.cert_chain_pems[0].write_to_path(str(files[0]))
+    cert.private_key_pem.write_to_path(str(files[1]))
+    ca.cert_pem.write_to_path(str(files[2]))
+    tls = (str(files[0]), str(files[1]), str(files[2]))
+    return RedisServer(appendonly=False, tls=tls, tls_protocols="TLSv1.2"), files[2]

@@ -18,14 +18,13 @@ import orjson
 import pytest
 import redis
 import trio
-import trustme
 
 from actionhub import ActionHub, BusError, ConfigurationError, Job
 from actionhub.bus.protocol import Keys
 from actionhub.client import AsyncClient, Client, TrioClient
 from actionhub.testing import RedisServer
 from tests.polling import wait_until
-from tests.servers import free_port
+from tests.servers import free_port, tls_redis
 
 FLAVOURS = ["blocking", "asyncio", "trio"]
 
@@ -302,21 +301,12 @@ def test_a_url_no_client_can_use_is_refused_at_once(url: str) -> None:
 
 @pytest.mark.parametrize("name", FLAVOURS)
 async def test_the_clients_take_unix_sockets_and_tls_like_the_hubs(name: str, tmp_path: Path) -> None:
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1")
-    files = [tmp_path / file for file in ("cert.pem", "key.pem", "ca.pem")]
-    cert.cert_chain_pems[0].write_to_path(str(files[0]))
-    cert.private_key_pem.write_to_path(str(files[1]))
-    ca.cert_pem.write_to_path(str(files[2]))
-    # TLS 1.2: over TLS 1.3, redis-py's pool can see the session tickets a server sends after
-    # the handshake as "data" on a fresh connection and fail the command ("Connection not ready")
-    tls = (str(files[0]), str(files[1]), str(files[2]))
-    server = RedisServer(appendonly=False, tls=tls, tls_protocols="TLSv1.2")
+    server, ca_file = tls_redis(tmp_path)
     await trio.to_thread.run_sync(server.start)
     try:
         for url in (
             f"unix://{server.unix_socket}?db=0&prefix=u:",
-            f"rediss://127.0.0.1:{server.tls_port}/0?ssl_ca_certs={files[2]}&prefix=t:",
+            f"rediss://127.0.0.1:{server.tls_port}/0?ssl_ca_certs={ca_file}&prefix=t:",
         ):
             async with served(url):
                 client = Flavour(name, url)

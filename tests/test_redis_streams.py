@@ -17,12 +17,12 @@ import orjson
 import pytest
 import redis
 import trio
-import trustme
 
 from actionhub import ActionHub, BusError, Job, Retry
 from actionhub.bus import redis_streams
 from actionhub.testing import RedisServer
 from tests.polling import wait_until
+from tests.servers import tls_redis
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
@@ -520,20 +520,11 @@ async def test_acl_user_and_unix_socket_connections(redis_server: RedisServer, r
 
 
 async def test_tls_connection(tmp_path: Path) -> None:
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1")
-    files = [tmp_path / name for name in ("cert.pem", "key.pem", "ca.pem")]
-    cert.cert_chain_pems[0].write_to_path(str(files[0]))
-    cert.private_key_pem.write_to_path(str(files[1]))
-    ca.cert_pem.write_to_path(str(files[2]))
-    # TLS 1.2: over TLS 1.3 redis-py's pool may take a fresh connection's session tickets for
-    # unread data and fail it (seen as a flaky connect); see tests/test_clients.py
-    tls = (str(files[0]), str(files[1]), str(files[2]))
-    server = RedisServer(appendonly=False, tls=tls, tls_protocols="TLSv1.2")
+    server, ca_file = tls_redis(tmp_path)
     await trio.to_thread.run_sync(server.start)
     try:
         await one_message_through(
-            f"rediss://127.0.0.1:{server.tls_port}/0?ssl_ca_certs={files[2]}&prefix=tls:"
+            f"rediss://127.0.0.1:{server.tls_port}/0?ssl_ca_certs={ca_file}&prefix=tls:"
         )
     finally:
         await trio.to_thread.run_sync(server.close)
