@@ -35,8 +35,8 @@ import redis
 import trio
 
 from actionhub import ActionHub, Job
-from actionhub.bus._partitions import assign
-from actionhub.bus.protocol import partition_of
+from actionhub.bus.redis.keys import partition_of
+from actionhub.bus.redis.ordered import assign
 from bench import redis_url
 
 PARTITIONS = 16

@@ -105,7 +105,7 @@ async def test_a_killed_job_resumes_from_its_checkpoint_on_another_hub(redis_url
 
 
 def test_progress_ttl_is_a_url_option() -> None:
-    from actionhub.bus._redis import split_url
+    from actionhub.bus.redis.options import split_url
 
     assert split_url("redis://h/0?progress_ttl=60")[1].progress_ttl == 60
     with pytest.raises(ValueError, match="progress_ttl must be a finite number > 0"):

@@ -20,7 +20,7 @@ import redis
 import trio
 
 from actionhub import ActionHub, BusError, ConfigurationError, Job
-from actionhub.bus.protocol import Keys
+from actionhub.bus.redis.keys import Keys
 from actionhub.client import AsyncClient, Client, TrioClient
 from actionhub.testing import RedisServer
 from tests.polling import wait_until

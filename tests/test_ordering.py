@@ -12,9 +12,9 @@ import redis
 import trio
 
 from actionhub import ActionHub, Behaviour, ConfigurationError, Job, MemoryBus, Reject, Retry
-from actionhub.bus._partitions import assign
-from actionhub.bus._redis import RedisBusBase
-from actionhub.bus.protocol import partition_of
+from actionhub.bus.redis.common import RedisBusBase
+from actionhub.bus.redis.keys import partition_of
+from actionhub.bus.redis.ordered import assign
 from actionhub.message import MalformedMessage, decode
 from actionhub.testing import EscalationLog, RedisServer
 from tests.polling import wait_until

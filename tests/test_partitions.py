@@ -9,8 +9,8 @@ import redis
 from hypothesis import given
 from hypothesis import strategies as st
 
-from actionhub.bus._partitions import PartitionLeases, assign
-from actionhub.bus.protocol import Keys, partition_of
+from actionhub.bus.redis.keys import Keys, partition_of
+from actionhub.bus.redis.ordered import PartitionLeases, assign
 from actionhub.testing import RedisServer
 
 members_st = st.sets(st.text(min_size=1, max_size=12), min_size=1, max_size=8)

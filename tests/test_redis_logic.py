@@ -11,8 +11,8 @@ import redis
 import trio
 
 from actionhub import ConfigurationError
-from actionhub.bus._redis import connect, split_url
-from actionhub.bus.redis_streams import RedisStreamsBus
+from actionhub.bus.redis.options import connect, split_url
+from actionhub.bus.redis.streams import RedisStreamsBus
 
 
 @pytest.fixture

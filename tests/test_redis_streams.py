@@ -19,7 +19,7 @@ import redis
 import trio
 
 from actionhub import ActionHub, BusError, Job, Retry
-from actionhub.bus import redis_streams
+from actionhub.bus.redis import streams as redis_streams
 from actionhub.testing import RedisServer
 from tests.polling import wait_until
 from tests.servers import tls_redis

@@ -12,8 +12,8 @@ import redis
 import trio
 import trio.testing
 
-from actionhub.bus._redis import connect, split_url
-from actionhub.bus._wire import WireConnection, WireParams, wire_params
+from actionhub.bus.redis.options import connect, split_url
+from actionhub.bus.redis.wire import WireConnection, WireParams, wire_params
 from actionhub.testing import RedisServer
 from tests.polling import wait_until
 

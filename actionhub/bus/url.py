@@ -9,7 +9,7 @@ from ..errors import ConfigurationError
 from .base import Bus
 
 if TYPE_CHECKING:
-    from ._redis import RedisOptions
+    from .redis.options import RedisOptions
 
 
 def redact(url: str) -> str:
@@ -46,7 +46,7 @@ REDIS_SCHEMES = ("redis", "rediss", "unix")
 def redis_url_options(url: str) -> tuple[str, RedisOptions]:
     """A Redis bus URL, checked: (the URL for redis-py, actionhub's options). What the clients
     take; `ConfigurationError` for anything else, memory:// included (it lives in one process)."""
-    from ._redis import split_url
+    from .redis.options import split_url
 
     scheme = urlsplit(url).scheme
     if scheme not in REDIS_SCHEMES:
@@ -67,10 +67,10 @@ def open_bus(url: str) -> Bus:
     if scheme in REDIS_SCHEMES:
         redis_url, options = redis_url_options(url)
         if options.mode == "pubsub":
-            from .redis_pubsub import RedisPubSubBus
+            from .redis.pubsub import RedisPubSubBus
 
             return RedisPubSubBus(url, redis_url, options)
-        from .redis_streams import RedisStreamsBus
+        from .redis.streams import RedisStreamsBus
 
         return RedisStreamsBus(url, redis_url, options)
     raise ConfigurationError(f"unknown bus URL scheme {scheme!r} in {url!r}; use memory:// or redis://")

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 import redis
 import redis.asyncio
 
-from ..bus._redis import client_options
+from ..bus.redis.options import client_options
 from ..bus.url import redis_url_options
 from ..errors import ConfigurationError
 from ._awaited import AwaitedMethods

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import redis
 
-from ..bus._redis import TRANSIENT
+from ..bus.redis.options import TRANSIENT
 from ..bus.url import redact
 from ..errors import BusError
 

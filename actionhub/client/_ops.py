@@ -1,6 +1,6 @@
 """What every client does, sans I/O: each operation is a generator that yields the Redis calls it
 needs and is sent their replies; a client flavour (blocking, asyncio, trio) only runs the calls.
-Key names, scripts and routing come from `actionhub.bus.protocol`, the envelope from
+Key names, scripts and routing come from `actionhub.bus.redis` (keys, scripts, entries), the envelope from
 `actionhub.message`: the hub's bus and the clients write the same bytes to the same keys."""
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from typing import Any, TypeVar
 
 import attrs
 
-from ..bus import protocol
-from ..bus._redis import RedisOptions
 from ..bus.base import DeadLetter
-from ..bus.protocol import Keys
+from ..bus.redis import entries, scripts
+from ..bus.redis.keys import DEFAULT_PARTITIONS, Keys, partition_count
+from ..bus.redis.options import RedisOptions
 from ..errors import MalformedMessage
 from ..inspect import CommandAnswer, HubSnapshot, command_document, decode_answer, snapshots_from
 from ..message import Message, check_key, check_topic, decode
@@ -41,7 +41,7 @@ class Transaction:
 
 @attrs.frozen
 class Script:
-    """A Lua script of `actionhub.bus.protocol` (EVALSHA, loaded on first use)."""
+    """A Lua script of `actionhub.bus.redis.scripts` (EVALSHA, loaded on first use)."""
 
     source: str
     keys: tuple[str, ...]
@@ -97,8 +97,8 @@ class Operations:
         count = self._partitions.get(topic)
         if count is None:
             name = self.keys.partitions(topic)
-            _, (raw,) = yield Transaction((("SET", name, protocol.DEFAULT_PARTITIONS, "NX"), ("MGET", name)))
-            count = protocol.partition_count(name, raw)
+            _, (raw,) = yield Transaction((("SET", name, DEFAULT_PARTITIONS, "NX"), ("MGET", name)))
+            count = partition_count(name, raw)
             assert count is not None
             self._partitions[topic] = count
         return self.keys.keyed_stream(topic, key, count)
@@ -118,12 +118,12 @@ class Operations:
         if delay is not None and not delay >= 0:
             raise ValueError(f"delay must be a number of seconds >= 0, not {delay!r}")
         message = self._message(topic, payload, headers, key, reply_to)
-        raw = protocol.encode_entry(message, self.options.max_message_bytes)
+        raw = entries.encode_entry(message, self.options.max_message_bytes)
         stream = yield from self._stream(message)
         if delay:
             kind = "p" if self.pubsub else "x"
-            member = protocol.delayed_member(kind, stream, "", raw)
-            yield Script(protocol.SCHEDULE, (self.keys.delayed,), (delay, member))
+            member = entries.delayed_member(kind, stream, "", raw)
+            yield Script(scripts.SCHEDULE, (self.keys.delayed,), (delay, member))
         elif self.pubsub:
             yield Command(("PUBLISH", stream, raw))
         else:
@@ -143,18 +143,18 @@ class Operations:
         if len(key_list) != len(payloads):
             raise ValueError(f"{len(key_list)} keys for {len(payloads)} payloads")
         messages = [self._message(topic, p, headers, k) for p, k in zip(payloads, key_list, strict=True)]
-        raws = [protocol.encode_entry(m, self.options.max_message_bytes) for m in messages]
+        raws = [entries.encode_entry(m, self.options.max_message_bytes) for m in messages]
         streams = []
         for message in messages:
             streams.append((yield from self._stream(message)))
         verb = ("PUBLISH",) if self.pubsub else ("XADD",)
-        entries = [
+        commands = [
             (*verb, stream, raw) if self.pubsub else (*verb, stream, "*", "message", raw)
             for stream, raw in zip(streams, raws, strict=True)
         ]
-        for start in range(0, len(entries), protocol.PUBLISH_BATCH):
+        for start in range(0, len(commands), entries.PUBLISH_BATCH):
             # a transaction: all of a batch is written, or none of it
-            yield Transaction(tuple(entries[start : start + protocol.PUBLISH_BATCH]))
+            yield Transaction(tuple(commands[start : start + entries.PUBLISH_BATCH]))
         return [message.id for message in messages]
 
     # ------------------------------------------------------------------ request / reply
@@ -188,8 +188,8 @@ class Operations:
     # ------------------------------------------------------------------ dead letters
 
     def dead_letters(self, topic: str, limit: int = 100) -> Op[list[DeadLetter]]:
-        entries = yield Command(("XRANGE", self.keys.dead(check_topic(topic)), "-", "+", "COUNT", limit))
-        return [protocol.dead_letter_of(topic, entry_id, fields) for entry_id, fields in entries]
+        found = yield Command(("XRANGE", self.keys.dead(check_topic(topic)), "-", "+", "COUNT", limit))
+        return [entries.dead_letter_of(topic, entry_id, fields) for entry_id, fields in found]
 
     def _take_dead(self, topic: str, ids: Sequence[str] | None) -> Op[list[tuple[bytes, dict[bytes, bytes]]]]:
         dead = self.keys.dead(check_topic(topic))
@@ -205,7 +205,7 @@ class Operations:
         taken = yield from self._take_dead(topic, ids)
         count = None
         for entry_id, fields in taken:
-            again = protocol.requeued(topic, fields)
+            again = entries.requeued(topic, fields)
             stream = self.keys.stream(topic)
             if self.pubsub:
                 command: tuple[Any, ...] = ("PUBLISH", stream, again.fields["message"])
@@ -213,7 +213,7 @@ class Operations:
                 if again.key is not None and count is None:
                     name = self.keys.partitions(topic)
                     (raw,) = yield Command(("MGET", name))
-                    count = protocol.partition_count(name, raw) or 0
+                    count = partition_count(name, raw) or 0
                 if again.key is not None and count:
                     stream = self.keys.keyed_stream(topic, again.key, count)
                 flat = [part for item in again.fields.items() for part in item]
@@ -243,7 +243,7 @@ class Operations:
         document = command_document(verb, group, **arguments)
         live = {snapshot.hub for snapshot in (yield from self.hubs())}
         reply_to = self.keys.new_reply()  # the hubs' answers expire with it if this ends early
-        yield Command(("PUBLISH", self.keys.control, protocol.control_document(document, reply_to)))
+        yield Command(("PUBLISH", self.keys.control, entries.control_document(document, reply_to)))
         answers: dict[str, CommandAnswer] = {}
         deadline = time.monotonic() + timeout
         while len(answers) < len(live):

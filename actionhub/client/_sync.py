@@ -8,8 +8,8 @@ from typing import Any, TypeVar, overload
 
 import redis
 
-from ..bus._redis import connect
 from ..bus.base import DeadLetter
+from ..bus.redis.options import connect
 from ..bus.url import redis_url_options
 from ..inspect import CommandAnswer, HubSnapshot
 from ..message import Message

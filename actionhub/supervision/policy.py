@@ -11,7 +11,7 @@ from typing import TypeVar
 
 import attrs
 
-from ..bus.protocol import DEFAULT_PARTITIONS, MAX_PARTITIONS
+from ..bus.redis.keys import DEFAULT_PARTITIONS, MAX_PARTITIONS
 from ..errors import ConfigurationError
 
 
@@ -37,7 +37,7 @@ class Isolation(enum.Enum):
 class Start(enum.Enum):
     """Where a new consumer group starts reading a topic's retained history."""
 
-    LATEST = "latest"  # only messages published from now on (but see _CREATE_GROUP in redis_streams)
+    LATEST = "latest"  # only messages published from now on (but see CREATE_GROUP in bus.redis.scripts)
     EARLIEST = "earliest"  # everything the topic retains, then live
 
 

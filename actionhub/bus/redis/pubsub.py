@@ -14,11 +14,14 @@ from typing import Any
 import attrs
 import trio
 
-from ..errors import ConfigurationError, HubStopped, MalformedMessage
-from ..message import Message
-from ._redis import RedisBusBase, RedisProgress
-from .base import Delivery, Inbox, Subscription
-from .protocol import Requeued, dead_letter_fields
+from ...errors import ConfigurationError, HubStopped, MalformedMessage
+from ...message import Message
+from ..base import Delivery, Inbox, Subscription
+from .common import RedisBusBase, RedisProgress
+from .entries import (
+    Requeued,
+    dead_letter_fields,
+)
 
 log = logging.getLogger("actionhub.redis")
 

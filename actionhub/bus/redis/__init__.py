@@ -1,0 +1,13 @@
+"""The Redis transports, one module per concern.
+
+* `options`: a ``redis://`` URL's options and the redis-py client made from it;
+  `keys`, `entries`, `scripts`: what actionhub keeps in Redis, sans I/O (the clients share them);
+  `wire`: the trio-driven connection of the hot path.
+* `common`: what both transports share (calls from trio, delays, dead letters, replies, control).
+* `streams` (``mode=stream``): publishing and the bus; `reader`: the hub's one reader over every
+  consumed stream; `subscription`: one consumer group's reading, reclaiming and settling;
+  `ordered`: partitions and their leases for ordered groups.
+* `pubsub` (``mode=pubsub``): at-most-once fan-out.
+
+Nothing is imported here: ``import actionhub`` with the memory bus never loads redis-py.
+"""

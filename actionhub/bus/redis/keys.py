@@ -1,0 +1,103 @@
+"""Key names and partition routing: where actionhub keeps what in Redis, sans I/O. The one
+source of truth for key names, shared by the hub's transports and every client."""
+
+from __future__ import annotations
+
+import secrets
+import zlib
+
+import attrs
+
+from ...errors import ConfigurationError
+
+#: Partitions of a topic whose first ordered group or keyed publisher did not say, and the most.
+DEFAULT_PARTITIONS = 16
+MAX_PARTITIONS = 1024
+
+
+def partition_of(key: str, partitions: int) -> int:
+    """The partition of ``key``: CRC-32 (as in zlib, Java's CRC32, Go's hash/crc32) of its UTF-8
+    bytes, modulo ``partitions``."""
+    return zlib.crc32(key.encode()) % partitions
+
+
+@attrs.frozen
+class Keys:
+    """Every key name under one prefix (``actionhub:`` unless the URL says ``?prefix=``)."""
+
+    prefix: str = "actionhub:"
+
+    def stream(self, topic: str) -> str:
+        """A topic's stream: unkeyed messages (and pub/sub: its channel)."""
+        return f"{self.prefix}{topic}"
+
+    def partition(self, topic: str, partition: int) -> str:
+        """One partition stream of a keyed topic."""
+        return f"{self.prefix}{topic}:p{partition}"
+
+    def partitions(self, topic: str) -> str:
+        """A topic's partition count, set once (SET NX) by its first ordered group or keyed publisher."""
+        return f"{self.prefix}partitions:{topic}"
+
+    def keyed_stream(self, topic: str, key: str, partitions: int) -> str:
+        """Where a message with ordering ``key`` goes."""
+        return self.partition(topic, partition_of(key, partitions))
+
+    def dead(self, topic: str) -> str:
+        return f"{self.prefix}dead:{topic}"
+
+    @property
+    def delayed(self) -> str:
+        """The delayed set of every topic of the prefix (scored by the Redis clock)."""
+        return f"{self.prefix}delayed"
+
+    def progress(self, topic: str, group: str, message_id: str) -> str:
+        """A message's checkpoint in one consumer group."""
+        return f"{self.prefix}progress:{topic}:{group}:{message_id}"
+
+    @property
+    def reply_prefix(self) -> str:
+        return f"{self.prefix}reply:"
+
+    def new_reply(self) -> str:
+        """A fresh reply list: a requester BLPOPs it, the action LPUSHes there."""
+        return f"{self.reply_prefix}{secrets.token_hex(12)}"
+
+    def hub(self, name: str) -> str:
+        """A live hub's announced snapshot (it expires)."""
+        return f"{self.prefix}hub:{name}"
+
+    @property
+    def hubs(self) -> str:
+        """The SCAN pattern of every announced hub."""
+        return f"{self.prefix}hub:*"
+
+    @property
+    def control(self) -> str:
+        """The pub/sub channel of operator commands."""
+        return f"{self.prefix}control"
+
+    def events(self, stream: str) -> str:
+        """A stream of events, such as ``escalations``."""
+        return f"{self.prefix}{stream}"
+
+    def members(self, topic: str, group: str) -> str:
+        """The live hubs of an ordered group (a sorted set scored by their lapse time)."""
+        return f"{self.prefix}members:{topic}:{group}"
+
+    def lease(self, topic: str, group: str, partition: int) -> str:
+        """Who reads one partition of an ordered group."""
+        return f"{self.prefix}lease:{topic}:{group}:{partition}"
+
+
+def partition_count(key: str, raw: bytes | str | None) -> int | None:
+    """The partition count stored at ``key`` (`Keys.partitions`), None if there is none yet."""
+    if raw is None:
+        return None
+    try:
+        count = int(raw)
+    except ValueError:
+        count = 0
+    if not 1 <= count <= MAX_PARTITIONS:
+        raise ConfigurationError(f"{key} holds {raw!r}, not a partition count from 1 to {MAX_PARTITIONS}")
+    return count

@@ -1,0 +1,151 @@
+"""The Lua scripts: every multi-step change actionhub makes in Redis happens in one of these,
+atomically. Shared by the hub's transports and every client (nothing here talks to Redis)."""
+
+# Delayed messages: one sorted set per prefix, scored by the Redis clock (not the hubs' clocks).
+# SCHEDULE adds a member (see `delayed_member`), and acks the entry it retries if given one;
+# MOVE_DUE moves what is due, at most ARGV[1] members, and says how long until the next.
+SCHEDULE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), ARGV[2])
+if KEYS[2] then redis.call('XACK', KEYS[2], ARGV[3], ARGV[4]) end
+return 1
+"""
+
+MOVE_DUE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+for _, member in ipairs(due) do
+  local item = cjson.decode(member)
+  if item[1] == 'p' then
+    redis.call('PUBLISH', item[2], item[4])
+  elseif item[3] ~= '' then
+    redis.call('XADD', item[2], '*', 'message', item[4], 'group', item[3])
+  else
+    redis.call('XADD', item[2], '*', 'message', item[4])
+  end
+  redis.call('ZREM', KEYS[1], member)
+end
+local nxt = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+local wait = -1
+if nxt[2] then wait = tonumber(nxt[2]) - now end
+return {#due, tostring(wait)}
+"""
+
+# Lease renewal of the entries a hub holds: XCLAIM JUSTID, but only those it still holds (an entry
+# another hub has taken since is never stolen back); returns the ids it lost.
+RENEW = """
+local lost = {}
+for i = 3, #ARGV do
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+  if #p == 1 then
+    if p[1][2] == ARGV[2] then
+      redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+    else
+      table.insert(lost, ARGV[i])
+    end
+  end
+end
+return lost
+"""
+
+# On a graceful close: entries read but never started are made claimable at once (their idle
+# time is set past the visibility timeout, and the delivery they never had is not counted), and
+# the consumer is removed if it holds nothing.
+RELEASE_UNSTARTED = """
+for i = 4, #ARGV do
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1, ARGV[2])
+  if #p == 1 then
+    local count = math.max(tonumber(p[1][4]) - 1, 0)
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i],
+               'IDLE', ARGV[3], 'RETRYCOUNT', count, 'JUSTID')
+  end
+end
+if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) == 0 then
+  redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+end
+return 1
+"""
+
+# Trimming: below the oldest entry any group of the stream has not delivered or acked; consumers
+# that hold nothing and have been idle for ARGV[1] ms are removed.
+TRIM = """
+local function record(flat)
+  local fields = {}
+  for i = 1, #flat, 2 do fields[flat[i]] = flat[i + 1] end
+  return fields
+end
+local groups = redis.call('XINFO', 'GROUPS', KEYS[1])
+if #groups == 0 then return 0 end
+local min_id, min_ms, min_seq = nil, nil, nil
+for _, flat_group in ipairs(groups) do
+  local g = record(flat_group)
+  -- consumers of hubs that died long ago and hold nothing are forgotten (XREADGROUP recreates
+  -- a live one that was only quiet)
+  for _, flat_consumer in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], g['name'])) do
+    local c = record(flat_consumer)
+    if c['pending'] == 0 and c['idle'] > tonumber(ARGV[1]) then
+      redis.call('XGROUP', 'DELCONSUMER', KEYS[1], g['name'], c['name'])
+    end
+  end
+  local keep = g['last-delivered-id']
+  if g['pending'] > 0 then keep = redis.call('XPENDING', KEYS[1], g['name'])[2] end
+  local dash = string.find(keep, '-', 1, true)
+  local ms, seq = tonumber(string.sub(keep, 1, dash - 1)), tonumber(string.sub(keep, dash + 1))
+  if min_id == nil or ms < min_ms or (ms == min_ms and seq < min_seq) then
+    min_id, min_ms, min_seq = keep, ms, seq
+  end
+end
+return redis.call('XTRIM', KEYS[1], 'MINID', '~', min_id)
+"""
+
+# Create a consumer group, atomically deciding where it starts: at the stream's start when asked
+# (ARGV[2] == "1") or when no group reads the stream yet (its entries wait for their first
+# consumer: publishing before any hub started loses nothing), else at its end. Returns
+# {created (0/1), entries before the start}.
+CREATE_GROUP = """
+local start = '0'
+local length = redis.call('XLEN', KEYS[1])
+if ARGV[2] ~= '1' and length > 0 and #redis.call('XINFO', 'GROUPS', KEYS[1]) > 0 then start = '$' end
+local reply = redis.pcall('XGROUP', 'CREATE', KEYS[1], ARGV[1], start, 'MKSTREAM')
+if type(reply) == 'table' and reply.err then
+  if string.find(reply.err, 'BUSYGROUP', 1, true) then return {0, 0} end
+  return redis.error_reply(reply.err)
+end
+if start == '$' then return {1, length} end
+return {1, 0}
+"""
+
+#: register ``ARGV[1]`` as live for ``ARGV[2]`` ms (Redis clock), drop lapsed members, list the rest
+HEARTBEAT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+local lapsed = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
+if #lapsed > 0 then redis.call('ZREM', KEYS[1], unpack(lapsed)) end
+return redis.call('ZRANGE', KEYS[1], 0, -1)
+"""
+
+#: take each lease of ``KEYS`` for ``ARGV[1]`` (or renew it if already held) for ``ARGV[2]`` ms;
+#: returns the (1-based) positions of the keys it holds afterwards
+CLAIM_LEASES = """
+local held = {}
+for i, key in ipairs(KEYS) do
+  local holder = redis.call('MGET', key)[1]
+  if holder == false or holder == ARGV[1] then
+    redis.call('SET', key, ARGV[1], 'PX', ARGV[2])
+    held[#held + 1] = i
+  end
+end
+return held
+"""
+
+#: drop each lease of ``KEYS`` that ``ARGV[1]`` holds; how many it dropped
+RELEASE_LEASES = """
+local dropped = 0
+for _, key in ipairs(KEYS) do
+  if redis.call('MGET', key)[1] == ARGV[1] then dropped = dropped + redis.call('DEL', key) end
+end
+return dropped
+"""

@@ -1,0 +1,304 @@
+"""``redis://``: Redis Streams with consumer groups, at-least-once.
+
+* One stream per topic (``<prefix><topic>``), one consumer group per action (or its ``group=``),
+  created at id 0 so that what was published before the first hub started is not missed.
+  Keyed messages go to the topic's partition streams (``<prefix><topic>:p<n>``, see
+  docs/ordering.md); a group reads them all with its topic's stream, an ordered group only those
+  whose lease it holds.
+* Reads are batched: one ``XREADGROUP COUNT <credit / streams> BLOCK`` over every stream the group
+  reads, about as many entries as the group has room for. Acks are batched too: one pipelined
+  ``XACK`` per stream for whatever finished meanwhile. Nothing is acked that did not finish.
+* Leases: an entry read by a hub stays in its pending list. A live hub renews the entries it holds
+  every ``visibility_timeout / 3`` (XCLAIM JUSTID, checked in a script so a lease another hub
+  has taken is never stolen back); an entry idle for ``visibility_timeout`` belongs to a dead hub
+  and is reclaimed (XPENDING IDLE, then XCLAIM) by a live one, which looks at least once a second.
+  Redis counts deliveries, and each delivery beyond the first is one more attempt, so a crash loop
+  ends in the dead letters.
+* A retry is scheduled in the delayed set and acked in one script; its entry, when due, carries a
+  ``group`` field so that only the group that failed it runs it again (other groups skip it).
+* Trimming: every ``trim_interval`` a script trims each consumed stream below the oldest entry that
+  any of its groups has not yet delivered or acked (``XTRIM MINID ~``). An undelivered or unacked
+  entry is never trimmed; a stream with a group nobody consumes any more keeps growing until that
+  group is destroyed (``XGROUP DESTROY``). The same script removes consumers that hold nothing and
+  have read nothing for an hour: what killed hubs leave behind in ``XINFO CONSUMERS``.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+from collections.abc import Sequence
+from functools import partial
+from typing import Any
+
+import trio
+
+from ...errors import ConfigurationError, HubStopped, MalformedMessage
+from ...message import Message
+from ..base import Inbox, Subscription
+from . import scripts
+from .common import RedisBusBase
+from .entries import (
+    PUBLISH_BATCH,
+    Requeued,
+)
+from .keys import DEFAULT_PARTITIONS, partition_count
+from .options import RedisOptions
+from .ordered import OrderedSubscription
+from .subscription import StreamSubscription
+from .wire import Command
+
+log = logging.getLogger("actionhub.redis")
+
+#: Seconds after which the trim script removes a consumer that holds nothing and has not read.
+FORGET_CONSUMERS_AFTER = 3600.0
+
+
+class RedisStreamsBus(RedisBusBase):
+    """At-least-once transport on Redis Streams and consumer groups."""
+
+    durable = True
+
+    def __init__(self, url: str, redis_url: str, options: RedisOptions, *, client: Any = None) -> None:
+        super().__init__(url, redis_url, options, client=client)
+        self._renew = self.client.register_script(scripts.RENEW)
+        self._release = self.client.register_script(scripts.RELEASE_UNSTARTED)
+        self._trim = self.client.register_script(scripts.TRIM)
+        self._create_group = self.client.register_script(scripts.CREATE_GROUP)
+        self._subscriptions: list[StreamSubscription] = []
+        self._acks_due = trio.Event()
+        self._flushing = trio.Lock()
+        self._partitions: dict[str, int] = {}  # topic -> its partition count, once known (it never changes)
+
+    async def partitions_of(self, topic: str, *, default: int | None = None) -> int | None:
+        """How many partitions ``topic`` has (kept at ``<prefix>partitions:<topic>``); None if
+        it has none yet, unless ``default`` is given: then that many, if nobody set it first."""
+        known = self._partitions.get(topic)
+        if known is not None:
+            return known
+        key = self.keys.partitions(topic)
+
+        def read() -> Any:
+            if default is not None:
+                self.client.set(key, default, nx=True)
+            return self.client.mget([key])[0]
+
+        raw = await self.call(read, what=f"read the partition count of {topic}")
+        count = partition_count(key, raw)
+        if count is not None:
+            self._partitions[topic] = count
+        return count
+
+    async def _partition_stream(self, topic: str, key: str) -> str:
+        """The stream of ``key``'s partition of ``topic``."""
+        partitions = await self.partitions_of(topic, default=DEFAULT_PARTITIONS)
+        assert partitions is not None
+        return self.keys.keyed_stream(topic, key, partitions)
+
+    async def _stream_of(self, message: Message) -> str:
+        """Where ``message`` goes: its key's partition stream, or the topic's stream if unkeyed."""
+        if message.key is None:
+            return self.keys.stream(message.topic)
+        return await self._partition_stream(message.topic, message.key)
+
+    # ------------------------------------------------------------------ publishing
+
+    async def publish(self, message: Message, *, delay: float | None = None) -> str:
+        raw = self.encode(message)
+        key = message.key  # unkeyed: no coroutine on the per-message path
+        stream = (
+            self.keys.stream(message.topic)
+            if key is None
+            else await self._partition_stream(message.topic, key)
+        )
+        if delay:
+            await self.schedule("x", stream, "", raw, delay)
+        else:
+            deadline = trio.current_time() + self.options.publish_timeout
+            wire = self.wire
+            if wire is not None:
+                await self.call_async(
+                    partial(wire.execute, ("XADD", stream, "*", "message", raw)),
+                    what="publish",
+                    deadline=deadline,
+                )
+            else:
+                await self.call(
+                    lambda: self.client.xadd(stream, {"message": raw}), what="publish", deadline=deadline
+                )
+        return message.id
+
+    async def publish_many(self, messages: Sequence[Message]) -> list[str]:
+        entries = [(await self._stream_of(message), self.encode(message)) for message in messages]
+        for start in range(0, len(entries), PUBLISH_BATCH):
+            chunk = entries[start : start + PUBLISH_BATCH]
+
+            def add(chunk: list[tuple[str, bytes]] = chunk) -> None:
+                # a transaction: a retry after a lost connection cannot write half a batch twice
+                with self.client.pipeline(transaction=True) as pipe:
+                    for stream, raw in chunk:
+                        pipe.xadd(stream, {"message": raw})
+                    pipe.execute()
+
+            await self.call(add, what="publish", deadline=trio.current_time() + self.options.publish_timeout)
+        return [message.id for message in messages]
+
+    async def history(
+        self, topic: str, *, first: str = "-", last: str = "+", count: int = 1000
+    ) -> list[tuple[str, Message]]:
+        partitions = await self.partitions_of(topic) or 0
+        streams = [self.keys.stream(topic), *(self.keys.partition(topic, p) for p in range(partitions))]
+
+        def read() -> list[tuple[bytes, dict[bytes, bytes]]]:
+            with self.client.pipeline(transaction=False) as pipe:
+                for stream in streams:
+                    pipe.xrange(stream, first, last, count=count)
+                ranges = pipe.execute()
+            # one timeline: entry ids are the times (ms) the entries were added; entries of
+            # different partitions added within one millisecond come in no particular order
+            return heapq.nsmallest(count, itertools.chain(*ranges), key=lambda e: _id_order(e[0]))
+
+        found = []
+        for entry_id, fields in await self.call(read, what=f"read the history of {topic}"):
+            raw = fields.get(b"message")
+            if raw is None or b"group" in fields:  # not a message, or a retry meant for one group
+                continue
+            entry = entry_id.decode()
+            try:
+                found.append((entry, self.decode_message(topic, raw, entry)))
+            except MalformedMessage:
+                continue  # the consumers dead-lettered it already
+        return found
+
+    async def requeue_dead_letters(self, topic: str, ids: list[str] | None = None) -> int:
+        await self.partitions_of(topic)  # known (cached) before `_requeue` runs in its thread
+        return await super().requeue_dead_letters(topic, ids)
+
+    def _requeue(self, topic: str, again: Requeued, entry_id: bytes) -> None:
+        stream = self.keys.stream(topic)
+        partitions = self._partitions.get(topic)
+        if again.key is not None and partitions:  # back to its key's partition
+            stream = self.keys.keyed_stream(topic, again.key, partitions)
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.xadd(stream, again.fields)
+            pipe.xdel(self.keys.dead(topic), entry_id)
+            pipe.execute()
+
+    # ------------------------------------------------------------------ consuming
+
+    keeps_history = True
+
+    async def subscribe(
+        self,
+        topic: str,
+        group: str,
+        inbox: Inbox,
+        *,
+        earliest: bool = False,
+        ordered: bool = False,
+        partitions: int | None = None,
+    ) -> Subscription:
+        if self._nursery is None:
+            raise HubStopped("redis bus is not open")
+        subscription: StreamSubscription
+        if ordered:
+            count = await self.partitions_of(topic, default=partitions or DEFAULT_PARTITIONS)
+            if partitions is not None and count != partitions:
+                raise ConfigurationError(
+                    f"topic {topic!r} has {count} partitions ({self.keys.partitions(topic)}, set by its "
+                    f"first ordered group or keyed publisher), not the {partitions} this group asks for"
+                )
+            assert count is not None
+            subscription = OrderedSubscription(self, topic, group, inbox, count, earliest=earliest)
+        else:
+            subscription = StreamSubscription(self, topic, group, inbox, earliest=earliest)
+        await subscription.start(self._nursery)
+        self._subscriptions.append(subscription)
+        return subscription
+
+    async def _start_background(self, nursery: trio.Nursery) -> None:
+        nursery.start_soon(self.keep_running, "acknowledging", self._ack_when_due)
+        nursery.start_soon(self.keep_running, "renewing leases", self._renew_leases)
+        nursery.start_soon(self.keep_running, "trimming", self._trim_streams)
+
+    async def _before_close(self) -> None:
+        await self.flush_acks()
+
+    def wake_acker(self) -> None:
+        self._acks_due.set()
+
+    async def _ack_when_due(self) -> None:
+        await self._acks_due.wait()
+        self._acks_due = trio.Event()
+        await self.flush_acks()
+
+    async def flush_acks(self) -> None:
+        """One round trip for every ack (and malformed entry's dead letter) since the last one.
+        Returns once every ack owed when it was called is in Redis (a batch already on its way
+        included: a hand-over releases a partition only after that)."""
+        async with self._flushing:
+            await self._flush_acks()
+
+    async def _flush_acks(self) -> None:
+        batch = [(s, *s.take_settled()) for s in self._subscriptions if s.acks or s.letters]
+        if not batch:
+            return
+
+        def ack() -> None:
+            # a transaction only with letters: each must be acked if, and only if, it is written
+            with self.client.pipeline(transaction=any(letters for _, _, letters in batch)) as pipe:
+                for subscription, acks, letters in batch:
+                    subscription.add_to(pipe, acks, letters)
+                pipe.execute()
+
+        wire = self.wire
+        try:
+            if wire is not None and not any(letters for _, _, letters in batch):
+                commands: list[Command] = [
+                    ("XACK", stream, s.group, *ids) for s, acks, _ in batch for stream, ids in acks.items()
+                ]
+                await self.call_async(partial(wire.execute, *commands), what="ack")
+            else:
+                await self.call(ack, what="ack")
+        except BaseException:  # say, an OOM reply: keep what is owed for the next round
+            for subscription, acks, letters in batch:
+                subscription.owe(acks, letters)
+            raise
+
+    async def _renew_leases(self) -> None:
+        await trio.sleep(self.options.visibility_timeout / 3)
+        for subscription in list(self._subscriptions):
+            for stream, held in list(subscription.in_hand.items()):
+                if not held:
+                    continue
+                lost = await self.call(
+                    partial(self._renew, keys=[stream], args=[subscription.group, self.consumer, *held]),
+                    what="renew leases",
+                )
+                if lost:
+                    log.warning(
+                        "%s/%s: the lease of %d message(s) was taken by another hub (this hub stalled "
+                        "longer than visibility_timeout); they may run twice",
+                        stream,
+                        subscription.group,
+                        len(lost),
+                    )
+
+    async def _trim_streams(self) -> None:
+        await trio.sleep(self.options.trim_interval)
+        for stream in {stream for s in self._subscriptions for stream in s.reading}:
+            await self.call(partial(self._trim_stream, stream), what="trim")
+
+    def _trim_stream(self, stream: str) -> int:
+        """Trim what no group needs any more and forget long-gone consumers; returns entries removed."""
+        return int(self._trim(keys=[stream], args=[int(FORGET_CONSUMERS_AFTER * 1000)]))
+
+    def _forget(self, subscription: StreamSubscription) -> None:
+        if subscription in self._subscriptions:
+            self._subscriptions.remove(subscription)
+
+
+def _id_order(entry_id: bytes) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition(b"-")
+    return int(ms), int(seq or 0)

@@ -1,0 +1,480 @@
+"""One consumer group of a topic on Redis Streams: reading, reclaiming, delivering, settling."""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+from typing import TYPE_CHECKING, Any, cast
+
+import attrs
+import orjson
+import trio
+from redis.exceptions import ResponseError
+
+from ...errors import HubStopped, MalformedMessage
+from ..base import Delivery, Inbox, Subscription
+from .common import RedisProgress, is_nogroup
+from .entries import (
+    dead_letter_fields,
+    delayed_member,
+)
+from .options import text
+
+if TYPE_CHECKING:
+    from .streams import RedisStreamsBus
+
+log = logging.getLogger("actionhub.redis")
+
+
+@attrs.frozen
+class Letter:
+    """A stream entry on its way to the dead letters."""
+
+    stream: str
+    entry_id: bytes
+    raw: bytes
+    reason: str
+    attempts: int = 1
+    error: str | None = None
+    traceback: str | None = None
+
+
+Entries = list[tuple[bytes, dict[bytes, bytes]]]
+
+
+class StreamSubscription(RedisProgress, Subscription):
+    """One consumer group of a topic, feeding one inbox: the topic's stream, and the streams of
+    its partitions once it has some (keyed messages are there), all read in one XREADGROUP."""
+
+    bus: RedisStreamsBus
+
+    def __init__(self, bus: RedisStreamsBus, topic: str, group: str, inbox: Inbox, *, earliest: bool) -> None:
+        self.bus = bus
+        self.earliest = earliest
+        self.topic = topic
+        self.group = group
+        self.inbox = inbox
+        self.stream = bus.keys.stream(topic)
+        self.reading: list[str] = [self.stream]  # the streams the read loop reads
+        self.in_hand: dict[str, set[bytes]] = {}  # per stream, ids read and not settled: leases to renew
+        self.acks: dict[str, list[bytes]] = {}
+        self.letters: list[Letter] = []  # malformed entries for the acker to dead-letter
+        self.partitions: int | None = None  # the topic's partition count, once it has some
+        self._group_bytes = group.encode()
+        self._groups_of: dict[str, set[bytes]] = {}  # per stream, its groups as last seen: retries' targets
+        self._scope = trio.CancelScope()
+        self._done = trio.Event()
+        self._closed = False
+        self._reclaimed = 0  # in the current run of reclaims, for one log line at its end
+        self._settled = trio.lowlevel.ParkingLot()  # woken when a stream's in_hand becomes empty
+        self._read_ended = trio.lowlevel.ParkingLot()  # woken when a read returns
+        self.read_in_progress: tuple[str, ...] = ()  # the streams of the read under way
+        self.batch = max(1, inbox.free_credit() // 2)
+        self._wire = bus.new_wire()  # blocking reads hold a connection: one of its own
+
+    async def start(self, nursery: trio.Nursery) -> None:
+        """Create the consumer group on each stream it reads, then start reading."""
+        await self.ensure_group(self.stream)
+        await self._follow_partitions(from_start=False)
+        await nursery.start(self.read_loop)
+
+    async def _follow_partitions(self, *, from_start: bool) -> None:
+        """An unordered group reads every partition stream of its topic too, once there are some
+        (from their start if they appeared after the group did: nothing published there is missed)."""
+        if self.partitions is not None:
+            return
+        self.partitions = await self.bus.partitions_of(self.topic)
+        for partition in range(self.partitions or 0):
+            stream = self.bus.keys.partition(self.topic, partition)
+            await self.ensure_group(stream, from_start=from_start)
+            self.reading.append(stream)
+
+    def take_settled(self) -> tuple[dict[str, list[bytes]], list[Letter]]:
+        """The acks and dead letters owed to Redis, handed over to be sent."""
+        taken = self.acks, self.letters
+        self.acks, self.letters = {}, []
+        return taken
+
+    def owe(self, acks: dict[str, list[bytes]], letters: list[Letter]) -> None:
+        """Take back acks and letters that could not be sent, ahead of newer ones."""
+        for stream, ids in acks.items():
+            self.acks.setdefault(stream, [])[:0] = ids
+        self.letters[:0] = letters
+
+    async def ensure_group(self, stream: str, *, from_start: bool = False) -> None:
+        """Create the consumer group on ``stream`` if it does not exist (see scripts.CREATE_GROUP for
+        where it starts; ``from_start``: at the stream's start whatever ``start`` says)."""
+        earliest = int(self.earliest or from_start)
+        created, skipped = await self.bus.call(
+            lambda: self.bus._create_group(keys=[stream], args=[self.group, earliest]),
+            what=f"create group {self.group} on {stream}",
+        )
+        if created and skipped:
+            log.info(
+                "%s: new group %s starts after the %d entries already there (start='earliest' reads them)",
+                stream,
+                self.group,
+                skipped,
+            )
+
+    # ------------------------------------------------------------------ reading
+
+    def reclaimable(self) -> list[str]:
+        """The streams whose entries abandoned by dead hubs this subscription reclaims."""
+        return self.reading
+
+    def accepts(self, stream: str) -> bool:
+        """Whether entries just read from ``stream`` are still this subscription's to run."""
+        return True
+
+    async def _give_back(self, stream: str, ids: list[bytes]) -> None:
+        """Make entries this subscription read but must not run claimable at once."""
+        bus = self.bus
+        idle = int(bus.options.visibility_timeout * 1000) * 2
+        await bus.call(
+            lambda: bus._release(keys=[stream], args=[self.group, bus.consumer, idle, *ids]),
+            what="give back messages",
+        )
+
+    async def read_loop(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        options = self.bus.options
+        next_claim = trio.current_time()  # at start: pick up what crashed hubs left at once
+        # a dead hub's messages come back within visibility_timeout + claim_interval
+        claim_interval = min(options.visibility_timeout / 2, 1.0)
+        try:
+            with self._scope:
+                while True:
+                    try:
+                        # half the buffer at least: fewer, fuller batches; the workers still have work
+                        credit = await self.inbox.wait_for_credit(self.batch)
+                    except HubStopped:
+                        return
+                    try:
+                        if trio.current_time() >= next_claim:
+                            if await self._reclaim(credit):
+                                continue  # there may be more: reclaim again before reading
+                            await self._follow_partitions(from_start=True)
+                            next_claim = trio.current_time() + claim_interval
+                        await self._read(credit)
+                    except ResponseError as exc:
+                        if is_nogroup(exc):
+                            log.warning(
+                                "%s: group %s is gone (Redis lost it?); recreating it",
+                                self.topic,
+                                self.group,
+                            )
+                            # at the start: at-least-once would rather run a message twice
+                            # than skip what was published since the group vanished
+                            for stream in list(self.reading):
+                                await self.ensure_group(stream, from_start=True)
+                        else:  # say, OOM: keep the group alive and try again later
+                            log.error("%s: reading failed: %r; retrying in a second", self.topic, exc)
+                            await trio.sleep(1)
+                    except HubStopped:
+                        return
+        finally:
+            self.read_in_progress = ()
+            self._read_ended.unpark_all()
+            self._done.set()
+
+    async def _read(self, credit: int) -> None:
+        client, bus = self.bus.client, self.bus
+        block_ms = int(bus.options.block * 1000)
+        streams = tuple(self.reading)
+        count = -(-credit // len(streams))  # at most about `credit` in all, whichever streams have them
+        what = f"read {self.stream}"
+        self.read_in_progress = streams
+        try:
+            if self._wire is not None:
+                command = ("XREADGROUP", "GROUP", self.group, bus.consumer, "COUNT", count, "BLOCK", block_ms)
+                (reply,) = await bus.call_async(
+                    partial(self._wire.execute, (*command, "STREAMS", *streams, *(">",) * len(streams))),
+                    what=what,
+                )
+            else:
+                reply = await bus.call(
+                    lambda: client.xreadgroup(
+                        self.group, bus.consumer, dict.fromkeys(streams, ">"), count=count, block=block_ms
+                    ),
+                    what=what,
+                )
+            for stream, entries in streams_of(reply):
+                if self.accepts(stream):
+                    await self._deliver(stream, entries, None)
+                else:
+                    await self._give_back(stream, [entry_id for entry_id, _ in entries])
+        finally:
+            self.read_in_progress = ()
+            self._read_ended.unpark_all()
+
+    async def _reclaim(self, credit: int) -> bool:
+        """Take over entries idle past the visibility timeout (their hub died). True if any.
+
+        An entry on its first delivery was in a hub that died once: up to ``credit`` of them are
+        taken as one batch, so the work of a crashed hub comes back at full speed. An entry
+        delivered before was in a hub that died at least twice: it may be what kills them, so it
+        runs in quarantine, alone, once what this group holds is settled and acked, and nothing
+        else is read until it is settled. A message that kills every hub thus drags its
+        bystanders into one extra delivery at most, and ends in the dead letters by itself."""
+        bus = self.bus
+        options = bus.options
+        if trio.current_time() < bus.reachable_since + options.visibility_timeout:
+            return False  # after an outage, give every hub time to reconnect and renew its leases
+        streams = tuple(self.reclaimable())
+        self.read_in_progress = streams  # a hand-over waits for it, as for a read
+        try:
+            return await self._reclaim_from(streams, credit)
+        finally:
+            self.read_in_progress = ()
+            self._read_ended.unpark_all()
+
+    async def _reclaim_from(self, streams: tuple[str, ...], credit: int) -> bool:
+        bus = self.bus
+        min_idle = int(bus.options.visibility_timeout * 1000)
+        for stream in streams:
+            in_hand = self.in_hand.get(stream, set())
+
+            def abandoned(stream: str = stream, in_hand: set[bytes] = in_hand) -> list[dict[str, Any]]:
+                idle = bus.client.xpending_range(stream, self.group, "-", "+", credit, idle=min_idle)
+                # an entry of this hub's own whose renewal is late is still running here
+                return [entry for entry in idle if entry["message_id"] not in in_hand]
+
+            idle = await bus.call(abandoned, what=f"look for abandoned messages in {stream}")
+            if idle:
+                return await self._take_abandoned(stream, idle, min_idle)
+        if self._reclaimed:
+            log.warning(
+                "%s/%s: reclaimed %d message(s) left by a dead or stalled hub",
+                self.topic,
+                self.group,
+                self._reclaimed,
+            )
+            self._reclaimed = 0
+        return False
+
+    async def _take_abandoned(self, stream: str, idle: list[dict[str, Any]], min_idle: int) -> bool:
+        bus = self.bus
+        fresh = [entry["message_id"] for entry in idle if entry["times_delivered"] <= 1]
+        suspect = [entry["message_id"] for entry in idle if entry["times_delivered"] > 1][:1]
+        ids = fresh or suspect
+        # XCLAIM with the idle bound: an entry renewed or claimed by another hub meanwhile stays there
+        claimed = await bus.call(
+            lambda: bus.client.xclaim(stream, self.group, bus.consumer, min_idle, ids),
+            what=f"reclaim {stream}",
+        )
+        entries = [(entry_id, fields) for entry_id, fields in claimed if fields]
+        if not entries:  # all taken by other hubs meanwhile
+            return False
+        if not self.accepts(stream):  # the partition's lease was lost meanwhile
+            await self._give_back(stream, [entry_id for entry_id, _ in entries])
+            return False
+        self._reclaimed += len(entries)
+        deliveries = {entry["message_id"]: entry["times_delivered"] + 1 for entry in idle}
+        if fresh:
+            await self._deliver(stream, entries, deliveries)
+            return True
+        for entry_id, _ in entries:
+            log.info(
+                "%s/%s: reclaimed %s in quarantine (delivery %d)",
+                stream,
+                self.group,
+                text(entry_id),
+                deliveries[entry_id],
+            )
+        await self._settle(None)
+        await self._deliver(stream, entries, deliveries)
+        await self._settle(None)
+        return True
+
+    async def _settle(self, stream: str | None) -> None:
+        """Wait until every entry this subscription holds (of ``stream``, or of every stream) is
+        settled, and its acks are sent."""
+        while any(self.in_hand.get(stream, ())) if stream else any(self.in_hand.values()):
+            await self._settled.park()
+        await self.bus.flush_acks()
+
+    async def _deliver(self, stream: str, entries: Entries, counts: dict[bytes, int] | None) -> None:
+        malformed: list[tuple[bytes, dict[bytes, bytes], str]] = []
+        groups = self._groups_of.get(stream, {self._group_bytes})
+        groups_read = False
+        in_hand = self.in_hand.setdefault(stream, set())
+        for index, (entry_id, fields) in enumerate(entries):
+            target = fields.get(b"group")
+            if target is not None and target != self._group_bytes:
+                if target not in groups and not groups_read:  # a group new to us?
+                    groups = await self.bus.call(
+                        lambda: {g["name"] for g in self.bus.client.xinfo_groups(stream)},
+                        what=f"groups of {stream}",
+                    )
+                    self._groups_of[stream] = groups
+                    groups_read = True
+                if target in groups:
+                    self.acks.setdefault(stream, []).append(entry_id)  # a retry meant for another group
+                    self.bus.wake_acker()
+                else:  # no group would ever run it: say so instead of dropping it
+                    name = target.decode(errors="replace")
+                    malformed.append((entry_id, fields, f"entry is for group {name!r}, which {stream} lacks"))
+                continue
+            raw = fields.get(b"message")
+            try:
+                if raw is None:
+                    raise MalformedMessage("stream entry has no 'message' field")
+                message = self.bus.decode_message(self.topic, raw, entry_id.decode())
+            except MalformedMessage as exc:
+                malformed.append((entry_id, fields, str(exc)))
+                continue
+            deliveries = 1 if counts is None else counts.get(entry_id, 1)
+            if deliveries > 1:
+                message = attrs.evolve(message, attempt=message.attempt + deliveries - 1)
+            in_hand.add(entry_id)
+            try:
+                self.inbox.put_nowait(Delivery(message, self, (stream, entry_id, raw)))
+            except HubStopped:  # the group stands down or stops: what it read is not its to run
+                in_hand.discard(entry_id)
+                if malformed:
+                    self._dead_letter_malformed(stream, malformed)
+                await self._give_back(stream, [later for later, _ in entries[index:]])
+                raise
+        if malformed:
+            self._dead_letter_malformed(stream, malformed)
+
+    def _dead_letter_malformed(
+        self, stream: str, malformed: list[tuple[bytes, dict[bytes, bytes], str]]
+    ) -> None:
+        """Hand malformed entries to the acker, which dead-letters and acks them with the next
+        batch of acks (reading goes on meanwhile); say so in one line."""
+        letters = self.letters
+        for entry_id, fields, reason in malformed:
+            self.inbox.note_malformed()
+            raw = fields.get(b"message")
+            if raw is None:
+                raw = orjson.dumps(
+                    {k.decode(errors="replace"): v.decode(errors="replace") for k, v in fields.items()}
+                )
+            letters.append(Letter(stream, entry_id, raw, f"malformed: {reason}"))
+        entry_id, _, reason = malformed[0]
+        log.warning(
+            "%s: dead-lettering %d malformed entr%s (the first, %s: %s)",
+            stream,
+            len(malformed),
+            "y" if len(malformed) == 1 else "ies",
+            text(entry_id),
+            reason,
+        )
+        self.bus.wake_acker()
+
+    async def _move_to_dead(self, letters: list[Letter]) -> None:
+        """Add the letters to the dead letters and acknowledge their entries, in one transaction."""
+
+        def move() -> None:
+            with self.bus.client.pipeline(transaction=True) as pipe:
+                self.add_to(pipe, {}, letters)
+                pipe.execute()
+
+        await self.bus.call(move, what="dead-letter")
+
+    def add_to(self, pipe: Any, acks: dict[str, list[bytes]], letters: list[Letter]) -> None:
+        """Queue on ``pipe``: the letters into the dead letters, then the acks of the acked
+        entries and of the letters' entries."""
+        bus = self.bus
+        owed = {stream: list(ids) for stream, ids in acks.items()}
+        for letter in letters:
+            fields = dead_letter_fields(
+                letter.raw,
+                topic=self.topic,
+                group=self.group,
+                reason=letter.reason,
+                attempts=letter.attempts,
+                error=letter.error,
+                traceback=letter.traceback,
+            )
+            pipe.xadd(bus.keys.dead(self.topic), fields, maxlen=bus.options.max_dead_letters)
+            owed.setdefault(letter.stream, []).append(letter.entry_id)
+        for stream, ids in owed.items():
+            pipe.xack(stream, self.group, *ids)
+
+    # ------------------------------------------------------------------ settling
+
+    def _forget_entry(self, stream: str, entry_id: bytes) -> None:
+        held = self.in_hand.get(stream)
+        if held is not None:
+            held.discard(entry_id)
+            if not held:
+                self._settled.unpark_all()
+
+    async def ack(self, delivery: Delivery) -> None:
+        stream, entry_id, _ = token_of(delivery)
+        self._forget_entry(stream, entry_id)
+        self.acks.setdefault(stream, []).append(entry_id)
+        self.bus.wake_acker()
+
+    async def retry(self, delivery: Delivery, *, delay: float, error: str | None) -> None:
+        bus = self.bus
+        stream, entry_id, _ = token_of(delivery)
+        entry = attrs.evolve(delivery.message, attempt=delivery.message.attempt + 1).encode()
+        member = delayed_member("x", stream, self.group, entry)
+        await bus.call(
+            lambda: bus._schedule(
+                keys=[bus.keys.delayed, stream], args=[delay, member, self.group, entry_id]
+            ),
+            what="schedule retry",
+        )
+        self._forget_entry(stream, entry_id)
+
+    async def dead_letter(
+        self, delivery: Delivery, *, reason: str, error: str | None = None, traceback: str | None = None
+    ) -> None:
+        stream, entry_id, raw = token_of(delivery)
+        letter = Letter(stream, entry_id, raw, reason, delivery.message.attempt, error, traceback)
+        await self._move_to_dead([letter])
+        self._forget_entry(stream, entry_id)
+
+    async def close(self) -> None:
+        """Stop reading; flush acks; make what was read but never started claimable at once."""
+        if self._closed:
+            return
+        self._closed = True
+        self._scope.cancel()
+        await self._done.wait()
+        if self._wire is not None:
+            self._wire.close()  # a read still blocked in Redis ends with it, delivering nothing
+        bus = self.bus
+        await bus.flush_acks()
+        bus._forget(self)
+        for stream in list(self.in_hand):
+            await self._release_unstarted(stream)
+
+    async def _release_unstarted(self, stream: str) -> None:
+        """Make what this subscription holds of ``stream`` claimable at once (it was never started)."""
+        await self._give_back(stream, list(self.in_hand.pop(stream, ())))
+
+
+def streams_of(reply: Any) -> list[tuple[str, Entries]]:
+    """The entries of an XREADGROUP reply, per stream: a raw RESP2 reply
+    (``[[stream, [[id, [k, v, ...]], ...]], ...]``) or redis-py's (RESP2 list or RESP3 map)."""
+    if not reply:
+        return []
+    streams = reply.items() if isinstance(reply, dict) else reply
+    out = []
+    for stream, entries in streams:
+        out.append(
+            (
+                text(stream),
+                [
+                    (
+                        entry_id,
+                        fields
+                        if isinstance(fields, dict)
+                        else dict(zip(fields[::2], fields[1::2], strict=True)),
+                    )
+                    for entry_id, fields in entries
+                ],
+            )
+        )
+    return out
+
+
+def token_of(delivery: Delivery) -> tuple[str, bytes, bytes]:
+    """(stream, entry id, raw entry) of a delivery this transport made."""
+    return cast(tuple[str, bytes, bytes], delivery.token)
