@@ -11,12 +11,13 @@ import time
 import traceback as tb_module
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any, TypeVar, overload
 
 import attrs
 import trio
 
-from .bus.base import Bus, DeadLetter
+from .bus.base import Bus, DeadLetter, Watch
 from .bus.url import open_bus
 from .errors import ActionHubError, ConfigurationError, HubStopped
 from .inspect import apply_command, encode_answer, redact, snapshot_of
@@ -30,7 +31,7 @@ from .supervision.escalation import (
     EscalationDispatcher,
     normalize_callbacks,
 )
-from .supervision.group import WorkerGroup, attach
+from .supervision.group import WorkerGroup, attach, check_start
 from .supervision.master import MasterGroup
 from .supervision.policy import EscalationProtocol, OnMaxRestarts
 from .supervision.runner import MessageObserver
@@ -95,6 +96,7 @@ class ActionHub:
             if bind_hub is not None:
                 bind_hub(self)
         self._groups: dict[str, WorkerGroup] = {}  # live top-level groups, in start order
+        self._watches: dict[str, Watch] = {}  # lazy templates waiting for their first message
         self._state = _State.NEW
         self._nursery: trio.Nursery | None = None
         self._stop_requested = trio.Event()
@@ -192,6 +194,9 @@ class ActionHub:
                     task_status.started()
                     await self._stop_requested.wait()
                     self._state = _State.STOPPING
+                    for watch in self._watches.values():
+                        watch.close()
+                    self._watches.clear()
                     async with trio.open_nursery() as stoppers:
                         for group in list(self._groups.values()):
                             stoppers.start_soon(group.stop)
@@ -277,9 +282,21 @@ class ActionHub:
         return self._state is _State.STOPPING
 
     async def _start_template(self, template: WorkerTemplate, lazy: bool) -> None:
-        group = self._make_group(template, lazy)
-        self._groups[template.name] = group
+        """Start ``template``'s group; ``lazy``: on its first message (on a bus that can watch
+        a topic, nothing exists for it until then)."""
         try:
+            if lazy:
+                watch = await self.bus.watch(
+                    template.topic,
+                    template.group,
+                    partial(self._start_watched, template),
+                    earliest=check_start(template.config, self.bus),
+                )
+                if watch is not None:
+                    self._watches[template.name] = watch
+                    return
+            group = self._make_group(template, lazy)
+            self._groups[template.name] = group
             await attach(group, self.bus, template.group)
         except Exception as error:
             self._groups.pop(template.name, None)
@@ -288,6 +305,10 @@ class ActionHub:
         if not lazy:
             assert self._nursery is not None
             await self._nursery.start(self._supervise, group)
+
+    async def _start_watched(self, template: WorkerTemplate) -> None:
+        if self._watches.pop(template.name, None) is not None and self._state is _State.RUNNING:
+            await self._start_template(template, False)
 
     def _start_lazily(self, group: WorkerGroup) -> None:
         if self._nursery is not None and self._state is _State.RUNNING:

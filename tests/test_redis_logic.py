@@ -68,18 +68,18 @@ def test_trim_keeps_everything_from_the_oldest_entry_any_group_still_needs(bus: 
     client.xack("p:t", "fast", *ids)  # fast is done with everything
     client.xreadgroup("slow", "c", {"p:t": ">"}, count=200)
     client.xack("p:t", "slow", *ids[:150], *ids[151:200])  # slow still holds entry 150, never read 200+
-    bus._trim_stream("p:t")
+    trio.run(bus.trim, ["p:t"])
     remaining = [entry_id for entry_id, _ in client.xrange("p:t")]
     assert ids[150] in remaining and remaining == ids[ids.index(remaining[0]) :]  # a suffix, from <= 150
 
     client.xack("p:t", "slow", ids[150])  # now slow needs only what it has not read: from 199 on
-    bus._trim_stream("p:t")
+    trio.run(bus.trim, ["p:t"])
     assert ids[199] in [entry_id for entry_id, _ in client.xrange("p:t")]
 
 
 def test_trim_leaves_a_stream_without_groups_alone(bus: RedisStreamsBus) -> None:
     _ids(bus.client, "p:lonely", 50)
-    assert bus._trim_stream("p:lonely") == 0
+    assert trio.run(bus.trim, ["p:lonely"]) == 0
     assert bus.client.xlen("p:lonely") == 50
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import abc
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
@@ -131,6 +131,14 @@ class Subscription(abc.ABC):
         """Forget the checkpoint of ``message_id`` in this group (it is settled)."""
 
 
+class Watch(abc.ABC):
+    """A lazy group's interest in its topic (see `Bus.watch`)."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Stop watching; ``on_message`` will not be called."""
+
+
 class ReplyChannel(abc.ABC):
     """A private address a requester waits on for one reply."""
 
@@ -208,6 +216,16 @@ class Bus(abc.ABC):
         process; the bus makes sure no two processes hold the same key at once), over the topic's
         ``partitions`` (None: as many as it has, or the default for a topic that has none)."""
 
+    async def watch(
+        self, topic: str, group: str, on_message: Callable[[], Awaitable[None]], *, earliest: bool = False
+    ) -> Watch | None:
+        """Await ``on_message()`` once, as soon as ``topic`` has a message for consumer group
+        ``group`` (one published from now on, or, on a bus that keeps them, one still undelivered
+        or pending): how a lazy template's group starts on its first message. ``on_message``
+        subscribes the group; the message is delivered to it then. A watch holds no task or
+        connection of its own. None: this bus cannot watch; subscribe at once instead."""
+        return None
+
     @abc.abstractmethod
     async def dead_letters(self, topic: str, *, limit: int = 100) -> list[DeadLetter]:
         """The oldest ``limit`` dead letters of ``topic``."""
@@ -260,4 +278,13 @@ class Bus(abc.ABC):
         """The oldest ``limit`` events of ``stream``."""
 
 
-__all__ = ["Bus", "ControlRequest", "DeadLetter", "Delivery", "Inbox", "ReplyChannel", "Subscription"]
+__all__ = [
+    "Bus",
+    "ControlRequest",
+    "DeadLetter",
+    "Delivery",
+    "Inbox",
+    "ReplyChannel",
+    "Subscription",
+    "Watch",
+]

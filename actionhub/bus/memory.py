@@ -13,7 +13,7 @@ import math
 import secrets
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import attrs
@@ -22,7 +22,7 @@ import trio
 
 from ..errors import ConfigurationError, HubStopped, Overloaded
 from ..message import DEFAULT_MAX_MESSAGE_BYTES, Message
-from .base import Bus, ControlRequest, DeadLetter, Delivery, Inbox, ReplyChannel, Subscription
+from .base import Bus, ControlRequest, DeadLetter, Delivery, Inbox, ReplyChannel, Subscription, Watch
 
 
 class MemoryBus(Bus):
@@ -40,6 +40,7 @@ class MemoryBus(Bus):
         self.url = url
         self.max_message_bytes = max_message_bytes
         self._groups: dict[str, dict[str, list[_MemorySubscription]]] = {}
+        self._watches: dict[str, list[_MemoryWatch]] = {}
         self._dead: dict[str, deque[DeadLetter]] = {}
         self._max_dead = max_dead_letters
         self._replies: dict[str, trio.MemorySendChannel[Message]] = {}
@@ -87,6 +88,9 @@ class MemoryBus(Bus):
         return message.id
 
     async def _fan_out(self, message: Message) -> None:
+        for watch in list(self._watches.get(message.topic, ())):
+            if watch.group not in self._groups.get(message.topic, {}):
+                await watch.fire()  # the group is subscribed when this returns
         for subscriptions in list(self._groups.get(message.topic, {}).values()):
             await self._deliver(subscriptions, message)
 
@@ -129,6 +133,13 @@ class MemoryBus(Bus):
         subscription = _MemorySubscription(self, topic, group, inbox)
         self._groups.setdefault(topic, {}).setdefault(group, []).append(subscription)
         return subscription
+
+    async def watch(
+        self, topic: str, group: str, on_message: Callable[[], Awaitable[None]], *, earliest: bool = False
+    ) -> Watch:
+        watch = _MemoryWatch(self, topic, group, on_message)
+        self._watches.setdefault(topic, []).append(watch)
+        return watch
 
     def _unsubscribe(self, subscription: _MemorySubscription) -> None:
         groups = self._groups.get(subscription.topic, {})
@@ -316,3 +327,33 @@ def memory_bus_from_url(url: str) -> MemoryBus:
         return MemoryBus(url=url, **{k: int(v) for k, v in params.items()})
     except ValueError as exc:
         raise ConfigurationError(f"bad memory:// option in {url!r}: {exc}") from None
+
+
+class _MemoryWatch(Watch):
+    def __init__(
+        self, bus: MemoryBus, topic: str, group: str, on_message: Callable[[], Awaitable[None]]
+    ) -> None:
+        self.bus = bus
+        self.topic = topic
+        self.group = group
+        self._on_message = on_message
+        self._started: trio.Event | None = None
+
+    async def fire(self) -> None:
+        """Start the group (once; a publisher that comes meanwhile waits for it)."""
+        if self._started is not None:
+            await self._started.wait()
+            return
+        self._started = trio.Event()
+        try:
+            await self._on_message()
+        finally:
+            self._started.set()
+            self.close()
+
+    def close(self) -> None:
+        watches = self.bus._watches.get(self.topic, [])
+        if self in watches:
+            watches.remove(self)
+        if not watches:
+            self.bus._watches.pop(self.topic, None)

@@ -675,11 +675,18 @@ class WorkerGroup:
         return f"<WorkerGroup {self.name} topic={self.topic} workers={len(self.pool)}>"
 
 
-async def attach(group: WorkerGroup, bus: Bus, consumer_group: str) -> None:
-    """Subscribe ``group`` (its inbox) to its topic as ``consumer_group``."""
-    earliest = group.config.start is Start.EARLIEST
+def check_start(config: GroupConfig, bus: Bus) -> bool:
+    """Whether a group configured so starts at the earliest message ``bus`` keeps; a
+    `ConfigurationError` if it asks for that on a bus that keeps none."""
+    earliest = config.start is Start.EARLIEST
     if earliest and not bus.keeps_history:
         raise ConfigurationError(f"start='earliest' needs a bus that keeps history; {bus.url} keeps none")
+    return earliest
+
+
+async def attach(group: WorkerGroup, bus: Bus, consumer_group: str) -> None:
+    """Subscribe ``group`` (its inbox) to its topic as ``consumer_group``."""
+    earliest = check_start(group.config, bus)
     config = group.config
     group._bus, group._consumer_group = bus, consumer_group
     group.subscription = await bus.subscribe(

@@ -13,7 +13,7 @@ from __future__ import annotations
 import abc
 import logging
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any, TypeVar, cast
@@ -24,6 +24,7 @@ import trio
 from redis.exceptions import (
     AuthenticationError,
     AuthorizationError,
+    NoScriptError,
     ResponseError,
 )
 
@@ -43,9 +44,12 @@ from .entries import (
 )
 from .keys import Keys
 from .options import TRANSIENT, RedisOptions, connect, consumer_name, text
-from .wire import WireConnection, wire_params
+from .wire import Command, WireConnection, wire_params
 
 log = logging.getLogger("actionhub.redis")
+
+#: redis-py calls a bus runs in threads at once (each holds a pooled connection meanwhile).
+CALLS_AT_ONCE = 4
 
 T = TypeVar("T")
 
@@ -65,7 +69,10 @@ class RedisBusBase(Bus):
         self._schedule = self.client.register_script(scripts.SCHEDULE)
         self._move_due_script = self.client.register_script(scripts.MOVE_DUE)
         self._backoff = Backoff(0.05, 5.0, 0.2)
-        self._threads = trio.CapacityLimiter(512)  # blocking reads each hold a thread
+        # each call in a thread holds one of the client's pooled connections: a few at once
+        # whatever the number of groups; calls that block in Redis have threads of their own
+        self._threads = trio.CapacityLimiter(CALLS_AT_ONCE)
+        self._blocking_threads = trio.CapacityLimiter(512)
         self._outage = False
         self.reachable_since = -math.inf  # trio time at which the last outage ended
         self._nursery: trio.Nursery | None = None
@@ -79,14 +86,47 @@ class RedisBusBase(Bus):
 
     # ------------------------------------------------------------------ calls from trio
 
-    async def call(self, fn: Callable[[], T], *, what: str, deadline: float | None = None) -> T:
+    async def call(
+        self, fn: Callable[[], T], *, what: str, deadline: float | None = None, blocks: bool = False
+    ) -> T:
         """Run the blocking ``fn`` in a thread; while Redis is unreachable, retry with backoff
-        (until ``deadline``, a trio time, then `BusError`)."""
+        (until ``deadline``, a trio time, then `BusError`). ``blocks``: ``fn`` waits in Redis
+        (BLPOP, a pub/sub read), so it does not count against the calls at once."""
+        limiter = self._blocking_threads if blocks else self._threads
         return await self.call_async(
-            partial(trio.to_thread.run_sync, fn, abandon_on_cancel=True, limiter=self._threads),
+            partial(trio.to_thread.run_sync, fn, abandon_on_cancel=True, limiter=limiter),
             what=what,
             deadline=deadline,
         )
+
+    async def execute(
+        self, commands: Sequence[Command], *, what: str, deadline: float | None = None
+    ) -> list[Any]:
+        """``commands`` in one round trip (pipelined, not a transaction): their replies. On the
+        shared wire connection when there is one."""
+        wire = self.wire
+        if wire is not None:
+            return await self.call_async(partial(wire.execute, *commands), what=what, deadline=deadline)
+
+        def run() -> list[Any]:
+            with self.client.pipeline(transaction=False) as pipe:
+                for command in commands:
+                    pipe.execute_command(*command)
+                return cast(list[Any], pipe.execute())
+
+        return await self.call(run, what=what, deadline=deadline)
+
+    async def run_scripts(
+        self, calls: Sequence[tuple[Any, Sequence[Any], Sequence[Any]]], *, what: str
+    ) -> list[Any]:
+        """Run registered scripts, each ``(script, keys, args)``, in one round trip."""
+        commands = [("EVALSHA", script.sha, len(keys), *keys, *args) for script, keys, args in calls]
+        try:
+            return await self.execute(commands, what=what)
+        except NoScriptError:  # Redis restarted, or SCRIPT FLUSH: load them again
+            sources = {script.sha: script.script for script, _, _ in calls}
+            await self.execute([("SCRIPT", "LOAD", source) for source in sources.values()], what=what)
+            return await self.execute(commands, what=what)
 
     async def call_async(
         self, fn: Callable[[], Awaitable[T]], *, what: str, deadline: float | None = None
@@ -319,7 +359,9 @@ class RedisBusBase(Bus):
 
         async def listen() -> None:
             while True:
-                item = await self.call(lambda: pubsub.get_message(timeout=self.options.block), what="control")
+                item = await self.call(
+                    lambda: pubsub.get_message(timeout=self.options.block), what="control", blocks=True
+                )
                 if item is not None and item["type"] == "message":
                     try:
                         request = _RedisControlRequest(self, item["data"])
@@ -353,7 +395,7 @@ class RedisBusBase(Bus):
                     break
                 wait = min(left, self.options.block)
                 popped = await self.call(
-                    partial(self.client.blpop, [reply_to], timeout=wait), what="wait for answers"
+                    partial(self.client.blpop, [reply_to], timeout=wait), what="wait for answers", blocks=True
                 )
                 if popped is not None:
                     answers.append(popped[1])
@@ -406,7 +448,7 @@ class _RedisReplyChannel(ReplyChannel):
         client, block = self.bus.client, self.bus.options.block
         while True:
             popped: Any = await self.bus.call(
-                lambda: client.blpop([self.address], timeout=block), what="wait for reply"
+                lambda: client.blpop([self.address], timeout=block), what="wait for reply", blocks=True
             )
             if popped is not None:
                 raw = popped[1]

@@ -81,6 +81,10 @@ class Keys:
         """A stream of events, such as ``escalations``."""
         return f"{self.prefix}{stream}"
 
+    def doorbell(self, consumer: str) -> str:
+        """A hub's doorbell: one entry, rung to make its reader ask Redis again (it expires)."""
+        return f"{self.prefix}doorbell:{consumer}"
+
     def members(self, topic: str, group: str) -> str:
         """The live hubs of an ordered group (a sorted set scored by their lapse time)."""
         return f"{self.prefix}members:{topic}:{group}"

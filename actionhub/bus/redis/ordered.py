@@ -145,6 +145,7 @@ class OrderedSubscription(StreamSubscription):
 
     async def start(self, nursery: trio.Nursery) -> None:
         await self.ensure_group(self.stream)
+        self.read_stream(self.stream)
         await nursery.start(self.read_loop)
         await nursery.start(self._run_coordinator)
 
@@ -251,8 +252,7 @@ class OrderedSubscription(StreamSubscription):
         if partition not in self.states:
             return
         stream = self._streams[partition]
-        if stream in self.reading:
-            self.reading.remove(stream)
+        self.stop_reading(stream)
         self._set(partition, None)
         unstarted = self.inbox.take_back(lambda d: d.subscription is self and token_of(d)[0] == stream)
         held = self.in_hand.pop(stream, set())
@@ -296,7 +296,7 @@ class OrderedSubscription(StreamSubscription):
                 return
             if not pending:
                 self._set(partition, _Partition.OWNED)
-                self.reading.append(stream)
+                self.read_stream(stream)
                 return
             held.update(entry_id for entry_id, _ in entries)  # given back at close if not delivered
             counts = {entry["message_id"]: entry["times_delivered"] + 1 for entry in pending}
@@ -306,8 +306,7 @@ class OrderedSubscription(StreamSubscription):
     async def _hand_over(self, partition: int) -> None:
         """Stop reading ``partition``, let what was read of it run and be acked, release its lease."""
         stream = self._streams[partition]
-        if stream in self.reading:
-            self.reading.remove(stream)
+        self.stop_reading(stream)
         while stream in self.read_in_progress:  # a read or reclaim under way may still bring some
             await self._read_ended.park()
         await self._settle(stream)

@@ -118,7 +118,9 @@ class _PubSubSubscription(RedisProgress, Subscription):
         try:
             with self._scope:
                 while True:
-                    received = await bus.call(lambda: self._receive(1000), what=f"read {self.channel}")
+                    received = await bus.call(
+                        lambda: self._receive(1000), what=f"read {self.channel}", blocks=True
+                    )
                     for raw in received:
                         await self._deliver(raw)
         finally:

@@ -50,6 +50,49 @@ end
 return lost
 """
 
+# The hub-wide look for entries abandoned by dead hubs: KEYS are streams, ARGV[1] the idle time
+# (ms) past which an entry is abandoned, ARGV[i + 1] the group of KEYS[i]. Returns the (1-based)
+# positions of the pairs with such an entry (a missing stream or group has none).
+ABANDONED = """
+local found = {}
+for i, stream in ipairs(KEYS) do
+  local p = redis.pcall('XPENDING', stream, ARGV[i + 1], 'IDLE', ARGV[1], '-', '+', 1)
+  if type(p) == 'table' and p.err == nil and #p > 0 then table.insert(found, i) end
+end
+return found
+"""
+
+# Where a lazy template's group stands on each of its streams: KEYS are streams, ARGV[i] the
+# group of KEYS[i]. For each, {1 if the group has entries not yet delivered or pending, else 0,
+# the id of the stream's last entry ('0-0' if none)}.
+BACKLOG = """
+local function after(a, b)
+  local da, db = string.find(a, '-', 1, true), string.find(b, '-', 1, true)
+  local ma, mb = tonumber(string.sub(a, 1, da - 1)), tonumber(string.sub(b, 1, db - 1))
+  if ma ~= mb then return ma > mb end
+  return tonumber(string.sub(a, da + 1)) > tonumber(string.sub(b, db + 1))
+end
+local out = {}
+for i, stream in ipairs(KEYS) do
+  local last = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
+  local last_id = '0-0'
+  if #last > 0 then last_id = last[1][1] end
+  local backlog = 0
+  local groups = redis.pcall('XINFO', 'GROUPS', stream)
+  if type(groups) == 'table' and groups.err == nil then
+    for _, flat in ipairs(groups) do
+      local g = {}
+      for j = 1, #flat, 2 do g[flat[j]] = flat[j + 1] end
+      if g['name'] == ARGV[i] and (g['pending'] > 0 or after(last_id, g['last-delivered-id'])) then
+        backlog = 1
+      end
+    end
+  end
+  table.insert(out, {backlog, last_id})
+end
+return out
+"""
+
 # On a graceful close: entries read but never started are made claimable at once (their idle
 # time is set past the visibility timeout, and the delivery they never had is not counted), and
 # the consumer is removed if it holds nothing.

@@ -28,7 +28,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any
 
@@ -46,13 +46,18 @@ from .entries import (
 from .keys import DEFAULT_PARTITIONS, partition_count
 from .options import RedisOptions
 from .ordered import OrderedSubscription
+from .reader import SCAN_BATCH, Reader
 from .subscription import StreamSubscription
+from .watch import LazyWatch
 from .wire import Command
 
 log = logging.getLogger("actionhub.redis")
 
 #: Seconds after which the trim script removes a consumer that holds nothing and has not read.
 FORGET_CONSUMERS_AFTER = 3600.0
+
+#: Streams per round trip of the trim (each a script that reads the stream's groups and consumers).
+TRIM_BATCH = 100
 
 
 class RedisStreamsBus(RedisBusBase):
@@ -66,7 +71,11 @@ class RedisStreamsBus(RedisBusBase):
         self._release = self.client.register_script(scripts.RELEASE_UNSTARTED)
         self._trim = self.client.register_script(scripts.TRIM)
         self._create_group = self.client.register_script(scripts.CREATE_GROUP)
+        self._abandoned = self.client.register_script(scripts.ABANDONED)
+        self._backlog = self.client.register_script(scripts.BACKLOG)
         self._subscriptions: list[StreamSubscription] = []
+        self._watches: list[LazyWatch] = []
+        self.reader = Reader(self)
         self._acks_due = trio.Event()
         self._flushing = trio.Lock()
         self._partitions: dict[str, int] = {}  # topic -> its partition count, once known (it never changes)
@@ -217,8 +226,19 @@ class RedisStreamsBus(RedisBusBase):
         self._subscriptions.append(subscription)
         return subscription
 
+    async def watch(
+        self, topic: str, group: str, on_message: Callable[[], Awaitable[None]], *, earliest: bool = False
+    ) -> LazyWatch:
+        if self._nursery is None:
+            raise HubStopped("redis bus is not open")
+        watch = LazyWatch(self, topic, group, on_message, earliest=earliest)
+        await watch.start()
+        return watch
+
     async def _start_background(self, nursery: trio.Nursery) -> None:
+        nursery.start_soon(self.reader.run)
         nursery.start_soon(self.keep_running, "acknowledging", self._ack_when_due)
+        nursery.start_soon(self.keep_running, "looking after the groups", self._look_after)
         nursery.start_soon(self.keep_running, "renewing leases", self._renew_leases)
         nursery.start_soon(self.keep_running, "trimming", self._trim_streams)
 
@@ -266,16 +286,56 @@ class RedisStreamsBus(RedisBusBase):
                 subscription.owe(acks, letters)
             raise
 
+    async def _look_after(self) -> None:
+        """Once per claim interval, for every group of the hub at once: find entries abandoned by
+        dead hubs, and the partition streams of topics that got some. A dead hub's messages
+        come back within visibility_timeout + this interval."""
+        await trio.sleep(min(self.options.visibility_timeout / 2, 1.0))
+        subscriptions = list(self._subscriptions)
+        pairs = [(s, stream) for s in subscriptions for stream in s.reclaimable()]
+        for start in range(0, len(pairs), SCAN_BATCH):
+            chunk = pairs[start : start + SCAN_BATCH]
+            idle = int(self.options.visibility_timeout * 1000)
+            args = [idle, *(s.group for s, _ in chunk)]
+            (found,) = await self.run_scripts(
+                [(self._abandoned, [stream for _, stream in chunk], args)], what="look for abandoned messages"
+            )
+            for position in found:
+                chunk[int(position) - 1][0].reclaim_soon()
+        following = [s for s in subscriptions if s.follows_partitions()]
+        watching = [w for w in self._watches if w.follows_partitions()]
+        topics = sorted({s.topic for s in following} | {w.topic for w in watching})
+        if topics:
+            (counts,) = await self.execute(
+                [("MGET", *(self.keys.partitions(topic) for topic in topics))], what="read partition counts"
+            )
+            for topic, raw in zip(topics, counts, strict=True):
+                count = partition_count(self.keys.partitions(topic), raw)
+                if count is not None:
+                    self._partitions[topic] = count
+            for subscription in following:
+                if subscription.topic in self._partitions:
+                    subscription.follow_partitions_soon()
+            for watch in watching:
+                if watch.topic in self._partitions:
+                    watch.follow_partitions_soon()
+
     async def _renew_leases(self) -> None:
+        """Every visibility_timeout / 3: renew the lease of every entry the hub holds, for all of
+        its groups in one round trip (a script per stream and group)."""
         await trio.sleep(self.options.visibility_timeout / 3)
-        for subscription in list(self._subscriptions):
-            for stream, held in list(subscription.in_hand.items()):
-                if not held:
-                    continue
-                lost = await self.call(
-                    partial(self._renew, keys=[stream], args=[subscription.group, self.consumer, *held]),
-                    what="renew leases",
-                )
+        held = [
+            (s, stream, list(ids))
+            for s in list(self._subscriptions)
+            for stream, ids in s.in_hand.items()
+            if ids
+        ]
+        for start in range(0, len(held), SCAN_BATCH):
+            chunk = held[start : start + SCAN_BATCH]
+            calls = [(self._renew, [stream], [s.group, self.consumer, *ids]) for s, stream, ids in chunk]
+            for (subscription, stream, _), lost in zip(
+                chunk, await self.run_scripts(calls, what="renew leases"), strict=True
+            ):
                 if lost:
                     log.warning(
                         "%s/%s: the lease of %d message(s) was taken by another hub (this hub stalled "
@@ -287,12 +347,17 @@ class RedisStreamsBus(RedisBusBase):
 
     async def _trim_streams(self) -> None:
         await trio.sleep(self.options.trim_interval)
-        for stream in {stream for s in self._subscriptions for stream in s.reading}:
-            await self.call(partial(self._trim_stream, stream), what="trim")
+        await self.trim(sorted({stream for s in self._subscriptions for stream in s.reading}))
 
-    def _trim_stream(self, stream: str) -> int:
-        """Trim what no group needs any more and forget long-gone consumers; returns entries removed."""
-        return int(self._trim(keys=[stream], args=[int(FORGET_CONSUMERS_AFTER * 1000)]))
+    async def trim(self, streams: Sequence[str]) -> int:
+        """Trim what no group needs any more from ``streams``, and forget long-gone consumers
+        (a script per stream, in few round trips); returns the entries removed."""
+        removed = 0
+        forget_after = int(FORGET_CONSUMERS_AFTER * 1000)
+        for start in range(0, len(streams), TRIM_BATCH):
+            calls = [(self._trim, [stream], [forget_after]) for stream in streams[start : start + TRIM_BATCH]]
+            removed += sum(int(n) for n in await self.run_scripts(calls, what="trim"))
+        return removed
 
     def _forget(self, subscription: StreamSubscription) -> None:
         if subscription in self._subscriptions:

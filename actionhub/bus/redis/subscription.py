@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
@@ -19,6 +20,8 @@ from .entries import (
     delayed_member,
 )
 from .options import text
+from .reader import Watcher, later_id
+from .wire import Command
 
 if TYPE_CHECKING:
     from .streams import RedisStreamsBus
@@ -41,10 +44,34 @@ class Letter:
 
 Entries = list[tuple[bytes, dict[bytes, bytes]]]
 
+#: Seconds a closing subscription lets a read under way finish (reads do not block in Redis).
+CLOSE_WAIT = 1.0
 
-class StreamSubscription(RedisProgress, Subscription):
+
+async def ensure_group(bus: RedisStreamsBus, stream: str, group: str, *, earliest: bool) -> None:
+    """Create consumer group ``group`` on ``stream`` if it does not exist (see
+    `scripts.CREATE_GROUP` for where it starts; ``earliest``: at the stream's start)."""
+    created, skipped = await bus.call(
+        lambda: bus._create_group(keys=[stream], args=[group, int(earliest)]),
+        what=f"create group {group} on {stream}",
+    )
+    if created and skipped:
+        log.info(
+            "%s: new group %s starts after the %d entries already there (start='earliest' reads them)",
+            stream,
+            group,
+            skipped,
+        )
+
+
+class StreamSubscription(RedisProgress, Subscription, Watcher):
     """One consumer group of a topic, feeding one inbox: the topic's stream, and the streams of
-    its partitions once it has some (keyed messages are there), all read in one XREADGROUP."""
+    its partitions once it has some (keyed messages are there), all read in one XREADGROUP.
+
+    It reads when the hub's `Reader` nudges it (a stream it reads has an entry it has not seen),
+    when the hub-wide look for abandoned entries finds some of its own to reclaim, and while a
+    read comes back full; otherwise it waits, costing nothing. Reads never block in Redis: they
+    go over the bus's shared connection, pipelined with every other group's."""
 
     bus: RedisStreamsBus
 
@@ -55,7 +82,13 @@ class StreamSubscription(RedisProgress, Subscription):
         self.group = group
         self.inbox = inbox
         self.stream = bus.keys.stream(topic)
-        self.reading: list[str] = [self.stream]  # the streams the read loop reads
+        self.reading: list[str] = []  # the streams the read loop reads
+        self.unread: set[str] = set()  # streams of `reading` that may hold entries not yet read
+        self.positions: dict[str, bytes] = {}  # per stream, where a read found everything read
+        self._nudges: dict[str, int] = {}  # per stream, nudges so far (one during a read keeps it unread)
+        self._nudged = trio.Event()  # set when there is something to do: read, reclaim, follow
+        self.reclaim_due = True  # at start: pick up what crashed hubs left at once
+        self.follow_due = False  # the topic got partition streams: read them too
         self.in_hand: dict[str, set[bytes]] = {}  # per stream, ids read and not settled: leases to renew
         self.acks: dict[str, list[bytes]] = {}
         self.letters: list[Letter] = []  # malformed entries for the acker to dead-letter
@@ -63,18 +96,20 @@ class StreamSubscription(RedisProgress, Subscription):
         self._group_bytes = group.encode()
         self._groups_of: dict[str, set[bytes]] = {}  # per stream, its groups as last seen: retries' targets
         self._scope = trio.CancelScope()
+        self._idle: trio.CancelScope | None = None  # while the read loop waits for something to do
         self._done = trio.Event()
+        self._closing = False
         self._closed = False
         self._reclaimed = 0  # in the current run of reclaims, for one log line at its end
         self._settled = trio.lowlevel.ParkingLot()  # woken when a stream's in_hand becomes empty
         self._read_ended = trio.lowlevel.ParkingLot()  # woken when a read returns
         self.read_in_progress: tuple[str, ...] = ()  # the streams of the read under way
         self.batch = max(1, inbox.free_credit() // 2)
-        self._wire = bus.new_wire()  # blocking reads hold a connection: one of its own
 
     async def start(self, nursery: trio.Nursery) -> None:
         """Create the consumer group on each stream it reads, then start reading."""
         await self.ensure_group(self.stream)
+        self.read_stream(self.stream)
         await self._follow_partitions(from_start=False)
         await nursery.start(self.read_loop)
 
@@ -87,7 +122,11 @@ class StreamSubscription(RedisProgress, Subscription):
         for partition in range(self.partitions or 0):
             stream = self.bus.keys.partition(self.topic, partition)
             await self.ensure_group(stream, from_start=from_start)
-            self.reading.append(stream)
+            self.read_stream(stream)
+
+    def follows_partitions(self) -> bool:
+        """Whether this subscription waits for its topic's first partition streams."""
+        return self.partitions is None
 
     def take_settled(self) -> tuple[dict[str, list[bytes]], list[Letter]]:
         """The acks and dead letters owed to Redis, handed over to be sent."""
@@ -104,18 +143,42 @@ class StreamSubscription(RedisProgress, Subscription):
     async def ensure_group(self, stream: str, *, from_start: bool = False) -> None:
         """Create the consumer group on ``stream`` if it does not exist (see scripts.CREATE_GROUP for
         where it starts; ``from_start``: at the stream's start whatever ``start`` says)."""
-        earliest = int(self.earliest or from_start)
-        created, skipped = await self.bus.call(
-            lambda: self.bus._create_group(keys=[stream], args=[self.group, earliest]),
-            what=f"create group {self.group} on {stream}",
-        )
-        if created and skipped:
-            log.info(
-                "%s: new group %s starts after the %d entries already there (start='earliest' reads them)",
-                stream,
-                self.group,
-                skipped,
-            )
+        await ensure_group(self.bus, stream, self.group, earliest=self.earliest or from_start)
+
+    # ------------------------------------------------------------------ what to read, and when
+
+    def read_stream(self, stream: str) -> None:
+        """Read ``stream`` too, from now on (at once: it may hold entries already)."""
+        if stream not in self.reading:
+            self.reading.append(stream)
+            self.bus.reader.watch(stream, self)
+            self.nudge(stream)
+
+    def stop_reading(self, stream: str) -> None:
+        if stream in self.reading:
+            self.reading.remove(stream)
+            self.unread.discard(stream)
+            self.bus.reader.unwatch(stream, self)
+
+    def position(self, stream: str) -> bytes | None:
+        if stream in self.unread or self._closing:
+            return None
+        return self.positions.get(stream)
+
+    def nudge(self, stream: str) -> None:
+        self.unread.add(stream)
+        self._nudges[stream] = self._nudges.get(stream, 0) + 1
+        self._nudged.set()
+
+    def reclaim_soon(self) -> None:
+        """Entries of this group were found abandoned: reclaim them before the next read."""
+        self.reclaim_due = True
+        self._nudged.set()
+
+    def follow_partitions_soon(self) -> None:
+        """The topic has partition streams now: read them too."""
+        self.follow_due = True
+        self._nudged.set()
 
     # ------------------------------------------------------------------ reading
 
@@ -136,27 +199,41 @@ class StreamSubscription(RedisProgress, Subscription):
             what="give back messages",
         )
 
+    async def _wait_for(self, wait: Callable[[], Awaitable[object]]) -> bool:
+        """Wait for something to do; False once the subscription closes (or its inbox does)."""
+        if self._closing:
+            return False
+        with trio.CancelScope() as self._idle:
+            try:
+                await wait()
+            except HubStopped:
+                return False
+        self._idle = None
+        return not self._closing
+
     async def read_loop(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
-        options = self.bus.options
-        next_claim = trio.current_time()  # at start: pick up what crashed hubs left at once
-        # a dead hub's messages come back within visibility_timeout + claim_interval
-        claim_interval = min(options.visibility_timeout / 2, 1.0)
         try:
             with self._scope:
-                while True:
+                while await self._wait_for(partial(self.inbox.wait_for_credit, self.batch)):
+                    # half the buffer at least: fewer, fuller batches; the workers still have work
+                    credit = self.inbox.free_credit()
                     try:
-                        # half the buffer at least: fewer, fuller batches; the workers still have work
-                        credit = await self.inbox.wait_for_credit(self.batch)
-                    except HubStopped:
-                        return
-                    try:
-                        if trio.current_time() >= next_claim:
+                        if self.reclaim_due:
+                            self.reclaim_due = False
                             if await self._reclaim(credit):
-                                continue  # there may be more: reclaim again before reading
+                                self.reclaim_due = True  # there may be more: reclaim again before reading
+                                continue
+                        if self.follow_due:
+                            self.follow_due = False
                             await self._follow_partitions(from_start=True)
-                            next_claim = trio.current_time() + claim_interval
-                        await self._read(credit)
+                        streams = [stream for stream in self.reading if stream in self.unread]
+                        if streams:
+                            await self._read(credit, streams)
+                        elif not await self._wait_for(self._nudged.wait):
+                            return
+                        else:
+                            self._nudged = trio.Event()
                     except ResponseError as exc:
                         if is_nogroup(exc):
                             log.warning(
@@ -168,6 +245,7 @@ class StreamSubscription(RedisProgress, Subscription):
                             # than skip what was published since the group vanished
                             for stream in list(self.reading):
                                 await self.ensure_group(stream, from_start=True)
+                                self.nudge(stream)
                         else:  # say, OOM: keep the group alive and try again later
                             log.error("%s: reading failed: %r; retrying in a second", self.topic, exc)
                             await trio.sleep(1)
@@ -178,28 +256,29 @@ class StreamSubscription(RedisProgress, Subscription):
             self._read_ended.unpark_all()
             self._done.set()
 
-    async def _read(self, credit: int) -> None:
-        client, bus = self.bus.client, self.bus
-        block_ms = int(bus.options.block * 1000)
-        streams = tuple(self.reading)
+    async def _read(self, credit: int, streams: list[str]) -> None:
+        """One non-blocking XREADGROUP over ``streams``, after an XREVRANGE of each (see the
+        reader: where a stream ends is where this group waits from once it has read everything)."""
+        bus = self.bus
         count = -(-credit // len(streams))  # at most about `credit` in all, whichever streams have them
-        what = f"read {self.stream}"
-        self.read_in_progress = streams
+        nudges = [self._nudges.get(stream, 0) for stream in streams]
+        ends: list[Command] = [("XREVRANGE", stream, "+", "-", "COUNT", 1) for stream in streams]
+        read: Command = ("XREADGROUP", "GROUP", self.group, bus.consumer, "COUNT", count, "STREAMS", *streams)
+        self.read_in_progress = tuple(streams)
         try:
-            if self._wire is not None:
-                command = ("XREADGROUP", "GROUP", self.group, bus.consumer, "COUNT", count, "BLOCK", block_ms)
-                (reply,) = await bus.call_async(
-                    partial(self._wire.execute, (*command, "STREAMS", *streams, *(">",) * len(streams))),
-                    what=what,
-                )
-            else:
-                reply = await bus.call(
-                    lambda: client.xreadgroup(
-                        self.group, bus.consumer, dict.fromkeys(streams, ">"), count=count, block=block_ms
-                    ),
-                    what=what,
-                )
-            for stream, entries in streams_of(reply):
+            *lasts, reply = await bus.execute(
+                [*ends, (*read, *(">",) * len(streams))], what=f"read {self.stream}"
+            )
+            found = dict(streams_of(reply))
+            for stream, last, before in zip(streams, lasts, nudges, strict=True):
+                entries = found.get(stream, ())
+                if len(entries) >= count or self._nudges.get(stream, 0) != before:
+                    continue  # there may be more
+                end = later_id(last[0][0], entries[-1][0] if entries else None) if last else b"0-0"
+                self.positions[stream] = later_id(end, self.positions.get(stream))
+                self.unread.discard(stream)
+                bus.reader.waiting(stream, self.positions[stream])
+            for stream, entries in found.items():
                 if self.accepts(stream):
                     await self._deliver(stream, entries, None)
                 else:
@@ -434,11 +513,15 @@ class StreamSubscription(RedisProgress, Subscription):
         """Stop reading; flush acks; make what was read but never started claimable at once."""
         if self._closed:
             return
-        self._closed = True
+        self._closed = self._closing = True
+        if self._idle is not None:
+            self._idle.cancel()
+        with trio.move_on_after(CLOSE_WAIT):  # a read under way brings what it read into in_hand
+            await self._done.wait()
         self._scope.cancel()
         await self._done.wait()
-        if self._wire is not None:
-            self._wire.close()  # a read still blocked in Redis ends with it, delivering nothing
+        for stream in list(self.reading):
+            self.stop_reading(stream)
         bus = self.bus
         await bus.flush_acks()
         bus._forget(self)
