@@ -42,7 +42,7 @@ class HubSnapshot:
 
     def to_json(self) -> bytes:
         document = attrs.asdict(self, recurse=False)
-        document["groups"] = [stat.as_dict() for stat in self.groups]
+        document["groups"] = [stat.fields() for stat in self.groups]  # orjson writes enums by value
         return orjson.dumps(document)
 
     @classmethod

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import operator
+
 import attrs
 
 from .supervision.policy import Behaviour, GroupState, Instance
@@ -53,10 +55,19 @@ class WorkerStat:
     partitions_owned: int = 0
     total_rebalances: int = 0
 
+    def fields(self) -> dict[str, object]:
+        """Every field by name, enums as they are (no attrs.asdict walk: a hub announces
+        thousands of these)."""
+        return dict(zip(_FIELDS, _values(self), strict=True))
+
     def as_dict(self) -> dict[str, object]:
         """Plain JSON-friendly dict (enums by value)."""
-        out = attrs.asdict(self)
+        out = self.fields()
         out["instance"] = self.instance.value
         out["behaviour"] = self.behaviour.value
         out["state"] = self.state.value
         return out
+
+
+_FIELDS = tuple(field.name for field in attrs.fields(WorkerStat))
+_values = operator.attrgetter(*_FIELDS)

@@ -873,6 +873,7 @@ async def test_a_burst_starts_workers_at_once_up_to_max_workers(autojump_clock: 
         published_at = trio.current_time()
         for i in range(10):
             await hub.publish("burst", i)
+        await trio.testing.wait_all_tasks_blocked()  # each worker, as it starts, starts the next
         stat = stat_of(hub, "burst")
         assert stat.total_current_workers == 4 and stat.total_created_workers == 4
         await trio.sleep(0.1)

@@ -38,12 +38,13 @@ class _Exit(enum.Enum):
 
 
 class _Worker:
-    __slots__ = ("exit", "id", "panic", "scope", "stopping")
+    __slots__ = ("exit", "id", "joined", "panic", "scope", "stopping")
 
     def __init__(self, worker_id: int) -> None:
         self.id = worker_id
         self.scope = trio.CancelScope()
         self.stopping = False
+        self.joined = False  # has taken a message (or left)
         self.exit = _Exit.STOPPED
         self.panic: Panic | None = None
 
@@ -73,7 +74,8 @@ class WorkerPool:
         self._max_idleness = config.max_idleness
         self.min, self.max = config.effective_min, config.effective_max
         self._workers: dict[int, _Worker] = {}
-        self._starting = 0  # spawned workers that have not yet asked for work
+        self._starting = 0  # spawned workers whose task has not run yet
+        self._joining = 0  # spawned workers that have not taken their first message yet
         self._ids = itertools.count(1)
         self._work_ready = trio.lowlevel.ParkingLot()  # idle workers wait here
         self._worker_exited = trio.lowlevel.ParkingLot()
@@ -92,12 +94,21 @@ class WorkerPool:
     # ------------------------------------------------------------------ starting
 
     def dispatch(self) -> None:
-        """A message is waiting: wake an idle worker, or start one if there is none and room."""
+        """A message is waiting: wake an idle worker, or start one if there is none and room.
+        Workers start one after the other: each one, as its task starts, starts the next if more
+        messages wait than the workers about to take one. A burst thus gets as many workers as
+        it keeps busy (all of them, within a few scheduler ticks, for actions that wait on I/O),
+        not one per message it holds when its actions take no time."""
         if self.paused or self.held or self.closed:
             return
         if self._work_ready:
             self._work_ready.unpark()
-        elif len(self.inbox) > self._starting and len(self._workers) + self.pending_respawns < self.max:
+        elif not self._starting:
+            self._ramp_up()
+
+    def _ramp_up(self) -> None:
+        """Start one more worker if more messages wait than the workers about to take one."""
+        if len(self.inbox) > self._joining and len(self._workers) + self.pending_respawns < self.max:
             self.spawn()
 
     def dispatch_buffered(self) -> None:
@@ -109,6 +120,7 @@ class WorkerPool:
         worker = _Worker(next(self._ids))
         self._workers[worker.id] = worker
         self._starting += 1
+        self._joining += 1
         self.created += 1
         self.nursery.start_soon(self._worker_main, worker, name=f"{self.name}#worker-{worker.id}")
 
@@ -171,6 +183,7 @@ class WorkerPool:
             if not (self.paused or self.held):
                 delivery = self.inbox.take()
                 if delivery is not None:
+                    self._joined(worker)
                     return delivery
             if len(self._workers) > self.min:
                 with trio.move_on_after(self._max_idleness):
@@ -184,6 +197,8 @@ class WorkerPool:
 
     async def _worker_main(self, worker: _Worker) -> None:
         self._starting -= 1
+        if not (self.paused or self.held or self.closed):
+            self._ramp_up()
         ended = False
         try:
             with worker.scope:
@@ -221,7 +236,13 @@ class WorkerPool:
                 worker.exit = _Exit.ONE_TIME
                 return
 
+    def _joined(self, worker: _Worker) -> None:
+        if not worker.joined:
+            worker.joined = True
+            self._joining -= 1
+
     def _on_worker_exit(self, worker: _Worker) -> None:
+        self._joined(worker)
         del self._workers[worker.id]
         if worker.exit is _Exit.IDLE:
             self.idled += 1

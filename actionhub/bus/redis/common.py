@@ -117,10 +117,18 @@ class RedisBusBase(Bus):
         return await self.call(run, what=what, deadline=deadline)
 
     async def run_scripts(
-        self, calls: Sequence[tuple[Any, Sequence[Any], Sequence[Any]]], *, what: str
+        self,
+        calls: Sequence[tuple[Any, Sequence[Any], Sequence[Any]]],
+        *,
+        what: str,
+        also: Sequence[Command] = (),
     ) -> list[Any]:
-        """Run registered scripts, each ``(script, keys, args)``, in one round trip."""
-        commands = [("EVALSHA", script.sha, len(keys), *keys, *args) for script, keys, args in calls]
+        """Run registered scripts, each ``(script, keys, args)``, and then the commands ``also``,
+        in one round trip; their replies."""
+        commands: list[Command] = [
+            ("EVALSHA", script.sha, len(keys), *keys, *args) for script, keys, args in calls
+        ]
+        commands += also
         try:
             return await self.execute(commands, what=what)
         except NoScriptError:  # Redis restarted, or SCRIPT FLUSH: load them again
@@ -240,8 +248,8 @@ class RedisBusBase(Bus):
     async def _move_due(self) -> None:
         """Move due delayed messages to their stream/channel; every hub runs this, the script's
         atomicity makes that safe."""
-        moved, wait = await self.call(
-            lambda: self._move_due_script(keys=[self.keys.delayed], args=[500]), what="move delayed"
+        ((moved, wait),) = await self.run_scripts(
+            [(self._move_due_script, [self.keys.delayed], [500])], what="move delayed"
         )
         if int(moved) < 500:
             seconds = float(wait)

@@ -29,7 +29,8 @@ from ..base import Inbox
 from . import scripts
 from .keys import Keys
 from .options import text
-from .subscription import Entries, StreamSubscription, token_of
+from .reader import Entries
+from .subscription import StreamSubscription, token_of
 
 if TYPE_CHECKING:
     from .streams import RedisStreamsBus
@@ -157,6 +158,9 @@ class OrderedSubscription(StreamSubscription):
 
     async def _follow_partitions(self, *, from_start: bool) -> None:
         """Partitions come with their leases (see `_rebalance`), not all at once."""
+
+    def blocking_count(self, streams: int) -> int:
+        return 0  # its reads must be seen by a hand-over (`read_in_progress`): it reads itself
 
     def reclaimable(self) -> list[str]:
         # a partition's unacked entries are taken over with its lease; what a hub that lost the

@@ -87,13 +87,10 @@ class RedisStreamsBus(RedisBusBase):
         if known is not None:
             return known
         key = self.keys.partitions(topic)
-
-        def read() -> Any:
-            if default is not None:
-                self.client.set(key, default, nx=True)
-            return self.client.mget([key])[0]
-
-        raw = await self.call(read, what=f"read the partition count of {topic}")
+        commands: list[Command] = (
+            [("MGET", key)] if default is None else [("SET", key, default, "NX"), ("MGET", key)]
+        )
+        *_, (raw,) = await self.execute(commands, what=f"read the partition count of {topic}")
         count = partition_count(key, raw)
         if count is not None:
             self._partitions[topic] = count
@@ -290,27 +287,27 @@ class RedisStreamsBus(RedisBusBase):
         """Once per claim interval, for every group of the hub at once: find entries abandoned by
         dead hubs, and the partition streams of topics that got some. A dead hub's messages
         come back within visibility_timeout + this interval."""
-        await trio.sleep(min(self.options.visibility_timeout / 2, 1.0))
         subscriptions = list(self._subscriptions)
         pairs = [(s, stream) for s in subscriptions for stream in s.reclaimable()]
-        for start in range(0, len(pairs), SCAN_BATCH):
-            chunk = pairs[start : start + SCAN_BATCH]
-            idle = int(self.options.visibility_timeout * 1000)
-            args = [idle, *(s.group for s, _ in chunk)]
-            (found,) = await self.run_scripts(
-                [(self._abandoned, [stream for _, stream in chunk], args)], what="look for abandoned messages"
-            )
-            for position in found:
-                chunk[int(position) - 1][0].reclaim_soon()
+        chunks = [pairs[start : start + SCAN_BATCH] for start in range(0, len(pairs), SCAN_BATCH)]
+        idle = int(self.options.visibility_timeout * 1000)
+        scans = [
+            (self._abandoned, [stream for _, stream in chunk], [idle, *(s.group for s, _ in chunk)])
+            for chunk in chunks
+        ]
         following = [s for s in subscriptions if s.follows_partitions()]
         watching = [w for w in self._watches if w.follows_partitions()]
         topics = sorted({s.topic for s in following} | {w.topic for w in watching})
-        if topics:
-            (counts,) = await self.execute(
-                [("MGET", *(self.keys.partitions(topic) for topic in topics))], what="read partition counts"
-            )
-            for topic, raw in zip(topics, counts, strict=True):
-                count = partition_count(self.keys.partitions(topic), raw)
+        keys = [self.keys.partitions(topic) for topic in topics]
+        replies = await self.run_scripts(
+            scans, also=[("MGET", *keys)] if keys else [], what="look after the groups"
+        )
+        for chunk, positions in zip(chunks, replies, strict=False):
+            for position in positions:
+                chunk[int(position) - 1][0].reclaim_soon()
+        if keys:
+            for topic, key, raw in zip(topics, keys, replies[-1], strict=True):
+                count = partition_count(key, raw)
                 if count is not None:
                     self._partitions[topic] = count
             for subscription in following:
@@ -319,6 +316,7 @@ class RedisStreamsBus(RedisBusBase):
             for watch in watching:
                 if watch.topic in self._partitions:
                     watch.follow_partitions_soon()
+        await trio.sleep(min(self.options.visibility_timeout / 2, 1.0))
 
     async def _renew_leases(self) -> None:
         """Every visibility_timeout / 3: renew the lease of every entry the hub holds, for all of

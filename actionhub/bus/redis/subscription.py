@@ -20,7 +20,7 @@ from .entries import (
     delayed_member,
 )
 from .options import text
-from .reader import Watcher, later_id
+from .reader import BlockingReader, Entries, later_id, streams_of
 from .wire import Command
 
 if TYPE_CHECKING:
@@ -42,8 +42,6 @@ class Letter:
     traceback: str | None = None
 
 
-Entries = list[tuple[bytes, dict[bytes, bytes]]]
-
 #: Seconds a closing subscription lets a read under way finish (reads do not block in Redis).
 CLOSE_WAIT = 1.0
 
@@ -51,9 +49,8 @@ CLOSE_WAIT = 1.0
 async def ensure_group(bus: RedisStreamsBus, stream: str, group: str, *, earliest: bool) -> None:
     """Create consumer group ``group`` on ``stream`` if it does not exist (see
     `scripts.CREATE_GROUP` for where it starts; ``earliest``: at the stream's start)."""
-    created, skipped = await bus.call(
-        lambda: bus._create_group(keys=[stream], args=[group, int(earliest)]),
-        what=f"create group {group} on {stream}",
+    ((created, skipped),) = await bus.run_scripts(
+        [(bus._create_group, [stream], [group, int(earliest)])], what=f"create group {group} on {stream}"
     )
     if created and skipped:
         log.info(
@@ -64,7 +61,7 @@ async def ensure_group(bus: RedisStreamsBus, stream: str, group: str, *, earlies
         )
 
 
-class StreamSubscription(RedisProgress, Subscription, Watcher):
+class StreamSubscription(RedisProgress, Subscription, BlockingReader):
     """One consumer group of a topic, feeding one inbox: the topic's stream, and the streams of
     its partitions once it has some (keyed messages are there), all read in one XREADGROUP.
 
@@ -86,8 +83,9 @@ class StreamSubscription(RedisProgress, Subscription, Watcher):
         self.unread: set[str] = set()  # streams of `reading` that may hold entries not yet read
         self.positions: dict[str, bytes] = {}  # per stream, where a read found everything read
         self._nudges: dict[str, int] = {}  # per stream, nudges so far (one during a read keeps it unread)
+        self._probe: set[str] = set()  # streams whose next read also asks where they end
         self._nudged = trio.Event()  # set when there is something to do: read, reclaim, follow
-        self.reclaim_due = True  # at start: pick up what crashed hubs left at once
+        self.reclaim_due = False  # the hub-wide look for abandoned entries found some (`reclaim_soon`)
         self.follow_due = False  # the topic got partition streams: read them too
         self.in_hand: dict[str, set[bytes]] = {}  # per stream, ids read and not settled: leases to renew
         self.acks: dict[str, list[bytes]] = {}
@@ -151,24 +149,42 @@ class StreamSubscription(RedisProgress, Subscription, Watcher):
         """Read ``stream`` too, from now on (at once: it may hold entries already)."""
         if stream not in self.reading:
             self.reading.append(stream)
-            self.bus.reader.watch(stream, self)
+            self._probe.add(stream)
             self.nudge(stream)
 
     def stop_reading(self, stream: str) -> None:
         if stream in self.reading:
             self.reading.remove(stream)
             self.unread.discard(stream)
-            self.bus.reader.unwatch(stream, self)
-
-    def position(self, stream: str) -> bytes | None:
-        if stream in self.unread or self._closing:
-            return None
-        return self.positions.get(stream)
+            self.bus.reader.stop_waiting(stream, self)
 
     def nudge(self, stream: str) -> None:
+        self.bus.reader.stop_waiting(stream, self)
         self.unread.add(stream)
         self._nudges[stream] = self._nudges.get(stream, 0) + 1
         self._nudged.set()
+
+    def blocking_count(self, streams: int) -> int:
+        if self._closing:
+            return 0
+        return -(-self.inbox.free_credit() // streams)
+
+    async def take_blocking_read(self, found: dict[str, Entries], count: int) -> None:
+        for stream, entries in found.items():
+            if len(entries) >= count:
+                self.nudge(stream)  # there may be more
+            else:
+                self.positions[stream] = later_id(entries[-1][0], self.positions.get(stream))
+                if not self._closing:
+                    self.bus.reader.wait(stream, self, self.positions[stream])
+        batches = list(found.items())
+        for index, (stream, entries) in enumerate(batches):
+            try:
+                await self._deliver(stream, entries, None)
+            except HubStopped:  # the group stands down or stops: what it read goes back at once
+                for later, rest in batches[index + 1 :]:
+                    await self._give_back(later, [entry_id for entry_id, _ in rest])
+                return
 
     def reclaim_soon(self) -> None:
         """Entries of this group were found abandoned: reclaim them before the next read."""
@@ -257,12 +273,15 @@ class StreamSubscription(RedisProgress, Subscription, Watcher):
             self._done.set()
 
     async def _read(self, credit: int, streams: list[str]) -> None:
-        """One non-blocking XREADGROUP over ``streams``, after an XREVRANGE of each (see the
-        reader: where a stream ends is where this group waits from once it has read everything)."""
+        """One non-blocking XREADGROUP over ``streams``. A stream whose read comes back short has
+        been read to its end: its last entry is where this group waits from (see the reader).
+        One that comes back empty says nothing of where it ends, so it is read again with an
+        XREVRANGE pipelined before the XREADGROUP (a stream's first read has one too)."""
         bus = self.bus
         count = -(-credit // len(streams))  # at most about `credit` in all, whichever streams have them
         nudges = [self._nudges.get(stream, 0) for stream in streams]
-        ends: list[Command] = [("XREVRANGE", stream, "+", "-", "COUNT", 1) for stream in streams]
+        probed = [stream for stream in streams if stream in self._probe]
+        ends: list[Command] = [("XREVRANGE", stream, "+", "-", "COUNT", 1) for stream in probed]
         read: Command = ("XREADGROUP", "GROUP", self.group, bus.consumer, "COUNT", count, "STREAMS", *streams)
         self.read_in_progress = tuple(streams)
         try:
@@ -270,14 +289,22 @@ class StreamSubscription(RedisProgress, Subscription, Watcher):
                 [*ends, (*read, *(">",) * len(streams))], what=f"read {self.stream}"
             )
             found = dict(streams_of(reply))
-            for stream, last, before in zip(streams, lasts, nudges, strict=True):
+            last_of = {
+                stream: (last[0][0] if last else b"0-0") for stream, last in zip(probed, lasts, strict=True)
+            }
+            for stream, before in zip(streams, nudges, strict=True):
                 entries = found.get(stream, ())
                 if len(entries) >= count or self._nudges.get(stream, 0) != before:
                     continue  # there may be more
-                end = later_id(last[0][0], entries[-1][0] if entries else None) if last else b"0-0"
+                end = entries[-1][0] if entries else last_of.get(stream)
+                if end is None:
+                    self._probe.add(stream)
+                    continue
+                self._probe.discard(stream)
                 self.positions[stream] = later_id(end, self.positions.get(stream))
                 self.unread.discard(stream)
-                bus.reader.waiting(stream, self.positions[stream])
+                if not self._closing:
+                    bus.reader.wait(stream, self, self.positions[stream])
             for stream, entries in found.items():
                 if self.accepts(stream):
                     await self._deliver(stream, entries, None)
@@ -516,6 +543,7 @@ class StreamSubscription(RedisProgress, Subscription, Watcher):
         self._closed = self._closing = True
         if self._idle is not None:
             self._idle.cancel()
+        await self.bus.reader.let_go(self)  # what a read for it brings is in in_hand, given back below
         with trio.move_on_after(CLOSE_WAIT):  # a read under way brings what it read into in_hand
             await self._done.wait()
         self._scope.cancel()
@@ -531,31 +559,6 @@ class StreamSubscription(RedisProgress, Subscription, Watcher):
     async def _release_unstarted(self, stream: str) -> None:
         """Make what this subscription holds of ``stream`` claimable at once (it was never started)."""
         await self._give_back(stream, list(self.in_hand.pop(stream, ())))
-
-
-def streams_of(reply: Any) -> list[tuple[str, Entries]]:
-    """The entries of an XREADGROUP reply, per stream: a raw RESP2 reply
-    (``[[stream, [[id, [k, v, ...]], ...]], ...]``) or redis-py's (RESP2 list or RESP3 map)."""
-    if not reply:
-        return []
-    streams = reply.items() if isinstance(reply, dict) else reply
-    out = []
-    for stream, entries in streams:
-        out.append(
-            (
-                text(stream),
-                [
-                    (
-                        entry_id,
-                        fields
-                        if isinstance(fields, dict)
-                        else dict(zip(fields[::2], fields[1::2], strict=True)),
-                    )
-                    for entry_id, fields in entries
-                ],
-            )
-        )
-    return out
 
 
 def token_of(delivery: Delivery) -> tuple[str, bytes, bytes]:

@@ -33,7 +33,7 @@ class LazyWatch(Watch, Watcher):
         self.group = group
         self.earliest = earliest
         self.partitions: int | None = None
-        self.positions: dict[str, bytes] = {}  # per stream, its last entry when the watch began
+        self.streams: list[str] = []  # those the reader waits on for this watch
         self._on_message = on_message
         self._fired = False
 
@@ -57,12 +57,8 @@ class LazyWatch(Watch, Watcher):
             return
         bus._watches.append(self)
         for stream, (_, last) in zip(streams, states, strict=True):
-            self.positions[stream] = last
-            bus.reader.watch(stream, self)
-            bus.reader.waiting(stream, last)
-
-    def position(self, stream: str) -> bytes | None:
-        return None if self._fired else self.positions.get(stream)
+            self.streams.append(stream)
+            bus.reader.wait(stream, self, last)
 
     def nudge(self, stream: str) -> None:
         self._fire()
@@ -86,7 +82,7 @@ class LazyWatch(Watch, Watcher):
 
     def close(self) -> None:
         self._fired = True
-        for stream in self.positions:
-            self.bus.reader.unwatch(stream, self)
+        for stream in self.streams:
+            self.bus.reader.stop_waiting(stream, self)
         if self in self.bus._watches:
             self.bus._watches.remove(self)
