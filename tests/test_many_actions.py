@@ -5,6 +5,7 @@ Everything here is counted (connections, tasks, groups, Redis calls), never time
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -152,3 +153,53 @@ async def test_a_lazy_template_of_a_keyed_topic_starts_on_its_first_keyed_messag
         assert hub.stats() == []
         await hub.publish("keyed", 1, key="k")  # the topic's partition streams appear now
         await wait_until(lambda: ran == [("k", 1)])
+
+
+async def test_a_busy_group_and_quiet_ones_leave_nothing_pending_on_the_doorbell(
+    server: RedisServer, observer: redis.Redis
+) -> None:
+    """One busy action is read by its own blocking XREADGROUP; the others, waking meanwhile,
+    cut it short by ringing the doorbell, whose rings are acked as they are read."""
+    hub = ActionHub(server.url)
+    ran: list[tuple[str, object]] = []
+
+    def action(name: str) -> Any:
+        async def run(job: Job) -> None:
+            ran.append((name, job.payload))
+
+        return run
+
+    for name in ("busy", "quiet.1", "quiet.2"):
+        hub.bind(name, action(name))
+    async with hub.running():
+        for n in range(30):
+            await hub.publish("busy", n)
+            if n % 10 == 9:  # a quiet topic wakes while the busy one is being read for
+                await wait_until(lambda n=n: ("busy", n) in ran)
+                await hub.publish(f"quiet.{n // 10 % 2 + 1}", n)
+        await wait_until(lambda: len(ran) == 33)
+        doorbells = [key.decode() for key in observer.scan_iter("actionhub:doorbell:*")]
+        for doorbell in doorbells:
+            if observer.type(doorbell) == b"stream":
+                for group in observer.xinfo_groups(doorbell):
+                    assert group["pending"] == 0, (doorbell, group)
+    assert sorted(p for name, p in ran if name == "busy") == list(range(30))
+
+
+async def test_a_user_without_xread_still_gets_every_message_by_polling(
+    server: RedisServer, observer: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    observer.execute_command("ACL", "SETUSER", "noxread", "on", ">pw", "~*", "&*", "+@all", "-xread")
+    hub = ActionHub(f"redis://noxread:pw@127.0.0.1:{server.port}/0?block=0.2")
+    ran: list[object] = []
+
+    @hub.action("polled")
+    async def polled(job: Job) -> None:
+        ran.append(job.payload)
+
+    async with hub.running():
+        for n in range(3):
+            await hub.publish("polled", n)
+            await wait_until(lambda n=n: n in ran)
+    refused = [r for r in caplog.records if "refused XREAD" in r.getMessage()]
+    assert len(refused) == 1  # said once, not once a poll

@@ -44,7 +44,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import trio
-from redis.exceptions import ResponseError
+from redis.exceptions import NoPermissionError, ResponseError
 
 from .options import text
 from .wire import Command, WireConnection
@@ -58,7 +58,7 @@ log = logging.getLogger("actionhub.redis")
 SCAN_BATCH = 500
 
 #: Seconds between two rings of a doorbell, at least.
-RING_INTERVAL = 0.005
+RING_INTERVAL = 0.01
 
 #: Seconds a stream stays in the hot tier after its last message.
 HOT_FOR = 2.0
@@ -298,9 +298,7 @@ class _Tier:
                 reply = await bus.call(
                     partial(bus.client.execute_command, *asked, self._doorbell_at), what="wait for messages"
                 )
-        except ResponseError as error:
-            if not str(error).startswith("NOPERM"):
-                raise
+        except NoPermissionError as error:
             if not reader.polling:
                 log.error(
                     "redis refused XREAD (%s): this hub polls its groups every %s s instead; "
@@ -363,7 +361,10 @@ class _Tier:
         finally:
             self._asking = self._reading_for = None
             self._read_done.set()
-        found = {stream: entries for stream, entries in streams_of(reply) if stream != doorbell}
+        found = dict(streams_of(reply))
+        rings = found.pop(doorbell, None)
+        if rings:  # acked, or the doorbell's pending list would grow with every ring
+            await bus.execute([("XACK", doorbell, group, *(ring for ring, _ in rings))], what="ack a ring")
         now = trio.current_time()
         for stream in found:
             reader._active_at[stream] = now
