@@ -15,6 +15,7 @@ import trio
 
 from actionhub.testing import RedisServer
 from bench import clients as clients_bench
+from bench import many_actions as many_actions_bench
 from bench import memory_bus, process_pool
 from bench import ordered as ordered_bench
 from bench import redis_streams as redis_streams_bench
@@ -72,6 +73,13 @@ def test_clients_benchmark(redis_server: RedisServer, capsys: pytest.CaptureFixt
 def test_redis_streams_benchmark(redis_server: RedisServer, capsys: pytest.CaptureFixture[str]) -> None:
     redis_streams_bench.main(["-n", "300", "-r", "1", "--url", redis_server.url])
     assert "ratio hub/bare" in capsys.readouterr().out
+
+
+def test_many_actions_benchmark(redis_server: RedisServer, capsys: pytest.CaptureFixture[str]) -> None:
+    many_actions_bench.main(["--quick", "-n", "300", "--idle", "0.5", "--url", redis_server.url])
+    out = capsys.readouterr().out
+    assert "drain 1 topic" in out and "targets (judged at N=50" in out
+    assert out.count("PASS") + out.count("MISS") == 5
 
 
 @pytest.mark.parametrize("workload", ["W1-drain", "W1-e2e"])

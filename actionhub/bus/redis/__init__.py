@@ -4,9 +4,10 @@
   `keys`, `entries`, `scripts`: what actionhub keeps in Redis, sans I/O (the clients share them);
   `wire`: the trio-driven connection of the hot path.
 * `common`: what both transports share (calls from trio, delays, dead letters, replies, control).
-* `streams` (``mode=stream``): publishing and the bus; `reader`: the hub's one reader over every
-  consumed stream; `subscription`: one consumer group's reading, reclaiming and settling;
-  `ordered`: partitions and their leases for ordered groups.
+* `streams` (``mode=stream``): publishing, acks and the hub-wide chores; `reader`: the hub's one
+  wake-up over every consumed stream; `subscription`: one consumer group's reading, reclaiming
+  and settling; `ordered`: partitions and their leases for ordered groups; `watch`: a lazy
+  template before its first message.
 * `pubsub` (``mode=pubsub``): at-most-once fan-out.
 
 Nothing is imported here: ``import actionhub`` with the memory bus never loads redis-py.
