@@ -5,13 +5,15 @@
   Keyed messages go to the topic's partition streams (``<prefix><topic>:p<n>``, see
   docs/ordering.md); a group reads them all with its topic's stream, an ordered group only those
   whose lease it holds.
-* Reads are batched: one ``XREADGROUP COUNT <credit / streams> BLOCK`` over every stream the group
-  reads, about as many entries as the group has room for. Acks are batched too: one pipelined
+* Reads are batched: one ``XREADGROUP COUNT <credit / streams>`` over the streams of a group that
+  have something new, about as many entries as the group has room for; when to read is the hub's
+  one `Reader`'s business (see reader.py), not the group's. Acks are batched too: one pipelined
   ``XACK`` per stream for whatever finished meanwhile. Nothing is acked that did not finish.
 * Leases: an entry read by a hub stays in its pending list. A live hub renews the entries it holds
   every ``visibility_timeout / 3`` (XCLAIM JUSTID, checked in a script so a lease another hub
   has taken is never stolen back); an entry idle for ``visibility_timeout`` belongs to a dead hub
-  and is reclaimed (XPENDING IDLE, then XCLAIM) by a live one, which looks at least once a second.
+  and is reclaimed (XPENDING IDLE, then XCLAIM) by a live one, which looks at least once a second
+  (for all its groups in one script: `_look_after`).
   Redis counts deliveries, and each delivery beyond the first is one more attempt, so a crash loop
   ends in the dead letters.
 * A retry is scheduled in the delayed set and acked in one script; its entry, when due, carries a
