@@ -122,6 +122,7 @@ class RedisBusBase(Bus):
         *,
         what: str,
         also: Sequence[Command] = (),
+        deadline: float | None = None,
     ) -> list[Any]:
         """Run registered scripts, each ``(script, keys, args)``, and then the commands ``also``,
         in one round trip; their replies."""
@@ -130,11 +131,12 @@ class RedisBusBase(Bus):
         ]
         commands += also
         try:
-            return await self.execute(commands, what=what)
+            return await self.execute(commands, what=what, deadline=deadline)
         except NoScriptError:  # Redis restarted, or SCRIPT FLUSH: load them again
             sources = {script.sha: script.script for script, _, _ in calls}
-            await self.execute([("SCRIPT", "LOAD", source) for source in sources.values()], what=what)
-            return await self.execute(commands, what=what)
+            load: list[Command] = [("SCRIPT", "LOAD", source) for source in sources.values()]
+            await self.execute(load, what=what, deadline=deadline)
+            return await self.execute(commands, what=what, deadline=deadline)
 
     async def call_async(
         self, fn: Callable[[], Awaitable[T]], *, what: str, deadline: float | None = None

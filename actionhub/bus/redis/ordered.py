@@ -89,17 +89,36 @@ class PartitionLeases:
 
     def heartbeat(self, member: str, ttl: float) -> list[str]:
         """Say ``member`` is live for ``ttl`` seconds more; the live members, sorted."""
-        members = self._heartbeat(keys=[self.members_key], args=[member, max(1, int(ttl * 1000))])
-        return sorted(m.decode() if isinstance(m, bytes) else m for m in members)
+        script, keys, args = self.heartbeat_call(member, ttl)
+        return self.members(script(keys=keys, args=args))
+
+    def heartbeat_call(self, member: str, ttl: float) -> tuple[Any, list[str], list[Any]]:
+        """`heartbeat` as (script, keys, args), for `RedisBusBase.run_scripts`."""
+        return self._heartbeat, [self.members_key], [member, max(1, int(ttl * 1000))]
+
+    @staticmethod
+    def members(reply: Sequence[bytes | str]) -> list[str]:
+        """The live members in a heartbeat's reply, sorted."""
+        return sorted(m.decode() if isinstance(m, bytes) else m for m in reply)
 
     def claim(self, partitions: Sequence[int], member: str, ttl: float) -> set[int]:
         """Take or renew the leases of ``partitions`` for ``ttl`` seconds; those ``member``
         holds now (the others are held by other members)."""
         if not partitions:
             return set()
-        keys = [self.lease_key(p) for p in partitions]
-        held = self._claim(keys=keys, args=[member, max(1, int(ttl * 1000))])
-        return {partitions[i - 1] for i in held}
+        script, keys, args = self.claim_call(partitions, member, ttl)
+        return self.held(partitions, script(keys=keys, args=args))
+
+    def claim_call(
+        self, partitions: Sequence[int], member: str, ttl: float
+    ) -> tuple[Any, list[str], list[Any]]:
+        """`claim` as (script, keys, args), for `RedisBusBase.run_scripts`."""
+        return self._claim, [self.lease_key(p) for p in partitions], [member, max(1, int(ttl * 1000))]
+
+    @staticmethod
+    def held(partitions: Sequence[int], reply: Sequence[int]) -> set[int]:
+        """The partitions a claim's reply says are held."""
+        return {partitions[int(i) - 1] for i in reply}
 
     def release(self, partitions: Sequence[int], member: str) -> int:
         """Give up the leases of ``partitions`` that ``member`` holds; how many it held."""
@@ -206,16 +225,22 @@ class OrderedSubscription(StreamSubscription):
         bus, me = self.bus, self.bus.consumer
         deadline = self._lease_until - tick if self.states else None  # not past the leases' end
         asked_at = trio.current_time()
-        members = await bus.call(
-            partial(self.leases.heartbeat, me, ttl), what="renew group membership", deadline=deadline
+        # over the wire, not in a thread: a renewal must not queue behind a take-over's calls
+        (reply,) = await bus.run_scripts(
+            [self.leases.heartbeat_call(me, ttl)], what="renew group membership", deadline=deadline
         )
+        members = self.leases.members(reply)
         wanted = {p for p, member in assign(members, len(self._streams)).items() if member == me}
         async with self._leases_in_use:  # a hand-over's release must not cross this claim
-            held = await bus.call(
-                partial(self.leases.claim, sorted(wanted | set(self.states)), me, ttl),
-                what="renew partition leases",
-                deadline=deadline,
-            )
+            claimed = sorted(wanted | set(self.states))
+            held = set()
+            if claimed:
+                (reply,) = await bus.run_scripts(
+                    [self.leases.claim_call(claimed, me, ttl)],
+                    what="renew partition leases",
+                    deadline=deadline,
+                )
+                held = self.leases.held(claimed, reply)
         self._lease_until = asked_at + ttl
         moved = False
         for partition in set(self.states) - held:

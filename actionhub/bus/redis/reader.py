@@ -296,7 +296,9 @@ class _Tier:
                 )
             else:
                 reply = await bus.call(
-                    partial(bus.client.execute_command, *asked, self._doorbell_at), what="wait for messages"
+                    partial(bus.client.execute_command, *asked, self._doorbell_at),
+                    what="wait for messages",
+                    blocks=True,
                 )
         except NoPermissionError as error:
             if not reader.polling:
@@ -348,7 +350,7 @@ class _Tier:
                 )
             else:
                 reply = await bus.call(
-                    partial(bus.client.execute_command, *command), what="wait for messages"
+                    partial(bus.client.execute_command, *command), what="wait for messages", blocks=True
                 )
         except ResponseError as error:
             if not str(error).startswith("NOGROUP"):
