@@ -54,9 +54,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("actionhub.redis")
 
-#: (stream, group) pairs per call of the script that looks for abandoned entries.
-SCAN_BATCH = 500
-
 #: Seconds between two rings of a doorbell, at least.
 RING_INTERVAL = 0.01
 

@@ -48,7 +48,7 @@ from .entries import (
 from .keys import DEFAULT_PARTITIONS, partition_count
 from .options import RedisOptions
 from .ordered import OrderedSubscription
-from .reader import SCAN_BATCH, Reader
+from .reader import Reader
 from .subscription import StreamSubscription
 from .watch import LazyWatch
 from .wire import Command
@@ -57,6 +57,9 @@ log = logging.getLogger("actionhub.redis")
 
 #: Seconds after which the trim script removes a consumer that holds nothing and has not read.
 FORGET_CONSUMERS_AFTER = 3600.0
+
+#: (stream, group) pairs per call of the script that looks for abandoned entries.
+SCAN_BATCH = 500
 
 #: Streams per round trip of the trim (each a script that reads the stream's groups and consumers).
 TRIM_BATCH = 100

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -174,17 +175,32 @@ class StreamSubscription(RedisProgress, Subscription, BlockingReader):
             if len(entries) >= count:
                 self.nudge(stream)  # there may be more
             else:
-                self.positions[stream] = later_id(entries[-1][0], self.positions.get(stream))
-                if not self._closing:
-                    self.bus.reader.wait(stream, self, self.positions[stream])
+                self._read_to(stream, entries[-1][0])
+        with contextlib.suppress(HubStopped):  # the group stands down: what it read went back
+            await self._deliver_all(found)
+
+    def _read_to(self, stream: str, end: bytes) -> None:
+        """``stream`` has been read to ``end``, its last entry: wait for what comes after it."""
+        self._probe.discard(stream)
+        self.unread.discard(stream)
+        self.positions[stream] = later_id(end, self.positions.get(stream))
+        if not self._closing:
+            self.bus.reader.wait(stream, self, self.positions[stream])
+
+    async def _deliver_all(self, found: dict[str, Entries]) -> None:
+        """Deliver what one read brought, stream by stream. If the group stands down or stops
+        meanwhile, the rest goes back at once, claimable, and `HubStopped` is raised."""
         batches = list(found.items())
         for index, (stream, entries) in enumerate(batches):
             try:
-                await self._deliver(stream, entries, None)
-            except HubStopped:  # the group stands down or stops: what it read goes back at once
+                if self.accepts(stream):
+                    await self._deliver(stream, entries, None)
+                else:
+                    await self._give_back(stream, [entry_id for entry_id, _ in entries])
+            except HubStopped:
                 for later, rest in batches[index + 1 :]:
                     await self._give_back(later, [entry_id for entry_id, _ in rest])
-                return
+                raise
 
     def reclaim_soon(self) -> None:
         """Entries of this group were found abandoned: reclaim them before the next read."""
@@ -299,17 +315,9 @@ class StreamSubscription(RedisProgress, Subscription, BlockingReader):
                 end = entries[-1][0] if entries else last_of.get(stream)
                 if end is None:
                     self._probe.add(stream)
-                    continue
-                self._probe.discard(stream)
-                self.positions[stream] = later_id(end, self.positions.get(stream))
-                self.unread.discard(stream)
-                if not self._closing:
-                    bus.reader.wait(stream, self, self.positions[stream])
-            for stream, entries in found.items():
-                if self.accepts(stream):
-                    await self._deliver(stream, entries, None)
                 else:
-                    await self._give_back(stream, [entry_id for entry_id, _ in entries])
+                    self._read_to(stream, end)
+            await self._deliver_all(found)
         finally:
             self.read_in_progress = ()
             self._read_ended.unpark_all()

@@ -76,7 +76,6 @@ class LazyWatch(Watch, Watcher):
         if self._fired:
             return
         self.close()
-        self._fired = True
         assert self.bus._nursery is not None
         self.bus._nursery.start_soon(self._on_message)
 
