@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit chaos chaos-long bench bench-peers clean
+.PHONY: demo test lint typecheck unit chaos chaos-long bench bench-peers screenshot clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ chaos: $(STAMP)
 # The long version (tens of minutes): the figures of docs/reliability.md.
 chaos-long: $(STAMP)
 	ACTIONHUB_CHAOS=long ACTIONHUB_CHAOS_REPORT=chaos-long.json $(BIN)/python -m pytest -q -m chaos
+
+# The README's picture of the dashboard: the browser test's own screenshot of the demo.
+screenshot: $(STAMP)
+	ACTIONHUB_SCREENSHOT=docs/dashboard.png $(BIN)/python -m pytest -q tests/test_dashboard_browser.py -k screenshot
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.memory_bus

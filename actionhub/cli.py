@@ -20,6 +20,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import NoReturn, TypeVar
 
 import attrs
@@ -32,6 +33,7 @@ from rich.table import Table
 from .bus.base import Bus, DeadLetter
 from .bus.url import open_bus
 from .client import TrioClient
+from .dashboard import TOKEN_VARIABLE, serve_dashboard
 from .errors import ActionHubError, BusError, ConfigurationError
 from .hub import ActionHub
 from .inspect import COMMANDS, HubSnapshot, redact
@@ -65,7 +67,7 @@ class CliError(Exception):
 async def _connected(args: argparse.Namespace) -> AsyncIterator[Bus]:
     """The bus of ``--bus``, connected (`BusError`, exit 3, if it does not answer in ``--timeout``)."""
     bus = _bus(args.bus)
-    async with bus.open(f"cli-{os.getpid()}", connect_timeout=args.timeout):
+    async with bus.open(f"cli-{os.getpid()}", connect_timeout=args.timeout, serving=False):
         yield bus
 
 
@@ -482,6 +484,26 @@ async def _replay(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --------------------------------------------------------------------------- dashboard
+
+
+async def _dashboard(args: argparse.Namespace) -> int:
+    _bus(args.bus)  # a bad URL is one line, before anything is served
+    token = args.token or os.environ.get(TOKEN_VARIABLE) or None
+    serve = partial(
+        serve_dashboard, args.bus, host=args.host, port=args.port, token=token, timeout=args.timeout
+    )
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            base = await nursery.start(serve)
+            mode = "changes need the token" if token else "read-only (start it with --token to allow changes)"
+            print(f"dashboard of {redact(args.bus)} on {base}/, {mode}", flush=True)
+            async for _ in signals:
+                nursery.cancel_scope.cancel()
+                break
+    return EXIT_OK
+
+
 # --------------------------------------------------------------------------- demo
 
 
@@ -624,6 +646,14 @@ def build_parser() -> argparse.ArgumentParser:
         bus_help="not used",
     )
     schema.add_argument("target", metavar="MODULE:HUB", help="an ActionHub, or a function returning one")
+
+    dashboard = command("dashboard", _dashboard, "serve the web dashboard of the hubs on the bus")
+    dashboard.add_argument("--host", default="127.0.0.1", help="listen on this address (default 127.0.0.1)")
+    dashboard.add_argument("--port", type=int, default=8080, help="listen on this port (default 8080)")
+    dashboard.add_argument(
+        "--token",
+        help=f"allow changes to whoever gives this token (default: ${TOKEN_VARIABLE}; none: read-only)",
+    )
 
     command(
         "demo",

@@ -277,6 +277,8 @@ async def _wait_for_letters(url: str, count: int) -> list[dict[str, Any]]:
         (["run", "tests.cli_app"], 2, "expected MODULE:HUB"),
         (["dead-letters", "list", "a b"], 2, "invalid topic 'a b'"),
         (["frobnicate"], 2, "invalid choice: 'frobnicate'"),
+        (["dashboard", "--bus", "ftp://example.com"], 2, "unknown bus URL scheme 'ftp'"),
+        (["dashboard", "--port", "http"], 2, "invalid int value: 'http'"),
     ],
 )
 async def test_bad_input_gets_one_line_and_a_nonzero_exit(args: list[str], code: int, message: str) -> None:
@@ -287,7 +289,7 @@ async def test_bad_input_gets_one_line_and_a_nonzero_exit(args: list[str], code:
     assert stderr.startswith("actionhub")
 
 
-@pytest.mark.parametrize("command", [["stats"], ["publish", "work", "1"], ["pause", "work"]])
+@pytest.mark.parametrize("command", [["stats"], ["publish", "work", "1"], ["pause", "work"], ["dashboard"]])
 async def test_an_unreachable_redis_is_one_line_and_exit_3(command: list[str]) -> None:
     url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
     result = await cli(*command, "--bus", url, "--timeout", "1", check=False)

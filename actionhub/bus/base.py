@@ -90,6 +90,41 @@ class DeadLetter:
     id: str = ""
 
 
+@attrs.frozen
+class ConsumerGroupInfo:
+    """One consumer group of a topic, as the bus sees it now."""
+
+    name: str
+    consumers: int
+    #: delivered to a consumer, not settled yet
+    pending: int
+    #: published, not yet delivered to the group (None: the bus cannot tell)
+    lag: int | None
+    #: seconds since the oldest pending message was published (None: nothing pending)
+    oldest_pending_age: float | None
+
+
+@attrs.frozen
+class TopicInfo:
+    """What the bus holds for one topic now: the dashboard's topic page, ``bus.topic_info``."""
+
+    topic: str
+    #: messages retained (0 on a bus that keeps no history), over every partition stream
+    length: int
+    partitions: int
+    groups: tuple[ConsumerGroupInfo, ...]
+    #: messages waiting for their time (a delayed publish, a retry's backoff)
+    delayed: int
+    #: of those, the ones due already (the mover takes them next)
+    delayed_due: int
+    #: seconds until the next delayed message is due (None: none waits)
+    next_due_in: float | None
+    dead_letters: int
+    #: False when there were too many delayed messages (of every topic) to look at them all:
+    #: the delayed counts are then a lower bound
+    delayed_complete: bool = True
+
+
 class Subscription(abc.ABC):
     """One consumer group's view of a topic: how its deliveries are settled."""
 
@@ -173,10 +208,14 @@ class Bus(abc.ABC):
         return True
 
     @abc.abstractmethod
-    def open(self, consumer: str, *, connect_timeout: float = 10.0) -> AbstractAsyncContextManager[None]:
+    def open(
+        self, consumer: str, *, connect_timeout: float = 10.0, serving: bool = True
+    ) -> AbstractAsyncContextManager[None]:
         """Async context manager: connect (`BusError` if the broker does not answer within
         ``connect_timeout`` seconds), run background tasks, and clean up on exit.
-        ``consumer`` names the opener (the hub) towards the broker."""
+        ``consumer`` names the opener (the hub) towards the broker. ``serving=False``: the
+        opener only reads and sends (a dashboard, a CLI command), so the chores of a hub (moving
+        due delayed messages, reading for groups) are left to the hubs."""
 
     @abc.abstractmethod
     async def publish(self, message: Message, *, delay: float | None = None) -> str:
@@ -274,17 +313,23 @@ class Bus(abc.ABC):
         """Append an event (an escalation, say) to the bus's ``stream`` of such events."""
 
     @abc.abstractmethod
-    async def events(self, stream: str, *, limit: int = 100) -> list[dict[str, str]]:
-        """The oldest ``limit`` events of ``stream``."""
+    async def events(self, stream: str, *, limit: int = 100, newest: bool = False) -> list[dict[str, str]]:
+        """The oldest ``limit`` events of ``stream`` (``newest``: the newest, newest first)."""
+
+    @abc.abstractmethod
+    async def topic_info(self, topic: str) -> TopicInfo:
+        """What the bus holds for ``topic`` now."""
 
 
 __all__ = [
     "Bus",
+    "ConsumerGroupInfo",
     "ControlRequest",
     "DeadLetter",
     "Delivery",
     "Inbox",
     "ReplyChannel",
     "Subscription",
+    "TopicInfo",
     "Watch",
 ]

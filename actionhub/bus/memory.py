@@ -22,7 +22,18 @@ import trio
 
 from ..errors import ConfigurationError, HubStopped, Overloaded
 from ..message import DEFAULT_MAX_MESSAGE_BYTES, Message
-from .base import Bus, ControlRequest, DeadLetter, Delivery, Inbox, ReplyChannel, Subscription, Watch
+from .base import (
+    Bus,
+    ConsumerGroupInfo,
+    ControlRequest,
+    DeadLetter,
+    Delivery,
+    Inbox,
+    ReplyChannel,
+    Subscription,
+    TopicInfo,
+    Watch,
+)
 
 
 class MemoryBus(Bus):
@@ -52,9 +63,12 @@ class MemoryBus(Bus):
         self._controls: list[trio.MemorySendChannel[ControlRequest]] = []
         self._events: dict[str, deque[dict[str, str]]] = {}
         self._progress: dict[tuple[str, str, str], bytes] = {}  # (topic, group, message id) -> state
+        self._delayed: dict[str, list[float]] = {}  # topic -> the trio times its delayed messages are due
 
     @asynccontextmanager
-    async def open(self, consumer: str = "", *, connect_timeout: float = 10.0) -> AsyncIterator[None]:
+    async def open(
+        self, consumer: str = "", *, connect_timeout: float = 10.0, serving: bool = True
+    ) -> AsyncIterator[None]:
         if self._nursery is not None:  # shared by several hubs: the first opener runs it
             self._users += 1
             try:
@@ -82,7 +96,7 @@ class MemoryBus(Bus):
     async def publish(self, message: Message, *, delay: float | None = None) -> str:
         message = self._copy(message)
         if delay is not None and delay > 0:
-            self._later(delay, self._fan_out, message)
+            self._later(delay, message.topic, self._fan_out, message)
         else:
             await self._fan_out(message)
         return message.id
@@ -108,13 +122,18 @@ class MemoryBus(Bus):
             inbox.put_nowait(Delivery(message, target))
         else:
             await inbox.put(Delivery(message, target))
+        target.unsettled += 1
 
-    def _later(self, delay: float, fn: object, *args: object) -> None:
+    def _later(self, delay: float, topic: str, fn: object, *args: object) -> None:
         if self._nursery is None:
             raise HubStopped("memory bus is not open")
+        due = trio.current_time() + delay
+        waiting = self._delayed.setdefault(topic, [])
+        waiting.append(due)
 
         async def later() -> None:
-            await trio.sleep(delay)
+            await trio.sleep_until(due)
+            waiting.remove(due)
             await fn(*args)  # type: ignore[operator]
 
         self._nursery.start_soon(later)
@@ -168,6 +187,7 @@ class MemoryBus(Bus):
                 await self._deliver(members, message)
             except Overloaded:  # the group took this message once: it may go over its buffer for it
                 members[0].inbox.put_nowait(Delivery(message, members[0]))
+                members[0].unsettled += 1
         except HubStopped:
             self._add_dead_letter(
                 DeadLetter(
@@ -255,8 +275,33 @@ class MemoryBus(Bus):
     async def record(self, stream: str, fields: dict[str, str]) -> None:
         self._events.setdefault(stream, deque(maxlen=self._max_dead)).append(dict(fields))
 
-    async def events(self, stream: str, *, limit: int = 100) -> list[dict[str, str]]:
-        return list(itertools.islice(self._events.get(stream, ()), limit))
+    async def topic_info(self, topic: str) -> TopicInfo:
+        groups = tuple(
+            ConsumerGroupInfo(
+                name=name,
+                consumers=len(members),
+                pending=sum(member.unsettled for member in members),
+                lag=0,  # a publish hands the message over at once
+                oldest_pending_age=None,  # not kept in-process
+            )
+            for name, members in sorted(self._groups.get(topic, {}).items())
+        )
+        now = trio.current_time() if self._nursery is not None else 0.0
+        due = self._delayed.get(topic, [])
+        return TopicInfo(
+            topic=topic,
+            length=0,
+            partitions=0,
+            groups=groups,
+            delayed=len(due),
+            delayed_due=sum(1 for at in due if at <= now),
+            next_due_in=max(min(due) - now, 0.0) if due else None,
+            dead_letters=len(self._dead.get(topic, ())),
+        )
+
+    async def events(self, stream: str, *, limit: int = 100, newest: bool = False) -> list[dict[str, str]]:
+        events = self._events.get(stream, deque())
+        return list(itertools.islice(reversed(events) if newest else events, limit))
 
 
 class _MemoryControlRequest(ControlRequest):
@@ -274,17 +319,23 @@ class _MemorySubscription(Subscription):
         self.topic = topic
         self.group = group
         self.inbox = inbox
+        self.unsettled = 0  # delivered, not yet acked, retried or dead-lettered
+
+    def settled(self) -> None:
+        self.unsettled = max(self.unsettled - 1, 0)
 
     async def ack(self, delivery: Delivery) -> None:
-        pass  # in-process: a finished message needs no bookkeeping
+        self.settled()
 
     async def retry(self, delivery: Delivery, *, delay: float, error: str | None) -> None:
         message = attrs.evolve(delivery.message, attempt=delivery.message.attempt + 1)
-        self.bus._later(delay, self.bus._redeliver, self, message)
+        self.settled()
+        self.bus._later(delay, self.topic, self.bus._redeliver, self, message)
 
     async def dead_letter(
         self, delivery: Delivery, *, reason: str, error: str | None = None, traceback: str | None = None
     ) -> None:
+        self.settled()
         self.bus._add_dead_letter(
             DeadLetter(
                 delivery.message,

@@ -31,7 +31,7 @@ from redis.exceptions import (
 from ...errors import BusError, MalformedMessage
 from ...message import Message, decode
 from ...supervision.policy import Backoff
-from ..base import Bus, ControlRequest, DeadLetter, ReplyChannel
+from ..base import Bus, ControlRequest, DeadLetter, ReplyChannel, TopicInfo
 from ..url import redact
 from . import scripts
 from .entries import (
@@ -44,6 +44,7 @@ from .entries import (
 )
 from .keys import Keys
 from .options import TRANSIENT, RedisOptions, connect, consumer_name, text
+from .topics import topic_info_call, topic_info_of
 from .wire import Command, WireConnection, wire_params
 
 log = logging.getLogger("actionhub.redis")
@@ -68,6 +69,7 @@ class RedisBusBase(Bus):
         self.client: Any = client if client is not None else connect(redis_url, options)
         self._schedule = self.client.register_script(scripts.SCHEDULE)
         self._move_due_script = self.client.register_script(scripts.MOVE_DUE)
+        self._topic_info = self.client.register_script(scripts.TOPIC_INFO)
         self._backoff = Backoff(0.05, 5.0, 0.2)
         # each call in a thread holds one of the client's pooled connections: a few at once
         # whatever the number of groups; calls that block in Redis have threads of their own
@@ -174,7 +176,7 @@ class RedisBusBase(Bus):
 
     @asynccontextmanager
     async def open(
-        self, consumer: str = "actionhub", *, connect_timeout: float = 10.0
+        self, consumer: str = "actionhub", *, connect_timeout: float = 10.0, serving: bool = True
     ) -> AsyncIterator[None]:
         self.consumer = consumer_name(consumer)
         await self.call(self.client.ping, what="connect", deadline=trio.current_time() + connect_timeout)
@@ -182,8 +184,9 @@ class RedisBusBase(Bus):
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 self.wire = self.new_wire()
-                nursery.start_soon(self.keep_running, "moving delayed messages", self._move_due)
-                await self._start_background(nursery)
+                if serving:
+                    nursery.start_soon(self.keep_running, "moving delayed messages", self._move_due)
+                    await self._start_background(nursery)
                 try:
                     yield
                 finally:
@@ -421,11 +424,23 @@ class RedisBusBase(Bus):
             what=f"record {stream}",
         )
 
-    async def events(self, stream: str, *, limit: int = 100) -> list[dict[str, str]]:
-        entries = await self.call(
-            lambda: self.client.xrange(self.keys.events(stream), count=limit), what="read events"
-        )
-        return [{text(k): text(v) for k, v in fields.items()} for _, fields in entries]
+    async def events(self, stream: str, *, limit: int = 100, newest: bool = False) -> list[dict[str, str]]:
+        key = self.keys.events(stream)
+        command: Command = ("XREVRANGE", key, "+", "-") if newest else ("XRANGE", key, "-", "+")
+        (entries,) = await self.execute([(*command, "COUNT", limit)], what="read events")
+        return [_fields(fields) for _, fields in entries]
+
+    # ------------------------------------------------------------------ topics
+
+    async def topic_partitions(self, topic: str) -> int:
+        """How many partition streams ``topic`` has (0: none, or a bus without them)."""
+        return 0
+
+    async def topic_info(self, topic: str) -> TopicInfo:
+        partitions = await self.topic_partitions(topic)
+        keys, args = topic_info_call(self.keys, topic, partitions, pubsub=self.options.mode == "pubsub")
+        (reply,) = await self.run_scripts([(self._topic_info, keys, args)], what=f"read the state of {topic}")
+        return topic_info_of(topic, partitions, reply)
 
 
 class _RedisControlRequest(ControlRequest):
@@ -483,6 +498,12 @@ class RedisProgress:
 
     async def clear_progress(self, message_id: str) -> None:
         await self.bus.clear_progress(self.bus.keys.progress(self.topic, self.group, message_id))
+
+
+def _fields(fields: Sequence[bytes] | dict[bytes, bytes]) -> dict[str, str]:
+    """A stream entry's fields: raw from the wire (name, value, name, value, ...) or redis-py's."""
+    pairs = fields.items() if isinstance(fields, dict) else zip(fields[::2], fields[1::2], strict=True)
+    return {text(name): text(value) for name, value in pairs}
 
 
 def is_nogroup(error: ResponseError) -> bool:

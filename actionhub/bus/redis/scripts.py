@@ -192,3 +192,45 @@ for _, key in ipairs(KEYS) do
 end
 return dropped
 """
+
+#: what Redis holds for one topic, as one JSON document: KEYS are the topic's streams (ARGV[1] of
+#: them), its dead-letter stream and the delayed set; ARGV[2] caps the delayed members looked at;
+#: ARGV[3] starts the delayed members of its main stream or channel, ARGV[4] (or '') those of its
+#: partition streams, which then go on with the partition's number (see `delayed_member`)
+TOPIC_INFO = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local n = tonumber(ARGV[1])
+local streams = {}
+for i = 1, n do
+  local key = KEYS[i]
+  if redis.call('TYPE', key).ok == 'stream' then
+    local groups = {}
+    for _, reply in ipairs(redis.call('XINFO', 'GROUPS', key)) do
+      local g = {}
+      for j = 1, #reply, 2 do g[reply[j]] = reply[j + 1] end
+      local oldest = false
+      if g['pending'] > 0 then oldest = redis.call('XPENDING', key, g['name'])[2] end
+      groups[#groups + 1] = {g['name'], g['consumers'], g['pending'], g['lag'] or false, oldest}
+    end
+    streams[#streams + 1] = {redis.call('XLEN', key), groups}
+  end
+end
+local main, partition, limit = ARGV[3], ARGV[4], tonumber(ARGV[2])
+local delayed, due, next_due = 0, 0, false
+local members = redis.call('ZRANGE', KEYS[n + 2], 0, limit - 1, 'WITHSCORES')
+for i = 1, #members, 2 do
+  local m = members[i]
+  if string.sub(m, 1, #main) == main
+    or (#partition > 0 and string.sub(m, 1, #partition) == partition
+        and string.find(m, '^%d+",', #partition + 1)) then
+    delayed = delayed + 1
+    local at = tonumber(members[i + 1])
+    if at <= now then due = due + 1 elseif not next_due then next_due = at - now end
+  end
+end
+return cjson.encode({
+  streams = streams, dead = redis.call('XLEN', KEYS[n + 1]), delayed = delayed, due = due,
+  next_due = next_due, complete = redis.call('ZCARD', KEYS[n + 2]) <= limit, now = now
+})
+"""

@@ -101,6 +101,9 @@ class RedisStreamsBus(RedisBusBase):
             self._partitions[topic] = count
         return count
 
+    async def topic_partitions(self, topic: str) -> int:
+        return await self.partitions_of(topic) or 0
+
     async def _partition_stream(self, topic: str, key: str) -> str:
         """The stream of ``key``'s partition of ``topic``."""
         partitions = await self.partitions_of(topic, default=DEFAULT_PARTITIONS)
