@@ -46,6 +46,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.clients
 	$(BIN)/python -m bench.typed
 	$(BIN)/python -m bench.many_actions
+	$(BIN)/python -m bench.dashboard
 
 # side by side with Celery, Dramatiq, arq, saq, taskiq, streaq and the bare consumers (bench/README.md)
 PEERS ?= ../shared/bench-peers

@@ -10,7 +10,25 @@ import subprocess
 import tempfile
 import time
 
+import attrs
+
+from .stats import WorkerStat
 from .supervision.escalation import Escalation
+from .supervision.policy import Behaviour, Instance
+
+
+def worker_stat(addr: str, **fields: object) -> WorkerStat:
+    """A `WorkerStat` of group ``addr`` (on topic ``addr``) with every counter 0, but ``fields``:
+    a snapshot to feed what reads them (a dashboard, an exporter) without running a hub."""
+    required = {f.name: 0 for f in attrs.fields(WorkerStat) if f.default is attrs.NOTHING}  # counters
+    base: dict[str, object] = {
+        **required,
+        "addr": addr,
+        "topic": addr,
+        "instance": Instance.SCALING,
+        "behaviour": Behaviour.RESTART_ONE,
+    }
+    return WorkerStat(**{**base, **fields})  # type: ignore[arg-type]
 
 
 class EscalationLog(list[Escalation]):

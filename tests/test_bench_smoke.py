@@ -15,6 +15,7 @@ import trio
 
 from actionhub.testing import RedisServer
 from bench import clients as clients_bench
+from bench import dashboard as dashboard_bench
 from bench import many_actions as many_actions_bench
 from bench import memory_bus, process_pool
 from bench import ordered as ordered_bench
@@ -73,6 +74,14 @@ def test_clients_benchmark(redis_server: RedisServer, capsys: pytest.CaptureFixt
 def test_redis_streams_benchmark(redis_server: RedisServer, capsys: pytest.CaptureFixture[str]) -> None:
     redis_streams_bench.main(["-n", "300", "-r", "1", "--url", redis_server.url])
     assert "ratio hub/bare" in capsys.readouterr().out
+
+
+def test_dashboard_benchmark(redis_server: RedisServer, capsys: pytest.CaptureFixture[str]) -> None:
+    dashboard_bench.main(
+        ["--hubs", "2", "--groups", "2", "--seconds", "1", "--pages", "2", "--url", redis_server.url]
+    )
+    out = capsys.readouterr().out
+    assert "GET /api/overview: p50" in out and "stats --watch" in out and "long task" in out
 
 
 def test_many_actions_benchmark(redis_server: RedisServer, capsys: pytest.CaptureFixture[str]) -> None:

@@ -19,8 +19,7 @@ from actionhub import ActionHub, Job, MemoryBus, Reject
 from actionhub.alerts import EscalationStream
 from actionhub.dashboard import Dashboard, Sampler, app
 from actionhub.inspect import HubSnapshot
-from actionhub.stats import WorkerStat
-from actionhub.supervision.policy import Behaviour, Instance
+from actionhub.testing import worker_stat
 from tests.servers import private_redis
 
 TOKEN = "s3cret-token"
@@ -396,33 +395,12 @@ def test_it_refuses_to_run_under_asyncio() -> None:
 
 def snapshot(hub: str, at: float, groups: dict[str, tuple[int, int]], workers: int = 2) -> HubSnapshot:
     stats = tuple(
-        WorkerStat(
-            addr=name,
-            topic=name,
-            instance=Instance.SCALING,
-            behaviour=Behaviour.RESTART_ONE,
-            max_workers=4,
-            min_workers=1,
-            total_message_received=processed + failed,
+        worker_stat(
+            name,
             total_message_processed=processed,
-            total_escalations=0,
-            total_panics=failed,
-            total_restarts=0,
-            available_worker_capacity=2,
-            total_current_workers=workers,
-            total_created_workers=workers,
-            total_killed_workers=0,
-            total_idled_workers=0,
-            buffered=1,
-            in_flight=0,
             total_failed=failed,
-            total_retried=0,
-            total_dead_lettered=0,
-            total_rejected=0,
-            total_timeouts=0,
-            total_overloaded=0,
-            total_dropped=0,
-            total_malformed=0,
+            total_current_workers=workers,
+            buffered=1,
         )
         for name, (processed, failed) in groups.items()
     )

@@ -65,12 +65,16 @@ class Sampler:
         self._points = max(int(window // self.step), 2)
         self._sampled_at = -math.inf  # trio time
         self._lock = trio.Lock()
+        self._running = False
 
-    async def refresh(self) -> None:
-        """Read the snapshots again, unless they were read less than half an interval ago
-        (concurrent callers share one read)."""
+    async def refresh(self, *, max_age: float | None = None) -> None:
+        """Read the snapshots again, unless they were read less than ``max_age`` seconds ago
+        (concurrent callers share one read). By default, what a page asks for: an interval,
+        or, while `run` reads every interval anyway, three (`run` is late: the bus is slow)."""
+        if max_age is None:
+            max_age = self.interval * (3 if self._running else 1)
         async with self._lock:
-            if trio.current_time() - self._sampled_at < self.interval / 2:
+            if trio.current_time() - self._sampled_at < max_age:
                 return
             snapshots = await hub_snapshots(self.bus)
             self._sampled_at = trio.current_time()
@@ -80,10 +84,14 @@ class Sampler:
         """Refresh every interval until cancelled (the history then has no gaps); a bus that
         does not answer is asked again at the next interval."""
         task_status.started()
-        while True:
-            with contextlib.suppress(ActionHubError):  # the bus is down: the pages say so themselves
-                await self.refresh()
-            await trio.sleep(self.interval)
+        self._running = True
+        try:
+            while True:
+                with contextlib.suppress(ActionHubError):  # the bus is down: the pages say so themselves
+                    await self.refresh(max_age=0)
+                await trio.sleep(self.interval)
+        finally:
+            self._running = False
 
     def take(self, snapshots: Sequence[HubSnapshot], now: float) -> None:
         """Take in a new read of the snapshots, made at ``now`` (epoch seconds)."""
