@@ -74,6 +74,7 @@ class Watched:
     page: Page
     dialogs: list[str]
     errors: list[str]
+    accept_dialogs: bool = False
 
 
 @pytest.fixture
@@ -84,7 +85,10 @@ def watched(browser: Browser) -> Iterator[Watched]:
 
     def on_dialog(dialog: Any) -> None:
         seen.dialogs.append(dialog.message)
-        dialog.dismiss()
+        if seen.accept_dialogs:
+            dialog.accept()
+        else:
+            dialog.dismiss()
 
     page.on("dialog", on_dialog)
     page.on("pageerror", lambda error: seen.errors.append(str(error)))
@@ -226,6 +230,37 @@ def test_a_dead_letter_is_requeued_from_the_page_and_runs(stack: Stack, watched:
         lambda: charged.exists() and "charged 7" in charged.read_text(), what="the requeued charge to run"
     )
     expect(page.locator("#letters")).to_contain_text("no dead letter")
+
+
+def test_dead_letters_are_purged_selected_or_all_from_the_page(stack: Stack, watched: Watched) -> None:
+    page = watched.page
+    broken = stack.directory / "broken"
+    broken.touch()
+    try:
+        stack.client.publish_many("charge", [{"order": 100 + i} for i in range(3)])
+        wait_for(lambda: len(stack.client.dead_letters("charge")) == 3, what="three dead letters")
+    finally:
+        broken.unlink()
+    page.goto(stack.base + "/dead-letters?topic=charge")
+    expect(page.locator("#letters tr[data-id]")).to_have_count(3)
+    use_token(page)
+    picks = page.locator("#letters input.pick")
+    picks.nth(0).check()
+    picks.nth(2).check()
+    kept = page.locator("#letters tr[data-id]").nth(1).get_attribute("data-id")
+    page.click("#purge-selected")
+    expect(page.locator("#result")).to_contain_text("purged 2 dead letter(s)")
+    expect(page.locator("#letters tr[data-id]")).to_have_count(1)
+    assert [letter.id for letter in stack.client.dead_letters("charge")] == [kept]
+    page.click("#purge-all")  # asks first: dismissed, nothing is purged
+    wait_for(lambda: watched.dialogs, what="the question")
+    assert watched.dialogs == ["Purge every dead letter of charge?"]
+    assert len(stack.client.dead_letters("charge")) == 1
+    watched.accept_dialogs = True
+    page.click("#purge-all")
+    expect(page.locator("#result")).to_contain_text("purged 1 dead letter(s)")
+    expect(page.locator("#letters")).to_contain_text("no dead letter")
+    assert stack.client.dead_letters("charge") == []
 
 
 def test_markup_from_the_bus_is_shown_as_text_and_never_runs(stack: Stack, watched: Watched) -> None:
