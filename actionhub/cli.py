@@ -491,7 +491,13 @@ async def _dashboard(args: argparse.Namespace) -> int:
     _bus(args.bus)  # a bad URL is one line, before anything is served
     token = args.token or os.environ.get(TOKEN_VARIABLE) or None
     serve = partial(
-        serve_dashboard, args.bus, host=args.host, port=args.port, token=token, timeout=args.timeout
+        serve_dashboard,
+        args.bus,
+        host=args.host,
+        port=args.port,
+        token=token,
+        timeout=args.timeout,
+        allowed_hosts=args.allowed_host,
     )
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
@@ -538,6 +544,16 @@ def _positive(text: str) -> float:
     return value
 
 
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0 to 65535, not {port}")
+    return port
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="actionhub", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -577,12 +593,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--name", help="the hub's name (default: its own)")
     run.add_argument(
         "--metrics-port",
-        type=int,
+        type=_port,
         metavar="PORT",
         help="serve Prometheus metrics, /healthz and /readyz on PORT",
     )
     run.add_argument(
-        "--health-port", type=int, metavar="PORT", help="serve only /healthz and /readyz on PORT"
+        "--health-port", type=_port, metavar="PORT", help="serve only /healthz and /readyz on PORT"
     )
 
     publish = command("publish", _publish, "publish one message (JSON; - reads stdin); prints its id")
@@ -649,7 +665,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     dashboard = command("dashboard", _dashboard, "serve the web dashboard of the hubs on the bus")
     dashboard.add_argument("--host", default="127.0.0.1", help="listen on this address (default 127.0.0.1)")
-    dashboard.add_argument("--port", type=int, default=8080, help="listen on this port (default 8080)")
+    dashboard.add_argument("--port", type=_port, default=8080, help="listen on this port (default 8080)")
+    dashboard.add_argument(
+        "--allowed-host",
+        action="append",
+        metavar="NAME",
+        help="answer requests for this host name (repeatable; default: this machine's own names "
+        "when --host is a loopback address, else any)",
+    )
     dashboard.add_argument(
         "--token",
         help=f"allow changes to whoever gives this token (default: ${TOKEN_VARIABLE}; none: read-only)",

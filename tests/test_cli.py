@@ -278,7 +278,9 @@ async def _wait_for_letters(url: str, count: int) -> list[dict[str, Any]]:
         (["dead-letters", "list", "a b"], 2, "invalid topic 'a b'"),
         (["frobnicate"], 2, "invalid choice: 'frobnicate'"),
         (["dashboard", "--bus", "ftp://example.com"], 2, "unknown bus URL scheme 'ftp'"),
-        (["dashboard", "--port", "http"], 2, "invalid int value: 'http'"),
+        (["dashboard", "--port", "http"], 2, "not a port: 'http'"),
+        (["dashboard", "--port", "70000"], 2, "a port is 0 to 65535, not 70000"),
+        (["dashboard", "--token", "short"], 2, "a dashboard token needs 16 characters"),
     ],
 )
 async def test_bad_input_gets_one_line_and_a_nonzero_exit(args: list[str], code: int, message: str) -> None:

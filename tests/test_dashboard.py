@@ -10,19 +10,22 @@ from typing import Any
 
 import attrs
 import httpx
+import orjson
 import pytest
+import redis
 import trio
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
-from actionhub import ActionHub, Job, MemoryBus, Reject
+from actionhub import ActionHub, ConfigurationError, Job, MemoryBus, Reject
 from actionhub.alerts import EscalationStream
 from actionhub.dashboard import Dashboard, Sampler, app
 from actionhub.inspect import HubSnapshot
 from actionhub.testing import worker_stat
 from tests.servers import private_redis
 
-TOKEN = "s3cret-token"
+TOKEN = "s3cret-token-of-the-tests"
+PAUSE = {"command": "pause", "group": "work"}
 Http = httpx.AsyncClient
 BASE = "http://dash.test"
 
@@ -271,7 +274,7 @@ async def test_bad_input_is_a_400_that_says_why(path: str, message: str) -> None
 async def test_a_command_reaches_every_hub_and_each_answer_is_shown() -> None:
     async with live_dashboard() as (hubs, http):
         await poll(http, "/api/overview", lambda d: len(d["hubs"]) == 2)
-        paused = await http.post("/api/command", json={"command": "pause", "group": "work"}, headers=change())
+        paused = await http.post("/api/command", json=PAUSE, headers=change())
         assert [hub.group("work").stats().state.value for hub in hubs] == ["paused", "paused"]
         scaled = await http.post(
             "/api/command",
@@ -290,18 +293,18 @@ async def test_a_command_reaches_every_hub_and_each_answer_is_shown() -> None:
 @pytest.mark.parametrize(
     ("headers", "body", "status", "message"),
     [
-        (change(token=None), {"command": "pause", "group": "work"}, 401, "wrong or missing token"),
-        (change(token="guess"), {"command": "pause", "group": "work"}, 401, "wrong or missing token"),
-        (change(origin="https://evil.example"), {"command": "pause", "group": "work"}, 403, "another origin"),
+        (change(token=None), PAUSE, 401, "wrong or missing token"),
+        (change(token="guess"), PAUSE, 401, "wrong or missing token"),
+        (change(origin="https://evil.example"), PAUSE, 403, "another origin"),
         (
             change(**{"sec-fetch-site": "cross-site"}),
-            {"command": "pause", "group": "work"},
+            PAUSE,
             403,
             "cross-site",
         ),
         (
             change(**{"content-type": "text/plain"}),
-            {"command": "pause", "group": "work"},
+            PAUSE,
             415,
             "application/json",
         ),
@@ -327,9 +330,7 @@ async def test_a_change_without_the_token_from_elsewhere_or_malformed_is_refused
 async def test_a_dashboard_without_a_token_is_read_only() -> None:
     async with live_dashboard(token=None) as (hubs, http):
         overview = (await http.get("/api/overview")).json()
-        answer = await http.post(
-            "/api/command", json={"command": "pause", "group": "work"}, headers=change(token="")
-        )
+        answer = await http.post("/api/command", json=PAUSE, headers=change(token=""))
         purge = await http.post("/api/dead-letters/purge", json={"topic": "charge"}, headers=change(token=""))
         assert hubs[0].group("work").stats().state.value == "running"
     assert overview["read_only"] is True
@@ -437,3 +438,140 @@ def test_the_history_keeps_a_window_of_mean_rates_and_forgets_groups_gone_for_on
         if tick == 12:
             assert sampler.history("g")[-1].processed == 0 and sampler.history("g")[-1].workers == 0
     assert sampler.history("g") == [] and len(sampler.history()) == 5
+
+
+# --------------------------------------------------------------------------- the review's cases
+
+
+async def test_a_host_name_it_is_not_served_under_is_refused() -> None:
+    """DNS rebinding: another site's name resolving to this address is not this dashboard."""
+    bus = MemoryBus()
+    dashboard = app(bus, allowed_hosts=["127.0.0.1", "localhost"])
+    async with serving(dashboard) as http:
+        elsewhere = await http.get("/api/overview")
+        here = await http.get("/api/overview", headers={"host": "127.0.0.1:8080"})
+    assert elsewhere.status_code == 421 and "host name" in elsewhere.json()["error"]
+    assert elsewhere.headers["x-frame-options"] == "DENY" and here.status_code == 200
+
+
+async def test_a_silent_hub_is_shown_silent_within_the_requests_deadline() -> None:
+    bus = MemoryBus()
+    hub = two_hubs(bus)[0]
+    async with hub.running():
+        ghost = HubSnapshot(hub="ghost", host="h", pid=1, bus="memory://", started_at=0, at=0, groups=())
+        await bus.announce("ghost", ghost.to_json(), ttl=60)  # announced, then died
+        async with serving(app(bus, token=TOKEN, timeout=1)) as http:
+            answer = await http.post("/api/command", json=PAUSE, headers=change())
+    outcomes = {a["hub"]: a["outcome"] for a in answer.json()["answers"]}
+    assert answer.status_code == 200 and outcomes == {"ghost": "silent", "hub-a": "applied"}
+
+
+async def test_what_redis_refuses_is_a_json_error_not_a_crash(redis_url: str) -> None:
+    prefix = redis_url.split("prefix=", 1)[1]
+    dashboard = app(redis_url)
+    async with dashboard.running(), serving(dashboard) as http:
+        raw = redis.Redis.from_url(redis_url.split("?", 1)[0])
+        raw.set(f"{prefix}work", "not a stream")
+        raw.set(f"{prefix}dead:work", "not a stream either")
+        browsed = await http.get("/api/topic/messages?name=work")
+        letters = await http.get("/api/dead-letters?topic=work")
+        huge = await http.get("/api/topic/messages?name=work&from=99999999999999999999")
+        garbage = await http.post("/api/dead-letters/purge", json={"topic": "work", "ids": ["garbage"]})
+        overview = await http.get("/api/overview")
+    assert browsed.status_code == letters.status_code == 502
+    assert "WRONGTYPE" in browsed.json()["error"] and "WRONGTYPE" in letters.json()["error"]
+    assert huge.status_code == 400 and garbage.status_code in (400, 403)
+    assert overview.status_code == 200  # the dashboard lives on
+
+
+async def test_the_message_browser_pages_past_retries_and_malformed_entries(redis_url: str) -> None:
+    prefix = redis_url.split("prefix=", 1)[1]
+    raw = redis.Redis.from_url(redis_url.split("?", 1)[0])
+    stream = f"{prefix}work"
+    for n in range(10):
+        raw.xadd(stream, {"message": orjson.dumps({"payload": n})})
+        if n % 3 == 0:  # a retry meant for one group, and an entry that is not JSON
+            raw.xadd(stream, {"message": orjson.dumps({"payload": "retry"}), "group": "g"})
+            raw.xadd(stream, {"message": b"not json"})
+    dashboard = app(redis_url)
+    async with dashboard.running(), serving(dashboard) as http:
+        pages, start = [], "-"
+        while start is not None:
+            page = (
+                await http.get("/api/topic/messages", params={"name": "work", "from": start, "count": 4})
+            ).json()
+            pages.append([m["envelope"]["payload"] for m in page["messages"]])
+            start = page["next"]
+    assert pages[:3] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+
+
+async def test_requeueing_thousands_of_dead_letters_takes_few_round_trips(redis_url: str) -> None:
+    hub = ActionHub(redis_url, name="h")
+
+    @hub.action("refuse", max_restarts=10_000)
+    async def refuse(job: Job) -> None:
+        raise Reject("no")
+
+    async with hub.running():
+        await hub.publish_many("refuse", range(2500))
+        with trio.fail_after(60):
+            while hub.group("refuse").stats().total_dead_lettered < 2500:  # noqa: ASYNC110 - counted by the hub
+                await trio.sleep(0.05)
+    dashboard = app(redis_url, token=TOKEN)
+    async with dashboard.running(), serving(dashboard) as http:
+        answer = await http.post(
+            "/api/dead-letters/requeue", json={"topic": "refuse", "ids": None}, headers=change()
+        )
+        info = (await http.get("/api/topic?name=refuse")).json()["info"]
+    assert answer.status_code == 200 and answer.json() == {"count": 2500}
+    assert info["dead_letters"] == 0 and info["length"] >= 5000
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({**PAUSE, "command": "scale", "min_workers": True, "max_workers": True}, "whole numbers"),
+        ({**PAUSE, "command": "scale", "min_workers": 0, "max_workers": 10**9}, "<= 10000"),
+    ],
+)
+async def test_scale_takes_sane_whole_numbers_only(body: dict[str, Any], message: str) -> None:
+    async with live_dashboard() as (_, http):
+        answer = await http.post("/api/command", json=body, headers=change())
+    assert answer.status_code == 400 and message in answer.json()["error"]
+
+
+async def test_more_bad_input() -> None:
+    async with live_dashboard() as (_, http):
+        nameless = await http.get("/api/group")
+        ids = await http.post(
+            "/api/dead-letters/purge", json={"topic": "charge", "ids": ["x"]}, headers=change()
+        )
+        bare = await http.post("/api/command", json=PAUSE, headers={**change(), "authorization": TOKEN})
+        proxied = await http.post("/api/command", json=PAUSE, headers=change(origin="https://dash.test"))
+    assert nameless.status_code == 400 and "name a group" in nameless.json()["error"]
+    assert ids.status_code == 400 and "dead-letter ids" in ids.json()["error"]
+    assert bare.status_code == 401  # the token alone, without "Bearer": refused
+    assert proxied.status_code == 200  # behind a proxy that ends TLS the scheme differs, the host not
+
+
+def test_a_short_token_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="16 characters at least"):
+        app(MemoryBus(), token="hunter2")
+
+
+async def test_mounted_with_a_root_path_the_bare_prefix_redirects_to_itself() -> None:
+    dashboard = app(MemoryBus())
+    transport = httpx.ASGITransport(app=dashboard, root_path="/ops/dashboard")
+    async with httpx.AsyncClient(transport=transport, base_url=BASE) as http:
+        answer = await http.get("/ops/dashboard")
+    assert answer.status_code == 307 and answer.headers["location"] == "/ops/dashboard/"
+    assert "default-src 'none'" in answer.headers["content-security-policy"]
+
+
+def test_the_history_spans_the_window_even_when_steps_run_late() -> None:
+    sampler = Sampler(MemoryBus(), interval=2.0, window=20.0, points=5)  # a point every 4 s
+    for tick in range(40):
+        now = 1000.0 + 6 * tick  # each read late: steps of 6 s, not 4
+        sampler.take([snapshot("a", now, {"g": (tick, 0)})], now)
+    points = sampler.history("g")
+    assert points[-1].at - points[0].at < 20.0

@@ -132,8 +132,10 @@ class MemoryBus(Bus):
         waiting.append(due)
 
         async def later() -> None:
-            await trio.sleep_until(due)
-            waiting.remove(due)
+            try:
+                await trio.sleep_until(due)
+            finally:  # due, or the bus closed: it waits no more either way
+                waiting.remove(due)
             await fn(*args)  # type: ignore[operator]
 
         self._nursery.start_soon(later)

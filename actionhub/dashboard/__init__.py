@@ -7,6 +7,8 @@ mount in a service of your own that runs under trio. Read-only unless given a to
 
 from __future__ import annotations
 
+import ipaddress
+from collections.abc import Sequence
 from functools import partial
 
 import trio
@@ -26,15 +28,31 @@ async def serve_dashboard(
     interval: float = 2.0,
     window: float = 900.0,
     timeout: float = 5.0,
+    allowed_hosts: Sequence[str] | None = None,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the dashboard of ``bus`` on ``http://host:port`` until cancelled; `started` with
     its base URL once the bus answered and the port is bound (`BusError` if the bus does not
-    answer within ``timeout`` seconds: no page would)."""
-    dashboard = app(bus, token=token, interval=interval, window=window, timeout=timeout)
+    answer within ``timeout`` seconds: no page would). On a loopback ``host`` it answers only
+    under this machine's own names unless ``allowed_hosts`` says otherwise."""
+    if allowed_hosts is None and _is_loopback(host):
+        allowed_hosts = [host, *LOOPBACK_NAMES]  # only this machine can reach it: only its names
+    dashboard = app(
+        bus, token=token, interval=interval, window=window, timeout=timeout, allowed_hosts=allowed_hosts
+    )
     async with dashboard.running(), trio.open_nursery() as nursery:
         base: str = await nursery.start(partial(serve_asgi, dashboard, host, port))
         task_status.started(base)
+
+
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 __all__ = ["TOKEN_VARIABLE", "Dashboard", "Sampler", "app", "serve_dashboard"]

@@ -10,13 +10,15 @@ a request without a CORS preflight, which nothing here answers.
 from __future__ import annotations
 
 import hmac
+import logging
 import math
 import os
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from importlib import resources
-from typing import Any
+from typing import Any, TypeGuard
+from urllib.parse import urlsplit
 
 import attrs
 import orjson
@@ -36,7 +38,13 @@ from ..message import check_topic
 from ..stats import WorkerStat
 from ._sampler import Point, Rate, Sampler
 
+log = logging.getLogger("actionhub.dashboard")
+
 TOKEN_VARIABLE = "ACTIONHUB_DASHBOARD_TOKEN"
+#: the shortest token accepted: a guessable one would make the token pointless
+MIN_TOKEN_LENGTH = 16
+#: the most workers a scale from the page may ask for
+MAX_WORKERS = 10_000
 
 _STATIC = resources.files(__package__).joinpath("static")
 _FILES = {
@@ -68,7 +76,8 @@ class Dashboard:
     """The dashboard of the hubs on ``bus`` (a URL, or a `Bus` the caller keeps open) as an
     ASGI app. Read-only without a ``token``; with one, every change needs it. It reads the hubs'
     snapshots every ``interval`` seconds, charts the last ``window`` seconds, and answers 503
-    when the bus does not answer within ``timeout`` seconds.
+    when the bus does not answer within ``timeout`` seconds. ``allowed_hosts``: the host names
+    (or addresses) it answers under, any other ``Host`` is refused (DNS rebinding); None: any.
 
     Under a server that sends lifespan events it opens its bus (when given a URL) and samples
     the hubs on its own; otherwise use `running` around serving it. It runs under trio
@@ -82,11 +91,17 @@ class Dashboard:
         interval: float = 2.0,
         window: float = 900.0,
         timeout: float = 5.0,
+        allowed_hosts: Sequence[str] | None = None,
     ) -> None:
         self._owns_bus = isinstance(bus, str)
         self.bus = open_bus(bus) if isinstance(bus, str) else bus
+        if token and len(token) < MIN_TOKEN_LENGTH:
+            raise ConfigurationError(
+                f"a dashboard token needs {MIN_TOKEN_LENGTH} characters at least (say, openssl rand -hex 16)"
+            )
         self.token = token or None
         self.timeout = timeout
+        self.allowed_hosts = None if allowed_hosts is None else frozenset(h.lower() for h in allowed_hosts)
         self.sampler = Sampler(self.bus, interval=interval, window=window)
         self._topic_cache: dict[str, tuple[float, dict[str, Any]]] = {}
         self._running = False
@@ -107,10 +122,10 @@ class Dashboard:
             "dead-letters/purge": self._purge,
         }
         routes += [Route(f"/api/{path}", _endpoint(read, timeout)) for path, read in reads.items()]
-        routes += [
-            Route(f"/api/{path}", _endpoint(change, timeout), methods=["POST"])
-            for path, change in changes.items()
-        ]
+        for path, change in changes.items():
+            # requeueing every dead letter takes a round trip per thousand: it gets longer
+            deadline = timeout if path == "command" else 6 * timeout
+            routes.append(Route(f"/api/{path}", _endpoint(change, deadline), methods=["POST"]))
         self._app = Starlette(routes=routes, lifespan=lambda _: self.running())
 
     @property
@@ -144,13 +159,6 @@ class Dashboard:
                 nursery.cancel_scope.cancel()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope.get("root_path") and scope["path"] == scope["root_path"]:
-            # mounted at /prefix: the page's relative links need /prefix/
-            await Response(status_code=307, headers={"location": scope["root_path"] + "/"})(
-                scope, receive, send
-            )
-            return
-
         async def secure(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 message["headers"] = [
@@ -159,7 +167,30 @@ class Dashboard:
                 ]
             await send(message)
 
+        if scope["type"] == "http" and not self._host_allowed(scope):
+            refusal = _json({"error": "refused: this dashboard is not served under that host name"}, 421)
+            await refusal(scope, receive, secure)  # type: ignore[arg-type]
+            return
+        root = scope.get("root_path", "").rstrip("/")
+        if scope["type"] == "http" and root and scope["path"] == root:
+            # mounted at /prefix: the page's relative links need /prefix/ (one leading slash,
+            # never //host: the location stays on this site)
+            redirect = Response(status_code=307, headers={"location": "/" + root.lstrip("/") + "/"})
+            await redirect(scope, receive, secure)  # type: ignore[arg-type]
+            return
         await self._app(scope, receive, secure)  # type: ignore[arg-type]
+
+    def _host_allowed(self, scope: Scope) -> bool:
+        """Whether the request's Host is one the dashboard is served under: a page of another
+        site whose name was made to resolve to this address (DNS rebinding) is not."""
+        if self.allowed_hosts is None:
+            return True
+        host = next((value for name, value in scope["headers"] if name == b"host"), b"").decode("latin-1")
+        try:
+            name = urlsplit("//" + host).hostname
+        except ValueError:
+            return False
+        return name is not None and name.lower() in self.allowed_hosts
 
     # ------------------------------------------------------------------ files
 
@@ -178,6 +209,8 @@ class Dashboard:
 
     async def _group(self, request: Request) -> dict[str, Any]:
         name = request.query_params.get("name", "")
+        if not name:
+            raise Refused(400, "name a group")
         await self.sampler.refresh()
         running = self.sampler.stats_of(name)
         return {
@@ -232,7 +265,13 @@ class Dashboard:
         topic = _valid_topic(request.query_params.get("topic", ""))
         limit = _count(request.query_params.get("limit"), 100, 1000)
         letters = await self.bus.dead_letters(topic, limit=limit)
-        return {"topic": topic, "read_only": self.read_only, "letters": [_letter(d) for d in letters]}
+        total = (await self._topic_info(topic))["dead_letters"]
+        return {
+            "topic": topic,
+            "read_only": self.read_only,
+            "total": total,
+            "letters": [_letter(d) for d in letters],
+        }
 
     async def _escalations(self, request: Request) -> dict[str, Any]:
         limit = _count(request.query_params.get("limit"), 50, 1000)
@@ -249,10 +288,13 @@ class Dashboard:
         arguments: dict[str, int] = {}
         if command == "scale":
             low, high = body.get("min_workers"), body.get("max_workers")
-            if not (isinstance(low, int) and isinstance(high, int) and 0 <= low <= high):
-                raise Refused(400, "scale needs whole numbers 0 <= min_workers <= max_workers")
+            if not (_whole(low) and _whole(high) and 0 <= low <= high <= MAX_WORKERS):
+                raise Refused(
+                    400, f"scale needs whole numbers 0 <= min_workers <= max_workers <= {MAX_WORKERS}"
+                )
             arguments = {"min_workers": low, "max_workers": high}
-        answers = await send_command(self.bus, command, group, **arguments)
+        # the answers must come before the request's own deadline, so that silent hubs are shown
+        answers = await send_command(self.bus, command, group, timeout=self.timeout * 0.6, **arguments)
         return {"answers": [attrs.asdict(answer) for answer in answers]}
 
     async def _requeue(self, request: Request) -> dict[str, Any]:
@@ -268,14 +310,15 @@ class Dashboard:
         body = await self._authorized(request)
         topic = _valid_topic(body.get("topic"))
         ids = body.get("ids")
-        if ids is not None and not (isinstance(ids, list) and all(isinstance(i, str) for i in ids)):
+        if ids is not None and not (isinstance(ids, list) and all(_is_entry_id(i, exact=True) for i in ids)):
             raise Refused(400, "ids must be a list of dead-letter ids, or null for all of them")
         return topic, ids
 
     async def _authorized(self, request: Request) -> dict[str, Any]:
         """The JSON body of a change request, once it passed every check."""
         origin = request.headers.get("origin")
-        if origin is not None and origin != f"{request.url.scheme}://{request.headers.get('host', '')}":
+        # by host and port only: behind a proxy that ends TLS, the page is https and this is http
+        if origin is not None and urlsplit(origin).netloc != request.headers.get("host", ""):
             raise Refused(403, f"refused: a request from another origin ({origin})")
         if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
             raise Refused(403, "refused: a cross-site request")
@@ -283,8 +326,8 @@ class Dashboard:
             raise Refused(
                 403, f"read-only: start the dashboard with --token or ${TOKEN_VARIABLE} to change things"
             )
-        given = request.headers.get("authorization", "").removeprefix("Bearer ")
-        if not hmac.compare_digest(given.encode(), self.token.encode()):
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme != "Bearer" or not hmac.compare_digest(given.encode(), self.token.encode()):
             raise Refused(401, "refused: a wrong or missing token")
         if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
             raise Refused(415, "send the change as application/json")
@@ -456,6 +499,9 @@ def _endpoint(handler: Handler, timeout: float) -> Callable[[Request], Awaitable
             return _json({"error": f"the bus failed: {error}"}, 503)
         except trio.TooSlowError:  # the bus is unreachable, and being reconnected to
             return _json({"error": f"the bus did not answer within {timeout:g} s"}, 503)
+        except Exception as error:  # say, Redis refused a command (a key of another type, BUSY)
+            log.exception("dashboard: %s failed", request.url.path)
+            return _json({"error": f"the bus failed: {type(error).__name__}: {error}"}, 502)
         return _json(document)
 
     return endpoint
@@ -474,15 +520,32 @@ def _valid_topic(topic: object) -> str:
         raise Refused(400, str(error)) from None
 
 
-_ENTRY_ID = re.compile(r"\(?\d{1,20}(-\d{1,20})?|[-+]")
+_ENTRY_ID = re.compile(r"(\d{1,20})(?:-(\d{1,20}))?")
+_U64 = 2**64 - 1
+
+
+def _is_entry_id(text: object, *, exact: bool = False) -> bool:
+    """A stream entry id (``ms`` or ``ms-seq``); unless ``exact``, also ``-``, ``+`` or ``(id``."""
+    if not isinstance(text, str):
+        return False
+    if not exact:
+        if text in ("-", "+"):
+            return True
+        text = text.removeprefix("(")
+    found = _ENTRY_ID.fullmatch(text)
+    return found is not None and all(int(part or 0) <= _U64 for part in found.groups())
 
 
 def _entry_id(text: str) -> str:
-    if not _ENTRY_ID.fullmatch(text):
+    if not _is_entry_id(text):
         raise Refused(
             400, f"not a stream entry id: {text!r} (like 1700000000000-0, (1700000000000-0, - or +)"
         )
     return text
+
+
+def _whole(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _count(text: str | None, default: int, most: int) -> int:

@@ -4,7 +4,7 @@ the last window, computed from the counters the snapshots carry."""
 
 from __future__ import annotations
 
-import contextlib
+import logging
 import math
 import time
 from collections import deque
@@ -17,6 +17,8 @@ from ..bus.base import Bus
 from ..errors import ActionHubError
 from ..inspect import HubSnapshot, hub_snapshots
 from ..stats import WorkerStat
+
+log = logging.getLogger("actionhub.dashboard")
 
 Pair = tuple[str, str]  # (hub, group)
 
@@ -85,11 +87,17 @@ class Sampler:
         does not answer is asked again at the next interval."""
         task_status.started()
         self._running = True
+        tick = trio.current_time()
         try:
             while True:
-                with contextlib.suppress(ActionHubError):  # the bus is down: the pages say so themselves
+                try:
                     await self.refresh(max_age=0)
-                await trio.sleep(self.interval)
+                except ActionHubError:  # the bus is down: the pages say so themselves
+                    pass
+                except Exception:  # say, Redis refused a command: logged, and asked again
+                    log.exception("dashboard: reading the hubs' snapshots failed")
+                tick += self.interval  # on the ticks: a slow read does not stretch the steps
+                await trio.sleep_until(max(tick, trio.current_time()))
         finally:
             self._running = False
 
@@ -138,7 +146,10 @@ class Sampler:
         if now - self._step_started < self.step:
             return
         for key, step in self._step.items():
-            self._history.setdefault(key, deque(maxlen=self._points)).append(step.point(now))
+            history = self._history.setdefault(key, deque(maxlen=self._points))
+            history.append(step.point(now))
+            while history[0].at <= now - self.window:  # steps run late: a window, not a count
+                history.popleft()
         self._step, self._step_started = {}, now
 
     def history(self, group: str | None = None) -> list[Point]:

@@ -10,12 +10,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 import redis
 import trio
 
 from actionhub import ActionHub, Job
+from actionhub.dashboard import app
 from actionhub.errors import BusError
 from actionhub.testing import RedisServer
 from tests.chaos.conftest import Figures
@@ -52,7 +54,7 @@ async def test_a_least_privilege_acl_user_runs_everything(
 ) -> None:
     """The README's ACL user (its commands only, keys and channels under the prefix only) runs a
     hub through work, retries, checkpoints, dead letters, replies, trimming, announcements and
-    operator commands, and the CLI; Redis's ACL log records no refusal."""
+    operator commands, the CLI and the dashboard; Redis's ACL log records no refusal."""
     admin = redis.Redis.from_url(chaos_redis.url)
     rule = acl_rule().replace("<password>", "s3cret")
     admin.execute_command("ACL", "SETUSER", "actionhub", *rule.split())
@@ -90,6 +92,20 @@ async def test_a_least_privilege_acl_user_runs_everything(
         code, out, err = await _cli("dead-letters", "requeue", "fail", "--bus", url)
         assert code == 0, err
         await wait_until(lambda: "from the cli" in done, timeout=20)
+        dashboard = app(url)  # every page's reads, as that user
+        async with dashboard.running():
+            transport = httpx.ASGITransport(app=dashboard)
+            async with httpx.AsyncClient(transport=transport, base_url="http://dashboard") as http:
+                for path in [
+                    "/api/overview",
+                    "/api/group?name=work",
+                    "/api/topic?name=work",
+                    "/api/topic/messages?name=work",
+                    "/api/dead-letters?topic=fail",
+                    "/api/escalations",
+                ]:
+                    answer = await http.get(path)
+                    assert answer.status_code == 200, (path, answer.text)
     refusals = admin.execute_command("ACL", "LOG")
     assert refusals == [], refusals
     figures["ACL user"] = "actionhub " + " ".join(part for part in rule.split() if not part.startswith(">"))

@@ -21,6 +21,7 @@ from typing import Any, TypeVar, cast
 import orjson
 import redis
 import trio
+from redis.client import Pipeline
 from redis.exceptions import (
     AuthenticationError,
     AuthorizationError,
@@ -35,6 +36,7 @@ from ..base import Bus, ControlRequest, DeadLetter, ReplyChannel, TopicInfo
 from ..url import redact
 from . import scripts
 from .entries import (
+    PUBLISH_BATCH,
     Requeued,
     control_document,
     dead_letter_of,
@@ -286,23 +288,35 @@ class RedisBusBase(Bus):
         key = self.keys.dead(topic)
         if ids is None:
             return await self.call(lambda: self.client.xrange(key), what="read dead letters")
-        found: list[tuple[bytes, dict[bytes, bytes]]] = []
-        for entry_id in ids:
-            found.extend(
-                await self.call(partial(self.client.xrange, key, entry_id, entry_id), what="read dead letter")
-            )
-        return found
+        if not ids:
+            return []
+
+        def read() -> list[tuple[bytes, dict[bytes, bytes]]]:
+            with self.client.pipeline(transaction=False) as pipe:
+                for entry_id in ids:
+                    pipe.xrange(key, entry_id, entry_id)
+                return [entry for found in pipe.execute() for entry in found]
+
+        return await self.call(read, what="read dead letters")
 
     async def requeue_dead_letters(self, topic: str, ids: list[str] | None = None) -> int:
         taken = await self._take_dead(topic, ids)
-        for entry_id, fields in taken:
-            again = requeued(topic, fields)
-            await self.call(partial(self._requeue, topic, again, entry_id), what="requeue dead letter")
+        for start in range(0, len(taken), PUBLISH_BATCH):
+            chunk = taken[start : start + PUBLISH_BATCH]
+
+            def requeue(chunk: list[tuple[bytes, dict[bytes, bytes]]] = chunk) -> None:
+                with self.client.pipeline(transaction=True) as pipe:  # a chunk is all back, or none
+                    for entry_id, fields in chunk:
+                        self._requeue(pipe, topic, requeued(topic, fields), entry_id)
+                    pipe.execute()
+
+            await self.call(requeue, what="requeue dead letters")
         return len(taken)
 
     @abc.abstractmethod
-    def _requeue(self, topic: str, again: Requeued, entry_id: bytes) -> None:
-        """Put one dead letter back, atomically with its removal from the dead letters."""
+    def _requeue(self, pipe: Pipeline, topic: str, again: Requeued, entry_id: bytes) -> None:
+        """Queue on ``pipe`` (a transaction) putting one dead letter back and removing it from
+        the dead letters."""
 
     async def purge_dead_letters(self, topic: str, ids: list[str] | None = None) -> int:
         key = self.keys.dead(topic)

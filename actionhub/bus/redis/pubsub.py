@@ -13,6 +13,7 @@ from typing import Any
 
 import attrs
 import trio
+from redis.client import Pipeline
 
 from ...errors import ConfigurationError, HubStopped, MalformedMessage
 from ...message import Message
@@ -47,11 +48,9 @@ class RedisPubSubBus(RedisBusBase):
             )
         return message.id
 
-    def _requeue(self, topic: str, again: Requeued, entry_id: bytes) -> None:
-        with self.client.pipeline(transaction=True) as pipe:
-            pipe.publish(self.channel(topic), again.fields["message"])
-            pipe.xdel(self.keys.dead(topic), entry_id)
-            pipe.execute()
+    def _requeue(self, pipe: Pipeline, topic: str, again: Requeued, entry_id: bytes) -> None:
+        pipe.publish(self.channel(topic), again.fields["message"])
+        pipe.xdel(self.keys.dead(topic), entry_id)
 
     async def subscribe(
         self,

@@ -35,6 +35,7 @@ from functools import partial
 from typing import Any
 
 import trio
+from redis.client import Pipeline
 
 from ...errors import ConfigurationError, HubStopped, MalformedMessage
 from ...message import Message
@@ -164,40 +165,45 @@ class RedisStreamsBus(RedisBusBase):
         partitions = await self.partitions_of(topic) or 0
         streams = [self.keys.stream(topic), *(self.keys.partition(topic, p) for p in range(partitions))]
 
-        def read() -> list[tuple[bytes, dict[bytes, bytes]]]:
+        def read(start: str) -> list[tuple[bytes, dict[bytes, bytes]]]:
             with self.client.pipeline(transaction=False) as pipe:
                 for stream in streams:
-                    pipe.xrange(stream, first, last, count=count)
+                    pipe.xrange(stream, start, last, count=count)
                 ranges = pipe.execute()
             # one timeline: entry ids are the times (ms) the entries were added; entries of
             # different partitions added within one millisecond come in no particular order
             return heapq.nsmallest(count, itertools.chain(*ranges), key=lambda e: _id_order(e[0]))
 
-        found = []
-        for entry_id, fields in await self.call(read, what=f"read the history of {topic}"):
-            raw = fields.get(b"message")
-            if raw is None or b"group" in fields:  # not a message, or a retry meant for one group
-                continue
-            entry = entry_id.decode()
-            try:
-                found.append((entry, self.decode_message(topic, raw, entry)))
-            except MalformedMessage:
-                continue  # the consumers dead-lettered it already
-        return found
+        found: list[tuple[str, Message]] = []
+        start = first
+        while len(found) < count:  # retries and malformed entries are read past, not counted
+            entries = await self.call(partial(read, start), what=f"read the history of {topic}")
+            for entry_id, fields in entries:
+                raw = fields.get(b"message")
+                if raw is None or b"group" in fields:  # not a message, or a retry meant for one group
+                    continue
+                entry = entry_id.decode()
+                try:
+                    found.append((entry, self.decode_message(topic, raw, entry)))
+                except MalformedMessage:
+                    continue  # the consumers dead-lettered it already
+            if len(entries) < count:
+                break  # the range is read to its end
+            start = "(" + entries[-1][0].decode()
+        return found[:count]
 
     async def requeue_dead_letters(self, topic: str, ids: list[str] | None = None) -> int:
         await self.partitions_of(topic)  # known (cached) before `_requeue` runs in its thread
         return await super().requeue_dead_letters(topic, ids)
 
-    def _requeue(self, topic: str, again: Requeued, entry_id: bytes) -> None:
+    def _requeue(self, pipe: Pipeline, topic: str, again: Requeued, entry_id: bytes) -> None:
         stream = self.keys.stream(topic)
         partitions = self._partitions.get(topic)
         if again.key is not None and partitions:  # back to its key's partition
             stream = self.keys.keyed_stream(topic, again.key, partitions)
-        with self.client.pipeline(transaction=True) as pipe:
-            pipe.xadd(stream, again.fields)
-            pipe.xdel(self.keys.dead(topic), entry_id)
-            pipe.execute()
+        fields: dict[Any, Any] = again.fields  # (redis-py's dict of anything it can write)
+        pipe.xadd(stream, fields)
+        pipe.xdel(self.keys.dead(topic), entry_id)
 
     # ------------------------------------------------------------------ consuming
 

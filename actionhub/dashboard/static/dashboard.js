@@ -190,11 +190,16 @@
 
   // ------------------------------------------------------------------ talking to the server
 
-  async function get(path) {
-    const response = await fetch(path, { headers: { accept: "application/json" } });
-    const body = await response.json();
-    if (!response.ok) throw new Error(body.error || response.statusText);
+  // The server's document, or an Error saying why there is none.
+  async function answerOf(response) {
+    const json = (response.headers.get("content-type") || "").startsWith("application/json");
+    const body = json ? await response.json() : {};
+    if (!response.ok) throw new Error(body.error || `${response.status} ${response.statusText}`);
     return body;
+  }
+
+  async function get(path) {
+    return answerOf(await fetch(path, { headers: { accept: "application/json" } }));
   }
 
   async function post(path, body) {
@@ -206,9 +211,7 @@
       },
       body: JSON.stringify(body),
     });
-    const answer = await response.json();
-    if (!response.ok) throw new Error(answer.error || response.statusText);
-    return answer;
+    return answerOf(response);
   }
 
   // ``say``: how the page's reads go; ``tell``: how the last change went (it stays until the next)
@@ -238,7 +241,11 @@
     } catch (error) {
       tell(String(error.message || error), true);
     }
-    if (refresh) await refresh();
+    try {
+      if (refresh) await refresh();
+    } catch (error) {
+      say(String(error.message || error), true);
+    }
   }
 
   // Poll ``load`` every interval (the server reads the bus once per interval whoever asks).
@@ -463,11 +470,16 @@
     const selected = () => [...listing.querySelectorAll("input.pick:checked")].map((box) => box.value);
     const act = (verb, ids) => change(`api/dead-letters/${verb}`, { topic: name, ids },
       (answer) => `${verb}d ${answer.count} dead letter(s)`, load);
+    let limit = 100;
     async function load() {
-      const data = await get("api/dead-letters?topic=" + encodeURIComponent(name));
+      const data = await get("api/dead-letters?" + new URLSearchParams({ topic: name, limit: String(limit) }));
+      const more = data.total > data.letters.length && limit < 1000;
       listing.replaceChildren(
         el("div", { class: "controls" },
-          el("span", {}, `${data.letters.length} dead letter(s)`),
+          el("span", { id: "count" }, data.total > data.letters.length
+            ? `the oldest ${data.letters.length} of ${data.total} dead letter(s)` : `${data.total} dead letter(s)`),
+          more ? el("button", { id: "more", onclick: () => { limit = 1000; load().catch((e) => say(e.message, true)); } },
+            "Show up to 1,000") : null,
           el("button", { class: "change", id: "requeue-selected", onclick: () => act("requeue", selected()) }, "Requeue selected"),
           el("button", { class: "change danger", id: "purge-selected", onclick: () => act("purge", selected()) }, "Purge selected"),
           el("button", { class: "change", id: "requeue-all", onclick: () => act("requeue", null) }, "Requeue all"),
