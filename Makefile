@@ -47,6 +47,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.typed
 	$(BIN)/python -m bench.many_actions
 	$(BIN)/python -m bench.dashboard
+	$(BIN)/python -m bench.otel
 
 # side by side with Celery, Dramatiq, arq, saq, taskiq, streaq and the bare consumers (bench/README.md)
 PEERS ?= ../shared/bench-peers

@@ -30,6 +30,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from . import tracing
 from .bus.base import Bus, DeadLetter
 from .bus.url import open_bus
 from .client import TrioClient
@@ -278,7 +279,8 @@ async def _publish(args: argparse.Namespace) -> int:
     # the id first, then the reply: through the bus and its reply channel
     async with _connected(args) as bus, bus.reply_channel() as channel:
         message = attrs.evolve(message, reply_to=channel.address)
-        print(await _within(args.timeout, bus.publish(message, delay=args.delay)), flush=True)
+        published = tracing.publishing(message, partial(bus.publish, delay=args.delay), delay=args.delay)
+        print(await _within(args.timeout, published), flush=True)
         with trio.move_on_after(args.wait_reply):
             reply = await channel.receive()
             print(orjson.dumps(reply.payload).decode())

@@ -17,6 +17,7 @@ from typing import Any, TypeVar, overload
 import attrs
 import trio
 
+from . import tracing
 from .bus.base import Bus, DeadLetter, Watch
 from .bus.url import open_bus
 from .errors import ActionHubError, ConfigurationError, HubStopped
@@ -418,7 +419,7 @@ class ActionHub:
             reply_to=reply_to,
             key=check_key(key),
         )
-        return await self.bus.publish(message, delay=delay)
+        return await tracing.publishing(message, partial(self.bus.publish, delay=delay), delay=delay)
 
     async def publish_many(
         self,
@@ -431,16 +432,26 @@ class ActionHub:
         """Publish each of ``payloads`` to ``topic``, in order, in as few round trips as the bus
         allows (on Redis, one transaction per 1,000); returns their ids. When it returns, every
         one of them is on the bus, as with `publish`. ``keys``: one ordering key (or None) per
-        payload."""
+        payload. Traced, the batch is one span (``messaging.batch.message_count``), the parent of
+        each message's run."""
         self._check_running()
         shared_headers = dict(headers or {})
         payloads = list(payloads)
         key_list = [None] * len(payloads) if keys is None else [check_key(k) for k in keys]
         if len(key_list) != len(payloads):
             raise ValueError(f"{len(key_list)} keys for {len(payloads)} payloads")
+        span = tracing.start_send(topic, batch=len(payloads))
+        if span is None:
+            return await self._publish_all(topic, payloads, shared_headers, key_list)
+        shared_headers = tracing.headers_with_context(span, shared_headers)
+        return await tracing.sent(span, self._publish_all(topic, payloads, shared_headers, key_list))
+
+    async def _publish_all(
+        self, topic: str, payloads: list[object], headers: dict[str, str], keys: Sequence[str | None]
+    ) -> list[str]:
         messages = [
-            Message(topic=topic, payload=to_json(payload), id=self._ids(), headers=shared_headers, key=key)
-            for payload, key in zip(payloads, key_list, strict=True)
+            Message(topic=topic, payload=to_json(payload), id=self._ids(), headers=headers, key=key)
+            for payload, key in zip(payloads, keys, strict=True)
         ]
         return await self.bus.publish_many(messages)
 
@@ -487,7 +498,12 @@ class ActionHub:
             id=self._ids(),
             headers={**headers, "in_reply_to": request.id},
         )
-        await self.bus.send_reply(request.reply_to, reply)
+        span = tracing.start_send(request.reply_to, reply.id, in_reply_to=request.id)
+        if span is None:
+            await self.bus.send_reply(request.reply_to, reply)
+            return
+        reply = attrs.evolve(reply, headers=tracing.headers_with_context(span, reply.headers))
+        await tracing.sent(span, self.bus.send_reply(request.reply_to, reply))
 
     # ------------------------------------------------------------------ introspection
 

@@ -5,6 +5,11 @@ actionhub logs through the standard `logging` module, with the event's fields pa
 ``2026-11-23T10:00:00.123Z WARNING actionhub.hub message  hub=a group=b``, or as one JSON object
 per line (python-json-logger) for log shippers. A library should not configure logging: only
 entry points (``actionhub run``, your service's main) call it.
+
+With OpenTelemetry tracing on (`actionhub.tracing`), a record logged while a span is current
+carries ``trace_id`` and ``span_id`` (W3C hex) as fields: `TraceContextFilter`, which
+`configure_logging` installs on its handler; add it to a handler of your own with
+``handler.addFilter(TraceContextFilter())``.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from typing import IO, Literal
 
 from pythonjsonlogger.json import JsonFormatter
 
+from .tracing import current_ids
+
 #: Attributes every `logging.LogRecord` has; anything else on a record came in ``extra=``.
 _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 
@@ -25,6 +32,17 @@ _installed: logging.Handler | None = None
 def fields_of(record: logging.LogRecord) -> dict[str, object]:
     """The structured fields a record was given with ``extra=``."""
     return {key: value for key, value in record.__dict__.items() if key not in _STANDARD}
+
+
+class TraceContextFilter(logging.Filter):
+    """Adds ``trace_id`` and ``span_id`` (W3C hex) to each record logged while a valid span is
+    current; lets every record through. Costs a dictionary look-up without opentelemetry."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        ids = current_ids()
+        if ids is not None:
+            record.trace_id, record.span_id = ids
+        return True
 
 
 class TextFormatter(logging.Formatter):
@@ -73,6 +91,7 @@ def configure_logging(
         raise ValueError(f"unknown log level {level!r}")
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(TextFormatter() if format == "text" else json_formatter())
+    handler.addFilter(TraceContextFilter())
     root = logging.getLogger()
     if _installed is not None:
         root.removeHandler(_installed)

@@ -106,7 +106,10 @@ async def _bare(n: int, workers: int, buffer: int) -> float:
 # ----------------------------------------------------------------------------------------- hub
 
 
-async def _hub(n: int, workers: int, buffer: int, metrics: bool = False) -> float:
+async def _hub(
+    n: int, workers: int, buffer: int, metrics: bool = False, work: Callable[[], None] | None = None
+) -> float:
+    """``work``: what the action does after ``noop`` (`bench.otel`'s actions of some CPU)."""
     done = _Done(n)
     hub = ActionHub("memory://", name="bench")
     if metrics:
@@ -122,6 +125,8 @@ async def _hub(n: int, workers: int, buffer: int, metrics: bool = False) -> floa
     )
     async def action(job: Job) -> None:
         await noop(job.payload)
+        if work is not None:
+            work()
         done.tick()
 
     async with hub.running():

@@ -19,6 +19,7 @@ from bench import dashboard as dashboard_bench
 from bench import many_actions as many_actions_bench
 from bench import memory_bus, process_pool
 from bench import ordered as ordered_bench
+from bench import otel as otel_bench
 from bench import redis_streams as redis_streams_bench
 from bench import typed as typed_bench
 from tests.polling import wait_until
@@ -49,6 +50,12 @@ HARNESS_COMMON = textwrap.dedent(
 def test_memory_bus_benchmark(capsys: pytest.CaptureFixture[str]) -> None:
     memory_bus.main(["-n", "300", "-r", "1", "-w", "1", "--warmup", "10", "--metrics"])
     assert "ratio hub/bare" in capsys.readouterr().out
+
+
+def test_otel_benchmark(capsys: pytest.CaptureFixture[str]) -> None:
+    otel_bench.main(["-n", "50", "-r", "1", "--runs", "1", "--warmup", "10"])
+    out = capsys.readouterr().out
+    assert "ratio b/a" in out and "ratio c/a" in out and "SDK floor" in out
 
 
 def test_process_pool_benchmark(capsys: pytest.CaptureFixture[str]) -> None:

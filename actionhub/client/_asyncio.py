@@ -14,7 +14,7 @@ from ..bus.url import redis_url_options
 from ..errors import ConfigurationError
 from ._awaited import AwaitedMethods
 from ._errors import bus_error
-from ._ops import Call, Command, Op, Operations, Scan, Script, Transaction
+from ._ops import Call, Command, Op, Operations, Scan, Script, Transaction, abandon
 from ._sync import DEFAULT_URL
 
 T = TypeVar("T")
@@ -60,6 +60,7 @@ class AsyncClient(AwaitedMethods):
         except StopIteration as done:
             return done.value  # type: ignore[no-any-return]
         except redis.RedisError as error:
+            abandon(op, error)
             raise bus_error(error, what, self.url) from error
 
     async def _execute(self, call: Call) -> Any:

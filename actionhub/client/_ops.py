@@ -5,6 +5,7 @@ Key names, scripts and routing come from `actionhub.bus.redis` (keys, scripts, e
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import secrets
 import time
@@ -13,6 +14,7 @@ from typing import Any, TypeVar
 
 import attrs
 
+from .. import tracing
 from ..bus.base import DeadLetter
 from ..bus.redis import entries, scripts
 from ..bus.redis.keys import DEFAULT_PARTITIONS, Keys, partition_count
@@ -57,6 +59,14 @@ class Scan:
 
 Call = Command | Transaction | Script | Scan
 Op = Generator[Call, Any, T]
+
+
+def abandon(op: Op[Any], error: BaseException) -> None:
+    """Tell ``op`` that its call failed with ``error`` and that it ends there, so that what it
+    holds (a span) ends failed; what it makes of the error is the driver's business."""
+    with contextlib.suppress(BaseException):
+        op.throw(error)
+    op.close()
 
 
 class Operations:
@@ -118,6 +128,13 @@ class Operations:
         if delay is not None and not delay >= 0:
             raise ValueError(f"delay must be a number of seconds >= 0, not {delay!r}")
         message = self._message(topic, payload, headers, key, reply_to)
+        span = tracing.start_send(topic, message.id, reply_to=reply_to, delay=delay)
+        if span is None:
+            return (yield from self._write(message, delay))
+        message = attrs.evolve(message, headers=tracing.headers_with_context(span, message.headers))
+        return (yield from tracing.sent_op(span, self._write(message, delay)))
+
+    def _write(self, message: Message, delay: float | None) -> Op[str]:
         raw = entries.encode_entry(message, self.options.max_message_bytes)
         stream = yield from self._stream(message)
         if delay:
@@ -142,7 +159,21 @@ class Operations:
         key_list = [None] * len(payloads) if keys is None else list(keys)
         if len(key_list) != len(payloads):
             raise ValueError(f"{len(key_list)} keys for {len(payloads)} payloads")
-        messages = [self._message(topic, p, headers, k) for p, k in zip(payloads, key_list, strict=True)]
+        span = tracing.start_send(check_topic(topic), batch=len(payloads))
+        if span is None:
+            return (yield from self._write_many(topic, payloads, headers, key_list))
+        # one span for the batch: its context is every message's parent
+        op = self._write_many(topic, payloads, tracing.headers_with_context(span, headers), key_list)
+        return (yield from tracing.sent_op(span, op))
+
+    def _write_many(
+        self,
+        topic: str,
+        payloads: list[object],
+        headers: dict[str, str] | None,
+        keys: Sequence[str | None],
+    ) -> Op[list[str]]:
+        messages = [self._message(topic, p, headers, k) for p, k in zip(payloads, keys, strict=True)]
         raws = [entries.encode_entry(m, self.options.max_message_bytes) for m in messages]
         streams = []
         for message in messages:

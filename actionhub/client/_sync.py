@@ -15,7 +15,7 @@ from ..inspect import CommandAnswer, HubSnapshot
 from ..message import Message
 from ..payloads import decode_reply
 from ._errors import bus_error
-from ._ops import Call, Command, Op, Operations, Scan, Script, Transaction
+from ._ops import Call, Command, Op, Operations, Scan, Script, Transaction, abandon
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -136,6 +136,7 @@ class Client:
         except StopIteration as done:
             return done.value  # type: ignore[no-any-return]
         except redis.RedisError as error:
+            abandon(op, error)
             raise bus_error(error, what, self.url) from error
 
     def _execute(self, call: Call) -> Any:

@@ -18,6 +18,7 @@ from contextlib import AbstractAsyncContextManager, nullcontext
 
 import trio
 
+from .. import tracing
 from ..bus.base import Delivery
 from ..errors import WorkerProcessDied
 from .inbox import GroupInbox
@@ -116,13 +117,20 @@ class WorkerPool:
             self.dispatch()
 
     def spawn(self) -> None:
-        assert self.nursery is not None
+        nursery = self.nursery
+        assert nursery is not None
         worker = _Worker(next(self._ids))
         self._workers[worker.id] = worker
         self._starting += 1
         self._joining += 1
         self.created += 1
-        self.nursery.start_soon(self._worker_main, worker, name=f"{self.name}#worker-{worker.id}")
+        name = f"{self.name}#worker-{worker.id}"
+        # started by a publish in an action, the task would inherit that run's span as its own
+        detached = tracing.detached_context()
+        if detached is None:
+            nursery.start_soon(self._worker_main, worker, name=name)
+        else:
+            detached.run(lambda: nursery.start_soon(self._worker_main, worker, name=name))
 
     def respawn(self) -> None:
         """A promised replacement is due."""

@@ -18,6 +18,7 @@ import attrs
 import orjson
 import trio
 
+from .. import tracing
 from ..bus.base import Delivery, Subscription
 from ..errors import Reject, Retry
 from ..job import Job
@@ -104,12 +105,22 @@ class MessageRunner:
         """Run the action on one delivery and settle the message; say if the action panicked.
         Ordered, the key's lane is freed once the message is settled; a run cancelled midway
         (a restart, a kill) runs again before the key's later messages."""
-        key = delivery.message.key
-        if key is None or not self._ordered:
-            return await self._run(delivery)
+        trace = tracing.start_process(delivery.message, delivery.subscription.group, self.name)
+        try:
+            key = delivery.message.key
+            if key is None or not self._ordered:
+                return await self._run(delivery, trace)
+            return await self._run_in_lane(delivery, key, trace)
+        finally:
+            if trace is not None:
+                trace.end()
+
+    async def _run_in_lane(
+        self, delivery: Delivery, key: str, trace: tracing.Processing | None
+    ) -> Panic | None:
         settled = False
         try:
-            panic = await self._run(delivery)
+            panic = await self._run(delivery, trace)
             settled = True
             return panic
         finally:
@@ -137,17 +148,21 @@ class MessageRunner:
         self._holding.add(delivery)
         self._later(delay, lambda: self._run_again_first(delivery))
 
-    async def _run(self, delivery: Delivery) -> Panic | None:
+    async def _run(self, delivery: Delivery, trace: tracing.Processing | None) -> Panic | None:
+        """Run the action once on ``delivery`` and settle it, telling ``trace`` (the run's span,
+        when tracing is on) how it went."""
         message = delivery.message
         subscription = delivery.subscription
         config = self.config
         if message.attempt > config.max_attempts:  # redelivered after crashes: a crash loop ends here
             self.dead_lettered += 1
-            await subscription.dead_letter(
-                delivery,
-                reason=f"max_attempts: delivered {message.attempt} times, over {config.max_attempts}, "
-                "without finishing",
+            reason = (
+                f"max_attempts: delivered {message.attempt} times, over {config.max_attempts}, "
+                "without finishing"
             )
+            if trace is not None:
+                trace.dead_letter(reason, "dead_lettered")
+            await subscription.dead_letter(delivery, reason=reason)
             return None
         typed = None
         if self._codec is not None:
@@ -155,7 +170,10 @@ class MessageRunner:
                 typed = self._codec.decode(message.payload)
             except InvalidPayload as invalid:  # malformed for this action: never run, never retried
                 self._inbox.note_malformed()
-                await subscription.dead_letter(delivery, reason=f"malformed: invalid payload: {invalid}")
+                reason = f"malformed: invalid payload: {invalid}"
+                if trace is not None:
+                    trace.dead_letter(reason, "malformed")
+                await subscription.dead_letter(delivery, reason=reason)
                 return None
         progress = None
         if message.attempt > 1:  # delivered before: an earlier run may have checkpointed
@@ -176,26 +194,33 @@ class MessageRunner:
             queue_wait = max(0.0, time.time() - message.created_at)  # another host's clock may be ahead
             started = trio.current_time()
             duration = 0.0
-            outcome: Outcome = "cancelled"
+        outcome: Outcome = "cancelled"
         try:
             try:
+                if trace is not None:
+                    trace.activate()  # replies, publishes and spans of the action are its children
                 if config.timeout is None:
                     await self.action(job)
                 else:
                     with trio.fail_after(config.timeout):
                         await self.action(job)
             finally:  # the action's own time: settling the message (an ack on Redis) is not in it
+                if trace is not None:
+                    trace.deactivate()
                 if observer is not None:
                     duration = trio.current_time() - started
         except Retry as retry:
             outcome = "retry"
-            await self._retry_or_dead_letter(job, delivery, "retry requested", retry.delay, None)
+            await self._retry_or_dead_letter(job, delivery, "retry requested", retry.delay, None, trace)
             return None
         except Reject as reject:
             outcome = "rejected"
             self.rejected += 1
             self.dead_lettered += 1
-            await subscription.dead_letter(delivery, reason=f"rejected: {reject.reason}")
+            reason = f"rejected: {reject.reason}"
+            if trace is not None:
+                trace.dead_letter(reason)
+            await subscription.dead_letter(delivery, reason=reason)
             await self._forget_progress(job, subscription)
             return None
         except Exception as error:  # a panic; Cancelled, KeyboardInterrupt, SystemExit never are
@@ -206,8 +231,12 @@ class MessageRunner:
                 outcome = "timeout"
                 self.timeouts += 1
                 error = TimeoutError(f"action {self.name!r} ran over its timeout of {config.timeout}s")
+                if trace is not None:
+                    trace.timeout(config.timeout or 0.0)
+            if trace is not None:
+                trace.panic(error)
             traceback = "".join(tb_module.format_exception(error))
-            await self._retry_or_dead_letter(job, delivery, repr(error), None, traceback)
+            await self._retry_or_dead_letter(job, delivery, repr(error), None, traceback, trace)
             return Panic(error, traceback, message)
         else:
             outcome = "ok"
@@ -217,6 +246,8 @@ class MessageRunner:
             return None
         finally:
             self.in_flight -= 1
+            if trace is not None:
+                trace.outcome(outcome)
             if observer is not None:
                 try:
                     observer.observe(self.name, queue_wait, duration, outcome)
@@ -224,22 +255,28 @@ class MessageRunner:
                     log.exception("group %s: message observer %r failed", self.name, observer)
 
     async def _retry_or_dead_letter(
-        self, job: Job, delivery: Delivery, error: str, delay: float | None, traceback: str | None
+        self,
+        job: Job,
+        delivery: Delivery,
+        error: str,
+        delay: float | None,
+        traceback: str | None,
+        trace: tracing.Processing | None,
     ) -> None:
         attempt = delivery.message.attempt
         if attempt >= self.config.max_attempts:
             self.dead_lettered += 1
-            await delivery.subscription.dead_letter(
-                delivery,
-                reason=f"max_attempts: failed {attempt} of {self.config.max_attempts} attempts",
-                error=error,
-                traceback=traceback,
-            )
+            reason = f"max_attempts: failed {attempt} of {self.config.max_attempts} attempts"
+            if trace is not None:
+                trace.dead_letter(reason)
+            await delivery.subscription.dead_letter(delivery, reason=reason, error=error, traceback=traceback)
             await self._forget_progress(job, delivery.subscription)
             return
         self.retried += 1
         if delay is None:
             delay = self.config.retry_backoff.delay(attempt, self._rng)
+        if trace is not None:
+            trace.retry(delay, attempt + 1)
         if self._ordered and delivery.message.key is not None:
             self._hold_for_retry(delivery, delay)
         else:
