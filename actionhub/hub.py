@@ -318,6 +318,7 @@ class ActionHub:
     async def _supervise(
         self, group: WorkerGroup, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
+        tracing.forget_span()  # a lazy group may start from a publish inside a run
         outcome = await group.run(task_status=task_status)
         if outcome.escalated and self._groups.get(group.name) is group:
             del self._groups[group.name]  # the group closed its subscription itself
@@ -440,7 +441,7 @@ class ActionHub:
         key_list = [None] * len(payloads) if keys is None else [check_key(k) for k in keys]
         if len(key_list) != len(payloads):
             raise ValueError(f"{len(key_list)} keys for {len(payloads)} payloads")
-        span = tracing.start_send(topic, batch=len(payloads))
+        span = tracing.start_send(topic, batch=len(payloads), headers=shared_headers)
         if span is None:
             return await self._publish_all(topic, payloads, shared_headers, key_list)
         shared_headers = tracing.headers_with_context(span, shared_headers)
@@ -498,7 +499,7 @@ class ActionHub:
             id=self._ids(),
             headers={**headers, "in_reply_to": request.id},
         )
-        span = tracing.start_send(request.reply_to, reply.id, in_reply_to=request.id)
+        span = tracing.start_send(request.reply_to, reply.id, in_reply_to=request.id, headers=reply.headers)
         if span is None:
             await self.bus.send_reply(request.reply_to, reply)
             return

@@ -19,7 +19,6 @@ else has (no provider can be set before) or ``OTEL_PYTHON_TRACER_PROVIDER`` name
 
 from __future__ import annotations
 
-import contextvars
 import os
 import sys
 from collections.abc import Awaitable, Callable, Generator, Mapping
@@ -48,6 +47,7 @@ _PROVIDER_FROM_ENV = "OTEL_PYTHON_TRACER_PROVIDER" in os.environ
 _tracer: Tracer | None = None  # once found: a global provider, once set, is never replaced
 _trace_api: Any = None  # opentelemetry.trace, once imported (by anybody): where the global lives
 _idle: object = None  # a global provider that hands out no-op spans (NoOpTracerProvider)
+_missing = False  # opentelemetry could not be imported: never try again
 
 
 def tracer() -> Tracer | None:
@@ -57,7 +57,7 @@ def tracer() -> Tracer | None:
         return _tracer
     api = _trace_api
     if api is None:
-        if "opentelemetry.trace" not in sys.modules and not _PROVIDER_FROM_ENV:
+        if _missing or ("opentelemetry.trace" not in sys.modules and not _PROVIDER_FROM_ENV):
             return None  # nobody imported it (or it is blocked): no provider can be set
         return _look()
     # opentelemetry.trace's own global, read as get_tracer_provider() would, without the call
@@ -68,10 +68,11 @@ def tracer() -> Tracer | None:
 
 
 def _look() -> Tracer | None:
-    global _tracer, _trace_api, _idle
+    global _tracer, _trace_api, _idle, _missing
     try:
         from opentelemetry import trace
-    except ImportError:
+    except ImportError:  # OTEL_PYTHON_TRACER_PROVIDER set where opentelemetry is not installed
+        _missing = True
         return None
     provider = trace.get_tracer_provider()  # loads the provider OTEL_PYTHON_TRACER_PROVIDER names
     if hasattr(trace, "_TRACER_PROVIDER"):  # else every call comes here: slower, still right
@@ -137,10 +138,12 @@ def start_send(
     in_reply_to: str | None = None,
     delay: float | None = None,
     batch: int | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> Span | None:
-    """A PRODUCER span for a message about to be written (a child of the current span), or
-    None while tracing is off. ``in_reply_to``: the message is a reply to that one (to a
-    temporary destination: the span is plain ``send``); ``batch``: it stands for that many."""
+    """A PRODUCER span for a message about to be written, or None while tracing is off: a child
+    of the context in its ``headers`` if they carry one (the publisher's own), else of the
+    current span. ``in_reply_to``: the message is a reply to that one (to a temporary
+    destination: the span is plain ``send``); ``batch``: it stands for that many."""
     found = tracer()
     if found is None:
         return None
@@ -164,7 +167,15 @@ def start_send(
         attributes["actionhub.delay"] = delay
     assert _api is not None
     name = "send" if in_reply_to is not None else f"send {topic}"
-    return found.start_span(name, kind=_api.producer, attributes=attributes)
+    return found.start_span(name, context=_parent(headers), kind=_api.producer, attributes=attributes)
+
+
+def _parent(headers: Mapping[str, str] | None) -> Context | None:
+    """The context a send builds on: the one in ``headers``, else the current one (None)."""
+    if not headers or "traceparent" not in headers:
+        return None
+    assert _api is not None
+    return _api.extract(headers)
 
 
 async def publishing(
@@ -172,7 +183,9 @@ async def publishing(
 ) -> T:
     """``write(message)``, traced: in a ``send`` span while tracing is on, the message carrying
     its context."""
-    span = start_send(message.topic, message.id, reply_to=message.reply_to, delay=delay)
+    span = start_send(
+        message.topic, message.id, reply_to=message.reply_to, delay=delay, headers=message.headers
+    )
     if span is None:
         return await write(message)
     traced = attrs.evolve(message, headers=headers_with_context(span, message.headers))
@@ -180,21 +193,20 @@ async def publishing(
 
 
 def headers_with_context(span: Span, headers: Mapping[str, str] | None) -> dict[str, str]:
-    """``headers`` plus ``span``'s context (``traceparent``, ...). A context the caller put in
-    ``headers`` is kept: a creation context of one's own is never overwritten."""
+    """``headers`` with ``span``'s context (``traceparent``, ``tracestate``, ``baggage``: what
+    the propagator writes) in place of any they had: the span is the child of that one."""
     assert _api is not None
-    carrier: dict[str, str] = {}
-    _api.inject(carrier, context=_api.in_context(span, _api.root))
-    if headers:
-        carrier.update(headers)
+    carrier = dict(headers or {})
+    _api.inject(carrier, context=_api.in_context(span, _parent(headers)))
     return carrier
 
 
 async def sent(span: Span, write: Awaitable[T]) -> T:
-    """Await ``write`` (the message going out) and end ``span``; an error fails the span."""
+    """Await ``write`` (the message going out) and end ``span``; an error, or a cancellation,
+    fails the span."""
     try:
         return await write
-    except Exception as error:
+    except BaseException as error:
         _fail(span, error)
         raise
     finally:
@@ -202,21 +214,29 @@ async def sent(span: Span, write: Awaitable[T]) -> T:
 
 
 def sent_op(span: Span, op: Generator[Y, Any, T]) -> Generator[Y, Any, T]:
-    """`sent` for a sans-I/O operation (`actionhub.client`): ``span`` ends with ``op``. The
-    span is never attached: a context must not outlive a ``yield``."""
+    """`sent` for a sans-I/O operation (`actionhub.client`): ``span`` ends with ``op`` (closed
+    unfinished: its driver was cancelled). The span is never attached: a context must not
+    outlive a ``yield``."""
     try:
         return (yield from op)
-    except Exception as error:
+    except GeneratorExit:
+        _fail(span, None)
+        raise
+    except BaseException as error:
         _fail(span, error)
         raise
     finally:
         span.end()
 
 
-def _fail(span: Span, error: BaseException) -> None:
+def _fail(span: Span, error: BaseException | None) -> None:
+    """Fail ``span`` with ``error`` (None: it was cancelled)."""
     assert _api is not None
-    span.record_exception(error)
-    span.set_status(_api.status(_api.error, f"{type(error).__name__}: {error}"))
+    kind = "cancelled" if error is None else type(error).__qualname__
+    if error is not None:
+        span.record_exception(error)
+    span.set_attribute("error.type", kind)
+    span.set_status(_api.status(_api.error, kind if error is None else f"{kind}: {error}"))
 
 
 # ---------------------------------------------------------------------- consuming
@@ -256,6 +276,7 @@ class Processing:
         self.span.add_event("dead_letter", {"actionhub.dead_letter.reason": reason})
         if not self._failed:  # a panic's status says more
             assert _api is not None
+            self.span.set_attribute("error.type", "dead_letter")
             self.span.set_status(_api.status(_api.error, reason))
 
     def panic(self, error: BaseException) -> None:
@@ -305,18 +326,17 @@ def start_process(message: Message, group: str, action: str) -> Processing | Non
     return Processing(span, _api.in_context(span, parent))
 
 
-def detached_context() -> contextvars.Context | None:
-    """A copy of the current context with no span in it, to start a task that must not inherit
-    the span of whoever starts it (a worker started by an action's publish); None when there is
-    nothing to drop."""
+def forget_span() -> None:
+    """Drop the current span from this task's context, first thing in a long-lived task (a
+    worker, a group's supervisor, a delayed publish) that whoever started it may have started
+    from inside a run: the task copied that run's context, and would be part of its trace (its
+    log lines, spans of its own) long after the run ended. Trio gives each task a copy of the
+    context, so nobody else's changes."""
     if tracer() is None:
-        return None
+        return
     assert _api is not None
-    if not _api.trace.get_current_span().get_span_context().is_valid:
-        return None
-    detached = contextvars.copy_context()
-    detached.run(_api.attach, _api.root)
-    return detached
+    if _api.trace.get_current_span().get_span_context().is_valid:
+        _api.attach(_api.root)  # never detached: the task ends with it
 
 
 # ---------------------------------------------------------------------- logs

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -149,18 +150,47 @@ async def test_publish_many_is_one_span_the_parent_of_every_run(traced: Traced) 
     assert len(processed) == 3 and {parent_of(run) for run in processed} == {ids(send)[1]}
 
 
-async def test_a_context_of_the_publishers_own_is_kept(traced: Traced) -> None:
+async def test_a_context_of_the_publishers_own_is_the_parent_of_its_send(traced: Traced) -> None:
+    """Headers forwarded from elsewhere (an upstream message, an HTTP request) keep their trace:
+    the send is a child of their context, and the message carries the send's, never a mix."""
     theirs = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    seen: list[Message] = []
     done = trio.Event()
 
     async def action(job: Job) -> None:
+        seen.append(job.message)
         done.set()
 
     async with hub_with("t", action) as hub:
-        await hub.publish("t", 1, headers={"traceparent": theirs})
+        with traced.tracer.start_as_current_span("unrelated"):
+            await hub.publish("t", 1, headers={"traceparent": theirs, "tracestate": "them=1"})
         await done.wait()
+    (send,) = traced.named("send t")
     (run,) = traced.named("process t")
-    assert (ids(run)[0], parent_of(run)) == (0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331)
+    assert (ids(send)[0], parent_of(send)) == (0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331)
+    assert ids(run)[0] == ids(send)[0] and parent_of(run) == ids(send)[1]
+    assert seen[0].headers["traceparent"].startswith(traceparent(send))
+    assert seen[0].headers["tracestate"] == "them=1"  # the state of that trace, carried on
+
+
+async def test_baggage_travels_with_the_message(traced: Traced) -> None:
+    from opentelemetry import baggage, context
+
+    found: list[object] = []
+    done = trio.Event()
+
+    async def action(job: Job) -> None:
+        found.append(baggage.get_baggage("tenant"))
+        done.set()
+
+    async with hub_with("t", action) as hub:
+        token = context.attach(baggage.set_baggage("tenant", "acme"))
+        try:
+            await hub.publish("t", 1)
+        finally:
+            context.detach(token)
+        await done.wait()
+    assert found == ["acme"]
 
 
 async def test_a_reply_carries_the_context_back(traced: Traced) -> None:
@@ -315,13 +345,37 @@ async def test_a_worker_started_from_inside_a_run_does_not_inherit_its_span(trac
     assert second.parent is None and ids(second)[0] != ids(first)[0]
 
 
-def test_detached_context_has_no_span(traced: Traced) -> None:
-    assert tracing.detached_context() is None  # nothing current: nothing to drop
-    with traced.tracer.start_as_current_span("run"):
-        detached = tracing.detached_context()
-        assert detached is not None
-        assert not detached.run(trace.get_current_span).get_span_context().is_valid
-        assert trace.get_current_span().get_span_context().is_valid  # the caller keeps its own
+async def test_a_lazy_group_started_from_inside_a_run_does_not_inherit_its_span(traced: Traced) -> None:
+    from actionhub import WorkerTemplateRegistry
+
+    registry = WorkerTemplateRegistry()
+    supervisors: list[trio.lowlevel.Task] = []
+
+    @registry.action("later")
+    async def later(job: Job) -> None:
+        pass
+
+    async def first(job: Job) -> None:
+        await job.hub.publish("later", 1)  # the lazy group starts in this run's task
+
+    hub = ActionHub(registry=registry)
+    hub.bind("first", first)
+    async with hub.running():
+        await hub.publish("first", 1)
+        await wait_until(lambda: len(traced.named("process later")) == 1)
+        supervisors = [t for t in _tasks() if t.name.endswith("_supervise")]
+        assert supervisors
+        for task in supervisors:
+            assert not task.context.run(trace.get_current_span).get_span_context().is_valid
+
+
+def _tasks() -> list[trio.lowlevel.Task]:
+    found, todo = [], [trio.lowlevel.current_root_task()]
+    while todo:
+        task = todo.pop()
+        found.append(task)
+        todo.extend(child for nursery in task.child_nurseries for child in nursery.child_tasks)
+    return found
 
 
 async def test_without_a_tracer_provider_nothing_is_traced() -> None:
@@ -454,6 +508,74 @@ async def test_a_client_publish_is_the_parent_of_the_run(traced: Traced, redis_u
     assert batch.attributes and batch.attributes["messaging.batch.message_count"] == 2
     parents = sorted(parent_of(run) or 0 for run in traced.named("process client.t"))
     assert parents == sorted([ids(single)[1], ids(batch)[1], ids(batch)[1]])
+
+
+def test_a_client_publish_cancelled_midway_ends_its_span_failed(traced: Traced) -> None:
+    """An asyncio service whose request is cancelled (its caller went away) while publishing."""
+    import asyncio
+    import socket
+
+    from actionhub.client import AsyncClient
+
+    with socket.socket() as silent:  # accepts connections, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        silent.setblocking(False)
+
+        async def publish_and_cancel() -> None:
+            async with AsyncClient(f"redis://127.0.0.1:{silent.getsockname()[1]}/0") as client:
+                task = asyncio.ensure_future(client.publish("stuck", 1))
+                while True:  # until the client is connected, and so waits for an answer
+                    try:
+                        connection, _ = silent.accept()
+                        break
+                    except BlockingIOError:
+                        await asyncio.sleep(0.01)
+                with connection:
+                    task.cancel()
+                    with pytest.raises(asyncio.CancelledError):
+                        await task
+                    (send,) = traced.named("send stuck")  # ended when cancelled, not at aclose
+                assert send.status.status_code is StatusCode.ERROR
+                assert send.attributes is not None and send.attributes["error.type"] == "CancelledError"
+
+        asyncio.run(publish_and_cancel())
+
+
+NOT_INSTALLED = """
+import sys
+sys.modules["opentelemetry"] = None  # as if not installed
+import trio
+from actionhub import ActionHub, tracing
+
+async def main():
+    hub = ActionHub()
+    seen = []
+
+    @hub.action("t")
+    async def t(job):
+        seen.append(dict(job.headers))
+
+    async with hub.running():
+        await hub.publish("t", 1)
+        await trio.testing.wait_all_tasks_blocked()
+    print(seen, tracing.tracer())
+
+import trio.testing
+trio.run(main)
+"""
+
+
+def test_without_opentelemetry_installed_nothing_is_traced() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", NOT_INSTALLED],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+        env={**os.environ, "OTEL_PYTHON_TRACER_PROVIDER": "sdk_tracer_provider"},  # set fleet-wide
+    )
+    assert done.stdout.strip() == "[{}] None"
 
 
 def test_a_publish_that_cannot_reach_redis_fails_its_span(traced: Traced) -> None:

@@ -20,6 +20,7 @@ import attrs
 import orjson
 import trio
 
+from .. import tracing
 from ..errors import ConfigurationError, HubStopped, Overloaded
 from ..message import DEFAULT_MAX_MESSAGE_BYTES, Message
 from .base import (
@@ -132,6 +133,7 @@ class MemoryBus(Bus):
         waiting.append(due)
 
         async def later() -> None:
+            tracing.forget_span()  # a delayed publish made inside a run
             try:
                 await trio.sleep_until(due)
             finally:  # due, or the bus closed: it waits no more either way

@@ -62,6 +62,9 @@ class AsyncClient(AwaitedMethods):
         except redis.RedisError as error:
             abandon(op, error)
             raise bus_error(error, what, self.url) from error
+        except BaseException as error:  # cancelled (say, the request's client went away)
+            abandon(op, error)
+            raise
 
     async def _execute(self, call: Call) -> Any:
         client = self._client

@@ -128,7 +128,7 @@ class Operations:
         if delay is not None and not delay >= 0:
             raise ValueError(f"delay must be a number of seconds >= 0, not {delay!r}")
         message = self._message(topic, payload, headers, key, reply_to)
-        span = tracing.start_send(topic, message.id, reply_to=reply_to, delay=delay)
+        span = tracing.start_send(topic, message.id, reply_to=reply_to, delay=delay, headers=message.headers)
         if span is None:
             return (yield from self._write(message, delay))
         message = attrs.evolve(message, headers=tracing.headers_with_context(span, message.headers))
@@ -159,7 +159,7 @@ class Operations:
         key_list = [None] * len(payloads) if keys is None else list(keys)
         if len(key_list) != len(payloads):
             raise ValueError(f"{len(key_list)} keys for {len(payloads)} payloads")
-        span = tracing.start_send(check_topic(topic), batch=len(payloads))
+        span = tracing.start_send(check_topic(topic), batch=len(payloads), headers=headers)
         if span is None:
             return (yield from self._write_many(topic, payloads, headers, key_list))
         # one span for the batch: its context is every message's parent

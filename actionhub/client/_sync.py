@@ -138,6 +138,9 @@ class Client:
         except redis.RedisError as error:
             abandon(op, error)
             raise bus_error(error, what, self.url) from error
+        except BaseException as error:  # KeyboardInterrupt, or a bug: the operation ends here
+            abandon(op, error)
+            raise
 
     def _execute(self, call: Call) -> Any:
         client = self._client

@@ -117,20 +117,13 @@ class WorkerPool:
             self.dispatch()
 
     def spawn(self) -> None:
-        nursery = self.nursery
-        assert nursery is not None
+        assert self.nursery is not None
         worker = _Worker(next(self._ids))
         self._workers[worker.id] = worker
         self._starting += 1
         self._joining += 1
         self.created += 1
-        name = f"{self.name}#worker-{worker.id}"
-        # started by a publish in an action, the task would inherit that run's span as its own
-        detached = tracing.detached_context()
-        if detached is None:
-            nursery.start_soon(self._worker_main, worker, name=name)
-        else:
-            detached.run(lambda: nursery.start_soon(self._worker_main, worker, name=name))
+        self.nursery.start_soon(self._worker_main, worker, name=f"{self.name}#worker-{worker.id}")
 
     def respawn(self) -> None:
         """A promised replacement is due."""
@@ -204,6 +197,7 @@ class WorkerPool:
                 await self._work_ready.park()
 
     async def _worker_main(self, worker: _Worker) -> None:
+        tracing.forget_span()  # spawned by a publish inside a run, it would keep that run's span
         self._starting -= 1
         if not (self.paused or self.held or self.closed):
             self._ramp_up()
