@@ -3,7 +3,8 @@
 Every command that talks to live hubs takes ``--bus URL`` (default: ``$ACTIONHUB_BUS``, else
 ``redis://localhost:6379/0``). Exit codes, for scripts: 0 done; 1 the command ran but did not
 succeed (a hub refused or stayed silent, no reply in time, no live hub); 2 bad usage or bad input;
-3 the bus could not be reached; 130/143 ``run`` was stopped at once by a second signal.
+3 the bus could not be reached; 4 ``run``: a group with ``on_max_restarts="stop_hub"`` gave up;
+130/143 ``run`` was stopped at once by a second signal.
 """
 
 from __future__ import annotations
