@@ -420,6 +420,8 @@ class ActionHub:
             reply_to=reply_to,
             key=check_key(key),
         )
+        if tracing.tracer() is None:  # the usual case: no partial, no extra coroutine per message
+            return await self.bus.publish(message, delay=delay)
         return await tracing.publishing(message, partial(self.bus.publish, delay=delay), delay=delay)
 
     async def publish_many(

@@ -22,6 +22,7 @@ from actionhub.alerts import EscalationStream
 from actionhub.dashboard import Dashboard, Sampler, app
 from actionhub.inspect import HubSnapshot
 from actionhub.testing import worker_stat
+from tests.polling import wait_until
 from tests.servers import private_redis
 
 TOKEN = "s3cret-token-of-the-tests"
@@ -37,7 +38,7 @@ def two_hubs(bus: MemoryBus) -> list[ActionHub]:
 
         @hub.action("work", max_workers=2)
         async def work(job: Job) -> None:
-            await trio.sleep(0.001)
+            await trio.lowlevel.checkpoint()
 
         @hub.action("charge", max_attempts=1, max_restarts=100)
         async def charge(job: Job) -> None:
@@ -514,9 +515,7 @@ async def test_requeueing_thousands_of_dead_letters_takes_few_round_trips(redis_
 
     async with hub.running():
         await hub.publish_many("refuse", range(2500))
-        with trio.fail_after(60):
-            while hub.group("refuse").stats().total_dead_lettered < 2500:  # noqa: ASYNC110 - counted by the hub
-                await trio.sleep(0.05)
+        await wait_until(lambda: hub.group("refuse").stats().total_dead_lettered == 2500, timeout=60)
     dashboard = app(redis_url, token=TOKEN)
     async with dashboard.running(), serving(dashboard) as http:
         answer = await http.post(
