@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import math
 import random
-import time
 import traceback as tb_module
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -27,7 +26,9 @@ from ..errors import ConfigurationError
 from ..message import Message
 from ..payloads import Codec
 from ..stats import WorkerStat
+from .away import Away
 from .escalation import Escalation, EscalationReason
+from .events import Escalate, Event, GroupOutcome, Respawn, Restart, Resume, Stop, Suspend
 from .inbox import GroupInbox
 from .policy import (
     Behaviour,
@@ -51,56 +52,6 @@ log = logging.getLogger("actionhub.group")
 Report = Callable[[Escalation], None]
 
 __all__ = ["GroupOutcome", "MessageObserver", "Outcome", "WorkerGroup", "attach"]
-
-
-@attrs.frozen
-class _Respawn:
-    pass
-
-
-@attrs.frozen
-class _Stop:
-    pass
-
-
-@attrs.frozen
-class _Restart:
-    """An operator asked for a restart of every worker (or for the end of a cool-down)."""
-
-
-@attrs.frozen
-class _Escalate:
-    """Asked from outside the supervisor (a master whose slaves exhausted its restart limit)."""
-
-    escalation: Escalation
-
-
-@attrs.frozen
-class _Suspend:
-    """A slave's master cools down: stand down until `_Resume`; ``stood_down`` is set once done."""
-
-    stood_down: trio.Event
-
-
-@attrs.frozen
-class _Resume:
-    """A slave's master is back from its cool-down."""
-
-
-_Event = Panic | _Respawn | _Stop | _Escalate | _Restart | _Suspend | _Resume
-
-
-@attrs.frozen
-class GroupOutcome:
-    """How a group's run ended: stopped on request, or escalated (then the owner removes it,
-    and stops the whole hub if ``stops_hub``)."""
-
-    escalation: Escalation | None = None
-    stops_hub: bool = False
-
-    @property
-    def escalated(self) -> bool:
-        return self.escalation is not None
 
 
 class WorkerGroup:
@@ -153,7 +104,7 @@ class WorkerGroup:
             lane_freed=self._lane_freed,
             codec=codec,
         )
-        self._events_send, self._events = trio.open_memory_channel[_Event](math.inf)
+        self._events_send, self._events = trio.open_memory_channel[Event](math.inf)
         self.pool = WorkerPool(
             name,
             config=config,
@@ -164,14 +115,8 @@ class WorkerGroup:
         )
         self._timers: trio.Nursery | None = None
         self._timer_scopes: set[trio.CancelScope] = set()  # what a cool-down cancels
-        self.cooling_down = False
-        self.cool_down_until: float | None = None  # wall-clock time the cool-down ends
-        self._give_ups = 0  # consecutive cool-downs, each longer than the last
-        self._back_at = -math.inf  # trio time the group last came back from a cool-down
-        self._coming_back: trio.CancelScope | None = None  # re-subscribing; a stop cancels it
+        self._away = Away(self)
         self._stop_requested = False
-        self._suspended = False  # a slave standing down with its master: only the master wakes it
-        self._deferred: list[_Event] = []  # escalations that came during a cool-down, for after it
         self.started = False
         self.finished = trio.Event()
 
@@ -186,6 +131,16 @@ class WorkerGroup:
     def held(self) -> bool:
         """Paused by an operator: nothing new starts (intake fills the buffer)."""
         return self.pool.held
+
+    @property
+    def cooling_down(self) -> bool:
+        """Standing down: past its restart limit (or with its master), no workers, reads nothing."""
+        return self._away.active
+
+    @property
+    def cool_down_until(self) -> float | None:
+        """When the cool-down ends (epoch seconds), while cooling down past the restart limit."""
+        return self._away.until
 
     @property
     def state(self) -> GroupState:
@@ -265,8 +220,7 @@ class WorkerGroup:
             await self._close_subscription()  # nothing may feed, or keep leases for, a dead group
         finally:
             self._close_intake()
-            self.cooling_down = False
-            self.cool_down_until = None
+            self._away.clear()
             self.finished.set()
         if outcome.escalation is not None:
             self._alert(outcome.escalation)
@@ -325,14 +279,14 @@ class WorkerGroup:
     def restart(self) -> None:
         """Restart every worker, as RESTART_ALL does after a panic (the buffer is kept). A group
         cooling down comes back now."""
-        self._events_send.send_nowait(_Restart())
+        self._events_send.send_nowait(Restart())
 
     def request_stop(self) -> None:
         """Ask for a graceful stop (intake closes, in-flight work finishes). Never blocks."""
         self._stop_requested = True
-        self._events_send.send_nowait(_Stop())
-        if self._coming_back is not None:  # re-subscribing may wait for an unreachable bus
-            self._coming_back.cancel()
+        self._events_send.send_nowait(Stop())
+        if self._away.coming_back is not None:  # re-subscribing may wait for an unreachable bus
+            self._away.coming_back.cancel()
 
     async def stop(self) -> None:
         """Graceful stop; returns once the group has finished."""
@@ -346,16 +300,16 @@ class WorkerGroup:
 
     def escalate(self, escalation: Escalation) -> None:
         """Make this group end with ``escalation`` (used by a master for its slaves' failures)."""
-        self._events_send.send_nowait(_Escalate(escalation))
+        self._events_send.send_nowait(Escalate(escalation))
 
     def suspend(self, stood_down: trio.Event) -> None:
         """Stand down (no workers, nothing read) until `wake`, for a master cooling down;
         ``stood_down`` is set once it has."""
-        self._events_send.send_nowait(_Suspend(stood_down))
+        self._events_send.send_nowait(Suspend(stood_down))
 
     def wake(self) -> None:
         """Come back from a `suspend`: the master is back."""
-        self._events_send.send_nowait(_Resume())
+        self._events_send.send_nowait(Resume())
 
     def _close_intake(self) -> None:
         self.pool.closed = True
@@ -369,20 +323,20 @@ class WorkerGroup:
 
     async def _supervise(self) -> GroupOutcome:
         async for event in self._events:
-            if isinstance(event, _Stop):
+            if isinstance(event, Stop):
                 return GroupOutcome()
-            if isinstance(event, _Escalate):
+            if isinstance(event, Escalate):
                 outcome = await self._give_up(event.escalation)
-            elif isinstance(event, _Restart):
+            elif isinstance(event, Restart):
                 self.restarts += 1
                 await self._restart_all()
                 continue
-            elif isinstance(event, _Respawn):
+            elif isinstance(event, Respawn):
                 self.pool.respawn()
                 continue
-            elif isinstance(event, _Suspend):
-                outcome = await self._suspend(event.stood_down)
-            elif isinstance(event, _Resume):
+            elif isinstance(event, Suspend):
+                outcome = await self._away.suspend(event.stood_down)
+            elif isinstance(event, Resume):
                 continue  # not suspended (a wake that crossed a stop)
             else:
                 outcome = await self._on_panic(event)
@@ -445,10 +399,10 @@ class WorkerGroup:
         backoff = self.config.restart_backoff
         self.pool.pending_respawns += 1
         if backoff is None:
-            self._events_send.send_nowait(_Respawn())
+            self._events_send.send_nowait(Respawn())
             return
         delay = backoff.delay(self._intensity.recent, self._rng)
-        self._later(delay, lambda: self._events_send.send_nowait(_Respawn()))
+        self._later(delay, lambda: self._events_send.send_nowait(Respawn()))
 
     async def _restart_all(self) -> None:
         """Stop every worker gracefully (buffer kept, intake paused), then start fresh ones."""
@@ -484,151 +438,20 @@ class WorkerGroup:
         """The restart limit is exhausted: escalate, then do what ``on_max_restarts`` says."""
         then = self.config.on_max_restarts
         if then is OnMaxRestarts.COOL_DOWN:
-            return await self._cool_down(escalation)
+            return await self._away.cool_down(escalation)
         pending = await self._stop_for_escalation()
         return GroupOutcome(
             attrs.evolve(escalation, pending_messages=pending), stops_hub=then is OnMaxRestarts.STOP_HUB
         )
 
-    async def _cool_down(self, escalation: Escalation) -> GroupOutcome | None:
-        """Stop the workers, hand back what was not started, read nothing; come back after the
-        cool-down, which grows with each give-up in a row (a run of ``restart_window`` without
-        one resets it). An operator's restart ends it early; a stop ends the group. If the group
-        cannot read again (the bus refuses), that is reported and it cools down once more."""
-        if trio.current_time() - self._back_at >= self.config.restart_window:
-            self._give_ups = 0
-        self.cooling_down = True
-        handed_back: tuple[Message, ...] | None = None
-        while True:
-            self._give_ups += 1
-            delay = self.config.cool_down.delay(self._give_ups, self._rng)
-            self.cool_down_until = time.time() + delay  # shown while standing down, refined below
-            if handed_back is None:
-                handed_back = await self._stand_down()
-                self.cool_down_until = time.time() + delay
-            log.error(
-                "group %s: %s; cooling down for %.1fs, %d unstarted message(s) handed back",
-                self.name,
-                "went past its restart limit"
-                if escalation.reason == "max_restarts"
-                else "could not start again",
-                delay,
-                len(handed_back),
-                extra={"group": self.name, "reason": escalation.reason, "cool_down": delay},
-            )
-            self._alert(
-                attrs.evolve(
-                    escalation,
-                    group_protocol=EscalationProtocol.RESTART,
-                    pending_messages=handed_back,
-                    cool_down_until=self.cool_down_until,
-                    restarts=self.restarts,
-                )
-            )
-            if not await self._wait_out(delay):
-                return GroupOutcome()
-            try:
-                return None if await self._come_back() else GroupOutcome()
-            except Exception as error:  # say, Redis refused the subscription (OOM, ACL)
-                log.exception("group %s could not subscribe again after its cool-down", self.name)
-                escalation = self._fault(error, "start_failure")
-                handed_back = ()
-
-    async def _suspend(self, stood_down: trio.Event) -> GroupOutcome | None:
-        """A slave whose master cools down: stand down with it, come back when it does."""
-        self.cooling_down = self._suspended = True
-        try:
-            try:
-                await self._stand_down()
-            finally:
-                stood_down.set()
-            if not await self._wait_out(math.inf):
-                return GroupOutcome()
-            return None if await self._come_back() else GroupOutcome()
-        finally:
-            self._suspended = False
-
-    async def _stand_down(self) -> tuple[Message, ...]:
-        """Stop everything but the group itself: reading, slaves, workers, timers. On a durable
-        bus the unstarted messages go back to it (claimable at once: another hub can take them
-        now) and are returned; in-process they stay in the buffer, which the workers of the
-        next life start with."""
-        pool = self.pool
-        pool.paused = True  # workers take nothing more, from now on
-        durable = self._bus is not None and self._bus.durable
-        if durable:
-            self.inbox.close()  # the reader stops at once
-        await self._before_stand_down()
-        await pool.stop_all(self.config.shutdown_timeout)
+    def _cancel_timers(self) -> None:
         for scope in list(self._timer_scopes):
-            scope.cancel()  # respawns and retries held in place: the group starts afresh
-        pool.pending_respawns = 0
-        self.runner.release_held()
-        if not durable:
-            return ()
-        handed_back = tuple(d.message for d in self.inbox.drain())
-        await self._close_subscription()  # what was read and not settled becomes claimable
-        return handed_back
+            scope.cancel()
 
-    async def _wait_out(self, delay: float) -> bool:
-        """Wait ``delay`` seconds (`math.inf`: until woken), handling what comes meanwhile. False
-        on a stop; True once the time is up or the group is told to come back (an operator's
-        restart; a suspended slave's master). Late panics of the workers that stood down are
-        reported, never counted; escalations wait for the group to be back."""
-        wakes = (_Resume,) if self._suspended else (_Restart, _Resume)
-        woken = False
-        while True:  # first what came while standing down (a panic then is not the next life's)
-            try:
-                event = self._events.receive_nowait()
-            except trio.WouldBlock:
-                break
-            woken = self._while_away(event, wakes) or woken
-        if not woken:
-            with trio.move_on_after(delay):
-                while not (self._stop_requested or woken):
-                    woken = self._while_away(await self._events.receive(), wakes)
-        return not self._stop_requested
-
-    def _while_away(self, event: _Event, wakes: tuple[type[_Event], ...]) -> bool:
-        """Handle ``event`` while standing down; True if it says to come back."""
-        if isinstance(event, Panic):
-            self._alert_resumed(event)
-        elif isinstance(event, _Escalate):
-            self._deferred.append(event)
-        # respawns belonged to the life that ended; a stop is in `_stop_requested`
-        return isinstance(event, wakes)
-
-    async def _come_back(self) -> bool:
-        """Read again, start fresh workers (and a master's slaves). False: a stop came first."""
-        self._intensity = RestartIntensity(self.config.max_restarts, self.config.restart_window)
-        if self.subscription is None and self._bus is not None:
-            self.inbox.reopen()
-            self._coming_back = trio.CancelScope()
-            try:
-                with self._coming_back:
-                    if not self._stop_requested:
-                        await attach(self, self._bus, self._consumer_group)
-            except BaseException:
-                self.inbox.close()
-                raise
-            finally:
-                self._coming_back = None
-            if self.subscription is None:  # a stop came meanwhile
-                self.inbox.close()
-                return False
-        self.cooling_down = False
-        self.cool_down_until = None
-        pool = self.pool
-        pool.paused = False
-        self._back_at = trio.current_time()
-        log.warning("group %s is back from its cool-down", self.name, extra={"group": self.name})
-        self._after_come_back()
-        pool.ensure_min()
-        pool.dispatch_buffered()
-        for event in self._deferred:
-            self._events_send.send_nowait(event)
-        self._deferred.clear()
-        return True
+    async def _reattach(self) -> None:
+        """Subscribe again, where the group read before (coming back from a cool-down)."""
+        assert self._bus is not None
+        await attach(self, self._bus, self._consumer_group)
 
     # ------------------------------------------------------------------ stats
 
