@@ -6,7 +6,8 @@ the `MessageRunner`'s business: this module is the supervisor that ties them tog
 
 Past its restart limit a group escalates, then does what ``on_max_restarts`` says: cool down
 (stop its workers, hand back what it has not started, read nothing, start again later), leave the
-hub, or stop the hub. A running hub never holds a group that is neither working nor coming back.
+hub, or stop the hub (the cool-down is `away.py`'s). A running hub never holds a group that is
+neither working nor coming back.
 """
 
 from __future__ import annotations
