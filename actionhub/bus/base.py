@@ -15,13 +15,17 @@ import abc
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import attrs
 import trio
 
 from ..errors import ConfigurationError
 from ..message import Message
+from .dedupe import Dedupe
+
+if TYPE_CHECKING:
+    from ..supervision.limits import Limiter, LimitSpec
 
 
 class Inbox(Protocol):
@@ -218,8 +222,12 @@ class Bus(abc.ABC):
         due delayed messages, reading for groups) are left to the hubs."""
 
     @abc.abstractmethod
-    async def publish(self, message: Message, *, delay: float | None = None) -> str:
-        """Send ``message`` to every consumer group of ``message.topic``; return its id."""
+    async def publish(
+        self, message: Message, *, delay: float | None = None, dedupe: Dedupe | None = None
+    ) -> str:
+        """Send ``message`` to every consumer group of ``message.topic``; return its id. With
+        ``dedupe``, a second publish of its key to the topic within its window writes nothing and
+        returns the first message's id (decided at publish time, also for a delayed one)."""
 
     #: whether the bus retains published messages, for ``start="earliest"`` and replays
     keeps_history = False
@@ -319,6 +327,12 @@ class Bus(abc.ABC):
     @abc.abstractmethod
     async def topic_info(self, topic: str) -> TopicInfo:
         """What the bus holds for ``topic`` now."""
+
+    def limiter(self, topic: str, group: str, spec: LimitSpec) -> Limiter | None:
+        """The rate and concurrency limiter of consumer group ``group`` on ``topic``, kept by the
+        broker for every hub of the group (see `actionhub.supervision.limits`). None: the bus
+        keeps none, so the hubs on this bus object share one in-process limiter."""
+        return None
 
 
 __all__ = [

@@ -35,6 +35,7 @@ from .base import (
     TopicInfo,
     Watch,
 )
+from .dedupe import Dedupe, DedupeWindows
 
 
 class MemoryBus(Bus):
@@ -65,6 +66,7 @@ class MemoryBus(Bus):
         self._events: dict[str, deque[dict[str, str]]] = {}
         self._progress: dict[tuple[str, str, str], bytes] = {}  # (topic, group, message id) -> state
         self._delayed: dict[str, list[float]] = {}  # topic -> the trio times its delayed messages are due
+        self._dedupe = DedupeWindows()
 
     @asynccontextmanager
     async def open(
@@ -94,8 +96,14 @@ class MemoryBus(Bus):
             raise ValueError(f"payload is {len(raw)} bytes, over the limit of {self.max_message_bytes}")
         return attrs.evolve(message, payload=orjson.loads(raw))
 
-    async def publish(self, message: Message, *, delay: float | None = None) -> str:
+    async def publish(
+        self, message: Message, *, delay: float | None = None, dedupe: Dedupe | None = None
+    ) -> str:
         message = self._copy(message)
+        if dedupe is not None:
+            first = self._dedupe.first(message.topic, dedupe, message.id, trio.current_time())
+            if first is not None:
+                return first
         if delay is not None and delay > 0:
             self._later(delay, message.topic, self._fan_out, message)
         else:

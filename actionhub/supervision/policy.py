@@ -13,6 +13,7 @@ import attrs
 
 from ..bus.redis.keys import DEFAULT_PARTITIONS, MAX_PARTITIONS
 from ..errors import ConfigurationError
+from .limits import parse_rate
 
 
 class Behaviour(enum.Enum):
@@ -191,6 +192,11 @@ def _optional_size(_: object, attribute: attrs.Attribute[int | None], value: int
         raise ConfigurationError(f"{attribute.name} must be an integer >= 1 or None, not {value!r}")
 
 
+def _optional_rate(_: object, attribute: attrs.Attribute[str | None], value: str | None) -> None:
+    if value is not None:
+        parse_rate(value)  # a ConfigurationError with the reason
+
+
 @attrs.frozen
 class GroupConfig:
     """Everything that shapes one WorkerGroup. Validated here, at the boundary."""
@@ -224,6 +230,10 @@ class GroupConfig:
     memory_limit: int | None = attrs.field(default=None, validator=_optional_size)
     ordered: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
     partitions: int | None = attrs.field(default=None, validator=_optional_size)
+    rate_limit: str | None = attrs.field(default=None, validator=_optional_rate)
+    rate_burst: int | None = attrs.field(default=None, validator=_optional_size)
+    concurrency_limit: int | None = attrs.field(default=None, validator=_optional_size)
+    keep_result: float | None = attrs.field(default=None, validator=_optional_timeout)  # seconds
 
     def __attrs_post_init__(self) -> None:
         if self.max_workers < 1:

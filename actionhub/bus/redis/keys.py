@@ -93,6 +93,23 @@ class Keys:
         """Who reads one partition of an ordered group."""
         return f"{self.prefix}lease:{topic}:{group}:{partition}"
 
+    def status(self, message_id: str) -> str:
+        """A message's status record (JSON; pending until a group that keeps results finishes it)."""
+        return f"{self.prefix}status:{message_id}"
+
+    def keeps_results(self, topic: str) -> str:
+        """Set (to the seconds kept) while a group of ``topic`` keeps results: publishes then
+        write a pending status record."""
+        return f"{self.prefix}keep:{topic}"
+
+    def dedupe(self, topic: str, key: str) -> str:
+        """The first message id published under ``key`` to ``topic`` (it expires with the window)."""
+        return f"{self.prefix}dedupe:{topic}:{key}"
+
+    def idempotency(self, producer: str, block: int) -> str:
+        """One producer's bitmap of written message counters (``block`` = counter // 2**20)."""
+        return f"{self.prefix}idem:{producer}:{block}"
+
 
 def partition_count(key: str, raw: bytes | str | None) -> int | None:
     """The partition count stored at ``key`` (`Keys.partitions`), None if there is none yet."""

@@ -18,6 +18,7 @@ from redis.client import Pipeline
 from ...errors import ConfigurationError, HubStopped, MalformedMessage
 from ...message import Message
 from ..base import Delivery, Inbox, Subscription
+from ..dedupe import Dedupe
 from .common import RedisBusBase, RedisProgress
 from .entries import (
     Requeued,
@@ -35,7 +36,11 @@ class RedisPubSubBus(RedisBusBase):
     def channel(self, topic: str) -> str:
         return self.keys.stream(topic)
 
-    async def publish(self, message: Message, *, delay: float | None = None) -> str:
+    async def publish(
+        self, message: Message, *, delay: float | None = None, dedupe: Dedupe | None = None
+    ) -> str:
+        if dedupe is not None:
+            raise ConfigurationError("dedupe_key needs a streams bus (pub/sub is at-most-once)")
         raw = self.encode(message)
         channel = self.channel(message.topic)
         if delay:

@@ -236,3 +236,39 @@ return cjson.encode({
   next_due = next_due, complete = #members <= 2 * limit, now = now
 })
 """
+
+# One publish, deduplicated and idempotent (see once.py for the keys and arguments). A dedupe key
+# already set returns the first id and writes nothing; a set idempotency bit means this very
+# message was written by an earlier try whose reply was lost: nothing again. Else XADD (or the
+# delayed set), and a pending status record if a group of the topic keeps results.
+PUBLISH_ONCE = """
+if ARGV[3] ~= '' then
+  local first = redis.call('SET', KEYS[3], ARGV[2], 'NX', 'GET', 'PX', ARGV[3])
+  if first then return first end
+end
+if ARGV[4] ~= '' then
+  if redis.call('SETBIT', KEYS[4], ARGV[4], 1) == 1 then return ARGV[2] end
+  redis.call('PEXPIRE', KEYS[4], ARGV[7], 'NX')
+end
+local delay = tonumber(ARGV[5])
+local t = nil
+if delay > 0 then
+  t = redis.call('TIME')
+  redis.call('ZADD', KEYS[2], tonumber(t[1]) + tonumber(t[2]) / 1000000 + delay, ARGV[6])
+elseif ARGV[8] == 'p' then
+  redis.call('PUBLISH', KEYS[1], ARGV[1])
+  return ARGV[2]
+else
+  redis.call('XADD', KEYS[1], '*', 'message', ARGV[1])
+end
+if ARGV[8] ~= 'p' then
+  local keep = redis.call('GET', KEYS[5])
+  if keep then
+    t = t or redis.call('TIME')
+    local record = cjson.encode({state = 'pending', topic = ARGV[9],
+                                 at = tonumber(t[1]) + tonumber(t[2]) / 1000000})
+    redis.call('SET', KEYS[6], record, 'EX', math.floor(tonumber(keep)) + 86400, 'NX')
+  end
+end
+return ARGV[2]
+"""

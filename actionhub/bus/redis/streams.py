@@ -40,6 +40,7 @@ from redis.client import Pipeline
 from ...errors import ConfigurationError, HubStopped, MalformedMessage
 from ...message import Message
 from ..base import Inbox, Subscription
+from ..dedupe import Dedupe
 from . import scripts
 from .common import RedisBusBase
 from .entries import (
@@ -47,6 +48,7 @@ from .entries import (
     Requeued,
 )
 from .keys import DEFAULT_PARTITIONS, partition_count
+from .once import publish_once
 from .options import RedisOptions
 from .ordered import OrderedSubscription
 from .reader import Reader
@@ -79,6 +81,7 @@ class RedisStreamsBus(RedisBusBase):
         self._create_group = self.client.register_script(scripts.CREATE_GROUP)
         self._abandoned = self.client.register_script(scripts.ABANDONED)
         self._backlog = self.client.register_script(scripts.BACKLOG)
+        self._publish_once = self.client.register_script(scripts.PUBLISH_ONCE)
         self._subscriptions: list[StreamSubscription] = []
         self._watches: list[LazyWatch] = []
         self.reader = Reader(self)
@@ -119,7 +122,9 @@ class RedisStreamsBus(RedisBusBase):
 
     # ------------------------------------------------------------------ publishing
 
-    async def publish(self, message: Message, *, delay: float | None = None) -> str:
+    async def publish(
+        self, message: Message, *, delay: float | None = None, dedupe: Dedupe | None = None
+    ) -> str:
         raw = self.encode(message)
         key = message.key  # unkeyed: no coroutine on the per-message path
         stream = (
@@ -127,22 +132,17 @@ class RedisStreamsBus(RedisBusBase):
             if key is None
             else await self._partition_stream(message.topic, key)
         )
-        if delay:
-            await self.schedule("x", stream, "", raw, delay)
-        else:
-            deadline = trio.current_time() + self.options.publish_timeout
-            wire = self.wire
-            if wire is not None:
-                await self.call_async(
-                    partial(wire.execute, ("XADD", stream, "*", "message", raw)),
-                    what="publish",
-                    deadline=deadline,
-                )
-            else:
-                await self.call(
-                    lambda: self.client.xadd(stream, {"message": raw}), what="publish", deadline=deadline
-                )
-        return message.id
+        # one script: deduplicated, idempotent under `call`'s retries, pending record (once.py)
+        keys, args = publish_once(
+            self.keys, target=stream, topic=message.topic, message_id=message.id, raw=raw,
+            delay=delay, dedupe=dedupe,
+        )  # fmt: skip
+        (first,) = await self.run_scripts(
+            [(self._publish_once, keys, args)],
+            what="publish",
+            deadline=trio.current_time() + self.options.publish_timeout,
+        )
+        return first.decode() if isinstance(first, bytes) else str(first)
 
     async def publish_many(self, messages: Sequence[Message]) -> list[str]:
         entries = [(await self._stream_of(message), self.encode(message)) for message in messages]
