@@ -19,6 +19,7 @@ import trio
 
 from . import tracing
 from .bus.base import Bus, DeadLetter, Watch
+from .bus.dedupe import MessageIds, check_dedupe
 from .bus.url import open_bus
 from .errors import ActionHubError, ConfigurationError, HubStopped
 from .inspect import apply_command, encode_answer, redact, snapshot_of
@@ -52,18 +53,6 @@ class _State(enum.Enum):
     RUNNING = "running"
     STOPPING = "stopping"
     STOPPED = "stopped"
-
-
-class _MessageIds:
-    """Unique message ids without a syscall per message: a random per-hub prefix and a counter."""
-
-    def __init__(self) -> None:
-        self._prefix = secrets.token_hex(6)
-        self._next = 0
-
-    def __call__(self) -> str:
-        self._next += 1
-        return f"{self._prefix}-{self._next}"
 
 
 class ActionHub:
@@ -102,7 +91,7 @@ class ActionHub:
         self._nursery: trio.Nursery | None = None
         self._stop_requested = trio.Event()
         self._stopped = trio.Event()
-        self._ids = _MessageIds()
+        self._ids = MessageIds()
         self.announce_interval = announce_interval
         self.observer: MessageObserver | None = None  # told about every message run (metrics)
         #: the escalation of a group with ``on_max_restarts="stop_hub"`` that stopped this hub
@@ -404,14 +393,19 @@ class ActionHub:
         reply_to: str | None = None,
         delay: float | None = None,
         key: str | None = None,
+        dedupe_key: str | None = None,
+        dedupe_for: float | None = None,
     ) -> str:
         """Publish ``payload`` (JSON) to ``topic``; every consumer group of the topic gets it.
         Returns the message id. Raises `Overloaded` if a group's buffer stays full for its
         ``accept_wait`` (in-process bus), `HubStopped` once the hub stops. ``key``: ordered
-        groups run the messages of one key one at a time, in publish order (docs/ordering.md)."""
+        groups run the messages of one key one at a time, in publish order (docs/ordering.md).
+        ``dedupe_key``: a publish of the same key to ``topic`` within ``dedupe_for`` seconds
+        (default 3600) of the first writes nothing and returns the first message's id."""
         self._check_running()
         if delay is not None and delay < 0:
             raise ValueError("delay must be >= 0")
+        dedupe = None if dedupe_key is None and dedupe_for is None else check_dedupe(dedupe_key, dedupe_for)
         message = Message(
             topic=topic,
             payload=to_json(payload),
@@ -421,8 +415,10 @@ class ActionHub:
             key=check_key(key),
         )
         if tracing.tracer() is None:  # the usual case: no partial, no extra coroutine per message
-            return await self.bus.publish(message, delay=delay)
-        return await tracing.publishing(message, partial(self.bus.publish, delay=delay), delay=delay)
+            return await self.bus.publish(message, delay=delay, dedupe=dedupe)
+        return await tracing.publishing(
+            message, partial(self.bus.publish, delay=delay, dedupe=dedupe), delay=delay
+        )
 
     async def publish_many(
         self,

@@ -101,13 +101,19 @@ class MemoryBus(Bus):
     ) -> str:
         message = self._copy(message)
         if dedupe is not None:
-            first = self._dedupe.first(message.topic, dedupe, message.id, trio.current_time())
+            first = self._dedupe.claim(message.topic, dedupe, message.id, trio.current_time())
             if first is not None:
                 return first
         if delay is not None and delay > 0:
             self._later(delay, message.topic, self._fan_out, message)
-        else:
+        elif dedupe is None:
             await self._fan_out(message)
+        else:
+            try:
+                await self._fan_out(message)
+            except BaseException:  # Overloaded, cancelled: not published, so not the first
+                self._dedupe.release(message.topic, dedupe, message.id)
+                raise
         return message.id
 
     async def _fan_out(self, message: Message) -> None:

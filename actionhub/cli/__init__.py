@@ -129,6 +129,12 @@ def build_parser() -> argparse.ArgumentParser:
     publish.add_argument(
         "--wait-reply", type=_positive, metavar="S", help="wait S seconds for a reply, and print it"
     )
+    publish.add_argument(
+        "--dedupe-key", metavar="KEY", help="publish nothing if KEY was published to TOPIC within the window"
+    )
+    publish.add_argument(
+        "--dedupe-for", type=_positive, metavar="S", help="the dedupe window in seconds (default 3600)"
+    )
 
     stats = command("stats", _stats, "the WorkerStats of every live hub on the bus")
     stats.add_argument("--json", action="store_true", help="one JSON document (a list of hub snapshots)")

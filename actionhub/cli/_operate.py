@@ -20,6 +20,7 @@ from rich.table import Table
 
 from .. import tracing
 from ..bus.base import DeadLetter
+from ..bus.dedupe import MessageIds, check_dedupe
 from ..client import TrioClient
 from ..inspect import HubSnapshot, redact
 from ..message import JSON, Message
@@ -62,12 +63,20 @@ async def _publish(args: argparse.Namespace) -> int:
     headers = dict(_header(item) for item in args.header)
     if args.delay is not None and args.delay < 0:
         raise CliError("--delay must be >= 0")
+    check_dedupe(args.dedupe_key, args.dedupe_for)  # misuse fails before connecting
     if args.wait_reply is None:
         async with _client(args) as client:
-            published = client.publish(topic, payload, headers=headers, delay=args.delay)
+            published = client.publish(
+                topic, payload, headers=headers, delay=args.delay, dedupe_key=args.dedupe_key,
+                dedupe_for=args.dedupe_for,
+            )  # fmt: skip
             print(await _within(args.timeout, published))
             return EXIT_OK
-    message = Message(topic, payload, id=uuid.uuid4().hex, headers=headers)
+    if args.dedupe_key is not None:
+        raise CliError(
+            "--dedupe-key cannot go with --wait-reply: a duplicate is not published, so no reply comes"
+        )
+    message = Message(topic, payload, id=MessageIds()(), headers=headers)  # a counted id: idempotent
     # the id first, then the reply: through the bus and its reply channel
     async with _connected(args) as bus, bus.reply_channel() as channel:
         message = attrs.evolve(message, reply_to=channel.address)

@@ -34,11 +34,20 @@ class AwaitedMethods(abc.ABC):
         headers: dict[str, str] | None = None,
         delay: float | None = None,
         key: str | None = None,
+        dedupe_key: str | None = None,
+        dedupe_for: float | None = None,
     ) -> str:
         """See `Client.publish`."""
-        return await self._run(
-            self._ops.publish(topic, payload, headers=headers, delay=delay, key=key), "publish"
+        op = self._ops.publish(
+            topic,
+            payload,
+            headers=headers,
+            delay=delay,
+            key=key,
+            dedupe_key=dedupe_key,
+            dedupe_for=dedupe_for,
         )
+        return await self._run(op, "publish")
 
     async def publish_many(
         self,

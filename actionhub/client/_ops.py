@@ -6,8 +6,6 @@ Key names, scripts and routing come from `actionhub.bus.redis` (keys, scripts, e
 from __future__ import annotations
 
 import contextlib
-import itertools
-import secrets
 import time
 from collections.abc import Generator, Iterable, Sequence
 from typing import Any, TypeVar
@@ -16,7 +14,8 @@ import attrs
 
 from .. import tracing
 from ..bus.base import DeadLetter
-from ..bus.redis import entries, scripts
+from ..bus.dedupe import Dedupe, MessageIds, check_dedupe
+from ..bus.redis import entries, once, scripts
 from ..bus.redis.keys import DEFAULT_PARTITIONS, Keys, partition_count
 from ..bus.redis.options import RedisOptions
 from ..errors import MalformedMessage
@@ -78,8 +77,8 @@ class Operations:
         self.keys = Keys(options.prefix)
         self.pubsub = options.mode == "pubsub"
         self._partitions: dict[str, int] = {}
-        self._id_prefix = secrets.token_hex(6)
-        self._ids = itertools.count(1)  # next() on a count is atomic: threads share it safely
+        self._ids = MessageIds()  # thread-safe, and fork-safe (idempotency relies on unique ids)
+        self._idempotency_ttl = once.idempotency_ttl(options.publish_timeout)
 
     def _message(
         self,
@@ -92,7 +91,7 @@ class Operations:
         return Message(
             topic=check_topic(topic),
             payload=to_json(payload),
-            id=f"{self._id_prefix}-{next(self._ids)}",
+            id=self._ids(),
             headers=dict(headers or {}),
             reply_to=reply_to,
             key=check_key(key),
@@ -124,28 +123,29 @@ class Operations:
         delay: float | None = None,
         key: str | None = None,
         reply_to: str | None = None,
+        dedupe_key: str | None = None,
+        dedupe_for: float | None = None,
     ) -> Op[str]:
         if delay is not None and not delay >= 0:
             raise ValueError(f"delay must be a number of seconds >= 0, not {delay!r}")
+        dedupe = None if dedupe_key is None and dedupe_for is None else check_dedupe(dedupe_key, dedupe_for)
         message = self._message(topic, payload, headers, key, reply_to)
         span = tracing.start_send(topic, message.id, reply_to=reply_to, delay=delay, headers=message.headers)
         if span is None:
-            return (yield from self._write(message, delay))
+            return (yield from self._write(message, delay, dedupe))
         message = attrs.evolve(message, headers=tracing.headers_with_context(span, message.headers))
-        return (yield from tracing.sent_op(span, self._write(message, delay)))
+        return (yield from tracing.sent_op(span, self._write(message, delay, dedupe)))
 
-    def _write(self, message: Message, delay: float | None) -> Op[str]:
+    def _write(self, message: Message, delay: float | None, dedupe: Dedupe | None) -> Op[str]:
         raw = entries.encode_entry(message, self.options.max_message_bytes)
         stream = yield from self._stream(message)
-        if delay:
-            kind = "p" if self.pubsub else "x"
-            member = entries.delayed_member(kind, stream, "", raw)
-            yield Script(scripts.SCHEDULE, (self.keys.delayed,), (delay, member))
-        elif self.pubsub:
-            yield Command(("PUBLISH", stream, raw))
-        else:
-            yield Command(("XADD", stream, "*", "message", raw))
-        return message.id
+        # the hub's own script: deduplicated, and idempotent under redis-py's retries (once.py)
+        keys, args = once.publish_once(
+            self.keys, target=stream, topic=message.topic, message_id=message.id, raw=raw,
+            ttl=self._idempotency_ttl, delay=delay, dedupe=dedupe, kind="p" if self.pubsub else "x",
+        )  # fmt: skip
+        first = yield Script(scripts.PUBLISH_ONCE, tuple(keys), tuple(args))
+        return first.decode() if isinstance(first, bytes) else str(first)
 
     def publish_many(
         self,
@@ -178,14 +178,15 @@ class Operations:
         streams = []
         for message in messages:
             streams.append((yield from self._stream(message)))
-        verb = ("PUBLISH",) if self.pubsub else ("XADD",)
-        commands = [
-            (*verb, stream, raw) if self.pubsub else (*verb, stream, "*", "message", raw)
-            for stream, raw in zip(streams, raws, strict=True)
-        ]
-        for start in range(0, len(commands), entries.PUBLISH_BATCH):
-            # a transaction: all of a batch is written, or none of it
-            yield Transaction(tuple(commands[start : start + entries.PUBLISH_BATCH]))
+        writes = [(s, m.id, raw) for s, m, raw in zip(streams, messages, raws, strict=True)]
+        for batch_topic, batch in once.batches(messages, writes):
+            # one script per batch: all of it or none, each message written once however often
+            # redis-py retries it (once.py)
+            keys, args = once.publish_many_once(
+                self.keys, topic=batch_topic, writes=batch, ttl=self._idempotency_ttl,
+                kind="p" if self.pubsub else "x",
+            )  # fmt: skip
+            yield Script(scripts.PUBLISH_MANY_ONCE, tuple(keys), tuple(args))
         return [message.id for message in messages]
 
     # ------------------------------------------------------------------ request / reply

@@ -54,10 +54,22 @@ class Client:
         headers: dict[str, str] | None = None,
         delay: float | None = None,
         key: str | None = None,
+        dedupe_key: str | None = None,
+        dedupe_for: float | None = None,
     ) -> str:
         """Publish ``payload`` (JSON) to ``topic``, after ``delay`` seconds if given; ``key``:
-        ordered groups run one key's messages one at a time, in order. Returns the message id."""
-        op = self._ops.publish(topic, payload, headers=headers, delay=delay, key=key)
+        ordered groups run one key's messages one at a time, in order. Returns the message id.
+        ``dedupe_key``: a publish of the same key to ``topic`` within ``dedupe_for`` seconds
+        (default 3600) of the first writes nothing and returns the first message's id."""
+        op = self._ops.publish(
+            topic,
+            payload,
+            headers=headers,
+            delay=delay,
+            key=key,
+            dedupe_key=dedupe_key,
+            dedupe_for=dedupe_for,
+        )
         return self._run(op, "publish")
 
     def publish_many(

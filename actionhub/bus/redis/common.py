@@ -45,6 +45,7 @@ from .entries import (
     requeued,
 )
 from .keys import Keys
+from .once import idempotency_ttl
 from .options import TRANSIENT, RedisOptions, connect, consumer_name, text
 from .topics import topic_info_call, topic_info_of
 from .wire import Command, WireConnection, wire_params
@@ -72,6 +73,8 @@ class RedisBusBase(Bus):
         self._schedule = self.client.register_script(scripts.SCHEDULE)
         self._move_due_script = self.client.register_script(scripts.MOVE_DUE)
         self._topic_info = self.client.register_script(scripts.TOPIC_INFO)
+        self._publish_once = self.client.register_script(scripts.PUBLISH_ONCE)  # both transports' publish
+        self._idempotency_ttl = idempotency_ttl(options.publish_timeout)
         self._backoff = Backoff(0.05, 5.0, 0.2)
         # each call in a thread holds one of the client's pooled connections: a few at once
         # whatever the number of groups; calls that block in Redis have threads of their own

@@ -103,8 +103,9 @@ class Keys:
         return f"{self.prefix}keep:{topic}"
 
     def dedupe(self, topic: str, key: str) -> str:
-        """The first message id published under ``key`` to ``topic`` (it expires with the window)."""
-        return f"{self.prefix}dedupe:{topic}:{key}"
+        """The first message id published under ``key`` to ``topic`` (it expires with the
+        window). ``#`` ends the topic: no topic holds one, so no (topic, key) pair aliases another."""
+        return f"{self.prefix}dedupe:{topic}#{key}"
 
     def idempotency(self, producer: str, block: int) -> str:
         """One producer's bitmap of written message counters (``block`` = counter // 2**20)."""

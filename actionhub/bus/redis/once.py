@@ -1,23 +1,40 @@
-"""The keys and arguments of `scripts.PUBLISH_ONCE`, sans I/O: shared by the hub's transports
-and every client.
+"""The keys and arguments of `scripts.PUBLISH_ONCE` and `scripts.PUBLISH_MANY_ONCE`, sans I/O:
+shared by the hub's transports and every client.
 
-Idempotency: message ids are ``<producer>-<counter>``; the script sets bit ``counter % 2**20``
-of the producer's bitmap ``Keys.idempotency(producer, counter // 2**20)`` with the write, so a
-retry of a publish whose reply was lost (the write happened, the answer did not arrive) finds
-the bit set and writes nothing. One bit per message; a bitmap expires `IDEMPOTENCY_TTL` after
-its first write, far beyond any retry."""
+Idempotency: message ids are ``<producer>-<counter>`` (`actionhub.bus.dedupe.MessageIds`); the
+script sets bit ``counter % 2**20`` of the producer's bitmap ``Keys.idempotency(producer,
+counter // 2**20)`` with the write, so a retry of a publish whose reply was lost (the write
+happened, the answer did not arrive: redis-py's own retry, or the hub's) finds the bit set and
+writes nothing. One bit per message; a bitmap lives `idempotency_ttl` after its last write,
+longer than any retry of a publish keeps trying."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+
+from ...message import Message
 from ..dedupe import Dedupe
-from .entries import delayed_member
+from .entries import PUBLISH_BATCH, delayed_member
 from .keys import Keys
 
 #: Counters per idempotency bitmap (128 KiB when full).
 BLOCK = 2**20
 
-#: Milliseconds a bitmap lives after its first bit: a day, far above any publish deadline.
-IDEMPOTENCY_TTL = 86_400_000
+#: The shortest life of a bitmap after its last write, in seconds.
+MIN_IDEMPOTENCY_TTL = 600.0
+
+Args = list[str | bytes | int | float]
+
+#: One message of a batch: (stream or channel, message id, entry).
+Write = tuple[str, str, bytes]
+
+
+def idempotency_ttl(publish_timeout: float) -> int:
+    """Milliseconds a bitmap lives after its last write: well past the longest retry of a
+    publish (the hub's ``publish_timeout``; redis-py's three retries of a client are within
+    a minute), yet short enough that a producer writing 50,000 messages a second keeps a few
+    MB of bitmaps, not a day's."""
+    return int(max(MIN_IDEMPOTENCY_TTL, 2 * publish_timeout) * 1000)
 
 
 def counter_of(message_id: str) -> tuple[str, int] | None:
@@ -28,6 +45,15 @@ def counter_of(message_id: str) -> tuple[str, int] | None:
     return producer, int(counter)
 
 
+def _bit(keys: Keys, message_id: str) -> tuple[str, str]:
+    """(bitmap key, bit) of ``message_id``; ("", "") if it is not a counted id."""
+    counted = counter_of(message_id)
+    if counted is None:
+        return "", ""
+    producer, counter = counted
+    return keys.idempotency(producer, counter // BLOCK), str(counter % BLOCK)
+
+
 def publish_once(
     keys: Keys,
     *,
@@ -35,28 +61,50 @@ def publish_once(
     topic: str,
     message_id: str,
     raw: bytes,
+    ttl: int,
     delay: float | None = None,
     dedupe: Dedupe | None = None,
     kind: str = "x",
-) -> tuple[list[str], list[str | bytes | int | float]]:
+) -> tuple[list[str], Args]:
     """(KEYS, ARGV) of `PUBLISH_ONCE` writing ``raw`` to stream (kind ``x``) or channel (``p``)
-    ``target``."""
-    counted = counter_of(message_id)
-    bitmap, bit = (
-        ("", "")
-        if counted is None
-        else (
-            keys.idempotency(counted[0], counted[1] // BLOCK),
-            str(counted[1] % BLOCK),
-        )
-    )
-    dedupe_key = keys.dedupe(topic, dedupe.key) if dedupe is not None else target
-    window = str(max(1, round(dedupe.seconds * 1000))) if dedupe is not None else ""
+    ``target``; ``ttl``: `idempotency_ttl`."""
+    bitmap, bit = _bit(keys, message_id)
+    if dedupe is None:
+        dedupe_key, window = target, ""
+    else:
+        dedupe_key, window = keys.dedupe(topic, dedupe.key), str(max(1, round(dedupe.seconds * 1000)))
     member = delayed_member(kind, target, "", raw) if delay else b""
-    return (
-        [
-            *(target, keys.delayed, dedupe_key, bitmap or target),
-            *(keys.keeps_results(topic), keys.status(message_id)),
-        ],
-        [raw, message_id, window, bit, delay or 0, member, IDEMPOTENCY_TTL, kind, topic],
-    )
+    script_keys = [target, keys.delayed, dedupe_key, bitmap or target]
+    script_keys += (keys.keeps_results(topic), keys.status(message_id))
+    return script_keys, [raw, message_id, window, bit, delay or 0, member, ttl, kind, topic]
+
+
+def publish_many_once(
+    keys: Keys,
+    *,
+    topic: str,
+    writes: Sequence[Write],
+    ttl: int,
+    kind: str = "x",
+) -> tuple[list[str], Args]:
+    """(KEYS, ARGV) of `PUBLISH_MANY_ONCE` writing each ``(target, message id, raw)`` of
+    ``writes`` (all of ``topic``) in order."""
+    script_keys = [keys.keeps_results(topic)]
+    args: Args = [ttl, kind, topic]
+    for target, message_id, raw in writes:
+        bitmap, bit = _bit(keys, message_id)
+        script_keys += (target, bitmap or target, keys.status(message_id))
+        args += (raw, message_id, bit)
+    return script_keys, args
+
+
+def batches(messages: Sequence[Message], writes: Sequence[Write]) -> Iterator[tuple[str, list[Write]]]:
+    """``writes`` (one per message) in batches of one topic, at most `PUBLISH_BATCH` each:
+    (topic, batch)."""
+    start = 0
+    while start < len(writes):
+        topic, end = messages[start].topic, start + 1
+        while end < len(writes) and end - start < PUBLISH_BATCH and messages[end].topic == topic:
+            end += 1
+        yield topic, list(writes[start:end])
+        start = end

@@ -24,6 +24,7 @@ from .entries import (
     Requeued,
     dead_letter_fields,
 )
+from .once import publish_once
 
 log = logging.getLogger("actionhub.redis")
 
@@ -39,19 +40,18 @@ class RedisPubSubBus(RedisBusBase):
     async def publish(
         self, message: Message, *, delay: float | None = None, dedupe: Dedupe | None = None
     ) -> str:
-        if dedupe is not None:
-            raise ConfigurationError("dedupe_key needs a streams bus (pub/sub is at-most-once)")
         raw = self.encode(message)
-        channel = self.channel(message.topic)
-        if delay:
-            await self.schedule("p", channel, "", raw, delay)
-        else:
-            await self.call(
-                lambda: self.client.publish(channel, raw),
-                what="publish",
-                deadline=trio.current_time() + self.options.publish_timeout,
-            )
-        return message.id
+        # one script, as on streams: deduplicated, and idempotent under `call`'s retries (once.py)
+        keys, args = publish_once(
+            self.keys, target=self.channel(message.topic), topic=message.topic, message_id=message.id,
+            raw=raw, ttl=self._idempotency_ttl, delay=delay, dedupe=dedupe, kind="p",
+        )  # fmt: skip
+        (first,) = await self.run_scripts(
+            [(self._publish_once, keys, args)],
+            what="publish",
+            deadline=trio.current_time() + self.options.publish_timeout,
+        )
+        return first.decode() if isinstance(first, bytes) else str(first)
 
     def _requeue(self, pipe: Pipeline, topic: str, again: Requeued, entry_id: bytes) -> None:
         pipe.publish(self.channel(topic), again.fields["message"])

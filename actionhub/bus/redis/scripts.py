@@ -238,17 +238,18 @@ return cjson.encode({
 """
 
 # One publish, deduplicated and idempotent (see once.py for the keys and arguments). A dedupe key
-# already set returns the first id and writes nothing; a set idempotency bit means this very
-# message was written by an earlier try whose reply was lost: nothing again. Else XADD (or the
-# delayed set), and a pending status record if a group of the topic keeps results.
+# still held returns the first id and writes nothing; a set idempotency bit means this very
+# message was written by an earlier try whose reply was lost: nothing again. Else XADD (or
+# PUBLISH, or the delayed set), then the dedupe key (only once the write succeeded), and a
+# pending status record if a group of the topic keeps results.
 PUBLISH_ONCE = """
 if ARGV[3] ~= '' then
-  local first = redis.call('SET', KEYS[3], ARGV[2], 'NX', 'GET', 'PX', ARGV[3])
+  local first = redis.call('GET', KEYS[3])
   if first then return first end
 end
 if ARGV[4] ~= '' then
   if redis.call('SETBIT', KEYS[4], ARGV[4], 1) == 1 then return ARGV[2] end
-  redis.call('PEXPIRE', KEYS[4], ARGV[7], 'NX')
+  redis.call('PEXPIRE', KEYS[4], ARGV[7])
 end
 local delay = tonumber(ARGV[5])
 local t = nil
@@ -257,10 +258,10 @@ if delay > 0 then
   redis.call('ZADD', KEYS[2], tonumber(t[1]) + tonumber(t[2]) / 1000000 + delay, ARGV[6])
 elseif ARGV[8] == 'p' then
   redis.call('PUBLISH', KEYS[1], ARGV[1])
-  return ARGV[2]
 else
   redis.call('XADD', KEYS[1], '*', 'message', ARGV[1])
 end
+if ARGV[3] ~= '' then redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[3]) end
 if ARGV[8] ~= 'p' then
   local keep = redis.call('GET', KEYS[5])
   if keep then
@@ -271,4 +272,40 @@ if ARGV[8] ~= 'p' then
   end
 end
 return ARGV[2]
+"""
+
+# A batch of publishes of one topic, each idempotent as in PUBLISH_ONCE, all in one atomic call
+# (a retry of a batch whose reply was lost writes nothing twice). KEYS[1] is the topic's
+# keep-results key, then (target, bitmap, status key) per message; ARGV[1..3] the bitmaps' TTL
+# (ms), the kind ('x' stream, 'p' channel) and the topic, then (entry, id, bit) per message.
+PUBLISH_MANY_ONCE = """
+local keep = nil
+if ARGV[2] ~= 'p' then keep = redis.call('GET', KEYS[1]) end
+local t = nil
+if keep then t = redis.call('TIME') end
+local expired = nil
+for i = 0, (#KEYS - 1) / 3 - 1 do
+  local target, bitmap, bit = KEYS[2 + 3 * i], KEYS[3 + 3 * i], ARGV[6 + 3 * i]
+  local fresh = true
+  if bit ~= '' then
+    fresh = redis.call('SETBIT', bitmap, bit, 1) == 0
+    if fresh and bitmap ~= expired then
+      redis.call('PEXPIRE', bitmap, ARGV[1])
+      expired = bitmap
+    end
+  end
+  if fresh then
+    if ARGV[2] == 'p' then
+      redis.call('PUBLISH', target, ARGV[4 + 3 * i])
+    else
+      redis.call('XADD', target, '*', 'message', ARGV[4 + 3 * i])
+    end
+    if keep then
+      local record = cjson.encode({state = 'pending', topic = ARGV[3],
+                                   at = tonumber(t[1]) + tonumber(t[2]) / 1000000})
+      redis.call('SET', KEYS[4 + 3 * i], record, 'EX', math.floor(tonumber(keep)) + 86400, 'NX')
+    end
+  end
+end
+return (#KEYS - 1) / 3
 """

@@ -44,11 +44,10 @@ from ..dedupe import Dedupe
 from . import scripts
 from .common import RedisBusBase
 from .entries import (
-    PUBLISH_BATCH,
     Requeued,
 )
 from .keys import DEFAULT_PARTITIONS, partition_count
-from .once import publish_once
+from .once import batches, publish_many_once, publish_once
 from .options import RedisOptions
 from .ordered import OrderedSubscription
 from .reader import Reader
@@ -81,7 +80,7 @@ class RedisStreamsBus(RedisBusBase):
         self._create_group = self.client.register_script(scripts.CREATE_GROUP)
         self._abandoned = self.client.register_script(scripts.ABANDONED)
         self._backlog = self.client.register_script(scripts.BACKLOG)
-        self._publish_once = self.client.register_script(scripts.PUBLISH_ONCE)
+        self._publish_many_once = self.client.register_script(scripts.PUBLISH_MANY_ONCE)
         self._subscriptions: list[StreamSubscription] = []
         self._watches: list[LazyWatch] = []
         self.reader = Reader(self)
@@ -135,7 +134,7 @@ class RedisStreamsBus(RedisBusBase):
         # one script: deduplicated, idempotent under `call`'s retries, pending record (once.py)
         keys, args = publish_once(
             self.keys, target=stream, topic=message.topic, message_id=message.id, raw=raw,
-            delay=delay, dedupe=dedupe,
+            ttl=self._idempotency_ttl, delay=delay, dedupe=dedupe,
         )  # fmt: skip
         (first,) = await self.run_scripts(
             [(self._publish_once, keys, args)],
@@ -145,18 +144,16 @@ class RedisStreamsBus(RedisBusBase):
         return first.decode() if isinstance(first, bytes) else str(first)
 
     async def publish_many(self, messages: Sequence[Message]) -> list[str]:
-        entries = [(await self._stream_of(message), self.encode(message)) for message in messages]
-        for start in range(0, len(entries), PUBLISH_BATCH):
-            chunk = entries[start : start + PUBLISH_BATCH]
-
-            def add(chunk: list[tuple[str, bytes]] = chunk) -> None:
-                # a transaction: a retry after a lost connection cannot write half a batch twice
-                with self.client.pipeline(transaction=True) as pipe:
-                    for stream, raw in chunk:
-                        pipe.xadd(stream, {"message": raw})
-                    pipe.execute()
-
-            await self.call(add, what="publish", deadline=trio.current_time() + self.options.publish_timeout)
+        writes = [(await self._stream_of(m), m.id, self.encode(m)) for m in messages]
+        for topic, batch in batches(messages, writes):
+            # one script per batch: all of it or none, and a retry after a lost reply writes
+            # nothing twice (each message's idempotency bit)
+            keys, args = publish_many_once(self.keys, topic=topic, writes=batch, ttl=self._idempotency_ttl)
+            await self.run_scripts(
+                [(self._publish_many_once, keys, args)],
+                what="publish",
+                deadline=trio.current_time() + self.options.publish_timeout,
+            )
         return [message.id for message in messages]
 
     async def history(
