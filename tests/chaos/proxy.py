@@ -19,6 +19,8 @@ class ChaosProxy:
         self.delay = 0.0  # seconds added before each forwarded chunk
         self.refusing = False  # new connections are closed at once (nothing listens)
         self.accepted = 0
+        self.replies_lost = 0
+        self._lose_reply_to: bytes | None = None
         self._flowing = trio.Event()
         self._flowing.set()
         self._connections: set[trio.CancelScope] = set()
@@ -44,6 +46,12 @@ class ChaosProxy:
         if self._flowing.is_set():
             self._flowing = trio.Event()
 
+    def lose_reply_to(self, marker: bytes) -> None:
+        """Once: forward the next request holding ``marker`` to Redis, then reset its connection
+        when Redis answers, instead of passing the answer on (the command ran; its caller never
+        learns so). `replies_lost` counts the replies lost."""
+        self._lose_reply_to = marker
+
     def heal(self) -> None:
         """Forward again what a `stall` held, if its connection is still there."""
         self._flowing.set()
@@ -60,20 +68,33 @@ class ChaosProxy:
             self._connections.add(scope)
             try:
                 server = await trio.open_tcp_stream("127.0.0.1", self.target_port)
+                asked: list[bool] = []  # the marked request went out on this connection
                 async with client, server, trio.open_nursery() as nursery:
-                    nursery.start_soon(self._pump, client, server, scope)
-                    nursery.start_soon(self._pump, server, client, scope)
+                    nursery.start_soon(self._pump, client, server, scope, asked, True)
+                    nursery.start_soon(self._pump, server, client, scope, asked, False)
             finally:
                 self._connections.discard(scope)
 
     async def _pump(
-        self, source: trio.SocketStream, sink: trio.SocketStream, scope: trio.CancelScope
+        self,
+        source: trio.SocketStream,
+        sink: trio.SocketStream,
+        scope: trio.CancelScope,
+        asked: list[bool],
+        requests: bool,
     ) -> None:
         try:
             while data := await source.receive_some(65536):
                 await self._flowing.wait()
                 if self.delay:
                     await trio.sleep(self.delay)
+                marker = self._lose_reply_to
+                if requests and marker is not None and marker in data:
+                    self._lose_reply_to = None
+                    asked.append(True)
+                elif not requests and asked:
+                    self.replies_lost += 1
+                    break  # the answer is dropped with the connection
                 await sink.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass

@@ -98,13 +98,14 @@ def publish_many_once(
     return script_keys, args
 
 
-def batches(messages: Sequence[Message], writes: Sequence[Write]) -> Iterator[tuple[str, list[Write]]]:
-    """``writes`` (one per message) in batches of one topic, at most `PUBLISH_BATCH` each:
-    (topic, batch)."""
+def batches(
+    messages: Sequence[Message], writes: Sequence[Write], size: int = PUBLISH_BATCH
+) -> Iterator[tuple[str, list[Write]]]:
+    """``writes`` (one per message) in batches of one topic, at most ``size`` each: (topic, batch)."""
     start = 0
     while start < len(writes):
         topic, end = messages[start].topic, start + 1
-        while end < len(writes) and end - start < PUBLISH_BATCH and messages[end].topic == topic:
+        while end < len(writes) and end - start < size and messages[end].topic == topic:
             end += 1
         yield topic, list(writes[start:end])
         start = end

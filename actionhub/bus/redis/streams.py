@@ -44,6 +44,7 @@ from ..dedupe import Dedupe
 from . import scripts
 from .common import RedisBusBase
 from .entries import (
+    PUBLISH_BATCH,
     Requeued,
 )
 from .keys import DEFAULT_PARTITIONS, partition_count
@@ -145,7 +146,7 @@ class RedisStreamsBus(RedisBusBase):
 
     async def publish_many(self, messages: Sequence[Message]) -> list[str]:
         writes = [(await self._stream_of(m), m.id, self.encode(m)) for m in messages]
-        for topic, batch in batches(messages, writes):
+        for topic, batch in batches(messages, writes, PUBLISH_BATCH):
             # one script per batch: all of it or none, and a retry after a lost reply writes
             # nothing twice (each message's idempotency bit)
             keys, args = publish_many_once(self.keys, topic=topic, writes=batch, ttl=self._idempotency_ttl)
