@@ -14,7 +14,7 @@ from ..bus.url import redis_url_options
 from ..errors import ConfigurationError
 from ._awaited import AwaitedMethods
 from ._errors import bus_error
-from ._ops import Call, Command, Op, Operations, Scan, Script, Transaction, abandon
+from ._ops import RETRY_DELAYS, Call, Command, Op, Operations, Scan, Script, Transaction, abandon, retryable
 from ._sync import DEFAULT_URL
 
 T = TypeVar("T")
@@ -56,7 +56,17 @@ class AsyncClient(AwaitedMethods):
         try:
             async with self._slots:
                 while True:
-                    reply = await self._execute(op.send(reply))
+                    call = op.send(reply)
+                    for delay in RETRY_DELAYS:
+                        try:
+                            reply = await self._execute(call)
+                            break
+                        except redis.RedisError as error:
+                            if not retryable(call, error):
+                                raise
+                            await asyncio.sleep(delay)  # the same call again (idempotent)
+                    else:
+                        reply = await self._execute(call)
         except StopIteration as done:
             return done.value  # type: ignore[no-any-return]
         except redis.RedisError as error:

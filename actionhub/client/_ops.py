@@ -11,13 +11,14 @@ from collections.abc import Generator, Iterable, Sequence
 from typing import Any, TypeVar
 
 import attrs
+import redis
 
 from .. import tracing
 from ..bus.base import DeadLetter
 from ..bus.dedupe import Dedupe, MessageIds, check_dedupe
 from ..bus.redis import entries, once, scripts
 from ..bus.redis.keys import DEFAULT_PARTITIONS, Keys, partition_count
-from ..bus.redis.options import RedisOptions
+from ..bus.redis.options import TRANSIENT, RedisOptions
 from ..errors import MalformedMessage
 from ..inspect import CommandAnswer, HubSnapshot, command_document, decode_answer, snapshots_from
 from ..message import Message, check_key, check_topic, decode
@@ -47,6 +48,9 @@ class Script:
     source: str
     keys: tuple[str, ...]
     args: tuple[Any, ...]
+    #: idempotent (a publish: see `actionhub.bus.redis.once`): a driver sends it again, as it is,
+    #: after `RETRY_DELAYS` when its connection breaks before the reply comes
+    retry: bool = False
 
 
 @attrs.frozen
@@ -58,6 +62,21 @@ class Scan:
 
 Call = Command | Transaction | Script | Scan
 Op = Generator[Call, Any, T]
+
+
+#: Seconds before each resend of a `Script` with ``retry`` whose connection broke or timed out
+#: (redis-py's clients are made without retries of their own: it would resend anything).
+RETRY_DELAYS = (0.05, 0.25, 1.0)
+
+
+def retryable(call: Call, error: BaseException) -> bool:
+    """Whether ``call``, which failed with ``error``, may be sent again as it is."""
+    return (
+        isinstance(call, Script)
+        and call.retry
+        and isinstance(error, TRANSIENT)
+        and not isinstance(error, redis.AuthenticationError)
+    )
 
 
 def abandon(op: Op[Any], error: BaseException) -> None:
@@ -144,7 +163,7 @@ class Operations:
             self.keys, target=stream, topic=message.topic, message_id=message.id, raw=raw,
             ttl=self._idempotency_ttl, delay=delay, dedupe=dedupe, kind="p" if self.pubsub else "x",
         )  # fmt: skip
-        first = yield Script(scripts.PUBLISH_ONCE, tuple(keys), tuple(args))
+        first = yield Script(scripts.PUBLISH_ONCE, tuple(keys), tuple(args), retry=True)
         return first.decode() if isinstance(first, bytes) else str(first)
 
     def publish_many(
@@ -186,7 +205,7 @@ class Operations:
                 self.keys, topic=batch_topic, writes=batch, ttl=self._idempotency_ttl,
                 kind="p" if self.pubsub else "x",
             )  # fmt: skip
-            yield Script(scripts.PUBLISH_MANY_ONCE, tuple(keys), tuple(args))
+            yield Script(scripts.PUBLISH_MANY_ONCE, tuple(keys), tuple(args), retry=True)
         return [message.id for message in messages]
 
     # ------------------------------------------------------------------ request / reply

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import Any, TypeVar, overload
@@ -15,7 +16,7 @@ from ..inspect import CommandAnswer, HubSnapshot
 from ..message import Message
 from ..payloads import decode_reply
 from ._errors import bus_error
-from ._ops import Call, Command, Op, Operations, Scan, Script, Transaction, abandon
+from ._ops import RETRY_DELAYS, Call, Command, Op, Operations, Scan, Script, Transaction, abandon, retryable
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -144,7 +145,17 @@ class Client:
         reply: Any = None
         try:
             while True:
-                reply = self._execute(op.send(reply))
+                call = op.send(reply)
+                for delay in RETRY_DELAYS:
+                    try:
+                        reply = self._execute(call)
+                        break
+                    except redis.RedisError as error:
+                        if not retryable(call, error):
+                            raise
+                        time.sleep(delay)  # the connection broke: the same call again (idempotent)
+                else:
+                    reply = self._execute(call)
         except StopIteration as done:
             return done.value  # type: ignore[no-any-return]
         except redis.RedisError as error:
