@@ -42,6 +42,7 @@ screenshot: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench.memory_bus
 	$(BIN)/python -m bench.redis_streams
+	$(BIN)/python -m bench.publish
 	$(BIN)/python -m bench.process_pool
 	$(BIN)/python -m bench.clients
 	$(BIN)/python -m bench.typed

@@ -19,6 +19,7 @@ from bench import dashboard as dashboard_bench
 from bench import many_actions as many_actions_bench
 from bench import memory_bus, process_pool
 from bench import ordered as ordered_bench
+from bench import publish as publish_bench
 from bench import otel as otel_bench
 from bench import redis_streams as redis_streams_bench
 from bench import typed as typed_bench
@@ -76,6 +77,11 @@ def test_typed_benchmark(capsys: pytest.CaptureFixture[str]) -> None:
 def test_clients_benchmark(redis_server: RedisServer, capsys: pytest.CaptureFixture[str]) -> None:
     clients_bench.main(["-n", "30", "-r", "1", "--url", redis_server.url])
     assert "request p50" in capsys.readouterr().out
+
+
+def test_publish_benchmark(redis_server: RedisServer, capsys: pytest.CaptureFixture[str]) -> None:
+    publish_bench.main(["-n", "250", "-r", "1", "--url", redis_server.url])
+    assert "dedupe / plain" in capsys.readouterr().out
 
 
 def test_redis_streams_benchmark(redis_server: RedisServer, capsys: pytest.CaptureFixture[str]) -> None:

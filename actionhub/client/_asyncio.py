@@ -8,13 +8,26 @@ from typing import Any, TypeVar
 
 import redis
 import redis.asyncio
+from redis.exceptions import NoScriptError
 
 from ..bus.redis.options import client_options
 from ..bus.url import redis_url_options
 from ..errors import ConfigurationError
 from ._awaited import AwaitedMethods
 from ._errors import bus_error
-from ._ops import RETRY_DELAYS, Call, Command, Op, Operations, Scan, Script, Transaction, abandon, retryable
+from ._ops import (
+    RETRY_DELAYS,
+    Call,
+    Command,
+    Op,
+    Operations,
+    Scan,
+    Script,
+    Transaction,
+    abandon,
+    evalsha,
+    retryable,
+)
 from ._sync import DEFAULT_URL
 
 T = TypeVar("T")
@@ -38,7 +51,6 @@ class AsyncClient(AwaitedMethods):
         self._client: Any = redis.asyncio.Redis(connection_pool=pool)
         # at most one connection per running operation: more wait here, not fail in the pool
         self._slots = asyncio.Semaphore(max_connections)
-        self._scripts: dict[str, Any] = {}
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -86,9 +98,10 @@ class AsyncClient(AwaitedMethods):
                     pipe.execute_command(*args)
                 return await pipe.execute()
         if isinstance(call, Script):
-            script = self._scripts.get(call.source)
-            if script is None:
-                script = self._scripts[call.source] = client.register_script(call.source)
-            return await script(keys=list(call.keys), args=list(call.args))
+            try:
+                return await client.execute_command(*evalsha(call))
+            except NoScriptError:  # not loaded yet, or Redis restarted: load it, once more
+                await client.execute_command("SCRIPT", "LOAD", call.source)
+                return await client.execute_command(*evalsha(call))
         assert isinstance(call, Scan)
         return [name async for name in client.scan_iter(match=call.pattern, count=1000)]

@@ -8,6 +8,7 @@ from types import TracebackType
 from typing import Any, TypeVar, overload
 
 import redis
+from redis.exceptions import NoScriptError
 
 from ..bus.base import DeadLetter
 from ..bus.redis.options import connect
@@ -16,7 +17,19 @@ from ..inspect import CommandAnswer, HubSnapshot
 from ..message import Message
 from ..payloads import decode_reply
 from ._errors import bus_error
-from ._ops import RETRY_DELAYS, Call, Command, Op, Operations, Scan, Script, Transaction, abandon, retryable
+from ._ops import (
+    RETRY_DELAYS,
+    Call,
+    Command,
+    Op,
+    Operations,
+    Scan,
+    Script,
+    Transaction,
+    abandon,
+    evalsha,
+    retryable,
+)
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -36,7 +49,6 @@ class Client:
         redis_url, options = redis_url_options(url)
         self._ops = Operations(options)
         self._client: Any = connect(redis_url, options)
-        self._scripts: dict[str, Any] = {}
 
     def __enter__(self) -> Client:
         return self
@@ -175,9 +187,10 @@ class Client:
                     pipe.execute_command(*args)
                 return pipe.execute()
         if isinstance(call, Script):
-            script = self._scripts.get(call.source)
-            if script is None:
-                script = self._scripts[call.source] = client.register_script(call.source)
-            return script(keys=list(call.keys), args=list(call.args))
+            try:
+                return client.execute_command(*evalsha(call))
+            except NoScriptError:  # not loaded yet, or Redis restarted: load it, once more
+                client.execute_command("SCRIPT", "LOAD", call.source)
+                return client.execute_command(*evalsha(call))
         assert isinstance(call, Scan)
         return list(client.scan_iter(match=call.pattern, count=1000))

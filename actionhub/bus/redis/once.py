@@ -67,16 +67,17 @@ def publish_once(
     kind: str = "x",
 ) -> tuple[list[str], Args]:
     """(KEYS, ARGV) of `PUBLISH_ONCE` writing ``raw`` to stream (kind ``x``) or channel (``p``)
-    ``target``; ``ttl``: `idempotency_ttl`."""
+    ``target``; ``ttl``: `idempotency_ttl`. A plain publish sends no delay nor dedupe arguments."""
     bitmap, bit = _bit(keys, message_id)
-    if dedupe is None:
-        dedupe_key, window = target, ""
-    else:
-        dedupe_key, window = keys.dedupe(topic, dedupe.key), str(max(1, round(dedupe.seconds * 1000)))
-    member = delayed_member(kind, target, "", raw) if delay else b""
-    script_keys = [target, keys.delayed, dedupe_key, bitmap or target]
-    script_keys += (keys.keeps_results(topic), keys.status(message_id))
-    return script_keys, [raw, message_id, window, bit, delay or 0, member, ttl, kind, topic]
+    script_keys = [target, bitmap or target, keys.keeps_results(topic), keys.status(message_id)]
+    args: Args = [raw, message_id, bit, ttl, kind, topic]
+    if delay or dedupe is not None:
+        script_keys.append(keys.delayed)
+        args += (delay or 0, delayed_member(kind, target, "", raw) if delay else b"")
+        if dedupe is not None:
+            script_keys.append(keys.dedupe(topic, dedupe.key))
+            args.append(max(1, round(dedupe.seconds * 1000)))
+    return script_keys, args
 
 
 def publish_many_once(

@@ -237,38 +237,42 @@ return cjson.encode({
 })
 """
 
-# One publish, deduplicated and idempotent (see once.py for the keys and arguments). A dedupe key
-# still held returns the first id and writes nothing; a set idempotency bit means this very
-# message was written by an earlier try whose reply was lost: nothing again. Else XADD (or
-# PUBLISH, or the delayed set), then the dedupe key (only once the write succeeded), and a
-# pending status record if a group of the topic keeps results.
+# One publish, deduplicated and idempotent (see once.py). KEYS: the stream (or channel), the
+# producer's idempotency bitmap (or the stream again), the topic's keep-results key, the message's
+# status key[, the delayed set[, the dedupe key]]. ARGV: the entry, the id, its bit ('' if none),
+# the bitmap's TTL (ms), the kind ('x' stream, 'p' channel), the topic[, the delay (s), the delayed
+# member[, the dedupe window (ms)]]: a plain publish sends only what it needs. A dedupe key still
+# held returns the first id and writes nothing; a set idempotency bit means this very message was
+# written by an earlier try whose reply was lost: nothing again. Else XADD (or PUBLISH, or the
+# delayed set), then the dedupe key (only once the write succeeded), and a pending status record
+# if a group of the topic keeps results.
 PUBLISH_ONCE = """
-if ARGV[3] ~= '' then
-  local first = redis.call('GET', KEYS[3])
+if ARGV[9] then
+  local first = redis.call('GET', KEYS[6])
   if first then return first end
 end
-if ARGV[4] ~= '' then
-  if redis.call('SETBIT', KEYS[4], ARGV[4], 1) == 1 then return ARGV[2] end
-  redis.call('PEXPIRE', KEYS[4], ARGV[7])
+if ARGV[3] ~= '' then
+  if redis.call('SETBIT', KEYS[2], ARGV[3], 1) == 1 then return ARGV[2] end
+  redis.call('PEXPIRE', KEYS[2], ARGV[4])
 end
-local delay = tonumber(ARGV[5])
+local delay = tonumber(ARGV[7] or '0')
 local t = nil
 if delay > 0 then
   t = redis.call('TIME')
-  redis.call('ZADD', KEYS[2], tonumber(t[1]) + tonumber(t[2]) / 1000000 + delay, ARGV[6])
-elseif ARGV[8] == 'p' then
+  redis.call('ZADD', KEYS[5], tonumber(t[1]) + tonumber(t[2]) / 1000000 + delay, ARGV[8])
+elseif ARGV[5] == 'p' then
   redis.call('PUBLISH', KEYS[1], ARGV[1])
 else
   redis.call('XADD', KEYS[1], '*', 'message', ARGV[1])
 end
-if ARGV[3] ~= '' then redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[3]) end
-if ARGV[8] ~= 'p' then
-  local keep = redis.call('GET', KEYS[5])
+if ARGV[9] then redis.call('SET', KEYS[6], ARGV[2], 'PX', ARGV[9]) end
+if ARGV[5] ~= 'p' then
+  local keep = redis.call('GET', KEYS[3])
   if keep then
     t = t or redis.call('TIME')
-    local record = cjson.encode({state = 'pending', topic = ARGV[9],
+    local record = cjson.encode({state = 'pending', topic = ARGV[6],
                                  at = tonumber(t[1]) + tonumber(t[2]) / 1000000})
-    redis.call('SET', KEYS[6], record, 'EX', math.floor(tonumber(keep)) + 86400, 'NX')
+    redis.call('SET', KEYS[4], record, 'EX', math.floor(tonumber(keep)) + 86400, 'NX')
   end
 end
 return ARGV[2]
