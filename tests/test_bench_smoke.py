@@ -19,8 +19,8 @@ from bench import dashboard as dashboard_bench
 from bench import many_actions as many_actions_bench
 from bench import memory_bus, process_pool
 from bench import ordered as ordered_bench
-from bench import publish as publish_bench
 from bench import otel as otel_bench
+from bench import publish as publish_bench
 from bench import redis_streams as redis_streams_bench
 from bench import typed as typed_bench
 from tests.polling import wait_until

@@ -427,3 +427,26 @@ async def test_cli_dedupe_misuse_is_one_line_and_exit_2(
     stderr = result.stderr.decode()
     assert result.returncode == 2
     assert stderr.count("\n") == 1 and message in stderr and "Traceback" not in stderr
+
+
+async def test_publishes_still_write_the_pending_status_record_of_a_topic_that_keeps_results(
+    redis_url: str, r: redis.Redis
+) -> None:
+    keys = Keys(prefix_of(redis_url))
+    r.set(keys.keeps_results("invoices"), 60)  # a group of the topic keeps results (issue 19, part 4)
+    async with ActionHub(redis_url).running() as hub:
+        ids = [
+            await hub.publish("invoices", 1),
+            await hub.publish("invoices", 2, delay=30, dedupe_key="k"),
+            *await hub.publish_many("invoices", [3, 4]),
+        ]
+        duplicate_of = await hub.publish("invoices", 5, dedupe_key="k")
+        untracked = await hub.publish("other", 6)
+    with Client(redis_url) as client:
+        ids.append(client.publish("invoices", 7))
+    assert duplicate_of == ids[1]
+    for message_id in ids:
+        record = orjson.loads(r.get(keys.status(message_id)) or b"null")
+        assert record["state"] == "pending" and record["topic"] == "invoices"
+        assert 86_400 < r.ttl(keys.status(message_id)) <= 86_460
+    assert not r.exists(keys.status(untracked))
