@@ -4,9 +4,10 @@ shared by the hub's transports and every client.
 Idempotency: message ids are ``<producer>-<counter>`` (`actionhub.bus.dedupe.MessageIds`); the
 script sets bit ``counter % 2**20`` of the producer's bitmap ``Keys.idempotency(producer,
 counter // 2**20)`` with the write, so a retry of a publish whose reply was lost (the write
-happened, the answer did not arrive: redis-py's own retry, or the hub's) finds the bit set and
-writes nothing. One bit per message; a bitmap lives `idempotency_ttl` after its last write,
-longer than any retry of a publish keeps trying."""
+happened, the answer did not arrive) finds the bit set and writes nothing. The retries that
+resend the same arguments: the hub's `RedisBusBase.call_async` (for ``publish_timeout``) and the
+clients' drivers (`actionhub.client._ops.RETRY_DELAYS`; redis-py's own retries are off). One bit
+per message; a bitmap lives `idempotency_ttl` after its last write, longer than any of them."""
 
 from __future__ import annotations
 
@@ -31,9 +32,9 @@ Write = tuple[str, str, bytes]
 
 def idempotency_ttl(publish_timeout: float) -> int:
     """Milliseconds a bitmap lives after its last write: well past the longest retry of a
-    publish (the hub's ``publish_timeout``; redis-py's three retries of a client are within
-    a minute), yet short enough that a producer writing 50,000 messages a second keeps a few
-    MB of bitmaps, not a day's."""
+    publish (the hub's ``publish_timeout``; a client's three resends, each waiting at most its
+    socket timeout, within a minute), yet short enough that a producer writing 50,000 messages
+    a second keeps a few MB of bitmaps, not a day's."""
     return int(max(MIN_IDEMPOTENCY_TTL, 2 * publish_timeout) * 1000)
 
 
