@@ -63,6 +63,11 @@ def unknown(message_id: str) -> MessageStatus:
     return MessageStatus(message_id, "unknown")
 
 
+def pending_of(message_id: str, topic: str, at: float) -> MessageStatus:
+    """The record a publish writes: published at ``at`` (epoch seconds), not started yet."""
+    return MessageStatus(message_id, "pending", topic=topic, at=at)
+
+
 def encode(status: MessageStatus) -> bytes:
     """The JSON record of ``status`` (``id`` is the key's, not stored); a ``result`` that is not
     JSON raises `TypeError` saying so."""
