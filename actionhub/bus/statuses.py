@@ -23,6 +23,9 @@ from ..results import MessageDead, MessageStatus, decode, encode, pending_of, tt
 class StatusStore(abc.ABC):
     """One bus's status records, shared by every hub (and client) of the bus."""
 
+    #: Longest a waiter blocks before it re-reads the record anyway (a ring it could miss).
+    slice: float = 5.0
+
     @abc.abstractmethod
     async def keep(self, topic: str, seconds: float) -> None:
         """A group of ``topic`` keeps results for ``seconds``: from now on, every publish to the
@@ -62,7 +65,6 @@ async def result(
     *,
     timeout: float | None = None,
     result_type: object | None = None,
-    slice: float = 5.0,
 ) -> Any:
     """Wait until ``message_id`` is done (its result) or dead (`MessageDead`); `trio.TooSlowError`
     after ``timeout`` seconds (None: no limit). A message with no record yet (``unknown``: a
@@ -77,11 +79,13 @@ async def result(
         left = deadline - trio.current_time()
         if left <= 0:
             raise trio.TooSlowError(f"message {message_id!r} is still {current.state} after {timeout}s")
-        await store.wait(message_id, min(left, slice))
+        await store.wait(message_id, min(left, store.slice))
 
 
 class MemoryStatuses(StatusStore):
     """``memory://``'s records, on the trio clock: id -> (record, trio time it lapses)."""
+
+    slice = math.inf  # in one process no ring is missed: a waiter wakes on the final write only
 
     def __init__(self) -> None:
         self.kept: dict[str, float] = {}  # topic -> seconds its records are kept
