@@ -204,3 +204,34 @@ async def test_a_hub_that_keeps_no_results_writes_no_status(redis_url: str) -> N
         assert "_statuses" not in vars(hub.bus)  # no store was made on this bus
     for pattern in ("status:*", "bell:*", "keep:*"):
         assert list(client.scan_iter(match=f"{keys.prefix}{pattern}")) == []
+
+
+async def cli(*args: str) -> trio.CompletedProcess[bytes]:
+    """``actionhub ARGS`` from this checkout; its exit code, stdout and stderr."""
+    command = [sys.executable, "-c", "import sys; from actionhub.cli import main; sys.exit(main())", *args]
+    return await trio.run_process(command, capture_stdout=True, capture_stderr=True, check=False, cwd=ROOT)
+
+
+async def test_the_status_command(redis_url: str) -> None:
+    async with keeping(redis_url) as (hub, _):
+        done = await hub.publish("square", 5)
+        waited = await cli("status", done, "--wait", "30", "--bus", redis_url)
+        assert (waited.returncode, orjson.loads(waited.stdout)) == (0, {"square": 25})
+        line = await cli("status", done, "--bus", redis_url)
+        assert line.returncode == 0
+        assert line.stdout.decode().startswith(f"{done} done topic=square group=square attempt=1 at=")
+        assert line.stdout.decode().rstrip().endswith('result={"square":25}')
+        document = orjson.loads((await cli("status", done, "--json", "--bus", redis_url)).stdout)
+        assert (document["state"], document["result"]) == ("done", {"square": 25})
+
+        refused = await hub.publish("refuse", None)
+        dead = await cli("status", refused, "--wait", "30", "--bus", redis_url)
+        assert dead.returncode == 1 and "rejected: not today" in dead.stderr.decode()
+        unknown = await cli("status", "nope", "--bus", redis_url)
+        assert (unknown.returncode, unknown.stdout.decode()) == (0, "nope unknown\n")
+        late = await cli("status", "nope", "--wait", "0.3", "--bus", redis_url)
+        assert late.returncode == 1 and "still unknown" in late.stderr.decode()
+    misuse = await cli("status", "--bus", redis_url)
+    assert misuse.returncode == 2 and len(misuse.stderr.decode().splitlines()) == 1
+    bad = await cli("status", "x", "--wait", "-1", "--bus", redis_url)
+    assert bad.returncode == 2 and len(bad.stderr.decode().splitlines()) == 1
