@@ -7,7 +7,7 @@ from __future__ import annotations
 import pickle
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -66,6 +66,16 @@ async def keeping(url: str, keep_result: float = 60) -> AsyncIterator[tuple[Acti
         yield hub, gates
 
 
+async def _until(
+    hub: ActionHub, message_id: str, condition: Callable[[MessageStatus], bool]
+) -> MessageStatus:
+    """The message's status once ``condition`` holds: it lives in Redis, observed, not awaited."""
+    with trio.fail_after(30):
+        while not condition(status := await hub.status(message_id)):  # noqa: ASYNC110 - in Redis
+            await trio.sleep(0.01)
+    return status
+
+
 def _redis(url: str) -> tuple[redis.Redis, Keys]:
     return redis.Redis.from_url(url.split("?")[0]), Keys(url.split("prefix=")[1])
 
@@ -109,14 +119,10 @@ async def test_status_through_each_state(redis_url: str) -> None:
         assert (pending.state, pending.topic) == ("pending", "staged")  # written by the publish
 
         await wait_until(lambda: gates.entered == 1)
-        running = await hub.status(message_id)
+        running = await _until(hub, message_id, lambda status: status.state != "pending")
         assert (running.state, running.group, running.attempt) == ("running", "staged", 1)
         gates.release.set()
-        status = running
-        with trio.fail_after(30):  # the state lives in Redis: observed, not awaited
-            while status.state == "running":
-                status = await hub.status(message_id)
-                await trio.sleep(0.01)
+        status = await _until(hub, message_id, lambda status: status.state != "running")
         assert (status.state, status.attempt) == ("retrying", 2)
         assert status.next_attempt_at is not None and status.at is not None
         assert status.next_attempt_at - status.at == pytest.approx(2)

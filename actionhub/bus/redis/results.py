@@ -12,6 +12,7 @@ then writes a pending record with each publish.
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,8 @@ from .keys import Keys
 
 if TYPE_CHECKING:
     from .common import RedisBusBase
+
+log = logging.getLogger("actionhub.redis")
 
 #: Seconds `Keys.keeps_results` lives unless a hub of the group refreshes it (every third of it).
 KEEP_TTL = 60.0
@@ -58,6 +61,19 @@ def keep_results(keys: Keys, topic: str, seconds: float) -> tuple[Any, ...]:
     return ("SET", keys.keeps_results(topic), repr(float(seconds)), "PX", int(KEEP_TTL * 1000))
 
 
+#: Most status writes in one round trip.
+WRITE_BATCH = 500
+
+
+class _Batch:
+    __slots__ = ("calls", "done", "error")
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, list[str], list[bytes | int]]] = []
+        self.done = trio.Event()
+        self.error: Exception | None = None
+
+
 class RedisStatuses(StatusStore):
     """The status records of one Redis bus (made once per bus: ``bus.statuses()``)."""
 
@@ -67,6 +83,9 @@ class RedisStatuses(StatusStore):
         self._write = bus.client.register_script(scripts.WRITE_STATUS)
         self._kept: dict[str, float] = {}  # topic -> seconds, refreshed while the bus is open
         self._refreshing = False
+        self._batch = _Batch()  # the writes waiting for the writer's next round trip
+        self._work = trio.Event()
+        self._writing = False
 
     async def keep(self, topic: str, seconds: float) -> None:
         self._kept[topic] = max(seconds, self._kept.get(topic, 0.0))
@@ -85,8 +104,42 @@ class RedisStatuses(StatusStore):
         await self._bus.execute(commands, what="keep results")
 
     async def write(self, message_id: str, record: bytes, ttl: float, *, final: bool) -> None:
+        """Group commit: every write made while the writer's round trip is out goes in its next
+        one (many workers' records for the price of one round trip), in order. A final write
+        returns once written (a done record is written before its ack); the others (running,
+        retrying: what the next write of the message overwrites) return once queued."""
         keys, args = write_status(self._keys, message_id, record, ttl, final=final)
-        await self._bus.run_scripts([(self._write, keys, args)], what="write a message status")
+        batch = self._batch
+        batch.calls.append((self._write, keys, args))
+        self._work.set()
+        if not self._writing:
+            self._writing = True
+            nursery = self._bus._nursery
+            assert nursery is not None, "the bus is not open"
+            nursery.start_soon(self._writer)
+        if not final:
+            return
+        await batch.done.wait()
+        if batch.error is not None:
+            raise batch.error
+
+    async def _writer(self) -> None:
+        try:
+            while True:
+                await self._work.wait()
+                self._work = trio.Event()
+                batch, self._batch = self._batch, _Batch()
+                try:
+                    for start in range(0, len(batch.calls), WRITE_BATCH):
+                        chunk = batch.calls[start : start + WRITE_BATCH]
+                        await self._bus.run_scripts(chunk, what="write message statuses")
+                except Exception as error:  # told to every final writer of the batch; the next goes on
+                    log.error("writing %d message status(es) failed: %r", len(batch.calls), error)
+                    batch.error = error
+                finally:
+                    batch.done.set()
+        finally:
+            self._writing = False
 
     async def read(self, message_id: str) -> bytes | None:
         command = read_status(self._keys, message_id)
