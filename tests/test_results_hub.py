@@ -22,6 +22,7 @@ from actionhub import (
     Retry,
 )
 from actionhub.bus.statuses import MemoryStatuses
+from tests import process_jobs
 
 
 class Receipt(pydantic.BaseModel):
@@ -253,3 +254,11 @@ async def test_a_group_without_keep_result_writes_nothing(autojump_clock: trio.a
         assert (await hub.status(message_id)).state == "unknown"
         store = bus.statuses()
         assert isinstance(store, MemoryStatuses) and store.kept == {}
+
+
+async def test_a_process_isolated_action_keeps_its_result() -> None:
+    hub = ActionHub("memory://")
+    hub.bind("cpu", process_jobs.cpu_job, isolation="process", keep_result=60)  # type: ignore[arg-type]
+    async with hub.running():
+        message_id = await hub.publish("cpu", {"n": 10})
+        assert await hub.result(message_id, timeout=60) == process_jobs.cpu_job({"n": 10})

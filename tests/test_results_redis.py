@@ -18,6 +18,8 @@ import trio
 
 from actionhub import ActionHub, InvalidStatusRecord, Job, MessageDead, MessageStatus, Reject, Retry
 from actionhub.bus.redis.keys import Keys
+from actionhub.testing import RedisServer
+from bench import results as results_bench
 from tests.polling import wait_until
 from tests.test_clients import FLAVOURS, Flavour
 
@@ -241,3 +243,9 @@ async def test_the_status_command(redis_url: str) -> None:
     assert misuse.returncode == 2 and len(misuse.stderr.decode().splitlines()) == 1
     bad = await cli("status", "x", "--wait", "-1", "--bus", redis_url)
     assert bad.returncode == 2 and len(bad.stderr.decode().splitlines()) == 1
+
+
+def test_the_results_benchmark_runs(redis_server: RedisServer, capsys: pytest.CaptureFixture[str]) -> None:
+    results_bench.main(["-n", "200", "-r", "1", "--url", redis_server.url])
+    out = capsys.readouterr().out
+    assert "ratio keep/none" in out and "ratio kept/not" in out
