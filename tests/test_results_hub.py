@@ -38,10 +38,6 @@ class Gate:
         self.release = trio.Event()
 
 
-async def _status(hub: ActionHub, message_id: str) -> MessageStatus:
-    return await hub.status(message_id)
-
-
 async def test_status_through_every_state(autojump_clock: trio.abc.Clock) -> None:
     hub = ActionHub("memory://")
     gates = [Gate(), Gate()]
