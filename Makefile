@@ -44,6 +44,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.redis_streams
 	$(BIN)/python -m bench.publish
 	$(BIN)/python -m bench.process_pool
+	$(BIN)/python -m bench.results
 	$(BIN)/python -m bench.clients
 	$(BIN)/python -m bench.typed
 	$(BIN)/python -m bench.many_actions

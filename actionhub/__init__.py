@@ -19,6 +19,7 @@ from .job import Job
 from .message import Message
 from .payloads import InvalidPayload
 from .registry.templates import SlaveTemplate, WorkerTemplate, WorkerTemplateRegistry
+from .results import InvalidStatusRecord, MessageDead, MessageStatus
 from .stats import WorkerStat
 from .supervision.escalation import Escalation
 from .supervision.policy import (
@@ -49,12 +50,15 @@ __all__ = [
     "GroupState",
     "HubStopped",
     "Instance",
+    "InvalidStatusRecord",
     "InvalidPayload",
     "Isolation",
     "Job",
     "MalformedMessage",
     "MemoryBus",
     "Message",
+    "MessageDead",
+    "MessageStatus",
     "OnMaxRestarts",
     "BusError",
     "Overloaded",

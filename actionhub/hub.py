@@ -18,6 +18,7 @@ import attrs
 import trio
 
 from . import tracing
+from .bus import statuses
 from .bus.base import Bus, DeadLetter, Watch
 from .bus.dedupe import MessageIds, check_dedupe
 from .bus.url import open_bus
@@ -26,6 +27,7 @@ from .inspect import apply_command, encode_answer, redact, snapshot_of
 from .message import JSON, Message, check_key
 from .payloads import decode_reply, to_json
 from .registry.templates import Action, WorkerTemplate, WorkerTemplateRegistry
+from .results import MessageStatus
 from .stats import WorkerStat
 from .supervision.escalation import (
     Escalation,
@@ -488,6 +490,22 @@ class ActionHub:
             with trio.fail_after(timeout):
                 reply = await channel.receive()
         return reply if reply_type is None else decode_reply(reply.payload, reply_type)
+
+    async def status(self, message_id: str) -> MessageStatus:
+        """Where message ``message_id`` stands (a topic with a ``keep_result`` group): pending,
+        running, retrying, done, dead, or unknown (no record: never kept, or expired)."""
+        self._check_running()
+        return await statuses.status(self.bus.statuses(), message_id)
+
+    async def result(
+        self, message_id: str, timeout: float | None = None, *, result_type: object | None = None
+    ) -> Any:
+        """Wait for the return value kept for ``message_id`` (``keep_result``); decoded as
+        ``result_type`` if given. `MessageDead` if it was dead-lettered, `trio.TooSlowError`
+        after ``timeout`` seconds (None: wait as long as it takes)."""
+        self._check_running()
+        store = self.bus.statuses()
+        return await statuses.result(store, message_id, timeout=timeout, result_type=result_type)
 
     async def _send_reply(self, request: Message, payload: JSON, headers: dict[str, str]) -> None:
         assert request.reply_to is not None

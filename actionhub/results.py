@@ -37,9 +37,9 @@ class InvalidStatusRecord(ActionHubError, ValueError):
 @attrs.frozen
 class MessageStatus:
     """Where one message stands, for a topic with a ``keep_result`` group: ``state`` (``unknown``:
-    no record, never kept or expired), ``attempt`` and ``next_attempt_at`` (epoch seconds) while
-    retrying, ``at`` when the state was recorded, ``reason``/``error`` when dead, ``result`` when
-    done (decoded JSON)."""
+    no record, never kept or expired), ``attempt`` (the run's number; while retrying, the next
+    one's) and ``next_attempt_at`` (epoch seconds) while retrying, ``at`` when the state was
+    recorded (epoch seconds), ``reason``/``error`` when dead, ``result`` when done (decoded JSON)."""
 
     id: str
     state: State
@@ -61,6 +61,11 @@ class MessageStatus:
 def unknown(message_id: str) -> MessageStatus:
     """The status of a message no record is kept for."""
     return MessageStatus(message_id, "unknown")
+
+
+def pending_of(message_id: str, topic: str, at: float) -> MessageStatus:
+    """The record a publish writes: published at ``at`` (epoch seconds), not started yet."""
+    return MessageStatus(message_id, "pending", topic=topic, at=at)
 
 
 def encode(status: MessageStatus) -> bytes:

@@ -26,6 +26,7 @@ from .dedupe import Dedupe
 
 if TYPE_CHECKING:
     from ..supervision.limits import Limiter, LimitSpec
+    from .statuses import StatusStore
 
 
 class Inbox(Protocol):
@@ -333,6 +334,11 @@ class Bus(abc.ABC):
         broker for every hub of the group (see `actionhub.supervision.limits`). None: the bus
         keeps none, so the hubs on this bus object share one in-process limiter."""
         return None
+
+    def statuses(self) -> StatusStore:
+        """Where this bus keeps message status records and results (`actionhub.bus.statuses`),
+        for every hub and client of the bus."""
+        raise ConfigurationError(f"{self.url} keeps no message status or results")
 
 
 __all__ = [

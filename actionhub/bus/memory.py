@@ -36,6 +36,7 @@ from .base import (
     Watch,
 )
 from .dedupe import Dedupe, DedupeWindows
+from .statuses import MemoryStatuses
 
 
 class MemoryBus(Bus):
@@ -67,6 +68,7 @@ class MemoryBus(Bus):
         self._progress: dict[tuple[str, str, str], bytes] = {}  # (topic, group, message id) -> state
         self._delayed: dict[str, list[float]] = {}  # topic -> the trio times its delayed messages are due
         self._dedupe = DedupeWindows()
+        self._statuses: MemoryStatuses | None = None  # made on first use: results kept in process
 
     @asynccontextmanager
     async def open(
@@ -104,6 +106,8 @@ class MemoryBus(Bus):
             first = self._dedupe.claim(message.topic, dedupe, message.id, trio.current_time())
             if first is not None:
                 return first
+        if self._statuses is not None:  # None until a hub kept or asked for results
+            self._statuses.published(message.topic, message.id, time.time())
         if delay is not None and delay > 0:
             self._later(delay, message.topic, self._fan_out, message)
         elif dedupe is None:
@@ -320,6 +324,11 @@ class MemoryBus(Bus):
     async def events(self, stream: str, *, limit: int = 100, newest: bool = False) -> list[dict[str, str]]:
         events = self._events.get(stream, deque())
         return list(itertools.islice(reversed(events) if newest else events, limit))
+
+    def statuses(self) -> MemoryStatuses:
+        if self._statuses is None:
+            self._statuses = MemoryStatuses()
+        return self._statuses
 
 
 class _MemoryControlRequest(ControlRequest):

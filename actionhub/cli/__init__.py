@@ -38,6 +38,7 @@ from ._operate import (
     _stats,
     stats_table,
 )
+from ._results import _status
 from ._serve import (
     _dashboard,
     _demo,
@@ -179,6 +180,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--into", metavar="TOPIC", help="publish the messages into TOPIC instead of printing them"
     )
     replay.add_argument("--limit", type=int, metavar="N", help="at most N messages")
+
+    status = command(
+        "status", _status, "where a message stands (a keep_result group): pending ... done, dead, unknown"
+    )
+    status.add_argument("id", metavar="ID", help="the message id a publish returned")
+    status.add_argument("--json", action="store_true", help="the status as one JSON document")
+    status.add_argument(
+        "--wait", type=_positive, metavar="S", help="wait up to S seconds for the result, and print it (JSON)"
+    )
 
     schema = command(
         "schema",

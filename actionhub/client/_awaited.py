@@ -11,6 +11,7 @@ from ..bus.base import DeadLetter
 from ..inspect import CommandAnswer, HubSnapshot
 from ..message import Message
 from ..payloads import decode_reply
+from ..results import MessageStatus
 from ._ops import Op, Operations
 
 T = TypeVar("T")
@@ -89,6 +90,17 @@ class AwaitedMethods(abc.ABC):
         op = self._ops.request(topic, payload, timeout=timeout, headers=headers)
         reply = await self._run(op, "request")
         return reply if reply_type is None else decode_reply(reply.payload, reply_type)
+
+    async def status(self, message_id: str) -> MessageStatus:
+        """See `Client.status`."""
+        return await self._run(self._ops.status(message_id), "read a message status")
+
+    async def result(
+        self, message_id: str, timeout: float | None = None, *, result_type: object | None = None
+    ) -> Any:
+        """See `Client.result`."""
+        value = await self._run(self._ops.result(message_id, timeout=timeout), "wait for a result")
+        return value if result_type is None else decode_reply(value, result_type)
 
     async def dead_letters(self, topic: str, limit: int = 100) -> list[DeadLetter]:
         return await self._run(self._ops.dead_letters(topic, limit), "read dead letters")

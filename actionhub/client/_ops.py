@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import math
 import time
 from collections.abc import Generator, Iterable, Sequence
 from typing import Any, TypeVar
@@ -18,13 +19,16 @@ import redis
 from .. import tracing
 from ..bus.base import DeadLetter
 from ..bus.dedupe import Dedupe, MessageIds, check_dedupe
-from ..bus.redis import entries, once, scripts
+from ..bus.redis import entries, once, results, scripts
 from ..bus.redis.keys import DEFAULT_PARTITIONS, Keys, partition_count
 from ..bus.redis.options import TRANSIENT, RedisOptions
+from ..bus.statuses import outcome
 from ..errors import MalformedMessage
 from ..inspect import CommandAnswer, HubSnapshot, command_document, decode_answer, snapshots_from
 from ..message import Message, check_key, check_topic, decode
 from ..payloads import to_json
+from ..results import MessageStatus
+from ..results import decode as decode_status
 
 T = TypeVar("T")
 
@@ -249,6 +253,29 @@ class Operations:
     def _wait(self, left: float) -> float:
         """One BLPOP's timeout: what is left, in slices the socket timeout outlasts."""
         return max(0.001, round(min(left, self.options.block), 3))
+
+    # ------------------------------------------------------------------ results and status
+
+    def status(self, message_id: str) -> Op[MessageStatus]:
+        """Where ``message_id`` stands (`actionhub.results`)."""
+        (raw,) = yield Command(results.read_status(self.keys, message_id))
+        return decode_status(message_id, raw)
+
+    def result(self, message_id: str, *, timeout: float | None) -> Op[Any]:
+        """Wait for the result kept for ``message_id`` (`MessageDead` if dead, `TimeoutError`
+        after ``timeout``): re-read the record each time its bell rings (`bus.redis.results`),
+        and at least once per wait slice."""
+        if timeout is not None and not timeout >= 0:
+            raise ValueError(f"timeout must be a number of seconds >= 0 or None, not {timeout!r}")
+        deadline = math.inf if timeout is None else time.monotonic() + timeout
+        while True:
+            current = yield from self.status(message_id)
+            if current.final:
+                return outcome(current)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"message {message_id!r} is still {current.state} after {timeout}s")
+            yield Command(results.wait_bell(self.keys, message_id, self._wait(left)))
 
     # ------------------------------------------------------------------ dead letters
 

@@ -16,6 +16,7 @@ from ..bus.url import redis_url_options
 from ..inspect import CommandAnswer, HubSnapshot
 from ..message import Message
 from ..payloads import decode_reply
+from ..results import MessageStatus
 from ._errors import bus_error
 from ._ops import (
     RETRY_DELAYS,
@@ -127,6 +128,19 @@ class Client:
         op = self._ops.request(topic, payload, timeout=timeout, headers=headers)
         reply = self._run(op, "request")
         return reply if reply_type is None else decode_reply(reply.payload, reply_type)
+
+    def status(self, message_id: str) -> MessageStatus:
+        """Where message ``message_id`` stands: pending, running, retrying, done, dead, or unknown
+        (a topic whose group has ``keep_result``; see `ActionHub.status`)."""
+        return self._run(self._ops.status(message_id), "read a message status")
+
+    def result(
+        self, message_id: str, timeout: float | None = None, *, result_type: object | None = None
+    ) -> Any:
+        """Wait for the result kept for ``message_id``, decoded as ``result_type`` if given;
+        `MessageDead` if it was dead-lettered, `TimeoutError` after ``timeout`` (None: no limit)."""
+        value = self._run(self._ops.result(message_id, timeout=timeout), "wait for a result")
+        return value if result_type is None else decode_reply(value, result_type)
 
     def dead_letters(self, topic: str, limit: int = 100) -> list[DeadLetter]:
         """The oldest ``limit`` dead letters of ``topic``."""

@@ -513,6 +513,8 @@ async def attach(group: WorkerGroup, bus: Bus, consumer_group: str) -> None:
     earliest = check_start(group.config, bus)
     config = group.config
     group._bus, group._consumer_group = bus, consumer_group
+    if group.runner.keeper is not None:  # publishes write pending records before the first delivery
+        await group.runner.keeper.start(group.topic)
     group.subscription = await bus.subscribe(
         group.topic,
         consumer_group,

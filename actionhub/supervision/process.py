@@ -201,7 +201,7 @@ class ProcessPool:
                 _current_slot.reset(token)
                 self._gone(slot)
 
-    async def run(self, job: Job) -> None:
+    async def run(self, job: Job) -> object:
         """The group's action: run the function on the payload in this worker's process; reply
         with its result if the message asks for one."""
         slot = _current_slot.get()
@@ -239,7 +239,9 @@ class ProcessPool:
             raise Reject(orjson.loads(data))
         if kind == "error":
             raise ProcessActionError(data.decode())
-        await job.reply(orjson.loads(data))
+        value = orjson.loads(data)
+        await job.reply(value)
+        return value  # kept as the message's result by a group with keep_result
 
     async def _start(self, slot: _Slot) -> None:
         try:

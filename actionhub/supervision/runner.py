@@ -25,6 +25,7 @@ from ..job import Job
 from ..message import Message
 from ..payloads import Codec, InvalidPayload
 from .inbox import GroupInbox
+from .keeper import ResultKeeper
 from .policy import GroupConfig
 
 if TYPE_CHECKING:
@@ -92,6 +93,8 @@ class MessageRunner:
         self._codec = codec  # a typed action's payload type
         self._ordered = config.ordered
         self._holding: set[Delivery] = set()  # ordered: deliveries waiting for their retry, in place
+        #: status writes of a group that keeps results; None (nothing per message) for the others
+        self.keeper = None if config.keep_result is None else ResultKeeper(hub.bus, config.keep_result)
         self.processed = 0
         self.panics = 0
         self.failed = 0
@@ -162,6 +165,8 @@ class MessageRunner:
             )
             if trace is not None:
                 trace.dead_letter(reason, "dead_lettered")
+            if self.keeper is not None:
+                await self.keeper.dead(delivery, reason)
             await subscription.dead_letter(delivery, reason=reason)
             return None
         typed = None
@@ -173,6 +178,8 @@ class MessageRunner:
                 reason = f"malformed: invalid payload: {invalid}"
                 if trace is not None:
                     trace.dead_letter(reason, "malformed")
+                if self.keeper is not None:
+                    await self.keeper.dead(delivery, reason)
                 await subscription.dead_letter(delivery, reason=reason)
                 return None
         progress = None
@@ -188,6 +195,10 @@ class MessageRunner:
             payload=typed,
             typed=self._codec is not None,
         )
+        keeper = self.keeper
+        if keeper is not None:
+            await keeper.running(delivery)
+        done = b""  # the done record, when results are kept
         self.in_flight += 1
         observer = self.hub.observer  # read per message: set or cleared at any time, for every group
         if observer is not None:
@@ -200,10 +211,12 @@ class MessageRunner:
                 if trace is not None:
                     trace.activate()  # replies, publishes and spans of the action are its children
                 if config.timeout is None:
-                    await self.action(job)
+                    value = await self.action(job)
                 else:
                     with trio.fail_after(config.timeout):
-                        await self.action(job)
+                        value = await self.action(job)
+                if keeper is not None:  # a value that is not JSON fails the run, as a raise would
+                    done = keeper.done_record(delivery, value)
             finally:  # the action's own time: settling the message (an ack on Redis) is not in it
                 if trace is not None:
                     trace.deactivate()
@@ -220,6 +233,8 @@ class MessageRunner:
             reason = f"rejected: {reject.reason}"
             if trace is not None:
                 trace.dead_letter(reason)
+            if keeper is not None:
+                await keeper.dead(delivery, reason)
             await subscription.dead_letter(delivery, reason=reason)
             await self._forget_progress(job, subscription)
             return None
@@ -241,6 +256,8 @@ class MessageRunner:
         else:
             outcome = "ok"
             self.processed += 1
+            if keeper is not None:  # before the ack: a crash between leaves a result and a redelivery
+                await keeper.done(delivery, done)
             await subscription.ack(delivery)
             await self._forget_progress(job, subscription)
             return None
@@ -269,6 +286,8 @@ class MessageRunner:
             reason = f"max_attempts: failed {attempt} of {self.config.max_attempts} attempts"
             if trace is not None:
                 trace.dead_letter(reason)
+            if self.keeper is not None:
+                await self.keeper.dead(delivery, reason, error)
             await delivery.subscription.dead_letter(delivery, reason=reason, error=error, traceback=traceback)
             await self._forget_progress(job, delivery.subscription)
             return
@@ -277,6 +296,8 @@ class MessageRunner:
             delay = self.config.retry_backoff.delay(attempt, self._rng)
         if trace is not None:
             trace.retry(delay, attempt + 1)
+        if self.keeper is not None:
+            await self.keeper.retrying(delivery, delay)
         if self._ordered and delivery.message.key is not None:
             self._hold_for_retry(delivery, delay)
         else:

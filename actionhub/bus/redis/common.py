@@ -47,6 +47,7 @@ from .entries import (
 from .keys import Keys
 from .once import idempotency_ttl
 from .options import TRANSIENT, RedisOptions, connect, consumer_name, text
+from .results import RedisStatuses
 from .topics import topic_info_call, topic_info_of
 from .wire import Command, WireConnection, wire_params
 
@@ -458,6 +459,14 @@ class RedisBusBase(Bus):
         keys, args = topic_info_call(self.keys, topic, partitions, pubsub=self.options.mode == "pubsub")
         (reply,) = await self.run_scripts([(self._topic_info, keys, args)], what=f"read the state of {topic}")
         return topic_info_of(topic, partitions, reply)
+
+    # ------------------------------------------------------------------ results
+
+    def statuses(self) -> RedisStatuses:
+        store: RedisStatuses | None = self.__dict__.get("_statuses")
+        if store is None:  # made on first use: a bus whose groups keep no results holds none
+            store = self._statuses = RedisStatuses(self)
+        return store
 
 
 class _RedisControlRequest(ControlRequest):

@@ -97,6 +97,10 @@ class Keys:
         """A message's status record (JSON; pending until a group that keeps results finishes it)."""
         return f"{self.prefix}status:{message_id}"
 
+    def status_bell(self, message_id: str) -> str:
+        """Rung (one entry, short-lived) when a message's status becomes final: waiters block on it."""
+        return f"{self.prefix}bell:{message_id}"
+
     def keeps_results(self, topic: str) -> str:
         """Set (to the seconds kept) while a group of ``topic`` keeps results: publishes then
         write a pending status record."""

@@ -313,3 +313,15 @@ for i = 0, (#KEYS - 1) / 3 - 1 do
 end
 return (#KEYS - 1) / 3
 """
+
+# A message's status record (results.py), SET for its time to live; a final one also rings the
+# message's bell: one entry, for a short while, rotated in place (BLMOVE) by every waiter.
+WRITE_STATUS = """
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+if ARGV[3] ~= '0' then
+  redis.call('DEL', KEYS[2])
+  redis.call('LPUSH', KEYS[2], '1')
+  redis.call('PEXPIRE', KEYS[2], ARGV[3])
+end
+return 1
+"""
