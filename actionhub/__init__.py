@@ -19,6 +19,7 @@ from .job import Job
 from .message import Message
 from .payloads import InvalidPayload
 from .registry.templates import SlaveTemplate, WorkerTemplate, WorkerTemplateRegistry
+from .scheduling import Schedule
 from .stats import WorkerStat
 from .supervision.escalation import Escalation
 from .supervision.policy import (
@@ -61,6 +62,7 @@ __all__ = [
     "ProcessActionError",
     "Reject",
     "Retry",
+    "Schedule",
     "SlaveTemplate",
     "Start",
     "WorkerStat",

@@ -11,6 +11,7 @@ import time
 import traceback as tb_module
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from functools import partial
 from typing import Any, TypeVar, overload
 
@@ -25,6 +26,7 @@ from .inspect import apply_command, encode_answer, redact, snapshot_of
 from .message import JSON, Message, check_key
 from .payloads import decode_reply, to_json
 from .registry.templates import Action, WorkerTemplate, WorkerTemplateRegistry
+from .scheduling import CatchUp, Schedule, Scheduler
 from .stats import WorkerStat
 from .supervision.escalation import (
     Escalation,
@@ -107,6 +109,7 @@ class ActionHub:
         self.observer: MessageObserver | None = None  # told about every message run (metrics)
         #: the escalation of a group with ``on_max_restarts="stop_hub"`` that stopped this hub
         self.stopped_by: Escalation | None = None
+        self.schedules = Scheduler(self)  # the schedules this hub declares, and their one task
 
     # ------------------------------------------------------------------ binding
 
@@ -148,6 +151,63 @@ class ActionHub:
         if group is not None:
             await group.stop()
 
+    @overload
+    def schedule(
+        self,
+        name: str,
+        *,
+        topic: str,
+        payload: JSON = None,
+        cron: str | None = None,
+        every: float | timedelta | None = None,
+        tz: str = "UTC",
+        catch_up: CatchUp = "latest",
+        jitter: float = 0,
+    ) -> Schedule: ...
+
+    @overload
+    def schedule(
+        self,
+        name: str,
+        *,
+        topic: None = None,
+        payload: JSON = None,
+        cron: str | None = None,
+        every: float | timedelta | None = None,
+        tz: str = "UTC",
+        catch_up: CatchUp = "latest",
+        jitter: float = 0,
+    ) -> Callable[[A], A]: ...
+
+    def schedule(
+        self,
+        name: str,
+        *,
+        topic: str | None = None,
+        payload: JSON = None,
+        cron: str | None = None,
+        every: float | timedelta | None = None,
+        tz: str = "UTC",
+        catch_up: CatchUp = "latest",
+        jitter: float = 0,
+    ) -> Schedule | Callable[[A], A]:
+        """Publish ``payload`` to ``topic`` at every tick of ``cron`` (5 fields, in zone ``tz``)
+        or ``every`` (seconds or a timedelta), once per tick across every hub declaring it (see
+        `Schedule`). Without ``topic``, a decorator put above ``@hub.action(...)``: the schedule
+        publishes to that action's topic. Before or while the hub runs."""
+        if self._state in (_State.STOPPING, _State.STOPPED):
+            raise HubStopped(f"hub {self.name} is stopped")
+        return self.schedules.declare(
+            name,
+            topic=topic,
+            payload=payload,
+            cron=cron,
+            every=every,
+            tz=tz,
+            catch_up=catch_up,
+            jitter=jitter,
+        )
+
     def templates(self) -> list[WorkerTemplate]:
         """The actions bound to this hub and those of its registry, in start order."""
         return [*self._own, *(self.registry or ())]
@@ -184,6 +244,7 @@ class ActionHub:
                         await self._start_template(template, False)
                     for template in self.registry or ():
                         await self._start_template(template, True)
+                    self.schedules.serve(operations)
                     operations.start_soon(self._announce, time.time())
                     log.info(
                         "hub %s running on %s with %d group(s)",

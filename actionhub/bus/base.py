@@ -23,6 +23,7 @@ import trio
 from ..errors import ConfigurationError
 from ..message import Message
 from .dedupe import Dedupe
+from .ticks import Tick, TicksFired
 
 if TYPE_CHECKING:
     from ..supervision.limits import Limiter, LimitSpec
@@ -333,6 +334,19 @@ class Bus(abc.ABC):
         broker for every hub of the group (see `actionhub.supervision.limits`). None: the bus
         keeps none, so the hubs on this bus object share one in-process limiter."""
         return None
+
+    async def fire_ticks(
+        self, schedule: str, digest: str, catch_up: str, ticks: Sequence[Tick]
+    ) -> TicksFired:
+        """Publish each of ``ticks`` of ``schedule`` (definition ``digest``) that no hub published
+        yet, once across every hub of the bus, deciding on the bus's clock (see
+        `actionhub.bus.ticks`); no ticks: read the state (starting it afresh if it is not
+        ``digest``'s)."""
+        raise ConfigurationError(f"{type(self).__name__} cannot run schedules")
+
+    async def schedule_states(self, names: Sequence[str]) -> dict[str, tuple[str, int]]:
+        """(definition digest, last tick fired in ms) of each of the schedules ``names`` that has a state."""
+        raise ConfigurationError(f"{type(self).__name__} keeps no schedules")
 
 
 __all__ = [

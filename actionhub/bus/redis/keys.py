@@ -110,6 +110,10 @@ class Keys:
         """One producer's bitmap of written message counters (``block`` = counter // 2**20)."""
         return f"{self.prefix}idem:{producer}:{block}"
 
+    def schedule(self, name: str) -> str:
+        """A schedule's state: a hash of its definition's digest and the last tick fired (ms)."""
+        return f"{self.prefix}schedule:{name}"
+
 
 def partition_count(key: str, raw: bytes | str | None) -> int | None:
     """The partition count stored at ``key`` (`Keys.partitions`), None if there is none yet."""

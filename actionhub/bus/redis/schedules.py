@@ -1,0 +1,71 @@
+"""Schedules on Redis: the keys, arguments and reply of `scripts.FIRE_TICKS` (sans I/O), and the
+two calls a Redis bus makes with them. One script call per firing: every hub offers the same
+ticks and Redis, on its own clock, publishes each once (see actionhub/bus/ticks.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from ..ticks import Tick, TicksFired
+from . import scripts
+from .keys import Keys
+
+if TYPE_CHECKING:
+    from .common import RedisBusBase
+
+
+def fire_ticks_call(
+    keys: Keys, *, schedule: str, digest: str, catch_up: str, kind: str, ticks: Sequence[tuple[Tick, bytes]]
+) -> tuple[list[str], list[str | bytes | int]]:
+    """(KEYS, ARGV) of `FIRE_TICKS` for ``ticks`` (each with its encoded envelope), oldest first,
+    to stream (kind ``x``) or channel (``p``) of their topic."""
+    topic = ticks[0][0].message.topic if ticks else ""
+    args: list[str | bytes | int] = [digest, catch_up, kind]
+    for tick, raw in ticks:
+        args += [tick.at, "1" if tick.overdue else "0", raw]
+    return [keys.schedule(schedule), keys.stream(topic) if topic else keys.schedule(schedule)], args
+
+
+def fired_of(reply: Sequence[Any]) -> TicksFired:
+    """The `TicksFired` of a `FIRE_TICKS` reply."""
+    last, now, fresh, early, *published = (int(value) for value in reply)
+    return TicksFired(tuple(published), last, now / 1000, bool(fresh), early)
+
+
+async def fire_ticks(
+    bus: RedisBusBase, schedule: str, digest: str, catch_up: str, ticks: Sequence[Tick]
+) -> TicksFired:
+    """Run `FIRE_TICKS` (streams: XADD; pub/sub: PUBLISH), within the bus's publish timeout."""
+    kind = "x" if bus.durable else "p"  # the durable Redis transport is the streams one
+    keys, args = fire_ticks_call(
+        bus.keys,
+        schedule=schedule,
+        digest=digest,
+        catch_up=catch_up,
+        kind=kind,
+        ticks=[(tick, bus.encode(tick.message)) for tick in ticks],
+    )
+    script = bus.client.register_script(scripts.FIRE_TICKS)  # once a tick: hashing it is cheap
+    (reply,) = await bus.run_scripts(
+        [(script, keys, args)],
+        what=f"fire schedule {schedule}",
+        deadline=trio.current_time() + bus.options.publish_timeout,
+    )
+    return fired_of(reply)
+
+
+async def schedule_states(bus: RedisBusBase, names: Sequence[str]) -> dict[str, tuple[str, int]]:
+    """(digest, last) of each of the schedules ``names`` that has a state, in one round trip."""
+    if not names:
+        return {}
+    replies = await bus.execute(
+        [("HMGET", bus.keys.schedule(name), "digest", "last") for name in names], what="read schedules"
+    )
+    return {
+        name: (digest.decode(), int(last))
+        for name, (digest, last) in zip(names, replies, strict=True)
+        if digest is not None and last is not None
+    }
