@@ -344,8 +344,9 @@ class Bus(abc.ABC):
         ``digest``'s)."""
         raise ConfigurationError(f"{type(self).__name__} cannot run schedules")
 
-    async def schedule_states(self, names: Sequence[str]) -> dict[str, tuple[str, int]]:
-        """(definition digest, last tick fired in ms) of each of the schedules ``names`` that has a state."""
+    async def schedule_states(self, names: Sequence[str] | None = None) -> dict[str, tuple[str, int]]:
+        """(definition digest, last tick fired in ms) of each of the schedules ``names`` (None: of
+        every schedule) that has a state."""
         raise ConfigurationError(f"{type(self).__name__} keeps no schedules")
 
 

@@ -342,8 +342,8 @@ class MemoryBus(Bus):
             await self._fan_out(self._copy(tick.message))
         return fired
 
-    async def schedule_states(self, names: Sequence[str]) -> dict[str, tuple[str, int]]:
-        return {name: state for name in names if (state := self._ticks.state(name)) is not None}
+    async def schedule_states(self, names: Sequence[str] | None = None) -> dict[str, tuple[str, int]]:
+        return self._ticks.states(names)
 
 
 class _MemoryControlRequest(ControlRequest):

@@ -89,6 +89,8 @@ class TickLedger:
         chosen = [ticks[i] for i in publish]
         return chosen, TicksFired(tuple(t.at for t in chosen), last, now, fresh, early)
 
-    def state(self, name: str) -> tuple[str, int] | None:
-        """(digest, last) of schedule ``name``, None if it has none."""
-        return self._states.get(name)
+    def states(self, names: Sequence[str] | None) -> dict[str, tuple[str, int]]:
+        """(digest, last) of each of ``names`` (None: every schedule) that has a state."""
+        if names is None:
+            return dict(self._states)
+        return {name: self._states[name] for name in names if name in self._states}

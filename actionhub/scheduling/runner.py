@@ -62,8 +62,9 @@ class ScheduleInfo:
 
     name: str
     topic: str
-    #: the cron expression, or ``every Ns``
-    period: str
+    cron: str | None
+    #: seconds
+    every: float | None
     tz: str
     catch_up: str
     jitter: float
@@ -72,6 +73,10 @@ class ScheduleInfo:
     last: float | None
     #: the next tick, seconds since the epoch
     next: float | None
+
+    def schedule(self) -> Schedule:
+        """The `Schedule` of this definition (to compute its ticks)."""
+        return Schedule(self.name, self.topic, cron=self.cron, every=self.every, tz=self.tz)
 
 
 @attrs.define
@@ -153,7 +158,8 @@ class Scheduler:
                 ScheduleInfo(
                     name=schedule.name,
                     topic=schedule.topic,
-                    period=schedule.period,
+                    cron=schedule.cron,
+                    every=None if schedule.every_ms is None else schedule.every_ms / 1000,
                     tz=schedule.tz,
                     catch_up=schedule.catch_up,
                     jitter=schedule.jitter,

@@ -437,7 +437,7 @@ class RedisBusBase(Bus):
     ) -> TicksFired:
         return await schedules.fire_ticks(self, schedule, digest, catch_up, ticks)
 
-    async def schedule_states(self, names: Sequence[str]) -> dict[str, tuple[str, int]]:
+    async def schedule_states(self, names: Sequence[str] | None = None) -> dict[str, tuple[str, int]]:
         return await schedules.schedule_states(self, names)
 
     async def record(self, stream: str, fields: dict[str, str]) -> None:

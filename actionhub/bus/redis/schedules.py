@@ -57,8 +57,17 @@ async def fire_ticks(
     return fired_of(reply)
 
 
-async def schedule_states(bus: RedisBusBase, names: Sequence[str]) -> dict[str, tuple[str, int]]:
-    """(digest, last) of each of the schedules ``names`` that has a state, in one round trip."""
+async def schedule_states(bus: RedisBusBase, names: Sequence[str] | None) -> dict[str, tuple[str, int]]:
+    """(digest, last) of each of the schedules ``names`` (None: every one, found by SCAN) that
+    has a state."""
+    if names is None:
+        pattern, start = bus.keys.schedule("*"), len(bus.keys.schedule(""))
+
+        def scan() -> list[str]:
+            found = bus.client.scan_iter(match=pattern, count=1000, _type="HASH")
+            return sorted(key.decode()[start:] for key in found)
+
+        names = await bus.call(scan, what="list schedules")
     if not names:
         return {}
     replies = await bus.execute(
