@@ -6,6 +6,7 @@ topics' streams, and time is Redis's (TIME, and the entry ids XADD gives)."""
 
 from __future__ import annotations
 
+import itertools
 import signal
 import subprocess
 import sys
@@ -77,7 +78,7 @@ def _redis_now(client: redis.Redis) -> float:
 
 
 def _contiguous(ticks: list[float]) -> bool:
-    return all(round(b - a, 3) == 1.0 for a, b in zip(ticks, ticks[1:], strict=False))
+    return all(round(b - a, 3) == 1.0 for a, b in itertools.pairwise(ticks))
 
 
 def _prefix(url: str) -> str:
@@ -169,4 +170,3 @@ def test_the_cli_refuses_misuse_in_one_line(capsys: pytest.CaptureFixture[str]) 
         cli_main(["schedules", "--bus", "memory://", "--bogus"])
     assert exit_.value.code == 2
     assert capsys.readouterr().err.count("\n") == 1
-
