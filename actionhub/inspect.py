@@ -63,7 +63,11 @@ class HubSnapshot:
             )
             for g in document.pop("groups")
         )
-        schedules = tuple(ScheduleInfo(**info) for info in document.pop("schedules", ()))
+        known = attrs.fields_dict(ScheduleInfo).keys()  # a newer hub's extra fields are left out
+        schedules = tuple(
+            ScheduleInfo(**{k: v for k, v in info.items() if k in known})
+            for info in document.pop("schedules", ())
+        )
         return cls(groups=groups, schedules=schedules, **document)
 
 

@@ -18,8 +18,9 @@ from actionhub.bus.redis.common import RedisBusBase
 from actionhub.bus.redis.streams import RedisStreamsBus
 from actionhub.bus.ticks import Tick, decide
 from actionhub.bus.url import open_bus
+from actionhub.cli._schedules import ScheduleRow, schedule_rows
 from actionhub.inspect import HubSnapshot, hub_snapshots
-from actionhub.scheduling import MAX_CATCH_UP
+from actionhub.scheduling import MAX_CATCH_UP, ScheduleInfo
 
 NEW_YORK, LONDON = ZoneInfo("America/New_York"), ZoneInfo("Europe/London")
 
@@ -366,6 +367,32 @@ def test_an_old_snapshot_without_schedules_still_decodes() -> None:
     snapshot = HubSnapshot.from_json(orjson.dumps(old))
     assert snapshot.schedules == ()
     assert HubSnapshot.from_json(snapshot.to_json()) == snapshot
+
+
+def test_the_cli_rows_join_the_hubs_definitions_and_the_states() -> None:
+    def info(name: str, digest: str, **changes: object) -> ScheduleInfo:
+        fields: dict[str, object] = dict(
+            name=name, topic="t", cron=None, every=60.0, tz="UTC", catch_up="latest", jitter=0.0,
+            digest=digest, last=None, next=None,
+        )  # fmt: skip
+        return ScheduleInfo(**{**fields, **changes})  # type: ignore[arg-type]
+
+    now = utc(2026, 12, 7, 12, 0, 30).timestamp()
+    declared = {
+        "shared": [("hub-b", info("shared", "d1")), ("hub-a", info("shared", "d1"))],
+        "clash": [("hub-a", info("clash", "d1")), ("hub-b", info("clash", "d2"))],
+        "nightly": [("hub-a", info("nightly", "d3", cron="0 3 * * *", every=None, tz="Europe/London"))],
+    }
+    states = {"shared": ("d1", ms(utc(2026, 12, 7, 12))), "gone": ("d9", 1_000), "nightly": ("old", 5)}
+    rows = {row.name: row for row in schedule_rows(declared, states, now)}
+    assert rows["shared"] == ScheduleRow(
+        "shared", "t", "every 60s", "UTC", "latest", ("hub-a", "hub-b"), False,
+        utc(2026, 12, 7, 12).timestamp(), utc(2026, 12, 7, 12, 1).timestamp(),
+    )  # fmt: skip
+    assert rows["clash"].conflicting and rows["clash"].last is None
+    assert rows["gone"] == ScheduleRow("gone", None, None, None, None, (), False, 1.0, None)
+    # the state of a former definition is not this one's last tick
+    assert rows["nightly"].last is None and rows["nightly"].next == utc(2026, 12, 8, 3).timestamp()
 
 
 async def test_a_hub_without_schedules_runs_no_scheduler(autojump_clock: trio.abc.Clock) -> None:

@@ -134,10 +134,15 @@ async def test_catch_up_after_every_hub_was_down_and_a_changed_definition(
         # the CLI, while the second hub runs: each schedule, its last and next tick, its hubs
         await wait_until(lambda: bool(client.keys(f"{prefix}hub:second")), timeout=10)
         code = await trio.to_thread.run_sync(cli_main, ["schedules", "--bus", redis_url, "--json"])
+        document = capsys.readouterr().out
+        table_code = await trio.to_thread.run_sync(cli_main, ["schedules", "--bus", redis_url])
+        table = capsys.readouterr().out
     finally:
         _stop(second)
-    assert code == 0
-    rows = {row["name"]: row for row in orjson.loads(capsys.readouterr().out)}
+    assert code == table_code == 0
+    assert "4 schedule(s)" in table
+    assert all(f"{name} " in table for name in streams) and table.count("every 1s") == 4
+    rows = {row["name"]: row for row in orjson.loads(document)}
     assert set(rows) == {"latest", "all", "none", "changed"}
     for name, row in rows.items():
         assert row["hubs"] == ["second"] and row["topic"] == name and row["period"] == "every 1s"

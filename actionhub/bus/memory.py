@@ -322,6 +322,7 @@ class MemoryBus(Bus):
     #: the bus's clock for schedules (seconds since the epoch); None: the wall clock as it was when
     #: first asked, advanced by trio's clock (so a test's MockClock moves it too)
     wall_clock: Callable[[], float] | None = None
+    _wall_offset: float | None = None
 
     def now(self) -> float:
         """The bus's clock for schedules: what Redis's TIME is to a Redis bus."""
@@ -330,8 +331,6 @@ class MemoryBus(Bus):
         if self._wall_offset is None:
             self._wall_offset = time.time() - trio.current_time()
         return trio.current_time() + self._wall_offset
-
-    _wall_offset: float | None = None
 
     async def fire_ticks(
         self, schedule: str, digest: str, catch_up: str, ticks: Sequence[Tick]

@@ -106,6 +106,7 @@ class Scheduler:
         self._states[schedule.name] = _State(schedule)
         self._changed.set()
         if self._nursery is not None and not self._running:
+            self._running = True  # one task, however many are declared before it starts
             self._nursery.start_soon(self.run)
         return schedule
 
@@ -177,10 +178,10 @@ class Scheduler:
         any, else from the first one declared."""
         self._nursery = nursery
         if self._states:
+            self._running = True
             nursery.start_soon(self.run)
 
     async def run(self) -> None:
-        self._running = True
         try:
             while True:
                 self._changed = trio.Event()
@@ -237,6 +238,9 @@ class Scheduler:
         except (trio.Cancelled, KeyboardInterrupt):
             raise
         except HubStopped:
+            return math.inf
+        except ConfigurationError as error:  # a bus that cannot run schedules: say it once
+            log.error("schedule %s cannot fire: %s", schedule.name, error, extra={"schedule": schedule.name})
             return math.inf
         except Exception as error:  # never take the hub down: the ticks are overdue next time
             state.failures += 1
