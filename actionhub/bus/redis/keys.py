@@ -111,7 +111,8 @@ class Keys:
         return f"{self.prefix}idem:{producer}:{block}"
 
     def schedule(self, name: str) -> str:
-        """A schedule's state: a hash of its definition's digest and the last tick fired (ms)."""
+        """A schedule's state: ``<digest>:<last>``, its definition's digest and the last tick fired
+        or passed over (ms since the epoch); see `scripts.FIRE_TICKS`."""
         return f"{self.prefix}schedule:{name}"
 
 

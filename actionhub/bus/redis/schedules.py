@@ -64,17 +64,18 @@ async def schedule_states(bus: RedisBusBase, names: Sequence[str] | None) -> dic
         pattern, start = bus.keys.schedule("*"), len(bus.keys.schedule(""))
 
         def scan() -> list[str]:
-            found = bus.client.scan_iter(match=pattern, count=1000, _type="HASH")
+            found = bus.client.scan_iter(match=pattern, count=1000, _type="string")
             return sorted(key.decode()[start:] for key in found)
 
         names = await bus.call(scan, what="list schedules")
     if not names:
         return {}
-    replies = await bus.execute(
-        [("HMGET", bus.keys.schedule(name), "digest", "last") for name in names], what="read schedules"
-    )
-    return {
-        name: (digest.decode(), int(last))
-        for name, (digest, last) in zip(names, replies, strict=True)
-        if digest is not None and last is not None
-    }
+    keys = [bus.keys.schedule(name) for name in names]
+    (values,) = await bus.execute([("MGET", *keys)], what="read schedules")
+    return {name: state_of(raw) for name, raw in zip(names, values, strict=True) if raw is not None}
+
+
+def state_of(raw: bytes) -> tuple[str, int]:
+    """(digest, last) of a schedule's stored state."""
+    digest, _, last = raw.decode().partition(":")
+    return digest, int(last)
