@@ -16,7 +16,7 @@ from actionhub import ActionHub, ConfigurationError, HubStopped, Job, MemoryBus,
 from actionhub.bus.base import Bus
 from actionhub.bus.redis.common import RedisBusBase
 from actionhub.bus.redis.streams import RedisStreamsBus
-from actionhub.bus.ticks import Tick, decide
+from actionhub.bus.ticks import ScheduleState, Tick, decide
 from actionhub.bus.url import open_bus
 from actionhub.cli._schedules import ScheduleRow, schedule_rows
 from actionhub.inspect import HubSnapshot, hub_snapshots
@@ -356,8 +356,9 @@ async def test_declaring_while_running_and_after_the_stop(autojump_clock: trio.a
     (info,) = snapshot.schedules
     assert (info.name, info.topic, info.every, info.catch_up) == ("beat", "beats", 1.0, "latest")
     assert info.last is not None and info.next == info.last + 1
-    ((digest, last),) = (await bus.schedule_states()).values()
-    assert digest == info.digest and last >= info.last * 1000  # the snapshot is up to 0.5 s old
+    (state,) = (await bus.schedule_states()).values()
+    assert state.digest == info.digest and state.last == state.fired
+    assert state.last >= info.last * 1000  # the snapshot is up to 0.5 s old
     with pytest.raises(HubStopped):
         hub.schedule("another", topic="beats", every=1)
 
@@ -383,7 +384,13 @@ def test_the_cli_rows_join_the_hubs_definitions_and_the_states() -> None:
         "clash": [("hub-a", info("clash", "d1")), ("hub-b", info("clash", "d2"))],
         "nightly": [("hub-a", info("nightly", "d3", cron="0 3 * * *", every=None, tz="Europe/London"))],
     }
-    states = {"shared": ("d1", ms(utc(2026, 12, 7, 12))), "gone": ("d9", 1_000), "nightly": ("old", 5)}
+    noon = ms(utc(2026, 12, 7, 12))
+    states = {
+        "shared": ScheduleState("d1", noon, noon),
+        "gone": ScheduleState("d9", 2_000, 1_000),
+        "nightly": ScheduleState("old", 5, 5),
+        "clash": ScheduleState("d2", 7, None),
+    }
     rows = {row.name: row for row in schedule_rows(declared, states, now)}
     assert rows["shared"] == ScheduleRow(
         "shared", "t", "every 60s", "UTC", "latest", ("hub-a", "hub-b"), False,
@@ -462,8 +469,11 @@ async def test_the_redis_script_decides_as_memory_does(redis_url: str) -> None:
     assert [orjson.loads(fields[b"message"])["id"] for _, fields in entries] == [
         f"schedule:beat:{t}" for t in published
     ]
-    assert states == {"beat": ("d2", base + 1400), "probe": ("x", probe.last)}
-    assert await memory.schedule_states(["beat", "nothing"]) == {"beat": ("d2", base + 1400)}
+    assert states == {
+        "beat": ScheduleState("d2", base + 1400, base + 1400),
+        "probe": ScheduleState("x", probe.last, None),  # started, nothing published yet
+    }
+    assert await memory.schedule_states(["beat", "nothing"]) == {"beat": states["beat"]}
 
 
 async def test_on_pubsub_the_script_publishes(redis_url: str) -> None:

@@ -23,7 +23,7 @@ import trio
 from ..errors import ConfigurationError
 from ..message import Message
 from .dedupe import Dedupe
-from .ticks import Tick, TicksFired
+from .ticks import ScheduleState, Tick, TicksFired
 
 if TYPE_CHECKING:
     from ..supervision.limits import Limiter, LimitSpec
@@ -344,9 +344,8 @@ class Bus(abc.ABC):
         ``digest``'s)."""
         raise ConfigurationError(f"{type(self).__name__} cannot run schedules")
 
-    async def schedule_states(self, names: Sequence[str] | None = None) -> dict[str, tuple[str, int]]:
-        """(definition digest, last tick fired in ms) of each of the schedules ``names`` (None: of
-        every schedule) that has a state."""
+    async def schedule_states(self, names: Sequence[str] | None = None) -> dict[str, ScheduleState]:
+        """The state of each of the schedules ``names`` (None: of every schedule) that has one."""
         raise ConfigurationError(f"{type(self).__name__} keeps no schedules")
 
 

@@ -36,7 +36,7 @@ from .base import (
     Watch,
 )
 from .dedupe import Dedupe, DedupeWindows
-from .ticks import Tick, TickLedger, TicksFired
+from .ticks import ScheduleState, Tick, TickLedger, TicksFired
 
 
 class MemoryBus(Bus):
@@ -341,7 +341,7 @@ class MemoryBus(Bus):
             await self._fan_out(self._copy(tick.message))
         return fired
 
-    async def schedule_states(self, names: Sequence[str] | None = None) -> dict[str, tuple[str, int]]:
+    async def schedule_states(self, names: Sequence[str] | None = None) -> dict[str, ScheduleState]:
         return self._ticks.states(names)
 
 

@@ -51,6 +51,18 @@ class TicksFired:
     early: int
 
 
+@attrs.frozen
+class ScheduleState:
+    """What the bus keeps of a schedule."""
+
+    #: the digest of the definition the state belongs to
+    digest: str
+    #: the newest tick fired or passed over (or, started afresh, the time it started), ms
+    last: int
+    #: the newest tick published, ms (None: none since the state started)
+    fired: int | None
+
+
 def decide(
     stored: tuple[str, int] | None, digest: str, catch_up: str, ticks: Sequence[tuple[int, bool]], now: int
 ) -> tuple[list[int], int, bool, int]:
@@ -76,21 +88,27 @@ class TickLedger:
     """The schedules' states of one in-process bus."""
 
     def __init__(self) -> None:
-        self._states: dict[str, tuple[str, int]] = {}
+        self._states: dict[str, ScheduleState] = {}
 
     def fire(
         self, name: str, digest: str, catch_up: str, ticks: Sequence[Tick], now: float
     ) -> tuple[list[Tick], TicksFired]:
         """The ticks to publish now, and the answer; the state is updated."""
+        before = self._states.get(name)
         publish, last, fresh, early = decide(
-            self._states.get(name), digest, catch_up, [(t.at, t.overdue) for t in ticks], int(now * 1000)
+            None if before is None else (before.digest, before.last),
+            digest,
+            catch_up,
+            [(t.at, t.overdue) for t in ticks],
+            int(now * 1000),
         )
-        self._states[name] = (digest, last)
         chosen = [ticks[i] for i in publish]
+        fired = chosen[-1].at if chosen else (None if fresh or before is None else before.fired)
+        self._states[name] = ScheduleState(digest, last, fired)
         return chosen, TicksFired(tuple(t.at for t in chosen), last, now, fresh, early)
 
-    def states(self, names: Sequence[str] | None) -> dict[str, tuple[str, int]]:
-        """(digest, last) of each of ``names`` (None: every schedule) that has a state."""
+    def states(self, names: Sequence[str] | None) -> dict[str, ScheduleState]:
+        """The state of each of ``names`` (None: every schedule) that has one."""
         if names is None:
             return dict(self._states)
         return {name: self._states[name] for name in names if name in self._states}

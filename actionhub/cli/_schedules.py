@@ -12,6 +12,7 @@ import attrs
 import orjson
 from rich.table import Table
 
+from ..bus.ticks import ScheduleState
 from ..errors import ConfigurationError
 from ..inspect import hub_snapshots, redact
 from ..message import JSON
@@ -33,27 +34,28 @@ class ScheduleRow:
     hubs: tuple[str, ...]
     #: the live hubs do not agree on its definition
     conflicting: bool
-    #: seconds since the epoch; None: never fired (or no state)
+    #: the last tick published, seconds since the epoch; None: none (under this definition)
     last: float | None
     next: float | None
 
 
 def schedule_rows(
-    declared: dict[str, list[tuple[str, ScheduleInfo]]], states: dict[str, tuple[str, int]], now: float
+    declared: dict[str, list[tuple[str, ScheduleInfo]]], states: dict[str, ScheduleState], now: float
 ) -> list[ScheduleRow]:
     """The rows of every schedule declared by a live hub or holding a state, by name."""
     rows = []
     for name in sorted(declared.keys() | states.keys()):
         hubs = declared.get(name, [])
         state = states.get(name)
-        last = state[1] if state is not None else None
+        last = state.fired if state is not None else None
         if not hubs:
             rows.append(ScheduleRow(name, None, None, None, None, (), False, _seconds(last), None))
             continue
         info = hubs[0][1]
         try:
             schedule = info.schedule()
-            nxt: float | None = schedule.next_tick(max(last or 0, int(now * 1000))) / 1000
+            after = max(state.last if state is not None else 0, int(now * 1000))
+            nxt: float | None = schedule.next_tick(after) / 1000
             period = schedule.period
         except ConfigurationError:  # a definition this version cannot read
             nxt, period = info.next, info.cron or f"every {info.every}s"
@@ -66,7 +68,9 @@ def schedule_rows(
                 catch_up=info.catch_up,
                 hubs=tuple(sorted(hub for hub, _ in hubs)),
                 conflicting=len({i.digest for _, i in hubs}) > 1,
-                last=_seconds(last) if state is None or state[0] in {i.digest for _, i in hubs} else None,
+                last=_seconds(last)
+                if state is not None and state.digest in {i.digest for _, i in hubs}
+                else None,
                 next=nxt,
             )
         )

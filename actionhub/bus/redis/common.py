@@ -33,7 +33,7 @@ from ...errors import BusError, MalformedMessage
 from ...message import Message, decode
 from ...supervision.policy import Backoff
 from ..base import Bus, ControlRequest, DeadLetter, ReplyChannel, TopicInfo
-from ..ticks import Tick, TicksFired
+from ..ticks import ScheduleState, Tick, TicksFired
 from ..url import redact
 from . import schedules, scripts
 from .entries import (
@@ -437,7 +437,7 @@ class RedisBusBase(Bus):
     ) -> TicksFired:
         return await schedules.fire_ticks(self, schedule, digest, catch_up, ticks)
 
-    async def schedule_states(self, names: Sequence[str] | None = None) -> dict[str, tuple[str, int]]:
+    async def schedule_states(self, names: Sequence[str] | None = None) -> dict[str, ScheduleState]:
         return await schedules.schedule_states(self, names)
 
     async def record(self, stream: str, fields: dict[str, str]) -> None:

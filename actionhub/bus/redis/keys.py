@@ -111,8 +111,8 @@ class Keys:
         return f"{self.prefix}idem:{producer}:{block}"
 
     def schedule(self, name: str) -> str:
-        """A schedule's state: ``<digest>:<last>``, its definition's digest and the last tick fired
-        or passed over (ms since the epoch); see `scripts.FIRE_TICKS`."""
+        """A schedule's state: ``<digest>:<last>:<fired>``, its definition's digest, the last tick
+        fired or passed over and the last one published (ms since the epoch; see `ScheduleState`)."""
         return f"{self.prefix}schedule:{name}"
 
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ..ticks import Tick, TicksFired
+from ..ticks import ScheduleState, Tick, TicksFired
 from . import scripts
 from .keys import Keys
 
@@ -57,9 +57,8 @@ async def fire_ticks(
     return fired_of(reply)
 
 
-async def schedule_states(bus: RedisBusBase, names: Sequence[str] | None) -> dict[str, tuple[str, int]]:
-    """(digest, last) of each of the schedules ``names`` (None: every one, found by SCAN) that
-    has a state."""
+async def schedule_states(bus: RedisBusBase, names: Sequence[str] | None) -> dict[str, ScheduleState]:
+    """The state of each of the schedules ``names`` (None: every one, found by SCAN) that has one."""
     if names is None:
         pattern, start = bus.keys.schedule("*"), len(bus.keys.schedule(""))
 
@@ -75,7 +74,7 @@ async def schedule_states(bus: RedisBusBase, names: Sequence[str] | None) -> dic
     return {name: state_of(raw) for name, raw in zip(names, values, strict=True) if raw is not None}
 
 
-def state_of(raw: bytes) -> tuple[str, int]:
-    """(digest, last) of a schedule's stored state."""
-    digest, _, last = raw.decode().partition(":")
-    return digest, int(last)
+def state_of(raw: bytes) -> ScheduleState:
+    """A schedule's stored state, ``<digest>:<last>:<fired>`` (see `scripts.FIRE_TICKS`)."""
+    digest, last, fired = raw.decode().split(":")
+    return ScheduleState(digest, int(last), int(fired) if fired else None)

@@ -274,27 +274,29 @@ return ARGV[2]
 """
 
 # A schedule's ticks, each published once across every hub (see actionhub/bus/ticks.py, whose
-# `decide` this mirrors; keep the two in step). KEYS[1] the schedule's state ('<digest>:<last>':
-# a string, read with MGET, so the README's least-privilege ACL user needs nothing more), KEYS[2]
-# the topic's stream (or channel). ARGV[1] the definition's digest, ARGV[2]
-# catch_up, ARGV[3] 'x' (XADD) or 'p' (PUBLISH), then per tick, oldest first: its ms, '1' if
-# overdue, its envelope. Ticks after the Redis clock are refused. Returns {last, now (ms), fresh
-# (0/1), refused, the ticks published...}.
+# `decide` this mirrors; keep the two in step). KEYS[1] the schedule's state
+# ('<digest>:<last>:<fired>', see `ScheduleState`: a string read with MGET, so the README's
+# least-privilege ACL user needs nothing more), KEYS[2] the topic's stream (or channel).
+# ARGV[1] the definition's digest, ARGV[2] catch_up, ARGV[3] 'x' (XADD) or 'p' (PUBLISH), then
+# per tick, oldest first: its ms, '1' if overdue, its envelope. Ticks after the Redis clock are
+# refused. Returns {last, now (ms), fresh (0/1), refused, the ticks published...}.
 FIRE_TICKS = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local raw = redis.call('MGET', KEYS[1])[1]
-local state = {false, false}
+local state = {false, false, ''}
 if raw then
-  local colon = string.find(raw, ':', 1, true)
-  state = {string.sub(raw, 1, colon - 1), string.sub(raw, colon + 1)}
+  local a = string.find(raw, ':', 1, true)
+  local b = string.find(raw, ':', a + 1, true)
+  state = {string.sub(raw, 1, a - 1), string.sub(raw, a + 1, b - 1), string.sub(raw, b + 1)}
 end
 local due, early = {}, 0
 for i = 1, (#ARGV - 3) / 3 do
   if tonumber(ARGV[3 * i + 1]) <= now then due[#due + 1] = i else early = early + 1 end
 end
 local fresh = state[1] ~= ARGV[1]
-local publish, last = {}, now
+local publish, last, fired = {}, now, state[3]
+if fresh then fired = '' end
 if fresh then
   if #due > 0 then
     publish = {due[#due]}
@@ -324,7 +326,8 @@ for _, i in ipairs(publish) do
     redis.call('XADD', KEYS[2], '*', 'message', ARGV[3 * i + 3])
   end
   out[#out + 1] = tonumber(ARGV[3 * i + 1])
+  fired = ARGV[3 * i + 1]
 end
-redis.call('SET', KEYS[1], ARGV[1] .. ':' .. string.format('%d', last))
+redis.call('SET', KEYS[1], ARGV[1] .. ':' .. string.format('%d', last) .. ':' .. fired)
 return out
 """
