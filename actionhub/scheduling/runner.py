@@ -69,7 +69,8 @@ class ScheduleInfo:
     catch_up: str
     jitter: float
     digest: str
-    #: the newest tick this hub knows was fired (or passed over), seconds since the epoch
+    #: the newest tick this hub knows was fired or passed over (or when its state started afresh),
+    #: seconds since the epoch
     last: float | None
     #: the next tick, seconds since the epoch
     next: float | None
@@ -145,9 +146,6 @@ class Scheduler:
             return fn
 
         return decorate
-
-    def __len__(self) -> int:
-        return len(self._states)
 
     def infos(self) -> list[ScheduleInfo]:
         """What this hub knows of each of its schedules."""
@@ -235,8 +233,6 @@ class Scheduler:
             state.last = max(state.last, fired.last)
             self._report(schedule, offered, fired, left_out)
             state.failures = 0
-        except (trio.Cancelled, KeyboardInterrupt):
-            raise
         except HubStopped:
             return math.inf
         except ConfigurationError as error:  # a bus that cannot run schedules: say it once
@@ -271,34 +267,41 @@ class Scheduler:
         return Tick(at, message, overdue)
 
     def _report(self, schedule: Schedule, offered: list[Tick], fired: TicksFired, left_out: int) -> None:
-        overdue = [tick.at for tick in offered if tick.overdue]
         if fired.fresh and offered:
             log.warning(
                 "schedule %s: another hub declares it with another definition; both fire until they agree",
                 schedule.name,
                 extra={"schedule": schedule.name},
             )
-        if not overdue:
-            return
+        overdue = [tick.at for tick in offered if tick.overdue]
         caught_up = [at for at in fired.published if at in overdue]
-        if caught_up or not fired.fresh:
+        if caught_up:
             log.warning(
-                "schedule %s: %d tick(s) missed from %s to %s; catch_up=%r published %d",
+                "schedule %s: published %d missed tick(s) from %s to %s (catch_up=%r)",
                 schedule.name,
-                len(overdue),
+                len(caught_up),
+                tick_time(caught_up[0]),
+                tick_time(caught_up[-1]),
+                schedule.catch_up,
+                extra={"schedule": schedule.name},
+            )
+        elif overdue and not fired.fresh:
+            log.info(
+                "schedule %s: overdue tick(s) from %s to %s not published (fired by another hub, "
+                "or missed: catch_up=%r)",
+                schedule.name,
                 tick_time(overdue[0]),
                 tick_time(overdue[-1]),
                 schedule.catch_up,
-                len(caught_up),
                 extra={"schedule": schedule.name},
             )
-        if left_out and schedule.catch_up == "all" and caught_up:
+        if left_out and caught_up and schedule.catch_up == "all":
             log.warning(
                 "schedule %s: %s older missed tick(s) before %s dropped (catch_up='all' publishes "
                 "at most the %d most recent)",
                 schedule.name,
                 "over 10000" if left_out < 0 else left_out,
-                tick_time(overdue[0]),
+                tick_time(offered[0].at),
                 MAX_CATCH_UP,
                 extra={"schedule": schedule.name},
             )
