@@ -4,6 +4,7 @@ decision. The multi-process Redis tests are in test_schedules_cluster.py."""
 
 from __future__ import annotations
 
+import itertools
 import time
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -132,6 +133,15 @@ def test_counting_back_finds_the_ticks_counting_forward_finds(cron: str, tz: str
     assert ticks == ahead and left_out == 0
     ticks, left_out = schedule.ticks_between(ms(start), ahead[-1], cap=7)
     assert ticks == ahead[-7:] and left_out == 23
+
+
+@pytest.mark.parametrize(
+    ("until", "newest"), [(0, 0), (1, 0), (500, 0), (59_999, 0), (-1, -60_000), (60_000, 60_000)]
+)
+def test_counting_back_from_any_millisecond(until: int, newest: int) -> None:
+    schedule, base = Schedule("job", "jobs", cron="* * * * *"), ms(utc(2026, 1, 1, 3))
+    ticks = list(itertools.islice(schedule.ticks_back(base + until), 3))
+    assert ticks == [base + newest - 60_000 * i for i in range(3)]
 
 
 def test_the_digest_changes_with_what_is_owed_only() -> None:
