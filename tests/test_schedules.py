@@ -5,12 +5,15 @@ decision. The multi-process Redis tests are in test_schedules_cluster.py."""
 from __future__ import annotations
 
 import itertools
+import re
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
+import redis
 import trio
 
 from actionhub import ActionHub, ConfigurationError, HubStopped, Job, MemoryBus, Message, Schedule
@@ -22,7 +25,9 @@ from actionhub.bus.url import open_bus
 from actionhub.cli._schedules import ScheduleRow, schedule_rows
 from actionhub.inspect import HubSnapshot, hub_snapshots
 from actionhub.scheduling import MAX_CATCH_UP, ScheduleInfo
+from actionhub.testing import RedisServer
 
+README = Path(__file__).parents[1] / "README.md"
 NEW_YORK, LONDON = ZoneInfo("America/New_York"), ZoneInfo("Europe/London")
 
 
@@ -506,3 +511,31 @@ async def test_on_pubsub_the_script_publishes(redis_url: str) -> None:
         listener.close()
     assert ahead.published == () and ahead.early == 1  # not due yet on the Redis clock
     assert due.published == (state.last + 1,) and envelope["id"] == f"schedule:beat:{state.last + 1}"
+
+
+async def test_the_readmes_least_privilege_user_runs_schedules(
+    redis_url: str, redis_server: RedisServer
+) -> None:
+    prefix = redis_url.split("prefix=", 1)[1]
+    found = re.search(r"^ACL SETUSER actionhub (.+)$", README.read_text(), re.MULTILINE)
+    assert found, "the README shows no ACL SETUSER line"
+    rule = found.group(1).replace("<password>", "s3cret").replace("actionhub:", prefix)
+    user = f"sched-{prefix.rstrip(':')}"
+    admin = redis.Redis.from_url(redis_server.url)
+    admin.execute_command("ACL", "SETUSER", user, *rule.split())
+    try:
+        bus = open_bus(f"redis://{user}:s3cret@127.0.0.1:{redis_server.port}/0?prefix={prefix}")
+        async with bus.open("test", serving=False):
+            state = await bus.fire_ticks("beat", "d", "latest", [])
+            fired = await bus.fire_ticks("beat", "d", "latest", [_tick(state.last + 1, overdue=True)])
+            await bus.fire_ticks("other", "d", "none", [_tick(state.last + 1, overdue=True)])
+            states = await bus.schedule_states()
+        assert fired.published == (state.last + 1,)
+        assert states == {
+            "beat": ScheduleState("d", state.last + 1, state.last + 1),
+            "other": ScheduleState("d", state.last + 1, state.last + 1),  # no state yet: it starts there
+        }
+        refusals = [entry for entry in admin.acl_log() if entry.get("username") == user]
+        assert refusals == []
+    finally:
+        admin.execute_command("ACL", "DELUSER", user)
