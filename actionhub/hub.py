@@ -11,12 +11,12 @@ import time
 import traceback as tb_module
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
-from datetime import timedelta
 from functools import partial
 from typing import Any, TypeVar, overload
 
 import attrs
 import trio
+from typing_extensions import Unpack
 
 from . import tracing
 from .bus.base import Bus, DeadLetter, Watch
@@ -26,7 +26,7 @@ from .inspect import apply_command, encode_answer, redact, snapshot_of
 from .message import JSON, Message, check_key
 from .payloads import decode_reply, to_json
 from .registry.templates import Action, WorkerTemplate, WorkerTemplateRegistry
-from .scheduling import CatchUp, Schedule, Scheduler
+from .scheduling import Schedule, ScheduleOptions, Scheduler
 from .stats import WorkerStat
 from .supervision.escalation import (
     Escalation,
@@ -152,61 +152,25 @@ class ActionHub:
             await group.stop()
 
     @overload
-    def schedule(
-        self,
-        name: str,
-        *,
-        topic: str,
-        payload: JSON = None,
-        cron: str | None = None,
-        every: float | timedelta | None = None,
-        tz: str = "UTC",
-        catch_up: CatchUp = "latest",
-        jitter: float = 0,
-    ) -> Schedule: ...
+    def schedule(self, name: str, *, topic: str, **options: Unpack[ScheduleOptions]) -> Schedule: ...
 
     @overload
     def schedule(
-        self,
-        name: str,
-        *,
-        topic: None = None,
-        payload: JSON = None,
-        cron: str | None = None,
-        every: float | timedelta | None = None,
-        tz: str = "UTC",
-        catch_up: CatchUp = "latest",
-        jitter: float = 0,
+        self, name: str, *, topic: None = None, **options: Unpack[ScheduleOptions]
     ) -> Callable[[A], A]: ...
 
     def schedule(
-        self,
-        name: str,
-        *,
-        topic: str | None = None,
-        payload: JSON = None,
-        cron: str | None = None,
-        every: float | timedelta | None = None,
-        tz: str = "UTC",
-        catch_up: CatchUp = "latest",
-        jitter: float = 0,
+        self, name: str, *, topic: str | None = None, **options: Unpack[ScheduleOptions]
     ) -> Schedule | Callable[[A], A]:
         """Publish ``payload`` to ``topic`` at every tick of ``cron`` (5 fields, in zone ``tz``)
-        or ``every`` (seconds or a timedelta), once per tick across every hub declaring it (see
-        `Schedule`). Without ``topic``, a decorator put above ``@hub.action(...)``: the schedule
-        publishes to that action's topic. Before or while the hub runs."""
+        or ``every`` (seconds or a timedelta), once per tick across every hub declaring it:
+        ``hub.schedule(name, *, topic, payload=None, cron=None, every=None, tz="UTC",
+        catch_up="latest", jitter=0)`` (see `Schedule`). Without ``topic``, a decorator put above
+        ``@hub.action(...)``: the schedule publishes to that action's topic. Before or while the
+        hub runs."""
         if self._state in (_State.STOPPING, _State.STOPPED):
             raise HubStopped(f"hub {self.name} is stopped")
-        return self.schedules.declare(
-            name,
-            topic=topic,
-            payload=payload,
-            cron=cron,
-            every=every,
-            tz=tz,
-            catch_up=catch_up,
-            jitter=jitter,
-        )
+        return self.schedules.declare(name, topic, options)
 
     def templates(self) -> list[WorkerTemplate]:
         """The actions bound to this hub and those of its registry, in start order."""

@@ -26,6 +26,7 @@ from actionhub.cli._schedules import ScheduleRow, schedule_rows
 from actionhub.inspect import HubSnapshot, hub_snapshots
 from actionhub.scheduling import MAX_CATCH_UP, ScheduleInfo
 from actionhub.testing import RedisServer
+from tests.polling import wait_until
 
 README = Path(__file__).parents[1] / "README.md"
 NEW_YORK, LONDON = ZoneInfo("America/New_York"), ZoneInfo("Europe/London")
@@ -427,6 +428,12 @@ async def test_a_hub_without_schedules_runs_no_scheduler(autojump_clock: trio.ab
 # --------------------------------------------------------------------------- the Redis script
 
 
+def redis_ms(client: redis.Redis) -> int:
+    """Redis's clock (TIME), in ms."""
+    seconds, micros = client.time()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
 def _tick(at: int, overdue: bool = False) -> Tick:
     return Tick(
         at, Message("beats", {"at": at}, id=f"schedule:beat:{at}", headers={"schedule": "beat"}), overdue
@@ -499,7 +506,8 @@ async def test_on_pubsub_the_script_publishes(redis_url: str) -> None:
     async with bus.open("test", serving=False):
         state = await bus.fire_ticks("beat", "d", "latest", [])
         ahead = await bus.fire_ticks("beat", "d", "latest", [_tick(state.last + 60_000)])
-        due = await bus.fire_ticks("beat", "d", "latest", [_tick(state.last + 1)])  # past by now
+        await wait_until(lambda: redis_ms(bus.client) > state.last, poll=0.001)  # its next ms is past
+        due = await bus.fire_ticks("beat", "d", "latest", [_tick(state.last + 1)])
 
         def receive() -> bytes:
             while (message := listener.get_message(timeout=5)) is not None:
@@ -527,6 +535,7 @@ async def test_the_readmes_least_privilege_user_runs_schedules(
         bus = open_bus(f"redis://{user}:s3cret@127.0.0.1:{redis_server.port}/0?prefix={prefix}")
         async with bus.open("test", serving=False):
             state = await bus.fire_ticks("beat", "d", "latest", [])
+            await wait_until(lambda: redis_ms(admin) > state.last, poll=0.001)  # its next ms is past
             fired = await bus.fire_ticks("beat", "d", "latest", [_tick(state.last + 1, overdue=True)])
             await bus.fire_ticks("other", "d", "none", [_tick(state.last + 1, overdue=True)])
             states = await bus.schedule_states()

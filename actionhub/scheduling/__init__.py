@@ -4,7 +4,7 @@ fires them is `Scheduler` (runner.py); the bus decides, atomically, which tick i
 (`actionhub.bus.ticks`, and in Redis `scripts.FIRE_TICKS`). Nothing here imports redis."""
 
 from .runner import MAX_CATCH_UP, MISSED_AFTER, ScheduleInfo, Scheduler
-from .schedule import CATCH_UPS, CatchUp, Schedule, tick_time
+from .schedule import CATCH_UPS, CatchUp, Schedule, ScheduleOptions, tick_time
 
 __all__ = [
     "CATCH_UPS",
@@ -13,6 +13,7 @@ __all__ = [
     "CatchUp",
     "Schedule",
     "ScheduleInfo",
+    "ScheduleOptions",
     "Scheduler",
     "tick_time",
 ]

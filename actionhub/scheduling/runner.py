@@ -16,7 +16,6 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from datetime import timedelta
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import attrs
@@ -24,8 +23,8 @@ import trio
 
 from ..bus.ticks import Tick, TicksFired
 from ..errors import ConfigurationError, HubStopped
-from ..message import JSON, Message
-from .schedule import CatchUp, Schedule, tick_time
+from ..message import Message
+from .schedule import Schedule, ScheduleOptions, tick_time
 
 if TYPE_CHECKING:
     from ..bus.base import Bus
@@ -111,25 +110,12 @@ class Scheduler:
             self._nursery.start_soon(self.run)
         return schedule
 
-    def declare(
-        self,
-        name: str,
-        *,
-        topic: str | None,
-        payload: JSON,
-        cron: str | None,
-        every: float | timedelta | None,
-        tz: str,
-        catch_up: CatchUp,
-        jitter: float,
-    ) -> Schedule | Callable[[F], F]:
+    def declare(self, name: str, topic: str | None, options: ScheduleOptions) -> Schedule | Callable[[F], F]:
         """`ActionHub.schedule`: declare at once with ``topic``; without, a decorator that takes
         the topic of the action it is put on (above its ``@hub.action``)."""
 
         def make(topic: str) -> Schedule:
-            return Schedule(
-                name, topic, payload=payload, cron=cron, every=every, tz=tz, catch_up=catch_up, jitter=jitter
-            )
+            return Schedule(name, topic, **options)
 
         if topic is not None:
             return self.add(make(topic))

@@ -15,7 +15,7 @@ import hashlib
 import math
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Literal, TypedDict
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import attrs
@@ -27,6 +27,17 @@ from ..message import JSON, check_topic
 
 CatchUp = Literal["latest", "all", "none"]
 CATCH_UPS: tuple[CatchUp, ...] = ("latest", "all", "none")
+
+
+class ScheduleOptions(TypedDict, total=False):
+    """The keyword arguments of `ActionHub.schedule` besides ``topic`` (see `Schedule`)."""
+
+    payload: JSON
+    cron: str | None
+    every: float | timedelta | None
+    tz: str
+    catch_up: CatchUp
+    jitter: float
 
 
 def _topic(_: object, __: attrs.Attribute[str], value: str) -> None:
