@@ -256,9 +256,11 @@ async def test_cron_fires_across_the_spring_forward(autojump_clock: trio.abc.Clo
     ]
 
 
-async def _run_hub(bus: MemoryBus, received: Received, seconds: float, **options: object) -> None:
+async def _run_hub(
+    bus: MemoryBus, received: Received, seconds: float, every: float = 1, **options: object
+) -> None:
     hub = ActionHub(bus)
-    hub.schedule("beat", topic="beats", every=1, **options)  # type: ignore[call-overload]
+    hub.schedule("beat", topic="beats", every=every, **options)  # type: ignore[call-overload]
     hub.action("beats")(received)
     async with hub.running():
         await trio.sleep(seconds)
@@ -281,6 +283,22 @@ async def test_catch_up_after_every_hub_was_down(autojump_clock: trio.abc.Clock,
     }
     assert seconds == expected[catch_up]
     assert caught_up == {"latest": [7], "all": [4, 5, 6, 7], "none": []}[catch_up]
+
+
+@pytest.mark.parametrize(("back_at", "published"), [(20, [60, 120, 180]), (45, [60, 180])])
+async def test_a_tick_counts_as_missed_past_half_its_period(
+    autojump_clock: trio.abc.Clock, back_at: int, published: list[int]
+) -> None:
+    """every=60, catch_up="none": a hub back 20 s after a tick fires it (a short outage is not a
+    miss); back 45 s after, the tick was missed and is skipped."""
+    start = utc(2026, 12, 7, 12)
+    bus = memory_bus(start + timedelta(seconds=0.5))
+    received = Received(bus)
+    await _run_hub(bus, received, 61, every=60, catch_up="none")  # the tick at 60
+    await trio.sleep(120 + back_at - 61.5)
+    await _run_hub(bus, received, 200 - 120 - back_at, every=60, catch_up="none")
+    assert [round(t - start.timestamp()) for t in received.ticks()] == published
+    assert received.caught_up() == []
 
 
 async def test_catch_up_all_is_capped(

@@ -37,9 +37,11 @@ F = TypeVar("F", bound=Callable[..., object])
 #: The most missed ticks ``catch_up="all"`` publishes (the most recent); older ones are logged.
 MAX_CATCH_UP = 100
 
-#: Milliseconds past its time (and jitter) after which an unfired tick counts as missed: more than
-#: a live hub takes to offer it, so a tick a slow hub is about to fire is not skipped as missed.
-MISSED_AFTER = 1000
+#: Milliseconds past its time (and jitter) after which an unfired tick counts as missed: half the
+#: time to the next tick, within these bounds. Far more than a live hub takes to offer it, so a
+#: tick that slow hubs or a short Redis failover delayed is not skipped as missed by
+#: ``catch_up="none"``; far less than a restart after a real outage takes.
+MISSED_AFTER = (1_000, 30_000)
 
 #: Seconds between two tries while the bus fails (a tick is not lost meanwhile: it is overdue next).
 RETRY_AFTER = 1.0
@@ -211,7 +213,7 @@ class Scheduler:
                 return self._trio_time(upcoming + schedule.delay(upcoming))
             ticks, left_out = schedule.ticks_between(state.last, now, cap=MAX_CATCH_UP)
             offered = [
-                self._tick(schedule, at, overdue=at + schedule.delay(at) + MISSED_AFTER < now)
+                self._tick(schedule, at, overdue=at + schedule.delay(at) + _grace(schedule, at) < now)
                 for at in ticks
                 if at + schedule.delay(at) <= now
             ]
@@ -291,3 +293,9 @@ class Scheduler:
                 MAX_CATCH_UP,
                 extra={"schedule": schedule.name},
             )
+
+
+def _grace(schedule: Schedule, tick: int) -> int:
+    """How late (ms, past its jitter) tick ``tick`` may be offered before it counts as missed."""
+    low, high = MISSED_AFTER
+    return max(low, min(high, (schedule.next_tick(tick) - tick) // 2))
