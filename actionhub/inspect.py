@@ -31,7 +31,7 @@ COMMANDS = ("scale", "pause", "resume", "restart")
 
 @attrs.frozen
 class HubSnapshot:
-    """What one live hub announced: who it is and a `WorkerStat` per group."""
+    """What one live hub announced: who it is, a `WorkerStat` per group and its schedules."""
 
     hub: str
     host: str

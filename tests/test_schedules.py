@@ -315,6 +315,23 @@ async def test_catch_up_all_is_capped(
     assert "older missed tick(s)" in caplog.text and "dropped" in caplog.text
 
 
+async def test_a_hub_ahead_of_the_bus_clock_is_refused_and_corrects_itself(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """The bus's clock steps back 5 s (say, Redis failed over to a server whose clock is behind):
+    the hub's next tick is in the bus's future, refused; the hub learns the new offset from the
+    answer and fires it when it is due there. No tick twice, none lost."""
+    bus = MemoryBus()
+    base = utc(2026, 12, 7, 12, 0, 0, 500_000).timestamp() - trio.current_time()
+    started = trio.current_time()
+    bus.wall_clock = lambda: base + trio.current_time() - (5 if trio.current_time() - started > 4 else 0)
+    received = Received(bus)
+    await _run_hub(bus, received, 14)
+    seconds = [round(t - utc(2026, 12, 7, 12).timestamp()) for t in received.ticks()]
+    assert seconds == list(range(1, 10))  # 1 to 4, then 5 to 9 on the bus's clock, 5 s later
+    assert all(at - tick < 0.01 for (at, _, _), tick in zip(received.messages, received.ticks(), strict=True))
+
+
 async def test_jitter_delays_each_tick_as_every_hub_computes_it(autojump_clock: trio.abc.Clock) -> None:
     bus = memory_bus(utc(2026, 12, 7, 12))
     received = Received(bus)
