@@ -198,19 +198,6 @@ class Schedule:
         draw = hashlib.blake2b(f"{self.name}\0{tick}".encode(), digest_size=8).digest()
         return max(0, int(int.from_bytes(draw, "big") / 2**64 * room))
 
-    def describe(self) -> dict[str, JSON]:
-        """The definition as JSON (what a hub announces)."""
-        return {
-            "name": self.name,
-            "topic": self.topic,
-            "cron": self.cron,
-            "every": None if self.every_ms is None else self.every_ms / 1000,
-            "tz": self.tz,
-            "catch_up": self.catch_up,
-            "jitter": self.jitter,
-            "digest": self.digest,
-        }
-
 
 def tick_time(tick: int) -> str:
     """``tick`` (ms) as ISO 8601 in UTC: the ``scheduled_at`` header."""
