@@ -20,6 +20,7 @@ from .message import Message
 from .payloads import InvalidPayload
 from .registry.templates import SlaveTemplate, WorkerTemplate, WorkerTemplateRegistry
 from .results import InvalidStatusRecord, MessageDead, MessageStatus
+from .scheduling import Schedule
 from .stats import WorkerStat
 from .supervision.escalation import Escalation
 from .supervision.policy import (
@@ -65,6 +66,7 @@ __all__ = [
     "ProcessActionError",
     "Reject",
     "Retry",
+    "Schedule",
     "SlaveTemplate",
     "Start",
     "WorkerStat",

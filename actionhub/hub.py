@@ -16,6 +16,7 @@ from typing import Any, TypeVar, overload
 
 import attrs
 import trio
+from typing_extensions import Unpack
 
 from . import tracing
 from .bus import statuses
@@ -28,6 +29,7 @@ from .message import JSON, Message, check_key
 from .payloads import decode_reply, to_json
 from .registry.templates import Action, WorkerTemplate, WorkerTemplateRegistry
 from .results import MessageStatus
+from .scheduling import Schedule, ScheduleOptions, Scheduler
 from .stats import WorkerStat
 from .supervision.escalation import (
     Escalation,
@@ -98,6 +100,7 @@ class ActionHub:
         self.observer: MessageObserver | None = None  # told about every message run (metrics)
         #: the escalation of a group with ``on_max_restarts="stop_hub"`` that stopped this hub
         self.stopped_by: Escalation | None = None
+        self.schedules = Scheduler(self)  # the schedules this hub declares, and their one task
 
     # ------------------------------------------------------------------ binding
 
@@ -139,6 +142,27 @@ class ActionHub:
         if group is not None:
             await group.stop()
 
+    @overload
+    def schedule(self, name: str, *, topic: str, **options: Unpack[ScheduleOptions]) -> Schedule: ...
+
+    @overload
+    def schedule(
+        self, name: str, *, topic: None = None, **options: Unpack[ScheduleOptions]
+    ) -> Callable[[A], A]: ...
+
+    def schedule(
+        self, name: str, *, topic: str | None = None, **options: Unpack[ScheduleOptions]
+    ) -> Schedule | Callable[[A], A]:
+        """Publish ``payload`` to ``topic`` at every tick of ``cron`` (5 fields, in zone ``tz``)
+        or ``every`` (seconds or a timedelta), once per tick across every hub declaring it:
+        ``hub.schedule(name, *, topic, payload=None, cron=None, every=None, tz="UTC",
+        catch_up="latest", jitter=0)`` (see `Schedule`). Without ``topic``, a decorator put above
+        ``@hub.action(...)``: the schedule publishes to that action's topic. Before or while the
+        hub runs."""
+        if self._state in (_State.STOPPING, _State.STOPPED):
+            raise HubStopped(f"hub {self.name} is stopped")
+        return self.schedules.declare(name, topic, options)
+
     def templates(self) -> list[WorkerTemplate]:
         """The actions bound to this hub and those of its registry, in start order."""
         return [*self._own, *(self.registry or ())]
@@ -175,6 +199,7 @@ class ActionHub:
                         await self._start_template(template, False)
                     for template in self.registry or ():
                         await self._start_template(template, True)
+                    self.schedules.serve(operations)
                     operations.start_soon(self._announce, time.time())
                     log.info(
                         "hub %s running on %s with %d group(s)",

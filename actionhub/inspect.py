@@ -18,6 +18,7 @@ import orjson
 
 from .bus.url import redact
 from .errors import ConfigurationError
+from .scheduling import ScheduleInfo
 from .stats import WorkerStat
 from .supervision.policy import Behaviour, GroupState, Instance
 
@@ -30,7 +31,7 @@ COMMANDS = ("scale", "pause", "resume", "restart")
 
 @attrs.frozen
 class HubSnapshot:
-    """What one live hub announced: who it is and a `WorkerStat` per group."""
+    """What one live hub announced: who it is, a `WorkerStat` per group and its schedules."""
 
     hub: str
     host: str
@@ -39,10 +40,13 @@ class HubSnapshot:
     started_at: float
     at: float
     groups: tuple[WorkerStat, ...]
+    #: the schedules the hub declares (none in the snapshots of hubs older than schedules)
+    schedules: tuple[ScheduleInfo, ...] = ()
 
     def to_json(self) -> bytes:
         document = attrs.asdict(self, recurse=False)
         document["groups"] = [stat.fields() for stat in self.groups]  # orjson writes enums by value
+        document["schedules"] = [attrs.asdict(info) for info in self.schedules]
         return orjson.dumps(document)
 
     @classmethod
@@ -59,7 +63,12 @@ class HubSnapshot:
             )
             for g in document.pop("groups")
         )
-        return cls(groups=groups, **document)
+        known = attrs.fields_dict(ScheduleInfo).keys()  # a newer hub's extra fields are left out
+        schedules = tuple(
+            ScheduleInfo(**{k: v for k, v in info.items() if k in known})
+            for info in document.pop("schedules", ())
+        )
+        return cls(groups=groups, schedules=schedules, **document)
 
 
 def snapshot_of(hub: ActionHub, started_at: float) -> HubSnapshot:
@@ -71,6 +80,7 @@ def snapshot_of(hub: ActionHub, started_at: float) -> HubSnapshot:
         started_at=started_at,
         at=time.time(),
         groups=tuple(hub.stats()),
+        schedules=tuple(hub.schedules.infos()),
     )
 
 

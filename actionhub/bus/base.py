@@ -23,6 +23,7 @@ import trio
 from ..errors import ConfigurationError
 from ..message import Message
 from .dedupe import Dedupe
+from .ticks import ScheduleState, Tick, TicksFired
 
 if TYPE_CHECKING:
     from ..supervision.limits import Limiter, LimitSpec
@@ -339,6 +340,19 @@ class Bus(abc.ABC):
         """Where this bus keeps message status records and results (`actionhub.bus.statuses`),
         for every hub and client of the bus."""
         raise ConfigurationError(f"{self.url} keeps no message status or results")
+
+    async def fire_ticks(
+        self, schedule: str, digest: str, catch_up: str, ticks: Sequence[Tick]
+    ) -> TicksFired:
+        """Publish each of ``ticks`` of ``schedule`` (definition ``digest``) that no hub published
+        yet, once across every hub of the bus, deciding on the bus's clock (see
+        `actionhub.bus.ticks`); no ticks: read the state (starting it afresh if it is not
+        ``digest``'s)."""
+        raise ConfigurationError(f"{type(self).__name__} cannot run schedules")
+
+    async def schedule_states(self, names: Sequence[str] | None = None) -> dict[str, ScheduleState]:
+        """The state of each of the schedules ``names`` (None: of every schedule) that has one."""
+        raise ConfigurationError(f"{type(self).__name__} keeps no schedules")
 
 
 __all__ = [

@@ -13,7 +13,7 @@ import math
 import secrets
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 
 import attrs
@@ -37,6 +37,7 @@ from .base import (
 )
 from .dedupe import Dedupe, DedupeWindows
 from .statuses import MemoryStatuses
+from .ticks import ScheduleState, Tick, TickLedger, TicksFired
 
 
 class MemoryBus(Bus):
@@ -69,6 +70,7 @@ class MemoryBus(Bus):
         self._delayed: dict[str, list[float]] = {}  # topic -> the trio times its delayed messages are due
         self._dedupe = DedupeWindows()
         self._statuses: MemoryStatuses | None = None  # made on first use: results kept in process
+        self._ticks = TickLedger()
 
     @asynccontextmanager
     async def open(
@@ -329,6 +331,33 @@ class MemoryBus(Bus):
         if self._statuses is None:
             self._statuses = MemoryStatuses()
         return self._statuses
+
+    # ------------------------------------------------------------------ schedules
+
+    #: the bus's clock for schedules (seconds since the epoch); None: the wall clock as it was when
+    #: first asked, advanced by trio's clock (so a test's MockClock moves it too)
+    wall_clock: Callable[[], float] | None = None
+    _wall_offset: float | None = None
+
+    def now(self) -> float:
+        """The bus's clock for schedules: what Redis's TIME is to a Redis bus."""
+        if self.wall_clock is not None:
+            return self.wall_clock()
+        if self._wall_offset is None:
+            self._wall_offset = time.time() - trio.current_time()
+        return trio.current_time() + self._wall_offset
+
+    async def fire_ticks(
+        self, schedule: str, digest: str, catch_up: str, ticks: Sequence[Tick]
+    ) -> TicksFired:
+        # decided and recorded with no await in between: hubs sharing this bus fire each tick once
+        chosen, fired = self._ticks.fire(schedule, digest, catch_up, ticks, self.now())
+        for tick in chosen:
+            await self._fan_out(self._copy(tick.message))
+        return fired
+
+    async def schedule_states(self, names: Sequence[str] | None = None) -> dict[str, ScheduleState]:
+        return self._ticks.states(names)
 
 
 class _MemoryControlRequest(ControlRequest):

@@ -39,6 +39,7 @@ from ._operate import (
     stats_table,
 )
 from ._results import _status
+from ._schedules import _schedules
 from ._serve import (
     _dashboard,
     _demo,
@@ -142,6 +143,11 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument(
         "--watch", type=float, nargs="?", const=2.0, metavar="S", help="refresh every S seconds (default 2)"
     )
+
+    schedules = command(
+        "schedules", _schedules, "each schedule: its last and next tick, the hubs declaring it"
+    )
+    schedules.add_argument("--json", action="store_true", help="one JSON document (a list of schedules)")
 
     for name, help in [
         ("scale", "set a group's worker bounds on every live hub"),

@@ -33,8 +33,9 @@ from ...errors import BusError, MalformedMessage
 from ...message import Message, decode
 from ...supervision.policy import Backoff
 from ..base import Bus, ControlRequest, DeadLetter, ReplyChannel, TopicInfo
+from ..ticks import ScheduleState, Tick, TicksFired
 from ..url import redact
-from . import scripts
+from . import schedules, scripts
 from .entries import (
     PUBLISH_BATCH,
     Requeued,
@@ -434,6 +435,14 @@ class RedisBusBase(Bus):
             with trio.CancelScope(shield=True):
                 await self.call(lambda: self.client.delete(reply_to), what="drop answer key")
         return answers
+
+    async def fire_ticks(
+        self, schedule: str, digest: str, catch_up: str, ticks: Sequence[Tick]
+    ) -> TicksFired:
+        return await schedules.fire_ticks(self, schedule, digest, catch_up, ticks)
+
+    async def schedule_states(self, names: Sequence[str] | None = None) -> dict[str, ScheduleState]:
+        return await schedules.schedule_states(self, names)
 
     async def record(self, stream: str, fields: dict[str, str]) -> None:
         key = self.keys.events(stream)

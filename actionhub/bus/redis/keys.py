@@ -115,6 +115,11 @@ class Keys:
         """One producer's bitmap of written message counters (``block`` = counter // 2**20)."""
         return f"{self.prefix}idem:{producer}:{block}"
 
+    def schedule(self, name: str) -> str:
+        """A schedule's state: ``<digest>:<last>:<fired>``, its definition's digest, the last tick
+        fired or passed over and the last one published (ms since the epoch; see `ScheduleState`)."""
+        return f"{self.prefix}schedule:{name}"
+
 
 def partition_count(key: str, raw: bytes | str | None) -> int | None:
     """The partition count stored at ``key`` (`Keys.partitions`), None if there is none yet."""

@@ -325,3 +325,62 @@ if ARGV[3] ~= '0' then
 end
 return 1
 """
+
+# A schedule's ticks, each published once across every hub (see actionhub/bus/ticks.py, whose
+# `decide` this mirrors; keep the two in step). KEYS[1] the schedule's state
+# ('<digest>:<last>:<fired>', see `ScheduleState`: a string read with MGET, so the README's
+# least-privilege ACL user needs nothing more), KEYS[2] the topic's stream (or channel).
+# ARGV[1] the definition's digest, ARGV[2] catch_up, ARGV[3] 'x' (XADD) or 'p' (PUBLISH), then
+# per tick, oldest first: its ms, '1' if overdue, its envelope. Ticks after the Redis clock are
+# refused. Returns {last, now (ms), fresh (0/1), refused, the ticks published...}.
+FIRE_TICKS = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local raw = redis.call('MGET', KEYS[1])[1]
+local state = {false, false, ''}
+if raw then
+  local a = string.find(raw, ':', 1, true)
+  local b = string.find(raw, ':', a + 1, true)
+  state = {string.sub(raw, 1, a - 1), string.sub(raw, a + 1, b - 1), string.sub(raw, b + 1)}
+end
+local due, early = {}, 0
+for i = 1, (#ARGV - 3) / 3 do
+  if tonumber(ARGV[3 * i + 1]) <= now then due[#due + 1] = i else early = early + 1 end
+end
+local fresh = state[1] ~= ARGV[1]
+local publish, last, fired = {}, now, state[3]
+if fresh then fired = '' end
+if fresh then
+  if #due > 0 then
+    publish = {due[#due]}
+    last = tonumber(ARGV[3 * due[#due] + 1])
+  end
+else
+  last = tonumber(state[2])
+  local new, newest_overdue = {}, nil
+  for _, i in ipairs(due) do
+    if tonumber(ARGV[3 * i + 1]) > last then
+      new[#new + 1] = i
+      if ARGV[3 * i + 2] == '1' then newest_overdue = i end
+    end
+  end
+  for _, i in ipairs(new) do
+    if ARGV[3 * i + 2] ~= '1' or ARGV[2] == 'all' or (ARGV[2] == 'latest' and i == newest_overdue) then
+      publish[#publish + 1] = i
+    end
+    last = math.max(last, tonumber(ARGV[3 * i + 1]))
+  end
+end
+local out = {last, now, fresh and 1 or 0, early}
+for _, i in ipairs(publish) do
+  if ARGV[3] == 'p' then
+    redis.call('PUBLISH', KEYS[2], ARGV[3 * i + 3])
+  else
+    redis.call('XADD', KEYS[2], '*', 'message', ARGV[3 * i + 3])
+  end
+  out[#out + 1] = tonumber(ARGV[3 * i + 1])
+  fired = ARGV[3 * i + 1]
+end
+redis.call('SET', KEYS[1], ARGV[1] .. ':' .. string.format('%d', last) .. ':' .. fired)
+return out
+"""

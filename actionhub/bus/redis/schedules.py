@@ -1,0 +1,80 @@
+"""Schedules on Redis: the keys, arguments and reply of `scripts.FIRE_TICKS` (sans I/O), and the
+two calls a Redis bus makes with them. One script call per firing: every hub offers the same
+ticks and Redis, on its own clock, publishes each once (see actionhub/bus/ticks.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from ..ticks import ScheduleState, Tick, TicksFired
+from . import scripts
+from .keys import Keys
+
+if TYPE_CHECKING:
+    from .common import RedisBusBase
+
+
+def fire_ticks_call(
+    keys: Keys, *, schedule: str, digest: str, catch_up: str, kind: str, ticks: Sequence[tuple[Tick, bytes]]
+) -> tuple[list[str], list[str | bytes | int]]:
+    """(KEYS, ARGV) of `FIRE_TICKS` for ``ticks`` (each with its encoded envelope), oldest first,
+    to stream (kind ``x``) or channel (``p``) of their topic."""
+    topic = ticks[0][0].message.topic if ticks else ""
+    args: list[str | bytes | int] = [digest, catch_up, kind]
+    for tick, raw in ticks:
+        args += [tick.at, "1" if tick.overdue else "0", raw]
+    return [keys.schedule(schedule), keys.stream(topic) if topic else keys.schedule(schedule)], args
+
+
+def fired_of(reply: Sequence[Any]) -> TicksFired:
+    """The `TicksFired` of a `FIRE_TICKS` reply."""
+    last, now, fresh, early, *published = (int(value) for value in reply)
+    return TicksFired(tuple(published), last, now / 1000, bool(fresh), early)
+
+
+async def fire_ticks(
+    bus: RedisBusBase, schedule: str, digest: str, catch_up: str, ticks: Sequence[Tick]
+) -> TicksFired:
+    """Run `FIRE_TICKS` (streams: XADD; pub/sub: PUBLISH), within the bus's publish timeout."""
+    kind = "x" if bus.durable else "p"  # the durable Redis transport is the streams one
+    keys, args = fire_ticks_call(
+        bus.keys,
+        schedule=schedule,
+        digest=digest,
+        catch_up=catch_up,
+        kind=kind,
+        ticks=[(tick, bus.encode(tick.message)) for tick in ticks],
+    )
+    script = bus.client.register_script(scripts.FIRE_TICKS)  # once a tick: hashing it is cheap
+    (reply,) = await bus.run_scripts(
+        [(script, keys, args)],
+        what=f"fire schedule {schedule}",
+        deadline=trio.current_time() + bus.options.publish_timeout,
+    )
+    return fired_of(reply)
+
+
+async def schedule_states(bus: RedisBusBase, names: Sequence[str] | None) -> dict[str, ScheduleState]:
+    """The state of each of the schedules ``names`` (None: every one, found by SCAN) that has one."""
+    if names is None:
+        pattern, start = bus.keys.schedule("*"), len(bus.keys.schedule(""))
+
+        def scan() -> list[str]:
+            found = bus.client.scan_iter(match=pattern, count=1000, _type="string")
+            return sorted(key.decode()[start:] for key in found)
+
+        names = await bus.call(scan, what="list schedules")
+    if not names:
+        return {}
+    keys = [bus.keys.schedule(name) for name in names]
+    (values,) = await bus.execute([("MGET", *keys)], what="read schedules")
+    return {name: state_of(raw) for name, raw in zip(names, values, strict=True) if raw is not None}
+
+
+def state_of(raw: bytes) -> ScheduleState:
+    """A schedule's stored state, ``<digest>:<last>:<fired>`` (see `scripts.FIRE_TICKS`)."""
+    digest, last, fired = raw.decode().split(":")
+    return ScheduleState(digest, int(last), int(fired) if fired else None)

@@ -1,0 +1,114 @@
+"""Firing a schedule's ticks exactly once across hubs: the seam's types and the decision itself,
+sans I/O. `TickLedger` is what ``memory://`` keeps; `scripts.FIRE_TICKS` does the same in Redis,
+atomically, on the Redis clock (keep the two in step).
+
+A schedule's state is its definition's digest and ``last``, the newest tick fired or passed over.
+A call offers ticks (ms since the epoch, oldest first):
+
+* with none, it reads the state; no state, or another definition's, starts afresh at the bus's
+  now (nothing before it is owed);
+* ticks after the bus's now are refused (the caller's clock is ahead: it corrects it from `now`);
+* of the others, those after ``last`` are new. An *overdue* tick (no hub fired it in time: all
+  were down) follows ``catch_up``: ``latest`` publishes only the newest overdue one, ``all``
+  every one, ``none`` none. A tick that is not overdue is published. ``last`` becomes the newest
+  new tick;
+* offered by a hub whose definition is not the stored one (two definitions live at once, during
+  a rolling deploy), only the newest tick is published and the state becomes that definition's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import attrs
+
+from ..message import Message
+
+
+@attrs.frozen
+class Tick:
+    """One tick offered to `Bus.fire_ticks`: its time, the message it publishes, and whether it is
+    overdue (no hub fired it in time, so the schedule's ``catch_up`` decides)."""
+
+    at: int
+    message: Message
+    overdue: bool = False
+
+
+@attrs.frozen
+class TicksFired:
+    """What `Bus.fire_ticks` did."""
+
+    #: the ticks this call published
+    published: tuple[int, ...]
+    #: the newest tick fired or passed over, by any hub (ms since the epoch)
+    last: int
+    #: the bus's clock (Redis's), seconds since the epoch
+    now: float
+    #: the state was started afresh (new schedule, or another definition's state)
+    fresh: bool
+    #: ticks refused because they are after the bus's now
+    early: int
+
+
+@attrs.frozen
+class ScheduleState:
+    """What the bus keeps of a schedule."""
+
+    #: the digest of the definition the state belongs to
+    digest: str
+    #: the newest tick fired or passed over (or, started afresh, the time it started), ms
+    last: int
+    #: the newest tick published, ms (None: none since the state started)
+    fired: int | None
+
+
+def decide(
+    stored: tuple[str, int] | None, digest: str, catch_up: str, ticks: Sequence[tuple[int, bool]], now: int
+) -> tuple[list[int], int, bool, int]:
+    """(indexes of ``ticks`` to publish, the new ``last``, fresh, early) for a schedule whose state
+    is ``stored`` (digest, last); ``ticks`` are (ms, overdue), oldest first; ``now`` in ms."""
+    due = [i for i, (at, _) in enumerate(ticks) if at <= now]
+    early = len(ticks) - len(due)
+    fresh = stored is None or stored[0] != digest
+    if fresh and not ticks:
+        return [], now, True, 0
+    if fresh:
+        return (due[-1:], ticks[due[-1]][0] if due else now, True, early)
+    assert stored is not None
+    last = stored[1]
+    new = [i for i in due if ticks[i][0] > last]
+    overdue = [i for i in new if ticks[i][1]]
+    keep = {"all": overdue, "latest": overdue[-1:]}.get(catch_up, [])
+    publish = [i for i in new if i in keep or not ticks[i][1]]
+    return publish, max([last, *(ticks[i][0] for i in new)]), False, early
+
+
+class TickLedger:
+    """The schedules' states of one in-process bus."""
+
+    def __init__(self) -> None:
+        self._states: dict[str, ScheduleState] = {}
+
+    def fire(
+        self, name: str, digest: str, catch_up: str, ticks: Sequence[Tick], now: float
+    ) -> tuple[list[Tick], TicksFired]:
+        """The ticks to publish now, and the answer; the state is updated."""
+        before = self._states.get(name)
+        publish, last, fresh, early = decide(
+            None if before is None else (before.digest, before.last),
+            digest,
+            catch_up,
+            [(t.at, t.overdue) for t in ticks],
+            int(now * 1000),
+        )
+        chosen = [ticks[i] for i in publish]
+        fired = chosen[-1].at if chosen else (None if fresh or before is None else before.fired)
+        self._states[name] = ScheduleState(digest, last, fired)
+        return chosen, TicksFired(tuple(t.at for t in chosen), last, now, fresh, early)
+
+    def states(self, names: Sequence[str] | None) -> dict[str, ScheduleState]:
+        """The state of each of ``names`` (None: every schedule) that has one."""
+        if names is None:
+            return dict(self._states)
+        return {name: self._states[name] for name in names if name in self._states}
