@@ -110,6 +110,13 @@ class Keys:
         """One producer's bitmap of written message counters (``block`` = counter // 2**20)."""
         return f"{self.prefix}idem:{producer}:{block}"
 
+    def limits(self, topic: str, group: str) -> tuple[str, str, str]:
+        """A consumer group's limits, shared by its hubs: its rate (GCRA's next due time, in
+        microseconds of the Redis clock), its concurrency slots (a sorted set of slot ->
+        lapse time, ms) and the hubs waiting for a slot (hub -> when they last asked, ms)."""
+        base = f"{self.prefix}limit:{topic}:{group}"
+        return f"{base}:rate", f"{base}:slots", f"{base}:waiting"
+
 
 def partition_count(key: str, raw: bytes | str | None) -> int | None:
     """The partition count stored at ``key`` (`Keys.partitions`), None if there is none yet."""

@@ -1,0 +1,178 @@
+"""Rate and concurrency limits on Redis, shared by every hub of a group: three hub processes
+(tests/limited_hub.py) keep one rate and one concurrency limit between them, measured on the
+Redis clock by their actions; a SIGKILLed hub's slots lapse within its visibility timeout; a run
+waiting for a limit keeps its message's lease; a hub gives its slots back as it stops."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import redis
+import trio
+
+from actionhub import ActionHub, Job
+from actionhub.bus.redis.keys import Keys
+from actionhub.bus.redis.options import split_url
+from tests.limited_hub import run_keys
+from tests.polling import wait_until
+
+
+def _spawn(url: str, name: str, *options: str) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "tests.limited_hub", url, name, *options]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, cwd=Path(__file__).parent.parent)
+    assert process.stdout is not None and process.stdout.readline() == b"ready\n"
+    return process
+
+
+def _spawn_all(url: str, count: int, *options: str) -> list[subprocess.Popen[bytes]]:
+    """``count`` hubs, started at once (each takes a second or so to import and connect)."""
+    command = [sys.executable, "-m", "tests.limited_hub", url]
+    root = Path(__file__).parent.parent
+    hubs = [
+        subprocess.Popen([*command, f"hub-{n}", *options], stdout=subprocess.PIPE, cwd=root)
+        for n in range(count)
+    ]
+    for process in hubs:
+        assert process.stdout is not None and process.stdout.readline() == b"ready\n"
+    return hubs
+
+
+def _stop(hubs: list[subprocess.Popen[bytes]]) -> None:
+    for process in hubs:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    for process in hubs:
+        process.wait(timeout=30)
+
+
+class Runs:
+    """What the test actions recorded in Redis."""
+
+    def __init__(self, url: str) -> None:
+        redis_url, options = split_url(url)
+        self.client = redis.Redis.from_url(redis_url)
+        self.running, self.most, self.list = run_keys(options.prefix)
+        self.keys = Keys(options.prefix)
+
+    def count(self) -> int:
+        return int(self.client.llen(self.list))
+
+    def all(self) -> list[tuple[int, str, str, int]]:
+        """(Redis time in us, hub, payload, attempt) of every run, in start order."""
+        runs = []
+        for raw in self.client.lrange(self.list, 0, -1):
+            at, hub, payload, attempt = raw.decode().split()
+            runs.append((int(at), hub, payload, int(attempt)))
+        return runs
+
+    def most_at_once(self) -> int:
+        return int(self.client.get(self.most) or 0)
+
+    def redis_ms(self) -> int:
+        seconds, micros = self.client.time()
+        return int(seconds) * 1000 + int(micros) // 1000
+
+
+async def _publish(url: str, count: int) -> None:
+    async with ActionHub(url, name="publisher").running() as publisher:
+        await publisher.publish_many("limited", list(range(count)))
+
+
+async def test_three_hub_processes_share_one_rate(redis_url: str) -> None:
+    runs = Runs(redis_url)
+    hubs = await trio.to_thread.run_sync(_spawn_all, redis_url, 3, "--rate", "50/s")
+    try:
+        await _publish(redis_url, 500)
+        await wait_until(lambda: runs.count() >= 500, timeout=40, poll=0.2)
+    finally:
+        _stop(hubs)
+    recorded = runs.all()
+    assert sorted(int(payload) for _, _, payload, _ in recorded) == list(range(500))  # each once
+    assert {attempt for *_, attempt in recorded} == {1}  # waiting burned no attempt
+    starts = [at for at, *_ in recorded]
+    rate = (len(starts) - 1) / ((max(starts) - min(starts)) / 1e6)
+    assert 45 <= rate <= 55, rate  # 50/s in total, on the Redis clock
+    per_hub = Counter(hub for _, hub, _, _ in recorded)
+    assert len(per_hub) == 3, per_hub  # every hub ran its share, within the one rate
+
+
+async def test_three_hub_processes_share_one_concurrency_limit(redis_url: str) -> None:
+    runs = Runs(redis_url)
+    hubs = await trio.to_thread.run_sync(
+        _spawn_all, redis_url, 3, "--concurrency", "4", "--max-workers", "4", "--work", "0.05"
+    )
+    try:
+        await _publish(redis_url, 120)
+        await wait_until(lambda: runs.count() >= 120, timeout=40, poll=0.1)
+        await wait_until(lambda: int(runs.client.get(runs.running) or 0) == 0, timeout=10)
+    finally:
+        _stop(hubs)
+    recorded = runs.all()
+    assert sorted(int(payload) for _, _, payload, _ in recorded) == list(range(120))
+    assert runs.most_at_once() == 4  # never more than 4 at once over the three hubs (and 4 is reached)
+    per_hub = Counter(hub for _, hub, _, _ in recorded)
+    assert len(per_hub) == 3, per_hub  # no hub kept the slots to itself
+    slots = runs.keys.limits("limited", "limited")[1]
+    assert runs.client.zcard(slots) == 0  # the hubs gave their slots back as they stopped
+
+
+async def test_a_killed_hubs_slots_lapse_within_its_visibility_timeout(redis_url: str) -> None:
+    url = f"{redis_url}&visibility_timeout=1.5&block=0.2"
+    runs = Runs(url)
+    slots = runs.keys.limits("limited", "limited")[1]
+    victim = await trio.to_thread.run_sync(
+        lambda: _spawn(url, "victim", "--concurrency", "2", "--work", "600")
+    )
+    try:
+        await _publish(url, 3)
+        await wait_until(lambda: runs.count() == 2 and runs.client.zcard(slots) == 2, timeout=20)
+        await trio.sleep(1.0)  # the victim renews its slots meanwhile (every 0.5 s)
+        killed_at = runs.redis_ms()
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.wait(timeout=10)
+    finally:
+        _stop([victim])
+    lapses = [score for _, score in runs.client.zrange(slots, 0, -1, withscores=True)]
+    assert len(lapses) == 2 and max(lapses) <= killed_at + 1500  # they lapse within the timeout
+    ran: list[tuple[object, int]] = []
+    heir = ActionHub(url, name="heir")
+
+    @heir.action("limited", max_workers=4, concurrency_limit=2)
+    async def limited(job: Job) -> None:
+        ran.append((job.payload, job.attempt))
+
+    async with heir.running():
+        # the victim's messages (two running, one waiting for a slot) come back (reclaimed,
+        # a second delivery each) and run here, two at once: the victim's slots lapsed
+        await wait_until(lambda: len(ran) == 3, timeout=20)
+    assert sorted(ran, key=str) == [(0, 2), (1, 2), (2, 2)]
+
+
+async def test_a_run_waiting_for_the_rate_keeps_its_lease(redis_url: str) -> None:
+    """Three messages read by one hub at once, ``1/s``: the last waits two seconds, past the
+    visibility timeout; another hub of the group, looking for abandoned messages meanwhile,
+    takes none (the waiting ones' leases are renewed), so each runs once, at attempt 1."""
+    url = f"{redis_url}&visibility_timeout=1&block=0.2"
+    ran: list[tuple[str, object, int]] = []
+    one, two = ActionHub(url, name="one"), ActionHub(url, name="two")
+    for hub in (one, two):
+
+        async def limited(job: Job, name: str = hub.name) -> None:
+            ran.append((name, job.payload, job.attempt))
+
+        hub.bind("limited", limited, max_workers=4, buffer=10, rate_limit="1/s")
+    async with one.running():
+        await one.publish_many("limited", [0, 1, 2])
+        await wait_until(lambda: len(ran) == 1, timeout=10)
+        async with two.running():
+            await wait_until(lambda: len(ran) == 3, timeout=10)
+            await trio.sleep(1.5)  # time for a wrongful reclaim to show
+            (stat,) = one.stats()
+    assert sorted(ran, key=str) == [("one", 0, 1), ("one", 1, 1), ("one", 2, 1)]
+    assert stat.total_throttled == 2 and stat.rate_limit == "1/s"
+    assert stat.total_failed == 0 and stat.total_retried == 0
