@@ -131,7 +131,7 @@ class LocalLimiter:
                 if not told:
                     held()
                 async with self._queue:
-                    while (wait := self._token_wait()) > 0.0:
+                    while (wait := self._token_wait()) > 0.0:  # noqa: ASYNC110 - a time, not an event
                         await trio.sleep(wait)
         except BaseException:  # cancelled while waiting for a token: the slot goes back
             self.release()

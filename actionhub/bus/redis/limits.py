@@ -348,9 +348,7 @@ async def give_back_slots(bus: RedisStreamsBus) -> None:
     """The hub is closing: give back every slot it holds, at once (not at their lapse)."""
     limiters = _LIMITERS.pop(bus, {})
     commands = [
-        ("ZREM", limiter.keys[1], *slots)
-        for limiter in limiters.values()
-        if (slots := limiter.held_slots())
+        ("ZREM", limiter.keys[1], *slots) for limiter in limiters.values() if (slots := limiter.held_slots())
     ]
     if commands:
         await bus.execute(commands, what="give back concurrency slots")
