@@ -172,13 +172,16 @@ class Gate:
     once). `stop_waiting` ends every wait under way (the workers are stopping)."""
 
     def __init__(self, limiter: Limiter) -> None:
-        self.limiter = limiter
         self.throttled = 0
         self._waits: set[trio.CancelScope] = set()
+        self.use(limiter)
 
-    def try_enter(self) -> bool:
-        """Pass at once if both a slot and a token are at hand."""
-        return self.limiter.try_acquire()
+    def use(self, limiter: Limiter) -> None:
+        """Pass through ``limiter`` from now on (the group attached to a bus again)."""
+        self.limiter = limiter
+        # the limiter's own methods: one call per run on the way in and out, nothing more
+        self.try_enter: Callable[[], bool] = limiter.try_acquire  # pass at once if both are at hand
+        self.leave: Callable[[], None] = limiter.release  # the run that passed ended
 
     async def enter(self) -> bool:
         """Wait to pass; False if `stop_waiting` ended the wait (nothing is held then)."""
@@ -195,10 +198,6 @@ class Gate:
     def _held(self) -> None:
         self.throttled += 1
 
-    def leave(self) -> None:
-        """The run that passed ended."""
-        self.limiter.release()
-
     def stop_waiting(self) -> None:
         for scope in self._waits:
             scope.cancel()
@@ -214,7 +213,7 @@ def gate_for(bus: Bus, topic: str, group: str, config: LimitedConfig, gate: Gate
     limiter = limiter_for(bus, topic, group, spec)
     if gate is None:
         return Gate(limiter)
-    gate.limiter = limiter
+    gate.use(limiter)
     return gate
 
 

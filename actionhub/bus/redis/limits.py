@@ -94,22 +94,35 @@ class RedisLimiter:
 
     # ------------------------------------------------------------------ the runs' side
 
+    @property
+    def spec(self) -> LimitSpec:
+        return self._spec
+
+    @spec.setter
+    def spec(self, spec: LimitSpec) -> None:
+        self._spec = spec
+        self._rated = spec.rate is not None  # (read per run: plain attributes)
+        self._slotted = spec.concurrency is not None
+
     def try_acquire(self) -> bool:
         if self._waiters:
             return False
-        spec = self.spec
-        if spec.concurrency is not None and not self._free:
+        slotted = self._slotted
+        if slotted and not self._free:
             return False
-        if spec.rate is not None:
-            if self._tokens <= 0 or trio.current_time() > self._tokens_until:
+        if self._rated:
+            tokens = self._tokens
+            if tokens <= 0:  # (tokens kept past TOKEN_TTL are dropped by the next call)
                 return False
-            self._tokens -= 1
-            if self._tokens * 2 < self._token_lease and not (self._topping_up or self._scarce):
+            self._tokens = tokens = tokens - 1
+            if tokens * 2 < self._token_lease and not (self._topping_up or self._scarce):
                 self._topping_up = True  # take the next tokens before these run out
                 self._kick()
-        if spec.concurrency is not None:
-            self._busy.append(self._free.pop())
-            self._low_free = min(self._low_free, len(self._free))
+        if slotted:
+            free = self._free
+            self._busy.append(free.pop())
+            if len(free) < self._low_free:
+                self._low_free = len(free)
         return True
 
     async def acquire(self, held: Callable[[], None]) -> None:
@@ -127,7 +140,7 @@ class RedisLimiter:
                 raise
 
     def release(self) -> None:
-        if self.spec.concurrency is None:
+        if not self._slotted:
             return
         slot = self._busy.pop()
         if self._contended:  # back to Redis now: other hubs wait for it
