@@ -223,3 +223,42 @@ async def test_a_group_without_limits_has_no_gate(autojump_clock: trio.testing.M
         assert hub.group("calls").runner.gate is None
         stat = stat_of(hub, "calls")
     assert (stat.total_throttled, stat.rate_limit, stat.concurrency_limit) == (0, None, None)
+
+
+async def test_the_limits_show_in_snapshots_the_cli_and_metrics(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    import orjson
+    from rich.console import Console
+
+    from actionhub.cli import stats_table
+    from actionhub.inspect import HubSnapshot, snapshot_of
+    from actionhub.metrics import HubMetrics
+
+    hub = ActionHub(name="shop")
+    metrics = HubMetrics(hub)
+    recorder = Recorder(work=1.0)
+    hub.bind("calls", recorder, max_workers=4, rate_limit="10/s", concurrency_limit=2)
+    async with hub.running():
+        for i in range(5):
+            await hub.publish("calls", i)
+        await until(lambda: recorder.done == 5)
+        raw = snapshot_of(hub, 0.0).to_json()
+        labels = {"hub": "shop", "group": "calls", "topic": "calls"}
+        value = metrics.registry.get_sample_value
+        assert value("actionhub_throttled_total", labels) == 4  # all but the first
+        assert value("actionhub_rate_limit_per_second", labels) == 10.0
+        assert value("actionhub_concurrency_limit", labels) == 2
+    (stat,) = HubSnapshot.from_json(raw).groups  # as another process reads it
+    assert (stat.total_throttled, stat.rate_limit, stat.concurrency_limit) == (4, "10/s", 2)
+    document = orjson.loads(raw)
+    for field in ("total_throttled", "rate_limit", "concurrency_limit"):  # a hub older than them
+        del document["groups"][0][field]
+    (old,) = HubSnapshot.from_json(orjson.dumps(document)).groups
+    assert (old.total_throttled, old.rate_limit, old.concurrency_limit) == (0, None, None)
+    console = Console(width=300)
+    with console.capture() as captured:
+        console.print(stats_table([HubSnapshot.from_json(raw)], "memory://", 0.0))
+    header, row = captured.get().splitlines()[1:3]
+    assert header.split()[-1] == "LIMITS"
+    assert row.endswith("10/s, 2 at once (4 throttled)")
