@@ -39,7 +39,25 @@ def limits_of(kind: str, workers: int) -> dict[str, Any]:
     return {}
 
 
-def hub(url: str, client: redis.Redis, n: int, workers: int, kind: str) -> float:
+def fast_path(hub: ActionHub) -> float | None:
+    """Seconds per run that the group's limiter costs when it does not bind: a run passing the
+    gate and leaving it, timed in a tight loop right after the timed run (tokens and free slots
+    at hand, as in the steady state). None if they are not at hand."""
+    gate = hub.group("noop").runner.gate
+    assert gate is not None
+    limiter: Any = gate.limiter
+    loops = 100_000
+    if hasattr(limiter, "_tokens") and limiter.spec.rate is not None:
+        limiter._tokens = loops * 10  # as many as the loop takes: no top-up call within it
+    started = time.perf_counter()
+    for _ in range(loops):
+        if not gate.try_enter():
+            return None
+        gate.leave()
+    return (time.perf_counter() - started) / loops
+
+
+def hub(url: str, client: redis.Redis, n: int, workers: int, kind: str) -> tuple[float, float | None]:
     prefix = f"bench{uuid.uuid4().hex[:8]}:"
     stream = f"{prefix}noop"
     client.xgroup_create(stream, "noop", id="0", mkstream=True)
@@ -62,15 +80,16 @@ def hub(url: str, client: redis.Redis, n: int, workers: int, kind: str) -> float
             await finished.wait()
             await hub.bus.flush_acks()  # type: ignore[attr-defined]  # all acked inside the clock
             (stat,) = hub.stats()
-        elapsed = time.perf_counter() - started
+            elapsed = time.perf_counter() - started
+            cost = None if kind == "none" else fast_path(hub)
         assert client.xpending(stream, "noop")["pending"] == 0
         assert stat.total_throttled <= n
-        return n / elapsed
+        return n / elapsed, cost
 
-    rate = trio.run(run)
+    rate, cost = trio.run(run)
     for key in client.scan_iter(match=f"{prefix}*"):
         client.delete(key)
-    return rate
+    return rate, cost
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -82,13 +101,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     rates: dict[str, list[float]] = {kind: [] for kind in KINDS}
+    costs: dict[str, list[float]] = {kind: [] for kind in KINDS}
     with redis_url(args.url) as url:
         client = redis.Redis.from_url(url)
         hub(url, client, 2_000, args.workers, "none")  # warm up: imports, the first connections
         for round_no in range(args.rounds):
             shift = round_no % len(KINDS)
             for kind in KINDS[shift:] + KINDS[:shift]:
-                rates[kind].append(hub(url, client, args.messages, args.workers, kind))
+                rate, cost = hub(url, client, args.messages, args.workers, kind)
+                rates[kind].append(rate)
+                if cost is not None:
+                    costs[kind].append(cost)
     print(
         f"{args.messages:,} no-op messages x {args.rounds} rounds, one hub on Redis streams, "
         f"{args.workers} workers ({url}); median (min-max)"
@@ -106,6 +129,14 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"  ratio {kind}/none: {statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})"
             f"  target >= {target}"
         )
+    per_message = 1 / statistics.median(rates["none"])
+    for kind in ("rate", "concurrency"):
+        if costs[kind]:
+            cost = statistics.median(costs[kind])
+            print(
+                f"  {kind} limiter's own time per run (tight loop): {cost * 1e6:.2f} us, "
+                f"{cost / per_message:.1%} of a message's time without limits"
+            )
 
 
 if __name__ == "__main__":
