@@ -28,6 +28,7 @@ class Recorder:
         self.work = work
         self.starts: list[float] = []
         self.attempts: list[int] = []
+        self.payloads: list[object] = []
         self.running = 0
         self.most = 0
         self.done = 0
@@ -35,6 +36,7 @@ class Recorder:
     async def __call__(self, job: Job) -> None:
         self.starts.append(trio.current_time())
         self.attempts.append(job.attempt)
+        self.payloads.append(job.payload)
         self.running += 1
         self.most = max(self.most, self.running)
         try:
@@ -262,3 +264,35 @@ async def test_the_limits_show_in_snapshots_the_cli_and_metrics(
     header, row = captured.get().splitlines()[1:3]
     assert header.split()[-1] == "LIMITS"
     assert row.endswith("10/s, 2 at once (4 throttled)")
+
+
+async def test_a_stop_does_not_wait_for_runs_held_back(autojump_clock: trio.testing.MockClock) -> None:
+    """With one run an hour, a stop ends the waits at once: it takes no shutdown_timeout."""
+    hub = ActionHub()
+    recorder = Recorder()
+    hub.bind("calls", recorder, max_workers=4, rate_limit="1/h", shutdown_timeout=30.0)
+    async with hub.running():
+        for i in range(4):
+            await hub.publish("calls", i)
+        await until(lambda: recorder.done == 1 and stat_of(hub, "calls").total_throttled == 3)
+        stopping = trio.current_time()
+        await hub.stop()
+        assert trio.current_time() - stopping < 1.0
+    assert recorder.done == 1
+
+
+async def test_an_ordered_groups_waiting_run_keeps_its_place(autojump_clock: trio.testing.MockClock) -> None:
+    """Ordered, one key, a restart while its next message waits for the rate: the message goes
+    back first in line, at the same attempt, and the key's messages still run in order."""
+    hub = ActionHub()
+    recorder = Recorder()
+    hub.bind("calls", recorder, max_workers=4, ordered=True, rate_limit="1/s")
+    async with hub.running():
+        for i in range(4):
+            await hub.publish("calls", i, key="k")
+        await until(lambda: recorder.done == 1)
+        await trio.sleep(0.5)  # the second waits for its token
+        hub.group("calls").restart()
+        await until(lambda: recorder.done == 4)
+    assert recorder.payloads == [0, 1, 2, 3] and recorder.attempts == [1] * 4
+    assert [round(t - recorder.starts[0], 6) for t in recorder.starts] == [0, 1, 2, 3]
