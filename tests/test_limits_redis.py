@@ -177,3 +177,47 @@ async def test_a_run_waiting_for_the_rate_keeps_its_lease(redis_url: str) -> Non
     assert sorted(ran, key=str) == [("one", 0, 1), ("one", 1, 1), ("one", 2, 1)]
     assert stat.total_throttled == 2 and stat.rate_limit == "1/s"
     assert stat.total_failed == 0 and stat.total_retried == 0
+
+
+def _limit(client: redis.Redis, keys: list[str], hub: str, **fields: object) -> list[int]:
+    """One call of `scripts.LIMIT` (the arguments the hubs' limiters send, by name)."""
+    from actionhub.bus.redis import scripts
+
+    args = {
+        "interval": 0, "tolerance": 0, "limit": 0, "lease": 30_000, "window": 1000, "hub": hub,
+        "held": 0, "tokens": 0, "slots": 0, "firm": 0, "both": 0, "first": 0, "returns": 0,
+    }  # fmt: skip
+    args.update(fields)
+    releases = list(args.pop("releases", []))  # type: ignore[call-overload]
+    reply = client.register_script(scripts.LIMIT)(keys=keys, args=[*args.values(), *releases])
+    return [int(x) for x in reply]
+
+
+def test_the_limit_script_shares_slots_with_hubs_that_wait(redis_url: str) -> None:
+    runs = Runs(redis_url)
+    keys = list(runs.keys.limits("t", "g"))
+    # a alone takes all 4 slots; b asks in vain: it waits (nobody else does: not contended)
+    assert _limit(runs.client, keys, "a", limit=4, slots=4, firm=4)[::3] == [4, 0]
+    assert _limit(runs.client, keys, "b", limit=4, slots=2, firm=2)[::3] == [0, 0]
+    # a gives one back and asks again: b waits, so a's share is 2 and it holds 3: nothing more
+    assert _limit(runs.client, keys, "a", limit=4, held=3, slots=1, firm=1, releases=["a:0"])[::3] == [0, 1]
+    # the slot a gave back goes to b
+    assert _limit(runs.client, keys, "b", limit=4, slots=2, firm=2, first=2)[::3] == [1, 1]
+    assert sorted(m.decode() for m in runs.client.zrange(keys[1], 0, -1)) == ["a:1", "a:2", "a:3", "b:2"]
+
+
+def test_the_limit_script_is_gcra_and_takes_tokens_back(redis_url: str) -> None:
+    runs = Runs(redis_url)
+    keys = list(runs.keys.limits("t", "g"))
+    interval = 60_000_000  # one a minute: the test takes far less than one interval
+    slots, tokens, wait, _ = _limit(runs.client, keys, "a", interval=interval, tolerance=interval, tokens=5)
+    assert (slots, tokens) == (0, 2)  # a burst of 2
+    assert interval - 1_000_000 < wait <= interval
+    assert _limit(runs.client, keys, "a", interval=interval, tolerance=interval, tokens=5)[1] == 0
+    # one given back (taken ahead of need, never used) can be taken again at once, no more
+    assert _limit(runs.client, keys, "b", interval=interval, tolerance=interval, tokens=5, returns=1)[1] == 1
+    assert _limit(runs.client, keys, "b", interval=interval, tolerance=interval, tokens=5, returns=0)[1] == 0
+    # with both limits each new slot brings its token
+    both = {"interval": interval, "tolerance": interval, "limit": 3, "both": 1}
+    fresh = [f"{key}:x" for key in keys]
+    assert _limit(runs.client, fresh, "c", **both, slots=3, firm=3)[:2] == [3, 2]

@@ -81,6 +81,7 @@ class RedisLimiter:
         self._idle_since = -math.inf
         self._tokens = 0
         self._tokens_until = -math.inf
+        self._returns = 0  # tokens to give back with the next call
         self._token_lease = 1
         self._slot_lease = 1
         self._waiters: deque[_Waiter] = deque()
@@ -170,9 +171,10 @@ class RedisLimiter:
     def _assign(self) -> None:
         """Hand what this hub has (free slots, tokens) to the waiting runs, oldest first."""
         spec = self.spec
-        now = trio.current_time()
-        if now > self._tokens_until:
+        if self._tokens and trio.current_time() > self._tokens_until:  # taken ahead, never needed
+            self._returns += self._tokens
             self._tokens = 0
+            self._token_lease = max(1, self._token_lease // 2)
         while self._waiters:
             waiter = self._waiters[0]
             if waiter.slot is None and spec.concurrency is not None:
@@ -242,13 +244,15 @@ class RedisLimiter:
             self._low_free, self._idle_since = len(self._free), now
         first = self._next_slot
         self._next_slot += want_slots
-        args = self._args(want_tokens, want_slots, firm_slots, first, releases)
+        returns, self._returns = self._returns, 0
+        args = self._args(want_tokens, want_slots, firm_slots, first, returns, releases)
         try:
             (reply,) = await self.bus.run_scripts(
                 [(self._script, self.keys, args)], what=f"limits of {self.topic}/{self.group}"
             )
         except BaseException:
             self._releases[:0] = releases  # owed still: with the next call (or they lapse)
+            self._returns += returns
             self._due = trio.current_time()
             raise
         got_slots, got_tokens, wait_us, contended = (int(x) for x in reply)
@@ -272,7 +276,7 @@ class RedisLimiter:
             if waiter.held is not None:
                 waiter.held()
                 waiter.held = None
-        if self._releases:
+        if self._releases or self._returns:
             self._due = now
         elif self._waiters:
             retry = math.inf
@@ -285,7 +289,7 @@ class RedisLimiter:
             self._due = min(self._due, now + SYNC)
 
     def _args(
-        self, tokens: int, slots: int, firm_slots: int, first: int, releases: list[str]
+        self, tokens: int, slots: int, firm_slots: int, first: int, returns: int, releases: list[str]
     ) -> list[object]:
         spec = self.spec
         both = spec.rate is not None and spec.concurrency is not None
@@ -302,6 +306,7 @@ class RedisLimiter:
             firm_slots,
             int(both),
             first,
+            returns,
             *releases,
         ]
 

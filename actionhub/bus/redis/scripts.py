@@ -278,14 +278,15 @@ return ARGV[2]
 # tolerance (us), 3 slot limit (0: none), 4 slot lease (ms), 5 how long a hub stays counted as
 # waiting for a slot (ms), 6 the hub, 7 slots it holds after the releases, 8 tokens wanted,
 # 9 slots wanted, 10 of which for runs waiting now, 11 with both limits: 1 (each new slot
-# brings a token), 12 the number of the first new slot, 13.. slots given back. While other hubs
+# brings a token), 12 the number of the first new slot, 13 tokens given back (taken ahead of
+# need, unused), 14.. slots given back. While other hubs
 # wait for a slot, a hub gets no more than its share. Returns {slots, tokens, us until the next
 # token (-1: no rate), 1 if other hubs wait for a slot}.
 LIMIT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local now_ms = math.floor(now / 1000)
-for i = 13, #ARGV do redis.call('ZREM', KEYS[2], ARGV[i]) end
+for i = 14, #ARGV do redis.call('ZREM', KEYS[2], ARGV[i]) end
 local limit, hub = tonumber(ARGV[3]), ARGV[6]
 local slots, contended = 0, 0
 if limit > 0 then
@@ -313,12 +314,13 @@ local interval = tonumber(ARGV[1])
 local tokens, wait = 0, -1
 if interval > 0 then
   local tolerance = tonumber(ARGV[2])
-  local tat = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), now)
+  local tat = tonumber(redis.call('GET', KEYS[1]) or '0') - tonumber(ARGV[13]) * interval
+  tat = math.max(tat, now)
   local wanted = tonumber(ARGV[8])
   if ARGV[11] == '1' then wanted = wanted + slots end
   local ahead = now + tolerance - tat
   if ahead >= 0 then tokens = math.min(wanted, math.floor(ahead / interval) + 1) end
-  if tokens > 0 then
+  if tokens > 0 or ARGV[13] ~= '0' then
     tat = tat + tokens * interval
     redis.call('SET', KEYS[1], string.format('%.3f', tat), 'PX', math.ceil((tat - now) / 1000) + 1000)
   end
