@@ -15,8 +15,8 @@ import trio
 
 from actionhub.testing import RedisServer
 from bench import clients as clients_bench
-from bench import limits as limits_bench
 from bench import dashboard as dashboard_bench
+from bench import limits as limits_bench
 from bench import many_actions as many_actions_bench
 from bench import memory_bus, process_pool
 from bench import ordered as ordered_bench

@@ -221,3 +221,30 @@ def test_the_limit_script_is_gcra_and_takes_tokens_back(redis_url: str) -> None:
     both = {"interval": interval, "tolerance": interval, "limit": 3, "both": 1}
     fresh = [f"{key}:x" for key in keys]
     assert _limit(runs.client, fresh, "c", **both, slots=3, firm=3)[:2] == [3, 2]
+
+
+async def test_a_stop_ends_the_waits_and_gives_back_slots_and_messages(redis_url: str) -> None:
+    """One slot, one run holding it past shutdown_timeout, two runs waiting: the stop ends the
+    waits at once, the slot goes back to Redis, and every message runs on the next hub."""
+    runs = Runs(redis_url)
+    slots = runs.keys.limits("limited", "limited")[1]
+    ran: list[tuple[str, object]] = []
+    one, two = ActionHub(redis_url, name="one"), ActionHub(redis_url, name="two")
+    for hub in (one, two):
+
+        async def limited(job: Job, name: str = hub.name) -> None:
+            ran.append((name, job.payload))
+            if name == "one":
+                await trio.sleep(600)
+
+        hub.bind("limited", limited, max_workers=3, concurrency_limit=1, shutdown_timeout=0.5)
+    async with one.running():
+        await one.publish_many("limited", [0, 1, 2])
+        await wait_until(lambda: len(ran) == 1 and one.stats()[0].total_throttled == 2, timeout=10)
+        assert runs.client.zcard(slots) == 1
+    (stat,) = one.stats()
+    assert stat.total_failed == 0 and stat.total_message_processed == 0
+    assert runs.client.zcard(slots) == 0  # given back as the hub stopped, not at its lapse
+    async with two.running():
+        await wait_until(lambda: len(ran) == 4, timeout=10)
+    assert sorted(payload for name, payload in ran if name == "two") == [0, 1, 2]  # nothing lost
