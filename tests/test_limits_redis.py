@@ -248,3 +248,22 @@ async def test_a_stop_ends_the_waits_and_gives_back_slots_and_messages(redis_url
     async with two.running():
         await wait_until(lambda: len(ran) == 4, timeout=10)
     assert sorted(payload for name, payload in ran if name == "two") == [0, 1, 2]  # nothing lost
+
+
+async def test_an_ordered_group_keeps_each_keys_order_under_a_rate_limit(redis_url: str) -> None:
+    ran: list[tuple[str, int]] = []
+    hub = ActionHub(redis_url, name="ordered")
+
+    @hub.action("limited", ordered=True, partitions=4, max_workers=4, rate_limit="40/s")
+    async def limited(job: Job) -> None:
+        ran.append((job.message.key or "", job.payload))
+        await trio.sleep(0.01)
+
+    async with hub.running():
+        for seq in range(10):
+            await hub.publish_many("limited", [seq] * 3, keys=["a", "b", "c"])
+        await wait_until(lambda: len(ran) == 30, timeout=20)
+        (stat,) = hub.stats()
+    for key in "abc":
+        assert [seq for k, seq in ran if k == key] == list(range(10))
+    assert stat.total_throttled > 0 and stat.total_failed == 0
