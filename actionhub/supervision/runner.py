@@ -123,10 +123,10 @@ class MessageRunner:
                 return await self._run(delivery, trace)
             return await self._run_in_lane(delivery, key, trace)
         finally:
-            if trace is not None:
-                trace.end()
             if gate is not None:
                 gate.leave()
+            if trace is not None:
+                trace.end()
 
     async def _wait_at(self, gate: Gate, delivery: Delivery) -> bool:
         """Wait for the group's limits; False if the wait ended early (the workers stop)."""
