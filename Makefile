@@ -50,6 +50,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.many_actions
 	$(BIN)/python -m bench.dashboard
 	$(BIN)/python -m bench.otel
+	$(BIN)/python -m bench.limits
 
 # side by side with Celery, Dramatiq, arq, saq, taskiq, streaq and the bare consumers (bench/README.md)
 PEERS ?= ../shared/bench-peers

@@ -37,6 +37,7 @@ from prometheus_client.registry import Collector
 
 from .health import health_app, serve_asgi
 from .stats import WorkerStat
+from .supervision.limits import parse_rate
 from .supervision.policy import GroupState
 from .supervision.runner import Outcome
 
@@ -62,8 +63,9 @@ NUMBERS = [f.name for f in attrs.fields(WorkerStat) if _TYPES[f.name] in (int, f
 #: Every numeric field that is a gauge; the other numbers are counters.
 GAUGES = frozenset(name for name in NUMBERS if not name.startswith("total_") or name in _TOTALS_THAT_GO_DOWN)
 #: Fields with series of their own: ``actionhub_group_state{state}`` (1 for the group's state, 0
-#: for the others) and ``actionhub_cool_down_remaining_seconds``.
-_STATE_FIELDS = frozenset({"state", "cool_down_until"})
+#: for the others), ``actionhub_cool_down_remaining_seconds``, and a group's limits, if it has
+#: any: ``actionhub_rate_limit_per_second`` and ``actionhub_concurrency_limit``.
+_STATE_FIELDS = frozenset({"state", "cool_down_until", "rate_limit", "concurrency_limit"})
 #: The other WorkerStat fields (enums, strings): the labels of ``actionhub_group_info``.
 INFO_FIELDS = [
     f.name
@@ -147,6 +149,16 @@ class HubMetrics(Collector):
             "Seconds until a group cooling down past its restart limit starts again (0: not cooling down)",
             labels=_LABELS,
         )
+        rates = GaugeMetricFamily(
+            "actionhub_rate_limit_per_second",
+            "WorkerStat.rate_limit of each group that has one, in runs per second",
+            labels=_LABELS,
+        )
+        concurrency = GaugeMetricFamily(
+            "actionhub_concurrency_limit",
+            "WorkerStat.concurrency_limit of each group that has one: runs at once, over every hub",
+            labels=_LABELS,
+        )
         now = time.time()
         for stat in self.hub.stats():
             labels = [hub, stat.addr, stat.topic]
@@ -157,10 +169,16 @@ class HubMetrics(Collector):
                 states.add_metric([*labels, state.value], float(stat.state is state))
             until = stat.cool_down_until
             cooling.add_metric(labels, 0.0 if until is None else max(0.0, until - now))
+            if stat.rate_limit is not None:
+                rates.add_metric(labels, parse_rate(stat.rate_limit))
+            if stat.concurrency_limit is not None:
+                concurrency.add_metric(labels, stat.concurrency_limit)
         yield from families.values()
         yield info
         yield states
         yield cooling
+        yield rates
+        yield concurrency
 
         durations = HistogramMetricFamily(
             "actionhub_action_duration_seconds",

@@ -54,6 +54,11 @@ class WorkerStat:
     # and how many times that set changed (see docs/ordering.md)
     partitions_owned: int = 0
     total_rebalances: int = 0
+    # rate_limit / concurrency_limit groups (None otherwise): the limits as configured, and the
+    # messages a limit held back before their run (each once)
+    total_throttled: int = 0
+    rate_limit: str | None = None
+    concurrency_limit: int | None = None
 
     def fields(self) -> dict[str, object]:
         """Every field by name, enums as they are (no attrs.asdict walk: a hub announces

@@ -16,6 +16,7 @@ import trio
 from actionhub.testing import RedisServer
 from bench import clients as clients_bench
 from bench import dashboard as dashboard_bench
+from bench import limits as limits_bench
 from bench import many_actions as many_actions_bench
 from bench import memory_bus, process_pool
 from bench import ordered as ordered_bench
@@ -87,6 +88,12 @@ def test_publish_benchmark(redis_server: RedisServer, capsys: pytest.CaptureFixt
 def test_redis_streams_benchmark(redis_server: RedisServer, capsys: pytest.CaptureFixture[str]) -> None:
     redis_streams_bench.main(["-n", "300", "-r", "1", "--url", redis_server.url])
     assert "ratio hub/bare" in capsys.readouterr().out
+
+
+def test_limits_benchmark(redis_server: RedisServer, capsys: pytest.CaptureFixture[str]) -> None:
+    limits_bench.main(["-n", "300", "-r", "1", "--url", redis_server.url])
+    out = capsys.readouterr().out
+    assert "ratio rate/none" in out and "ratio concurrency/none" in out
 
 
 def test_dashboard_benchmark(redis_server: RedisServer, capsys: pytest.CaptureFixture[str]) -> None:

@@ -146,6 +146,12 @@ async def test_every_worker_stat_field_is_exported_with_its_value(autojump_clock
                     value = registry.get_sample_value("actionhub_group_state", series)
                     assert value == (1 if state is current else 0), state
                 continue
+            if field.name in ("rate_limit", "concurrency_limit"):  # tests/test_limits.py sets them
+                assert current is None
+                name = f"actionhub_{field.name}" + ("_per_second" if field.name == "rate_limit" else "")
+                assert registry.get_sample_value(name, labels) is None  # a series only with a limit
+                assert types[name] == "gauge"
+                continue
             if field.name == "cool_down_until":
                 assert current is None
                 assert registry.get_sample_value("actionhub_cool_down_remaining_seconds", labels) == 0

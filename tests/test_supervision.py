@@ -1023,6 +1023,9 @@ async def test_stats_snapshot_has_every_field_right(autojump_clock: trio.abc.Clo
         "total_process_recycles": 0,
         "partitions_owned": 0,
         "total_rebalances": 0,
+        "total_throttled": 0,  # limits: tests/test_limits.py
+        "rate_limit": None,
+        "concurrency_limit": None,
         "state": GroupState.RUNNING,
         "cool_down_until": None,
     }

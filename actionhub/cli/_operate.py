@@ -98,6 +98,13 @@ def _state(stat: WorkerStat) -> str:
     return f"{stat.state.value} ({max(0.0, stat.cool_down_until - time.time()):.0f}s)"
 
 
+def _limits(stat: WorkerStat) -> str:
+    limits = [stat.rate_limit] if stat.rate_limit is not None else []
+    if stat.concurrency_limit is not None:
+        limits.append(f"{stat.concurrency_limit} at once")
+    return f"{', '.join(limits)} ({stat.total_throttled} throttled)" if limits else "-"
+
+
 _STAT_COLUMNS: list[tuple[str, Callable[[WorkerStat], object]]] = [
     ("group", lambda s: s.addr),
     ("state", _state),
@@ -117,6 +124,8 @@ _STAT_COLUMNS: list[tuple[str, Callable[[WorkerStat], object]]] = [
         "partitions",
         lambda s: f"{s.partitions_owned} ({s.total_rebalances} rebalances)" if s.total_rebalances else "-",
     ),
+    # rate_limit / concurrency_limit (over every hub of the group), and the runs they held back
+    ("limits", _limits),
 ]
 
 

@@ -31,6 +31,7 @@ from .away import Away
 from .escalation import Escalation, EscalationReason
 from .events import Escalate, Event, GroupOutcome, Respawn, Restart, Resume, Stop, Suspend
 from .inbox import GroupInbox
+from .limits import gate_for
 from .policy import (
     Behaviour,
     EscalationProtocol,
@@ -492,6 +493,9 @@ class WorkerGroup:
             cool_down_until=self.cool_down_until,
             partitions_owned=subscription.partitions_owned if subscription is not None else 0,
             total_rebalances=subscription.rebalances if subscription is not None else 0,
+            total_throttled=runner.gate.throttled if runner.gate is not None else 0,
+            rate_limit=config.rate_limit,
+            concurrency_limit=config.concurrency_limit,
             **(self.processes.stats() if self.processes is not None else {}),
         )
 
@@ -515,6 +519,7 @@ async def attach(group: WorkerGroup, bus: Bus, consumer_group: str) -> None:
     group._bus, group._consumer_group = bus, consumer_group
     if group.runner.keeper is not None:  # publishes write pending records before the first delivery
         await group.runner.keeper.start(group.topic)
+    group.runner.gate = gate_for(bus, group.topic, consumer_group, config, group.runner.gate)
     group.subscription = await bus.subscribe(
         group.topic,
         consumer_group,

@@ -124,6 +124,14 @@ class GroupInbox:
         assert message.key is not None
         self._lanes.discard(message.key)
 
+    def put_back(self, delivery: Delivery) -> None:
+        """Put an unstarted ``delivery`` back ahead of everything, as it was (its wait for a
+        limit ended by a stop): its key's lane, if any, is free again."""
+        self._buffer.appendleft(delivery)
+        key = delivery.message.key
+        if key is not None:
+            self._lanes.discard(key)
+
     def drain(self) -> list[Delivery]:
         """Take every unstarted delivery, in order (a stop, an escalation, a cool-down)."""
         taken = list(self._buffer)

@@ -1,10 +1,14 @@
 """Rate and concurrency limits of a group, shared by every hub of the group on one bus.
 
 A message held back by a limit waits before its run: it keeps its delivery, burns no attempt and
-is no failure. ``rate_limit="N/s"`` (or ``/m``, ``/h``) is a token bucket of ``rate_burst``
-tokens refilled at N per unit; ``concurrency_limit=N`` is a semaphore of N slots, released
+is no failure. ``rate_limit="N/s"`` (or ``/m``, ``/h``) is GCRA (a token bucket of ``rate_burst``
+tokens refilled at N per unit); ``concurrency_limit=N`` is a semaphore of N slots, released
 however the run ends. A transport may keep both for every hub of the group (`Bus.limiter`);
 otherwise they live here, one per bus object, on the trio clock: the ``memory://`` semantics.
+
+The runner sees a group's limiter through its `Gate`: a run takes a slot and a token, in that
+order, at once if both are at hand (no coroutine, no I/O), else it waits in its worker; a stop of
+the workers ends every wait, and the waiting delivery goes back to the front of the buffer.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import math
 import re
 import weakref
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 import attrs
@@ -52,12 +57,27 @@ class LimitSpec:
     burst: int
     concurrency: int | None
 
+    @property
+    def interval(self) -> float:
+        """Seconds between two tokens (GCRA's emission interval); 0 without a rate."""
+        return 0.0 if self.rate is None else 1.0 / self.rate
+
+    @property
+    def tolerance(self) -> float:
+        """How far ahead of the schedule a token may be taken (GCRA's tau): burst - 1 intervals."""
+        return (self.burst - 1) * self.interval
+
 
 class Limiter(Protocol):
     """The limits of one (topic, consumer group), shared by the group's runs."""
 
-    async def acquire(self) -> bool:
-        """Wait until a run may start (a token and a slot); True if it had to wait."""
+    def try_acquire(self) -> bool:
+        """Take a slot and a token if both are at hand now and nobody waits (no I/O, no wait)."""
+        ...
+
+    async def acquire(self, held: Callable[[], None]) -> None:
+        """Wait for a slot and a token; call ``held`` once if a limit holds the run back (not
+        for a wait on the broker's answer alone). Cancelled, it keeps nothing."""
         ...
 
     def release(self) -> None:
@@ -66,44 +86,56 @@ class Limiter(Protocol):
 
 
 class LocalLimiter:
-    """Both limits in one process, on the trio clock."""
+    """Both limits in one process, on the trio clock. Waiters are served in arrival order."""
 
     def __init__(self, spec: LimitSpec) -> None:
         self.spec = spec
-        self._tokens = float(spec.burst)
-        self._stamp: float | None = None
+        self._tat = -math.inf  # GCRA's theoretical arrival time of the next token
+        self._queue = trio.Lock()  # FIFO: the oldest waiter takes the next token
         self._slots = None if spec.concurrency is None else trio.Semaphore(spec.concurrency)
 
-    def _take_token(self) -> float:
-        """Take a token if there is one (0.0), else say how long until the next one."""
-        rate = self.spec.rate
-        assert rate is not None
+    def _token_wait(self) -> float:
+        """Take a token if one is due (0.0); else how long until one is."""
         now = trio.current_time()
-        if self._stamp is not None:
-            self._tokens = min(float(self.spec.burst), self._tokens + (now - self._stamp) * rate)
-        self._stamp = now
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
+        tat = max(self._tat, now)
+        wait = tat - self.spec.tolerance - now
+        if wait <= 0.0:
+            self._tat = tat + self.spec.interval
             return 0.0
-        return (1.0 - self._tokens) / rate
+        return wait
 
-    async def acquire(self) -> bool:
-        waited = False
-        if self._slots is not None:
+    def try_acquire(self) -> bool:
+        slots = self._slots
+        if slots is not None:
+            if slots.value == 0:  # also when someone waits: a release hands its slot over
+                return False
+            slots.acquire_nowait()
+        if self.spec.rate is not None and (self._queue.locked() or self._token_wait() > 0.0):
+            if slots is not None:
+                slots.release()
+            return False
+        return True
+
+    async def acquire(self, held: Callable[[], None]) -> None:
+        told = False
+        slots = self._slots
+        if slots is not None:
             try:
-                self._slots.acquire_nowait()
+                slots.acquire_nowait()
             except trio.WouldBlock:
-                waited = True
-                await self._slots.acquire()
+                told = True
+                held()
+                await slots.acquire()
         try:
-            if self.spec.rate is not None:
-                while (wait := self._take_token()) > 0.0:
-                    waited = True
-                    await trio.sleep(wait)
+            if self.spec.rate is not None and (self._queue.locked() or self._token_wait() > 0.0):
+                if not told:
+                    held()
+                async with self._queue:
+                    while (wait := self._token_wait()) > 0.0:  # noqa: ASYNC110 - a time, not an event
+                        await trio.sleep(wait)
         except BaseException:  # cancelled while waiting for a token: the slot goes back
             self.release()
             raise
-        return waited
 
     def release(self) -> None:
         if self._slots is not None:
@@ -113,16 +145,18 @@ class LocalLimiter:
 _LOCAL: weakref.WeakKeyDictionary[Bus, dict[tuple[str, str], LocalLimiter]] = weakref.WeakKeyDictionary()
 
 
-def limiter_for(
-    bus: Bus, topic: str, group: str, rate_limit: str | None, rate_burst: int | None, concurrency: int | None
-) -> Limiter | None:
-    """The limiter of consumer group ``group`` on ``topic`` (None: the group has no limits):
-    the bus's own if it keeps one for every hub, else one shared by the hubs on this bus object."""
+def limit_spec(rate_limit: str | None, rate_burst: int | None, concurrency: int | None) -> LimitSpec | None:
+    """A group's limits from its configuration (None: it has none)."""
     if rate_limit is None and concurrency is None:
         return None
     rate = None if rate_limit is None else parse_rate(rate_limit)
     burst = rate_burst if rate_burst is not None else (1 if rate is None else default_burst(rate))
-    spec = LimitSpec(rate, burst, concurrency)
+    return LimitSpec(rate, burst, concurrency)
+
+
+def limiter_for(bus: Bus, topic: str, group: str, spec: LimitSpec) -> Limiter:
+    """The limiter of consumer group ``group`` on ``topic``: the bus's own if it keeps one for
+    every hub, else one shared by the hubs on this bus object."""
     shared = bus.limiter(topic, group, spec)
     if shared is not None:
         return shared
@@ -131,3 +165,64 @@ def limiter_for(
     if limiter is None or limiter.spec != spec:
         limiter = local[(topic, group)] = LocalLimiter(spec)
     return limiter
+
+
+class Gate:
+    """A group's limiter as its runs pass it; counts the runs held back (``throttled``, each
+    once). `stop_waiting` ends every wait under way (the workers are stopping)."""
+
+    def __init__(self, limiter: Limiter) -> None:
+        self.throttled = 0
+        self._waits: set[trio.CancelScope] = set()
+        self.use(limiter)
+
+    def use(self, limiter: Limiter) -> None:
+        """Pass through ``limiter`` from now on (the group attached to a bus again)."""
+        self.limiter = limiter
+        # the limiter's own methods: one call per run on the way in and out, nothing more
+        self.try_enter: Callable[[], bool] = limiter.try_acquire  # pass at once if both are at hand
+        self.leave: Callable[[], None] = limiter.release  # the run that passed ended
+
+    async def enter(self) -> bool:
+        """Wait to pass; False if `stop_waiting` ended the wait (nothing is held then)."""
+        scope = trio.CancelScope()
+        self._waits.add(scope)
+        try:
+            with scope:
+                await self.limiter.acquire(self._held)
+                return True
+            return False
+        finally:
+            self._waits.discard(scope)
+
+    def _held(self) -> None:
+        self.throttled += 1
+
+    def stop_waiting(self) -> None:
+        for scope in self._waits:
+            scope.cancel()
+
+
+def gate_for(bus: Bus, topic: str, group: str, config: LimitedConfig, gate: Gate | None) -> Gate | None:
+    """The gate of a group configured with ``config`` reading ``topic`` as ``group`` on ``bus``:
+    ``gate`` (its current one, kept with its counters) on the limiter of this bus; None
+    without limits."""
+    spec = limit_spec(config.rate_limit, config.rate_burst, config.concurrency_limit)
+    if spec is None:
+        return None
+    limiter = limiter_for(bus, topic, group, spec)
+    if gate is None:
+        return Gate(limiter)
+    gate.use(limiter)
+    return gate
+
+
+class LimitedConfig(Protocol):
+    """The fields of a group's configuration that say its limits (`GroupConfig` has them)."""
+
+    @property
+    def rate_limit(self) -> str | None: ...
+    @property
+    def rate_burst(self) -> int | None: ...
+    @property
+    def concurrency_limit(self) -> int | None: ...

@@ -155,6 +155,7 @@ class WorkerPool:
         for worker in self._workers.values():
             worker.stopping = True
         self._work_ready.unpark_all()
+        self.runner.stop_waiting()  # not started: their deliveries go back to the buffer at once
         with trio.move_on_after(timeout):
             while self._workers:
                 await self._worker_exited.park()

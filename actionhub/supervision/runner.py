@@ -26,6 +26,7 @@ from ..message import Message
 from ..payloads import Codec, InvalidPayload
 from .inbox import GroupInbox
 from .keeper import ResultKeeper
+from .limits import Gate
 from .policy import GroupConfig
 
 if TYPE_CHECKING:
@@ -103,11 +104,21 @@ class MessageRunner:
         self.rejected = 0
         self.timeouts = 0
         self.in_flight = 0
+        self.gate: Gate | None = None  # the group's rate and concurrency limits, if it has any
+
+    def stop_waiting(self) -> None:
+        """The workers stop: runs waiting for a limit give their deliveries back, unstarted."""
+        if self.gate is not None:
+            self.gate.stop_waiting()
 
     async def handle(self, delivery: Delivery) -> Panic | None:
         """Run the action on one delivery and settle the message; say if the action panicked.
         Ordered, the key's lane is freed once the message is settled; a run cancelled midway
-        (a restart, a kill) runs again before the key's later messages."""
+        (a restart, a kill) runs again before the key's later messages. With limits, the run
+        waits here for them first; a wait that ends early puts the delivery back unstarted."""
+        gate = self.gate
+        if gate is not None and not gate.try_enter() and not await self._wait_at(gate, delivery):
+            return None
         trace = tracing.start_process(delivery.message, delivery.subscription.group, self.name)
         try:
             key = delivery.message.key
@@ -115,8 +126,20 @@ class MessageRunner:
                 return await self._run(delivery, trace)
             return await self._run_in_lane(delivery, key, trace)
         finally:
+            if gate is not None:
+                gate.leave()
             if trace is not None:
                 trace.end()
+
+    async def _wait_at(self, gate: Gate, delivery: Delivery) -> bool:
+        """Wait for the group's limits; False if the wait ended early (the workers stop)."""
+        entered = False
+        try:
+            entered = await gate.enter()
+        finally:  # cancelled while waiting too: not started, the same attempt next time
+            if not entered:
+                self._inbox.put_back(delivery)
+        return entered
 
     async def _run_in_lane(
         self, delivery: Delivery, key: str, trace: tracing.Processing | None

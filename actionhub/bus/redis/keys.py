@@ -120,6 +120,13 @@ class Keys:
         fired or passed over and the last one published (ms since the epoch; see `ScheduleState`)."""
         return f"{self.prefix}schedule:{name}"
 
+    def limits(self, topic: str, group: str) -> tuple[str, str, str]:
+        """A consumer group's limits, shared by its hubs: its rate (GCRA's next due time, in
+        microseconds of the Redis clock), its concurrency slots (a sorted set of slot ->
+        lapse time, ms) and the hubs waiting for a slot (hub -> when they last asked, ms)."""
+        base = f"{self.prefix}limit:{topic}:{group}"
+        return f"{base}:rate", f"{base}:slots", f"{base}:waiting"
+
 
 def partition_count(key: str, raw: bytes | str | None) -> int | None:
     """The partition count stored at ``key`` (`Keys.partitions`), None if there is none yet."""

@@ -384,3 +384,77 @@ end
 redis.call('SET', KEYS[1], ARGV[1] .. ':' .. string.format('%d', last) .. ':' .. fired)
 return out
 """
+
+# A group's rate and concurrency limits (see bus/redis/limits.py), one call for every run of a
+# hub waiting for them. KEYS: `Keys.limits`. ARGV: 1 GCRA interval (us, 0: no rate), 2 its
+# tolerance (us), 3 slot limit (0: none), 4 slot lease (ms), 5 how long a hub stays counted as
+# waiting for a slot (ms), 6 the hub, 7 slots it holds after the releases, 8 tokens wanted,
+# 9 slots wanted, 10 of which for runs waiting now, 11 with both limits: 1 (each new slot
+# brings a token), 12 the number of the first new slot, 13 tokens given back (taken ahead of
+# need, unused), 14.. slots given back. While other hubs
+# wait for a slot, a hub gets no more than its share. Returns {slots, tokens, us until the next
+# token (-1: no rate), 1 if other hubs wait for a slot}.
+LIMIT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local now_ms = math.floor(now / 1000)
+for i = 14, #ARGV do redis.call('ZREM', KEYS[2], ARGV[i]) end
+local limit, hub = tonumber(ARGV[3]), ARGV[6]
+local slots, contended = 0, 0
+if limit > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now_ms)
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now_ms - tonumber(ARGV[5]))
+  local free = limit - redis.call('ZCARD', KEYS[2])
+  local others = redis.call('ZCARD', KEYS[3])
+  if redis.call('ZSCORE', KEYS[3], hub) then others = others - 1 end
+  if others > 0 then
+    contended = 1
+    free = math.min(free, math.ceil(limit / (others + 1)) - tonumber(ARGV[7]))
+  end
+  slots = math.max(0, math.min(tonumber(ARGV[9]), free))
+  local lapse = now_ms + tonumber(ARGV[4])
+  for i = 0, slots - 1 do redis.call('ZADD', KEYS[2], lapse, hub .. ':' .. (tonumber(ARGV[12]) + i)) end
+  if slots < tonumber(ARGV[10]) then
+    redis.call('ZADD', KEYS[3], now_ms, hub)
+    redis.call('PEXPIRE', KEYS[3], tonumber(ARGV[5]))
+  else
+    redis.call('ZREM', KEYS[3], hub)
+  end
+  redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[4]) * 2)
+end
+local interval = tonumber(ARGV[1])
+local tokens, wait = 0, -1
+if interval > 0 then
+  local tolerance = tonumber(ARGV[2])
+  local tat = tonumber(redis.call('GET', KEYS[1]) or '0') - tonumber(ARGV[13]) * interval
+  tat = math.max(tat, now)
+  local wanted = tonumber(ARGV[8])
+  if ARGV[11] == '1' then wanted = wanted + slots end
+  local ahead = now + tolerance - tat
+  if ahead >= 0 then tokens = math.min(wanted, math.floor(ahead / interval) + 1) end
+  if tokens > 0 or ARGV[13] ~= '0' then
+    tat = tat + tokens * interval
+    redis.call('SET', KEYS[1], string.format('%.3f', tat), 'PX', math.ceil((tat - now) / 1000) + 1000)
+  end
+  wait = math.max(0, math.ceil(tat - tolerance - now))
+end
+return {slots, tokens, wait, contended}
+"""
+
+# Renew a hub's concurrency slots (KEYS[1], `Keys.limits`) for ARGV[1] ms from now, Redis time:
+# those in ARGV[2..] that are still there (a slot that lapsed while its hub stalled is not taken
+# back). Returns how many had lapsed.
+LIMIT_RENEW = """
+local t = redis.call('TIME')
+local lapse = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[1])
+local lapsed = 0
+for i = 2, #ARGV do
+  if redis.call('ZSCORE', KEYS[1], ARGV[i]) then
+    redis.call('ZADD', KEYS[1], lapse, ARGV[i])
+  else
+    lapsed = lapsed + 1
+  end
+end
+if #ARGV > 1 then redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[1]) * 2) end
+return lapsed
+"""

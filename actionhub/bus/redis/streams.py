@@ -39,6 +39,7 @@ from redis.client import Pipeline
 
 from ...errors import ConfigurationError, HubStopped, MalformedMessage
 from ...message import Message
+from ...supervision.limits import LimitSpec
 from ..base import Inbox, Subscription
 from ..dedupe import Dedupe
 from . import scripts
@@ -48,6 +49,7 @@ from .entries import (
     Requeued,
 )
 from .keys import DEFAULT_PARTITIONS, partition_count
+from .limits import RedisLimiter, give_back_slots, limiter_of, renew_slots
 from .once import batches, publish_many_once, publish_once
 from .options import RedisOptions
 from .ordered import OrderedSubscription
@@ -253,6 +255,7 @@ class RedisStreamsBus(RedisBusBase):
 
     async def _before_close(self) -> None:
         await self.flush_acks()
+        await give_back_slots(self)
 
     def wake_acker(self) -> None:
         self._acks_due.set()
@@ -354,6 +357,7 @@ class RedisStreamsBus(RedisBusBase):
                         subscription.group,
                         len(lost),
                     )
+        await renew_slots(self)  # the group's concurrency slots lapse with the hub's leases
 
     async def _trim_streams(self) -> None:
         await trio.sleep(self.options.trim_interval)
@@ -368,6 +372,10 @@ class RedisStreamsBus(RedisBusBase):
             calls = [(self._trim, [stream], [forget_after]) for stream in streams[start : start + TRIM_BATCH]]
             removed += sum(int(n) for n in await self.run_scripts(calls, what="trim"))
         return removed
+
+    def limiter(self, topic: str, group: str, spec: LimitSpec) -> RedisLimiter:
+        """Limits kept in Redis for every hub of the group (bus/redis/limits.py)."""
+        return limiter_of(self, topic, group, spec)
 
     def _forget(self, subscription: StreamSubscription) -> None:
         if subscription in self._subscriptions:
