@@ -11,7 +11,7 @@ import os
 import socket
 import time
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 import orjson
@@ -51,11 +51,13 @@ class HubSnapshot:
 
     @classmethod
     def from_json(cls, raw: bytes) -> HubSnapshot:
+        """The snapshot in ``raw``; fields a newer hub adds are left out, so a rolling upgrade
+        never hides a hub from older readers of this version on."""
         document = orjson.loads(raw)
         groups = tuple(
             WorkerStat(
                 **{
-                    **g,
+                    **_known(WorkerStat, g),
                     "instance": Instance(g["instance"]),
                     "behaviour": Behaviour(g["behaviour"]),
                     "state": GroupState(g.get("state", "running")),  # hubs older than the field
@@ -63,12 +65,16 @@ class HubSnapshot:
             )
             for g in document.pop("groups")
         )
-        known = attrs.fields_dict(ScheduleInfo).keys()  # a newer hub's extra fields are left out
         schedules = tuple(
-            ScheduleInfo(**{k: v for k, v in info.items() if k in known})
-            for info in document.pop("schedules", ())
+            ScheduleInfo(**_known(ScheduleInfo, info)) for info in document.pop("schedules", ())
         )
-        return cls(groups=groups, schedules=schedules, **document)
+        return cls(groups=groups, schedules=schedules, **_known(cls, document))
+
+
+def _known(cls: type, document: dict[str, Any]) -> dict[str, Any]:
+    """The fields of ``document`` that attrs class ``cls`` has."""
+    known = attrs.fields_dict(cls)
+    return {name: value for name, value in document.items() if name in known}
 
 
 def snapshot_of(hub: ActionHub, started_at: float) -> HubSnapshot:

@@ -23,7 +23,7 @@ from actionhub.bus.redis.streams import RedisStreamsBus
 from actionhub.bus.ticks import ScheduleState, Tick, decide
 from actionhub.bus.url import open_bus
 from actionhub.cli._schedules import ScheduleRow, schedule_rows
-from actionhub.inspect import HubSnapshot, hub_snapshots
+from actionhub.inspect import HubSnapshot, hub_snapshots, snapshot_of
 from actionhub.scheduling import MAX_CATCH_UP, ScheduleInfo
 from actionhub.testing import RedisServer
 from tests.polling import wait_until
@@ -419,6 +419,27 @@ def test_an_old_snapshot_without_schedules_still_decodes() -> None:
     snapshot = HubSnapshot.from_json(orjson.dumps(old))
     assert snapshot.schedules == ()
     assert HubSnapshot.from_json(snapshot.to_json()) == snapshot
+
+
+async def test_a_newer_hubs_snapshot_decodes_without_its_new_fields() -> None:
+    """Fields a later version adds (top level, per group, per schedule) are left out, not fatal:
+    a rolling upgrade never hides a hub from an older CLI or dashboard."""
+    hub = ActionHub("memory://")
+
+    @hub.schedule("beat", every=3600)
+    @hub.action("beats")
+    async def beats(job: Job) -> None:
+        pass
+
+    async with hub.running():
+        expected = HubSnapshot.from_json(snapshot_of(hub, 1.0).to_json())
+    document = orjson.loads(snapshot_of(hub, 1.0).to_json())
+    document["from_the_future"] = 1
+    document["schedules"][0]["from_the_future"] = 2
+    document["groups"][0]["from_the_future"] = 3
+    snapshot = HubSnapshot.from_json(orjson.dumps(document))
+    assert [info.name for info in snapshot.schedules] == ["beat"]
+    assert [stat.addr for stat in snapshot.groups] == [stat.addr for stat in expected.groups] == ["beats"]
 
 
 def test_the_cli_rows_join_the_hubs_definitions_and_the_states() -> None:
