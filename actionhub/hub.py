@@ -11,12 +11,12 @@ import time
 import traceback as tb_module
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from functools import partial
 from typing import Any, TypeVar, overload
 
 import attrs
 import trio
-from typing_extensions import Unpack
 
 from . import tracing
 from .bus import statuses
@@ -29,7 +29,7 @@ from .message import JSON, Message, check_key
 from .payloads import decode_reply, to_json
 from .registry.templates import Action, WorkerTemplate, WorkerTemplateRegistry
 from .results import MessageStatus
-from .scheduling import Schedule, ScheduleOptions, Scheduler
+from .scheduling import CatchUp, Schedule, ScheduleOptions, Scheduler
 from .stats import WorkerStat
 from .supervision.escalation import (
     Escalation,
@@ -143,24 +143,56 @@ class ActionHub:
             await group.stop()
 
     @overload
-    def schedule(self, name: str, *, topic: str, **options: Unpack[ScheduleOptions]) -> Schedule: ...
+    def schedule(
+        self,
+        name: str,
+        *,
+        topic: str,
+        payload: JSON = None,
+        cron: str | None = None,
+        every: float | timedelta | None = None,
+        tz: str = "UTC",
+        catch_up: CatchUp = "latest",
+        jitter: float = 0,
+    ) -> Schedule: ...
 
     @overload
     def schedule(
-        self, name: str, *, topic: None = None, **options: Unpack[ScheduleOptions]
+        self,
+        name: str,
+        *,
+        topic: None = None,
+        payload: JSON = None,
+        cron: str | None = None,
+        every: float | timedelta | None = None,
+        tz: str = "UTC",
+        catch_up: CatchUp = "latest",
+        jitter: float = 0,
     ) -> Callable[[A], A]: ...
 
     def schedule(
-        self, name: str, *, topic: str | None = None, **options: Unpack[ScheduleOptions]
+        self,
+        name: str,
+        *,
+        topic: str | None = None,
+        payload: JSON = None,
+        cron: str | None = None,
+        every: float | timedelta | None = None,
+        tz: str = "UTC",
+        catch_up: CatchUp = "latest",
+        jitter: float = 0,
     ) -> Schedule | Callable[[A], A]:
         """Publish ``payload`` to ``topic`` at every tick of ``cron`` (5 fields, in zone ``tz``)
-        or ``every`` (seconds or a timedelta), once per tick across every hub declaring it:
-        ``hub.schedule(name, *, topic, payload=None, cron=None, every=None, tz="UTC",
-        catch_up="latest", jitter=0)`` (see `Schedule`). Without ``topic``, a decorator put above
-        ``@hub.action(...)``: the schedule publishes to that action's topic. Before or while the
-        hub runs."""
+        or ``every`` (seconds or a timedelta), once per tick across every hub declaring it;
+        ``catch_up`` ("latest", "all" or "none") says what becomes of ticks missed while no hub
+        ran, ``jitter`` delays each tick by up to that many seconds (see `Schedule`). Without
+        ``topic``, a decorator put above ``@hub.action(...)``: the schedule publishes to that
+        action's topic. Before or while the hub runs."""
         if self._state in (_State.STOPPING, _State.STOPPED):
             raise HubStopped(f"hub {self.name} is stopped")
+        options = ScheduleOptions(
+            payload=payload, cron=cron, every=every, tz=tz, catch_up=catch_up, jitter=jitter
+        )
         return self.schedules.declare(name, topic, options)
 
     def templates(self) -> list[WorkerTemplate]:
