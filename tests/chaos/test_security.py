@@ -53,8 +53,9 @@ async def test_a_least_privilege_acl_user_runs_everything(
     chaos_redis: RedisServer, tmp_path: Path, figures: Figures
 ) -> None:
     """The README's ACL user (its commands only, keys and channels under the prefix only) runs a
-    hub through work, retries, checkpoints, dead letters, replies, trimming, announcements and
-    operator commands, the CLI and the dashboard; Redis's ACL log records no refusal."""
+    hub through work, retries, checkpoints, dead letters, replies, trimming, announcements,
+    operator commands, limits, kept results, deduplicated publishes, schedules, the CLI and the
+    dashboard; Redis's ACL log records no refusal."""
     admin = redis.Redis.from_url(chaos_redis.url)
     rule = acl_rule().replace("<password>", "s3cret")
     admin.execute_command("ACL", "SETUSER", "actionhub", *rule.split())
@@ -72,9 +73,21 @@ async def test_a_least_privilege_acl_user_runs_everything(
         await job.checkpoint({"attempt": job.attempt})  # saved, loaded on the retry, then cleared
         raise ValueError("no")
 
+    ticks: list[Any] = []
+
+    @hub.schedule("tick", every=1)
+    @hub.action("ticked", keep_result=60, rate_limit="100/s", concurrency_limit=2)
+    async def ticked(job: Job) -> str:
+        ticks.append(job.payload)
+        return "kept"
+
     async with hub.running():
         for i in range(20):
             await hub.publish("work", i)
+        first = await hub.publish("ticked", "once", dedupe_key="k", dedupe_for=60)
+        assert await hub.publish("ticked", "twice", dedupe_key="k", dedupe_for=60) == first
+        assert await hub.result(first, timeout=10) == "kept"
+        await wait_until(lambda: len(ticks) >= 2, timeout=20)  # the schedule fired too
         await hub.publish("fail", "x")
         await hub.publish("work", "later", delay=0.2)
         reply = await hub.request("work", "ask", timeout=10)
@@ -87,6 +100,10 @@ async def test_a_least_privilege_acl_user_runs_everything(
         assert "least-privilege" in out
         code, out, err = await _cli("scale", "work", "--min", "1", "--max", "6", "--bus", url)
         assert code == 0, err
+        code, out, err = await _cli("schedules", "--bus", url)
+        assert code == 0 and "tick" in out, err
+        code, out, err = await _cli("status", first, "--bus", url)
+        assert code == 0 and "done" in out, err
         code, out, err = await _cli("publish", "work", '"from the cli"', "--bus", url)
         assert code == 0, err
         code, out, err = await _cli("dead-letters", "requeue", "fail", "--bus", url)
