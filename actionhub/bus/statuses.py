@@ -36,6 +36,12 @@ class StatusStore(abc.ABC):
         """Store ``record`` (JSON) as the status of ``message_id`` for ``ttl`` seconds; ``final``:
         also ring the message's bell (waiters re-read)."""
 
+    async def write_done(self, message_id: str, record: bytes, ttl: float) -> None:
+        """`write` a done record, which must be stored before the message's ack: here, written
+        before returning; a store whose bus's acker sends queued writes ahead of its acks only
+        queues it (the worker does not wait for Redis)."""
+        await self.write(message_id, record, ttl, final=True)
+
     @abc.abstractmethod
     async def read(self, message_id: str) -> bytes | None:
         """The stored record of ``message_id``, None if there is none (never kept, expired)."""

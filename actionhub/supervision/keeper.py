@@ -3,7 +3,8 @@
 The runner calls it at each step of a message's fate (only for such groups: the others hold
 None and do nothing per message): ``running`` before the action, ``retrying`` with the next
 attempt's number and time, ``done`` with the return value BEFORE the ack (a crash between the
-two leaves a done record and a redelivery, never an ack without a result), ``dead`` before the
+two leaves a done record and a redelivery, never an ack without a result: on Redis streams the
+worker only queues it, and the bus's acker sends it ahead of the XACK), ``dead`` before the
 message moves to the dead letters. Records are JSON (`actionhub.results`), kept by the bus
 (`actionhub.bus.statuses`).
 """
@@ -46,7 +47,7 @@ class ResultKeeper:
         return encode(self._status(delivery, "done", attempt=delivery.message.attempt, result=to_json(value)))
 
     async def done(self, delivery: Delivery, record: bytes) -> None:
-        await self.store.write(delivery.message.id, record, self.keep_result, final=True)
+        await self.store.write_done(delivery.message.id, record, self.keep_result)
 
     async def dead(self, delivery: Delivery, reason: str, error: str | None = None) -> None:
         await self._write(delivery, "dead", attempt=delivery.message.attempt, reason=reason, error=error)

@@ -64,6 +64,8 @@ class RedisBusBase(Bus):
     """Connection, thread hops and the shared Redis features of both transports."""
 
     durable = False
+    #: whether the acker sends the queued status writes before its acks (`RedisStatuses.flush`)
+    statuses_before_acks = False
 
     def __init__(self, url: str, redis_url: str, options: RedisOptions, *, client: Any = None) -> None:
         self.url = url

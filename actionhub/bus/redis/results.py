@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from ...errors import HubStopped
 from ..statuses import StatusStore
 from . import scripts
 from .keys import Keys
@@ -75,7 +76,13 @@ class _Batch:
 
 
 class RedisStatuses(StatusStore):
-    """The status records of one Redis bus (made once per bus: ``bus.statuses()``)."""
+    """The status records of one Redis bus (made once per bus: ``bus.statuses()``).
+
+    One writer task sends every write, batch after batch, in the order they were made: a write
+    of a message never lands before an earlier one of it. A batch Redis refuses goes back ahead
+    of the newer writes and is sent again (after a pause): no write is dropped, and `flush`
+    (which the streams bus's acker awaits before each round of acks) fails meanwhile, so no
+    ack goes out before its done record is in Redis."""
 
     def __init__(self, bus: RedisBusBase) -> None:
         self._bus = bus
@@ -84,8 +91,11 @@ class RedisStatuses(StatusStore):
         self._kept: dict[str, float] = {}  # topic -> seconds, refreshed while the bus is open
         self._refreshing = False
         self._batch = _Batch()  # the writes waiting for the writer's next round trip
+        self._sending: _Batch | None = None  # the writes of the round trip under way
         self._work = trio.Event()
         self._writing = False
+        #: the bus's acker sends what is queued before its acks (`flush`): a done write need not wait
+        self._flushed_before_acks: bool = bus.statuses_before_acks
 
     async def keep(self, topic: str, seconds: float) -> None:
         self._kept[topic] = max(seconds, self._kept.get(topic, 0.0))
@@ -106,8 +116,27 @@ class RedisStatuses(StatusStore):
     async def write(self, message_id: str, record: bytes, ttl: float, *, final: bool) -> None:
         """Group commit: every write made while the writer's round trip is out goes in its next
         one (many workers' records for the price of one round trip), in order. A final write
-        returns once written (a done record is written before its ack); the others (running,
-        retrying: what the next write of the message overwrites) return once queued."""
+        returns once written; the others (running, retrying: what the next write of the message
+        overwrites) return once queued."""
+        batch = self._queue(message_id, record, ttl, final=final)
+        if final:
+            await self._written(batch)
+
+    async def write_done(self, message_id: str, record: bytes, ttl: float) -> None:
+        """Queued only, on a bus whose acker flushes the writes before its acks (streams);
+        written before returning otherwise."""
+        batch = self._queue(message_id, record, ttl, final=True)
+        if not self._flushed_before_acks:
+            await self._written(batch)
+
+    async def flush(self) -> None:
+        """Return once every write queued so far is in Redis; raise the error of a round trip
+        that failed meanwhile (its writes are queued again, ahead of the newer ones)."""
+        batch = self._batch if self._batch.calls else self._sending
+        if batch is not None:
+            await self._written(batch)
+
+    def _queue(self, message_id: str, record: bytes, ttl: float, *, final: bool) -> _Batch:
         keys, args = write_status(self._keys, message_id, record, ttl, final=final)
         batch = self._batch
         batch.calls.append((self._write, keys, args))
@@ -117,27 +146,42 @@ class RedisStatuses(StatusStore):
             nursery = self._bus._nursery
             assert nursery is not None, "the bus is not open"
             nursery.start_soon(self._writer)
-        if not final:
-            return
+        return batch
+
+    @staticmethod
+    async def _written(batch: _Batch) -> None:
         await batch.done.wait()
         if batch.error is not None:
             raise batch.error
 
     async def _writer(self) -> None:
+        failures = 0
         try:
             while True:
                 await self._work.wait()
                 self._work = trio.Event()
                 batch, self._batch = self._batch, _Batch()
+                self._sending = batch
+                written = False
                 try:
                     for start in range(0, len(batch.calls), WRITE_BATCH):
                         chunk = batch.calls[start : start + WRITE_BATCH]
                         await self._bus.run_scripts(chunk, what="write message statuses")
-                except Exception as error:  # told to every final writer of the batch; the next goes on
-                    log.error("writing %d message status(es) failed: %r", len(batch.calls), error)
+                except Exception as error:  # told to the batch's waiters; its writes go again
+                    failures += 1
+                    log.error("writing %d message status(es) failed: %r; retrying", len(batch.calls), error)
                     batch.error = error
+                    self._batch.calls[:0] = batch.calls  # ahead of the newer writes: order kept
+                    self._work.set()
+                else:
+                    written, failures = True, 0
                 finally:
+                    if not written and batch.error is None:  # cancelled: the bus is closing
+                        batch.error = HubStopped("the bus closed before these statuses were written")
+                    self._sending = None
                     batch.done.set()
+                if failures:
+                    await trio.sleep(min(5.0, 0.05 * 2**failures))
         finally:
             self._writing = False
 

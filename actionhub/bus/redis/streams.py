@@ -54,7 +54,8 @@ from .once import batches, publish_many_once, publish_once
 from .options import RedisOptions
 from .ordered import OrderedSubscription
 from .reader import Reader
-from .subscription import StreamSubscription
+from .results import RedisStatuses
+from .subscription import Letter, StreamSubscription
 from .watch import LazyWatch
 from .wire import Command
 
@@ -74,6 +75,7 @@ class RedisStreamsBus(RedisBusBase):
     """At-least-once transport on Redis Streams and consumer groups."""
 
     durable = True
+    statuses_before_acks = True
 
     def __init__(self, url: str, redis_url: str, options: RedisOptions, *, client: Any = None) -> None:
         super().__init__(url, redis_url, options, client=client)
@@ -276,6 +278,13 @@ class RedisStreamsBus(RedisBusBase):
         batch = [(s, *s.take_settled()) for s in self._subscriptions if s.acks or s.letters]
         if not batch:
             return
+        statuses: RedisStatuses | None = self.__dict__.get("_statuses")
+        if statuses is not None:  # a group keeps results: done records before the acks
+            try:
+                await statuses.flush()
+            except BaseException:
+                self._owe(batch)
+                raise
 
         def ack() -> None:
             # a transaction only with letters: each must be acked if, and only if, it is written
@@ -294,9 +303,15 @@ class RedisStreamsBus(RedisBusBase):
             else:
                 await self.call(ack, what="ack")
         except BaseException:  # say, an OOM reply: keep what is owed for the next round
-            for subscription, acks, letters in batch:
-                subscription.owe(acks, letters)
+            self._owe(batch)
             raise
+
+    def _owe(self, batch: list[tuple[StreamSubscription, dict[str, list[bytes]], list[Letter]]]) -> None:
+        """Take back what a failed round could not send; the acker goes again (after its pause)
+        even if nothing new is acked meanwhile."""
+        for subscription, acks, letters in batch:
+            subscription.owe(acks, letters)
+        self._acks_due.set()
 
     async def _look_after(self) -> None:
         """Once per claim interval, for every group of the hub at once: find entries abandoned by
