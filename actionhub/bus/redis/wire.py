@@ -89,10 +89,13 @@ def wire_params(client: Any) -> WireParams | None:
 
 
 class _Waiter:
+    """One command's reply to come. Replies come in order, so only the last command of a round
+    trip has an event: once it is set, every reply of the round trip is in."""
+
     __slots__ = ("done", "reply")
 
-    def __init__(self) -> None:
-        self.done = trio.Event()
+    def __init__(self, done: trio.Event | None = None) -> None:
+        self.done = done
         self.reply: Any = None
 
 
@@ -110,6 +113,8 @@ class WireConnection:
         """Send ``commands`` in one write; their replies, in order. A reply that is an error is
         raised (the first one) as redis-py would; a connection lost or silent for ``timeout``
         (default: the client's socket timeout) raises redis-py's ConnectionError/TimeoutError."""
+        if not commands:
+            return []
         async with self._send_lock:
             sock = self._socket or await self._connect()
             waiters = await self._send(sock, commands)
@@ -150,7 +155,8 @@ class WireConnection:
         return sock
 
     async def _send(self, sock: trio.SocketStream, commands: Sequence[Command]) -> list[_Waiter]:
-        waiters = [_Waiter() for _ in commands]
+        waiters = [_Waiter() for _ in commands[1:]]
+        waiters.append(_Waiter(trio.Event()))
         self._waiting.extend(waiters)
         try:
             await sock.send_all(b"".join(hiredis.pack_command(cast(Any, tuple(c))) for c in commands))
@@ -163,8 +169,9 @@ class WireConnection:
 
     async def _replies(self, sock: trio.SocketStream, waiters: list[_Waiter], timeout: float) -> list[Any]:
         with trio.move_on_after(timeout) as scope:
-            for waiter in waiters:
-                await waiter.done.wait()
+            done = waiters[-1].done
+            assert done is not None
+            await done.wait()
         if scope.cancelled_caught:
             self._break(sock, TimeoutError("no reply"))
             raise redis.TimeoutError(f"Redis did not answer within {timeout} s")
@@ -187,7 +194,8 @@ class WireConnection:
                 while (reply := reader.gets()) is not False:
                     waiter = self._waiting.popleft()
                     waiter.reply = reply
-                    waiter.done.set()
+                    if waiter.done is not None:
+                        waiter.done.set()
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError, hiredis.ProtocolError) as exc:
             self._break(sock, exc)
         except IndexError:  # a reply nobody asked for: the stream cannot be trusted any more
@@ -203,4 +211,5 @@ class WireConnection:
         while self._waiting:
             waiter = self._waiting.popleft()
             waiter.reply = error
-            waiter.done.set()
+            if waiter.done is not None:
+                waiter.done.set()
