@@ -141,3 +141,25 @@ async def test_done_records_that_redis_refuses_hold_back_their_acks_and_are_not_
             assert await hub.result(message_id, timeout=30) == 3 * n
         await wait_until(lambda: client.xpending(stream, "triple")["pending"] == 0, timeout=30)
         assert [(await hub.status(i)).state for i in ids] == ["done"] * 5
+
+
+def test_a_round_trip_sends_each_message_s_latest_write_only_and_a_failed_one_goes_first() -> None:
+    from actionhub.bus.redis.results import _Batch
+
+    def call(key: str, state: str) -> tuple[None, list[str], list[bytes | int]]:
+        return None, [key, f"{key}:bell"], [state.encode(), 1000, 0]
+
+    def sent(batch: _Batch) -> list[tuple[str, bytes | int]]:
+        return [(keys[0], args[0]) for _, keys, args in batch.calls]
+
+    failed = _Batch()
+    for key, state in [("a", "running"), ("b", "running"), ("a", "done")]:
+        failed.put(call(key, state))
+    assert sent(failed) == [("a", b"done"), ("b", b"running")]  # a's running would be overwritten
+
+    newer = _Batch()  # queued while the failed round trip was out
+    for key, state in [("b", "retrying"), ("c", "running")]:
+        newer.put(call(key, state))
+    newer.put_before(failed.calls)
+    # the failed writes go again, but never over a newer write of their message
+    assert sent(newer) == [("a", b"done"), ("b", b"retrying"), ("c", b"running")]

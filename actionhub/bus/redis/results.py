@@ -66,13 +66,36 @@ def keep_results(keys: Keys, topic: str, seconds: float) -> tuple[Any, ...]:
 WRITE_BATCH = 500
 
 
+_Call = tuple[Any, list[str], list[bytes | int]]
+
+
 class _Batch:
-    __slots__ = ("calls", "done", "error")
+    """Writes for one round trip, at most one per message: a later write of a message takes the
+    place of the earlier one still queued (``running`` then ``done`` of a quick action: only
+    ``done`` is sent; the message's writes still land in order)."""
+
+    __slots__ = ("calls", "done", "error", "slots")
 
     def __init__(self) -> None:
-        self.calls: list[tuple[Any, list[str], list[bytes | int]]] = []
+        self.calls: list[_Call] = []
+        self.slots: dict[str, int] = {}  # status key -> its write's index in `calls`
         self.done = trio.Event()
         self.error: Exception | None = None
+
+    def put(self, call: _Call) -> None:
+        key = call[1][0]
+        slot = self.slots.get(key)
+        if slot is None:
+            self.slots[key] = len(self.calls)
+            self.calls.append(call)
+        else:
+            self.calls[slot] = call
+
+    def put_before(self, calls: list[_Call]) -> None:
+        """Queue ``calls`` (a failed round trip's) ahead of the writes queued meanwhile."""
+        newer, self.calls, self.slots = self.calls, [], {}
+        for call in calls + newer:
+            self.put(call)
 
 
 class RedisStatuses(StatusStore):
@@ -139,7 +162,7 @@ class RedisStatuses(StatusStore):
     def _queue(self, message_id: str, record: bytes, ttl: float, *, final: bool) -> _Batch:
         keys, args = write_status(self._keys, message_id, record, ttl, final=final)
         batch = self._batch
-        batch.calls.append((self._write, keys, args))
+        batch.put((self._write, keys, args))
         self._work.set()
         if not self._writing:
             self._writing = True
@@ -171,7 +194,7 @@ class RedisStatuses(StatusStore):
                     failures += 1
                     log.error("writing %d message status(es) failed: %r; retrying", len(batch.calls), error)
                     batch.error = error
-                    self._batch.calls[:0] = batch.calls  # ahead of the newer writes: order kept
+                    self._batch.put_before(batch.calls)  # ahead of the newer writes: order kept
                     self._work.set()
                 else:
                     written, failures = True, 0
