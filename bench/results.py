@@ -5,11 +5,11 @@ stream with and without it.
     python -m bench.results -n 20000 -r 3 --url redis://127.0.0.1:6379/0 --work 0.001
 
 With ``keep_result`` each message costs two more writes (its ``running`` record before the
-action, its ``done`` record with the return value before the ack), each one round trip of its
-worker (pipelined with the other workers' on the hub's connection). Rounds alternate the order of
-the two runs, so machine drift hits both; the ratio is taken per round and its median printed.
-Also timed: ``hub.publish`` while the topic keeps results (the pending record written by the
-publish script) against a topic that does not. This is a benchmark, not a test.
+action, its ``done`` record with the return value before the ack), both queued for the hub's one
+status writer (group commit); the acker waits for the writes queued before its acks. Rounds
+alternate the order of the two runs, so machine drift hits both; the ratio is taken per round
+and its median printed. Also timed: ``hub.publish`` while the topic keeps results (the pending
+record written by the publish script) against a topic that does not. This is a benchmark, not a test.
 """
 
 from __future__ import annotations
