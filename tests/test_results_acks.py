@@ -16,6 +16,7 @@ import trio
 
 from actionhub import ActionHub, Job
 from actionhub.bus.redis import scripts
+from actionhub.bus.redis.common import RedisBusBase
 from actionhub.bus.redis.keys import Keys
 from tests.polling import wait_until
 
@@ -44,7 +45,12 @@ async def _entries(hub: ActionHub, topic: str) -> dict[str, str]:
     return {message.id: entry for entry, message in await hub.bus.history(topic)}
 
 
-async def test_each_done_record_reaches_redis_before_its_ack(redis_url: str) -> None:
+@pytest.mark.parametrize("path", ["wire", "threads"])
+async def test_each_done_record_reaches_redis_before_its_ack(
+    redis_url: str, path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if path == "threads":  # as with TLS or a client the wire cannot copy: redis-py in threads
+        monkeypatch.setattr(RedisBusBase, "new_wire", lambda self: None)
     client, keys = _redis(redis_url)
     stop = f"stop-{uuid.uuid4().hex}"
     commands: list[str] = []
