@@ -1,7 +1,7 @@
 """A done record is in Redis before its message's XACK, though the worker no longer waits for
 it (the streams bus's acker sends the queued status writes first): seen from Redis itself (a
 MONITOR connection), and through a moment when Redis refuses the writes (out of memory), which
-loses neither a done record nor an ack."""
+loses neither a done record nor an ack, nor does a done write whose reply a cut connection lost."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ from actionhub import ActionHub, Job
 from actionhub.bus.redis import scripts
 from actionhub.bus.redis.common import RedisBusBase
 from actionhub.bus.redis.keys import Keys
+from actionhub.testing import RedisServer
+from tests.chaos.proxy import ChaosProxy
 from tests.polling import wait_until
 
 WRITE_STATUS_SHA = hashlib.sha1(scripts.WRITE_STATUS.encode()).hexdigest()
@@ -169,3 +171,52 @@ def test_a_round_trip_sends_each_message_s_latest_write_only_and_a_failed_one_go
     newer.put_before(failed.calls)
     # the failed writes go again, but never over a newer write of their message
     assert sent(newer) == [("a", b"done"), ("b", b"retrying"), ("c", b"running")]
+
+
+async def test_a_done_write_whose_reply_is_lost_is_written_again_before_its_ack(
+    redis_server: RedisServer, redis_url: str
+) -> None:
+    """The connection drops after Redis ran the round trip holding a done record, before its
+    reply came: the hub cannot know it landed, so it sends it again, and only then the ack."""
+    client, keys = _redis(redis_url)
+    proxy = ChaosProxy(redis_server.port)
+    stop = f"stop-{uuid.uuid4().hex}"
+    commands: list[str] = []
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(proxy.serve)
+
+        async def watch() -> None:
+            commands.extend(await trio.to_thread.run_sync(_monitor, redis_url, stop))
+
+        nursery.start_soon(watch)
+        await wait_until(lambda: any("O" in c["flags"] for c in client.client_list()))
+        hub = ActionHub(proxy.url() + "?prefix=" + redis_url.split("prefix=")[1], name="lossy")
+
+        @hub.action("shout", keep_result=60)
+        async def shout(job: Job) -> str:
+            return str(job.payload).upper()  # the marker is in the done record only
+
+        proxy.lose_reply_to(b"LOSE-THIS-REPLY")
+        try:
+            async with hub.running():
+                ids = [await hub.publish("shout", word) for word in ("a", "lose-this-reply", "b")]
+                assert [await hub.result(i, timeout=30) for i in ids] == ["A", "LOSE-THIS-REPLY", "B"]
+                stream = keys.stream("shout")
+                await wait_until(lambda: client.xpending(stream, "shout")["pending"] == 0)
+                entries = await _entries(hub, "shout")
+        finally:
+            client.echo(stop)
+        nursery.cancel_scope.cancel()
+
+    assert proxy.replies_lost == 1
+    lost = ids[1]
+    writes = [
+        i
+        for i, c in enumerate(commands)
+        if c.startswith(f"EVALSHA {WRITE_STATUS_SHA}") and keys.status(lost) in c.split() and "LOSE-THIS" in c
+    ]
+    acks = [i for i, c in enumerate(commands) if c.startswith("XACK") and entries[lost] in c.split()]
+    assert len(writes) >= 2 and acks  # written, its reply lost, written again; acked
+    assert writes[1] < acks[0], "acked before the done record whose reply was lost was written again"
+    assert len(acks) == 1
