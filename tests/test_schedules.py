@@ -9,18 +9,20 @@ import re
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
 import redis
 import trio
+from cronsim import CronSim
 
 from actionhub import ActionHub, ConfigurationError, HubStopped, Job, MemoryBus, Message, Schedule
 from actionhub.bus.base import Bus
 from actionhub.bus.redis.common import RedisBusBase
 from actionhub.bus.redis.streams import RedisStreamsBus
-from actionhub.bus.ticks import ScheduleState, Tick, decide
+from actionhub.bus.ticks import ScheduleState, Tick, TicksFired, decide
 from actionhub.bus.url import open_bus
 from actionhub.cli._schedules import ScheduleRow, schedule_rows
 from actionhub.inspect import HubSnapshot, hub_snapshots, snapshot_of
@@ -121,6 +123,30 @@ def test_cron_across_both_changes_in_london() -> None:
         utc(2026, 10, 25, 0, 30),
         utc(2026, 10, 26, 1, 30),
     ]
+
+
+# a daily 01:30 where 01:00-02:00 happens twice: the repeated hour, its first copy before it
+REPEATED_HOURS = [
+    ("Europe/London", utc(2026, 10, 25, 0), [utc(2026, 10, 25, 0, 30), utc(2026, 10, 26, 1, 30)]),
+    ("America/New_York", utc(2026, 11, 1, 5), [utc(2026, 11, 1, 5, 30), utc(2026, 11, 2, 6, 30)]),
+]
+
+
+@pytest.mark.parametrize(("tz", "first_copy", "daily"), REPEATED_HOURS)
+def test_the_next_tick_is_never_in_the_past_through_a_repeated_hour(
+    tz: str, first_copy: datetime, daily: list[datetime]
+) -> None:
+    """cronsim, started in the second copy of the hour (before :30), returns the first copy's
+    01:30, an hour in the past: never the next tick."""
+    schedule = Schedule("job", "jobs", cron="30 1 * * *", tz=tz)
+    minutes = range(ms(first_copy) - 3_600_000, ms(first_copy) + 3 * 3_600_000, 60_000)
+    nexts = [schedule.next_tick(at) for at in minutes]
+    assert all(tick > at for tick, at in zip(nexts, minutes, strict=True))
+    assert nexts == sorted(nexts) and sorted(set(nexts)) == [ms(t) for t in daily]
+    # counting back from any of those minutes agrees: the newest tick at or before it
+    for at in minutes:
+        newest = next(schedule.ticks_back(at))
+        assert newest <= at < schedule.next_tick(newest) and schedule.next_tick(newest - 1) == newest
 
 
 @pytest.mark.parametrize(
@@ -254,6 +280,51 @@ async def test_cron_fires_across_the_spring_forward(autojump_clock: trio.abc.Clo
     assert received.ticks() == [
         t.timestamp() for t in (utc(2026, 3, 7, 7, 30), utc(2026, 3, 8, 7), utc(2026, 3, 9, 6, 30))
     ]
+
+
+def _unfiltered_next_tick(self: Schedule, after: int) -> int:
+    """cronsim's first answer, as next_tick once was: in the past within a repeated hour."""
+    assert self.cron is not None
+    moment = next(iter(CronSim(self.cron, datetime.fromtimestamp(after / 1000, tz=self.zone))))
+    return round(moment.timestamp() * 1000)
+
+
+@pytest.mark.parametrize("guard", [False, True])
+@pytest.mark.parametrize(("tz", "first_copy", "daily"), REPEATED_HOURS)
+async def test_a_schedule_starting_in_the_repeated_hour_waits_for_its_next_tick(
+    autojump_clock: trio.abc.Clock,
+    monkeypatch: pytest.MonkeyPatch,
+    tz: str,
+    first_copy: datetime,
+    daily: list[datetime],
+    guard: bool,
+) -> None:
+    """Started afresh in the second copy of the hour (before :30), the scheduler does not spin on
+    the first copy's 01:30: it waits for the next day's, then the day after's. ``guard``: with a
+    next_tick that answers a tick in the past, the scheduler's own guard steps past it."""
+    if guard:
+        monkeypatch.setattr(Schedule, "next_tick", _unfiltered_next_tick)
+    bus = memory_bus(first_copy + timedelta(hours=1, minutes=10))
+    received = Received(bus)
+    calls = 0
+    fire_ticks = bus.fire_ticks
+
+    async def counted(*args: Any, **kwargs: Any) -> TicksFired:
+        nonlocal calls
+        calls += 1
+        if calls > 1_000:  # spinning: stop it, so that the assertion below says so
+            spinning.cancel()
+        return await fire_ticks(*args, **kwargs)
+
+    bus.fire_ticks = counted  # type: ignore[method-assign]
+    hub = ActionHub(bus, announce_interval=86_400)
+    hub.schedule("nightly", topic="nightly", cron="30 1 * * *", tz=tz)
+    hub.action("nightly")(received)
+    with trio.CancelScope() as spinning:
+        async with hub.running():
+            await trio.sleep(2 * 86_400 + 3_600)
+    assert calls <= 10
+    assert received.ticks() == [daily[1].timestamp(), (daily[1] + timedelta(days=1)).timestamp()]
 
 
 async def _run_hub(

@@ -140,7 +140,7 @@ class Scheduler:
         out = []
         for state in self._states.values():
             schedule = state.schedule
-            nxt = schedule.next_tick(state.last if state.last is not None else self._now())
+            nxt = _upcoming(schedule, state.last if state.last is not None else self._now())
             out.append(
                 ScheduleInfo(
                     name=schedule.name,
@@ -196,6 +196,7 @@ class Scheduler:
     async def _step(self, state: _State) -> float:
         """Offer what is due of ``state``'s schedule; the trio time at which to look again."""
         schedule = state.schedule
+        offered: list[Tick] = []
         try:
             if state.last is None:
                 fired = await self._fire(schedule, [])
@@ -208,7 +209,7 @@ class Scheduler:
                         extra={"schedule": schedule.name},
                     )
             now = self._now()
-            upcoming = schedule.next_tick(state.last)
+            upcoming = _upcoming(schedule, state.last)
             if upcoming + schedule.delay(upcoming) > now:
                 return self._trio_time(upcoming + schedule.delay(upcoming))
             ticks, left_out = schedule.ticks_between(state.last, now, cap=MAX_CATCH_UP)
@@ -233,8 +234,11 @@ class Scheduler:
                 extra={"schedule": schedule.name},
             )  # fmt: skip
             return trio.current_time() + RETRY_AFTER * min(state.failures, 10)
-        upcoming = schedule.next_tick(state.last)
-        return self._trio_time(upcoming + schedule.delay(upcoming))
+        upcoming = _upcoming(schedule, state.last)
+        wake = self._trio_time(upcoming + schedule.delay(upcoming))
+        if not offered and wake <= trio.current_time():  # due, yet nothing to offer: never spin
+            return trio.current_time() + RETRY_AFTER
+        return wake
 
     async def _fire(self, schedule: Schedule, ticks: list[Tick]) -> TicksFired:
         fired = await self._hub.bus.fire_ticks(schedule.name, schedule.digest, schedule.catch_up, ticks)
@@ -293,6 +297,13 @@ class Scheduler:
                 MAX_CATCH_UP,
                 extra={"schedule": schedule.name},
             )
+
+
+def _upcoming(schedule: Schedule, last: int) -> int:
+    """The tick to wait for after ``last``: never one at or before it (a guard: waiting for a
+    tick in the past wakes at once, again and again), stepping past such a tick."""
+    upcoming = schedule.next_tick(last)
+    return upcoming if upcoming > last else max(schedule.next_tick(upcoming), last + 1)
 
 
 def _grace(schedule: Schedule, tick: int) -> int:
