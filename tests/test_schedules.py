@@ -219,8 +219,25 @@ def test_the_decision_for_each_catch_up() -> None:
     # fired already (by another hub) or in the future: not published
     assert decide(("d", 20_000), "d", "all", missed, now) == ([2, 3], 40_000, False, 0)
     assert decide(stored, "d", "all", [(90_000, False), (200_000, False)], now) == ([0], 90_000, False, 1)
-    # another definition's state: only the newest tick offered, and the state becomes this one's
+    # another definition's state: its last is the floor; of the ticks after it, those not overdue
+    # and the newest (no catch-up of what the other definition owed); the state becomes this one's
     assert decide(("other", 5_000), "d", "all", missed, now) == ([3], 40_000, True, 0)
+    assert decide(("other", 5_000), "d", "none", [(10_000, True), (20_000, True)], now) == (
+        [1],
+        20_000,
+        True,
+        0,
+    )
+    on_time = [(10_000, False), (20_000, False), (30_000, False)]
+    assert decide(("other", 5_000), "d", "none", on_time, now) == ([0, 1, 2], 30_000, True, 0)
+    assert decide(("other", 20_000), "d", "none", on_time, now) == ([2], 30_000, True, 0)
+    assert decide(("other", 30_000), "d", "latest", on_time, now) == (
+        [],
+        30_000,
+        True,
+        0,
+    )  # fired by the other
+    assert decide(("other", 30_000), "d", "latest", [], now) == ([], now, True, 0)  # a read: starts at now
 
 
 # --------------------------------------------------------------------------- hubs on memory://
@@ -425,16 +442,47 @@ async def test_a_changed_definition_starts_afresh(autojump_clock: trio.abc.Clock
     assert received.ticks()[3] == utc(2026, 12, 7, 12, 0, 9).timestamp()  # the first tick after the restart
 
 
-async def test_two_definitions_live_at_once_both_fire(autojump_clock: trio.abc.Clock) -> None:
+async def test_two_definitions_live_at_once_publish_each_tick_once(autojump_clock: trio.abc.Clock) -> None:
+    """A rolling deploy: hubs of the old and the new definition run at once, each offering every
+    tick; whichever offers a tick first publishes it, the other finds it fired."""
     bus = memory_bus(utc(2026, 12, 7, 12, 0, 0, 500_000))
     received = Received(bus)
     old, new = ActionHub(bus), ActionHub(bus)
     old.schedule("beat", topic="beats", every=1, payload="old")
-    new.schedule("beat", topic="beats", every=1, payload="new")
+    new.schedule("beat", topic="beats", every=1, payload="new", jitter=0.5)  # takes turns with old
     old.action("beats")(received)
     async with old.running(), new.running():
-        await trio.sleep(5)
-    assert {p for _, _, p in received.messages} == {"old", "new"}
+        await trio.sleep(20)
+    assert received.ticks() == [utc(2026, 12, 7, 12, 0, s).timestamp() for s in range(1, 21)]
+    assert {p for _, _, p in received.messages} == {"old"}  # old (no jitter) offers each first
+    assert received.caught_up() == []
+
+
+async def _alternate(bus: Bus, base: int) -> list[int]:
+    """Two definitions' hubs offering ticks 1 to 10 s after ``base``, in turns and in either
+    order: the ticks published."""
+    published: list[int] = []
+    for second in range(1, 11):
+        order = ["old", "new"] if second % 3 else ["new", "old"]
+        for digest in order:
+            fired = await bus.fire_ticks("beat", digest, "latest", [_tick(base + second * 1000)])
+            published += fired.published
+    return published
+
+
+async def test_two_definitions_taking_turns_publish_each_tick_once(redis_url: str) -> None:
+    redis_bus = open_bus(redis_url)
+    assert isinstance(redis_bus, RedisStreamsBus)
+    async with redis_bus.open("test", serving=False):
+        start = await redis_bus.fire_ticks("probe", "old", "latest", [])  # Redis's clock
+        base = start.last - 20_000
+        await redis_bus.fire_ticks("beat", "old", "latest", [_tick(base)])
+        on_redis = await _alternate(redis_bus, base)
+    memory = MemoryBus()
+    memory.wall_clock = lambda: start.now
+    await memory.fire_ticks("beat", "old", "latest", [_tick(base)])
+    on_memory = await _alternate(memory, base)
+    assert on_redis == on_memory == [base + second * 1000 for second in range(1, 11)]
 
 
 async def test_the_decorator_takes_the_actions_topic(autojump_clock: trio.abc.Clock) -> None:
@@ -576,7 +624,12 @@ CALLS: list[tuple[str, str, list[tuple[int, bool]]]] = [
     ("d1", "latest", [(6, True), (7, True), (8, False)]),
     ("d1", "none", [(9, True), (10, True), (11, False)]),
     ("d1", "none", [(12, False), (10_000, False)]),  # far in the future: refused
-    ("d2", "all", [(13, True), (14, True)]),  # another definition: only the newest
+    ("d2", "all", [(13, True), (14, True)]),  # another definition: no catch-up, the newest
+    # two definitions taking turns (a rolling deploy): the stored last is the floor
+    ("d1", "latest", [(14, False)]),  # fired by d2 already: nothing, the state becomes d1's
+    ("d2", "latest", [(14, False), (15, False)]),
+    ("d1", "none", [(15, False), (16, True), (17, False)]),  # 16: owed to d2, not caught up
+    ("d1", "latest", [(18, False)]),
 ]
 EXPECTED = [
     ((0,), 0, True, 0),
@@ -588,6 +641,10 @@ EXPECTED = [
     ((1100,), 1100, False, 0),
     ((1200,), 1200, False, 1),
     ((1400,), 1400, True, 0),
+    ((), 1400, True, 0),
+    ((1500,), 1500, True, 0),
+    ((1700,), 1700, True, 0),
+    ((1800,), 1800, False, 0),
 ]
 
 
@@ -608,18 +665,24 @@ async def test_the_redis_script_decides_as_memory_does(redis_url: str) -> None:
         assert abs(probe.now - time.time()) < 5  # Redis's clock, on this machine
         base = probe.last - 5_000  # every tick offered is past, but the one far ahead
         from_redis = await _replay(redis_bus, base)
+        read = await redis_bus.fire_ticks("beat", "d2", "latest", [])  # another definition's state
         states = await redis_bus.schedule_states()
         entries = await trio.to_thread.run_sync(redis_bus.client.xrange, redis_bus.keys.stream("beats"))
     memory = MemoryBus()
     memory.wall_clock = lambda: probe.now
     assert from_redis == EXPECTED == await _replay(memory, base)
+    # a read by another definition's hub starts it afresh at now and leaves the state alone
+    assert (read.fresh, read.last, read.published) == (True, round(read.now * 1000), ())
+    assert await memory.fire_ticks("beat", "d2", "latest", []) == TicksFired(
+        (), round(probe.now * 1000), probe.now, True, 0
+    )
     # each published tick is one stream entry carrying its envelope
     published = [base + t for ticks, _, _, _ in EXPECTED for t in ticks]
     assert [orjson.loads(fields[b"message"])["id"] for _, fields in entries] == [
         f"schedule:beat:{t}" for t in published
     ]
     assert states == {
-        "beat": ScheduleState("d2", base + 1400, base + 1400),
+        "beat": ScheduleState("d1", base + 1800, base + 1800),
         "probe": ScheduleState("x", probe.last, None),  # started, nothing published yet
     }
     assert await memory.schedule_states(["beat", "nothing"]) == {"beat": states["beat"]}

@@ -261,7 +261,8 @@ class Scheduler:
     def _report(self, schedule: Schedule, offered: list[Tick], fired: TicksFired, left_out: int) -> None:
         if fired.fresh and offered:
             log.warning(
-                "schedule %s: another hub declares it with another definition; both fire until they agree",
+                "schedule %s: another hub declares it with another definition; until they agree, "
+                "each tick is published once, with the definition of the hub that offers it first",
                 schedule.name,
                 extra={"schedule": schedule.name},
             )
