@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import attrs
 import orjson
 import pytest
 import redis
@@ -531,6 +532,26 @@ async def test_declaring_while_running_and_after_the_stop(autojump_clock: trio.a
     assert state.last >= info.last * 1000  # the snapshot is up to 0.5 s old
     with pytest.raises(HubStopped):
         hub.schedule("another", topic="beats", every=1)
+
+
+async def test_a_tick_memory_could_not_deliver_is_owed_again() -> None:
+    """A tick whose delivery fails (here: too large; also Overloaded, or cancelled at the stop)
+    is not recorded as fired: the next offer publishes it. The ticks delivered before it stay
+    fired."""
+    bus = MemoryBus(max_message_bytes=100)
+    bus.wall_clock = lambda: 1_000.0
+    big = Tick(500_000, Message("beats", "x" * 200, id="schedule:beat:500000"))
+    with pytest.raises(ValueError, match="over the limit"):
+        await bus.fire_ticks("beat", "d", "latest", [big])
+    assert await bus.schedule_states() == {}  # as before the call: no state
+    fired = await bus.fire_ticks("beat", "d", "latest", [_tick(500_000)])
+    assert fired.published == (500_000,)
+    big = attrs.evolve(big, at=700_000)
+    with pytest.raises(ValueError, match="over the limit"):
+        await bus.fire_ticks("beat", "d", "latest", [_tick(600_000), big, _tick(800_000)])
+    assert await bus.schedule_states() == {"beat": ScheduleState("d", 699_999, 600_000)}
+    fired = await bus.fire_ticks("beat", "d", "latest", [_tick(t) for t in (600_000, 700_000, 800_000)])
+    assert fired.published == (700_000, 800_000)
 
 
 def test_an_old_snapshot_without_schedules_still_decodes() -> None:

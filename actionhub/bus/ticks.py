@@ -112,6 +112,26 @@ class TickLedger:
             self._states[name] = ScheduleState(digest, last, fired)
         return chosen, TicksFired(tuple(t.at for t in chosen), last, now, fresh, early)
 
+    def undo(
+        self,
+        name: str,
+        before: ScheduleState | None,
+        after: ScheduleState,
+        failed: int,
+        delivered: int | None,
+    ) -> None:
+        """A call of `fire` that changed the state from ``before`` to ``after`` could not publish
+        tick ``failed`` (nor the later ones it chose): they are owed again. ``delivered``: the
+        newest tick it did publish (those stay fired). Nothing changes if the state moved on since."""
+        if self._states.get(name) is not after:
+            return
+        if delivered is not None:
+            self._states[name] = ScheduleState(after.digest, failed - 1, delivered)
+        elif before is not None:
+            self._states[name] = before
+        else:
+            del self._states[name]
+
     def states(self, names: Sequence[str] | None) -> dict[str, ScheduleState]:
         """The state of each of ``names`` (None: every schedule) that has one."""
         if names is None:
