@@ -554,6 +554,30 @@ async def test_a_tick_memory_could_not_deliver_is_owed_again() -> None:
     assert fired.published == (700_000, 800_000)
 
 
+@pytest.mark.parametrize("transport", ["memory", "redis"])
+async def test_a_payload_too_large_for_the_bus_fails_when_declared(transport: str, redis_url: str) -> None:
+    """Not at every tick, forever (on Redis the envelope could never be encoded)."""
+    bus = (
+        MemoryBus(max_message_bytes=1_000)
+        if transport == "memory"
+        else open_bus(redis_url + "&max_message_bytes=1000")
+    )
+    hub = ActionHub(bus)
+    hub.schedule("small", topic="beats", every=1, payload="x" * 500)
+    with pytest.raises(
+        ConfigurationError, match=r"schedule 'big' cannot publish its payload: .*over the limit"
+    ):
+        hub.schedule("big", topic="beats", every=1, payload="x" * 1_000)
+    assert [info.name for info in hub.schedules.infos()] == ["small"]
+    # declared on another bus, then moved to this one: the hub does not start
+    moved = ActionHub(MemoryBus())
+    moved.schedule("big", topic="beats", every=1, payload="x" * 1_000)
+    moved.configure(bus=bus)
+    with pytest.raises(ConfigurationError, match="cannot publish its payload"):
+        async with moved.running():
+            pass
+
+
 def test_an_old_snapshot_without_schedules_still_decodes() -> None:
     old = {"hub": "h", "host": "x", "pid": 1, "bus": "memory://", "started_at": 1.0, "at": 2.0, "groups": []}
     snapshot = HubSnapshot.from_json(orjson.dumps(old))

@@ -365,6 +365,12 @@ class MemoryBus(Bus):
     async def schedule_states(self, names: Sequence[str] | None = None) -> dict[str, ScheduleState]:
         return self._ticks.states(names)
 
+    def check_message(self, message: Message) -> None:
+        try:
+            self._copy(message)
+        except (TypeError, ValueError) as error:
+            raise ConfigurationError(str(error)) from None
+
 
 class _MemoryControlRequest(ControlRequest):
     def __init__(self, command: bytes, answers: trio.MemorySendChannel[bytes]) -> None:

@@ -105,6 +105,7 @@ class Scheduler:
         """Declare ``schedule`` on this hub (before or while it runs)."""
         if schedule.name in self._states:
             raise ConfigurationError(f"a schedule named {schedule.name!r} is already declared on this hub")
+        self._check(schedule)
         self._states[schedule.name] = _State(schedule)
         self._changed.set()
         if self._nursery is not None and not self._running:
@@ -134,6 +135,22 @@ class Scheduler:
             return fn
 
         return decorate
+
+    def check(self) -> None:
+        """`ConfigurationError` if a schedule's message cannot be published on the hub's bus (it
+        may have changed since the schedule was declared)."""
+        for state in self._states.values():
+            self._check(state.schedule)
+
+    def _check(self, schedule: Schedule) -> None:
+        """Fail now, not at every tick, if the schedule's message cannot be published on the bus."""
+        message = self._tick(schedule, schedule.next_tick(self._now()), overdue=True).message
+        try:
+            self._hub.bus.check_message(message)
+        except ConfigurationError as error:
+            raise ConfigurationError(
+                f"schedule {schedule.name!r} cannot publish its payload: {error}"
+            ) from None
 
     def infos(self) -> list[ScheduleInfo]:
         """What this hub knows of each of its schedules."""
