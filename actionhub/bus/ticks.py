@@ -123,7 +123,7 @@ class TickLedger:
         """A call of `fire` that changed the state from ``before`` to ``after`` could not publish
         tick ``failed`` (nor the later ones it chose): they are owed again. ``delivered``: the
         newest tick it did publish (those stay fired). Nothing changes if the state moved on since."""
-        if self._states.get(name) is not after:
+        if self._states.get(name) != after:  # another call moved it on (a mere read leaves it equal)
             return
         if delivered is not None:
             self._states[name] = ScheduleState(after.digest, failed - 1, delivered)
