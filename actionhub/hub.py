@@ -218,6 +218,7 @@ class ActionHub:
         """Serve until cancelled or `stop` is called; then stop gracefully."""
         if self._state is not _State.NEW:
             raise RuntimeError(f"hub {self.name} has already run; make a new ActionHub")
+        self.schedules.check()  # declared before configure(bus=...): they may not fit this bus
         self._state = _State.RUNNING
         token = _running_hub.set(self)
         try:

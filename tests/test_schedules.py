@@ -9,18 +9,21 @@ import re
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
+import attrs
 import orjson
 import pytest
 import redis
 import trio
+from cronsim import CronSim
 
 from actionhub import ActionHub, ConfigurationError, HubStopped, Job, MemoryBus, Message, Schedule
 from actionhub.bus.base import Bus
 from actionhub.bus.redis.common import RedisBusBase
 from actionhub.bus.redis.streams import RedisStreamsBus
-from actionhub.bus.ticks import ScheduleState, Tick, decide
+from actionhub.bus.ticks import ScheduleState, Tick, TicksFired, decide
 from actionhub.bus.url import open_bus
 from actionhub.cli._schedules import ScheduleRow, schedule_rows
 from actionhub.inspect import HubSnapshot, hub_snapshots, snapshot_of
@@ -123,6 +126,30 @@ def test_cron_across_both_changes_in_london() -> None:
     ]
 
 
+# a daily 01:30 where 01:00-02:00 happens twice: the repeated hour, its first copy before it
+REPEATED_HOURS = [
+    ("Europe/London", utc(2026, 10, 25, 0), [utc(2026, 10, 25, 0, 30), utc(2026, 10, 26, 1, 30)]),
+    ("America/New_York", utc(2026, 11, 1, 5), [utc(2026, 11, 1, 5, 30), utc(2026, 11, 2, 6, 30)]),
+]
+
+
+@pytest.mark.parametrize(("tz", "first_copy", "daily"), REPEATED_HOURS)
+def test_the_next_tick_is_never_in_the_past_through_a_repeated_hour(
+    tz: str, first_copy: datetime, daily: list[datetime]
+) -> None:
+    """cronsim, started in the second copy of the hour (before :30), returns the first copy's
+    01:30, an hour in the past: never the next tick."""
+    schedule = Schedule("job", "jobs", cron="30 1 * * *", tz=tz)
+    minutes = range(ms(first_copy) - 3_600_000, ms(first_copy) + 3 * 3_600_000, 60_000)
+    nexts = [schedule.next_tick(at) for at in minutes]
+    assert all(tick > at for tick, at in zip(nexts, minutes, strict=True))
+    assert nexts == sorted(nexts) and sorted(set(nexts)) == [ms(t) for t in daily]
+    # counting back from any of those minutes agrees: the newest tick at or before it
+    for at in minutes:
+        newest = next(schedule.ticks_back(at))
+        assert newest <= at < schedule.next_tick(newest) and schedule.next_tick(newest - 1) == newest
+
+
 @pytest.mark.parametrize(
     ("cron", "tz", "start"),
     [
@@ -193,8 +220,25 @@ def test_the_decision_for_each_catch_up() -> None:
     # fired already (by another hub) or in the future: not published
     assert decide(("d", 20_000), "d", "all", missed, now) == ([2, 3], 40_000, False, 0)
     assert decide(stored, "d", "all", [(90_000, False), (200_000, False)], now) == ([0], 90_000, False, 1)
-    # another definition's state: only the newest tick offered, and the state becomes this one's
+    # another definition's state: its last is the floor; of the ticks after it, those not overdue
+    # and the newest (no catch-up of what the other definition owed); the state becomes this one's
     assert decide(("other", 5_000), "d", "all", missed, now) == ([3], 40_000, True, 0)
+    assert decide(("other", 5_000), "d", "none", [(10_000, True), (20_000, True)], now) == (
+        [1],
+        20_000,
+        True,
+        0,
+    )
+    on_time = [(10_000, False), (20_000, False), (30_000, False)]
+    assert decide(("other", 5_000), "d", "none", on_time, now) == ([0, 1, 2], 30_000, True, 0)
+    assert decide(("other", 20_000), "d", "none", on_time, now) == ([2], 30_000, True, 0)
+    assert decide(("other", 30_000), "d", "latest", on_time, now) == (
+        [],
+        30_000,
+        True,
+        0,
+    )  # fired by the other
+    assert decide(("other", 30_000), "d", "latest", [], now) == ([], now, True, 0)  # a read: starts at now
 
 
 # --------------------------------------------------------------------------- hubs on memory://
@@ -254,6 +298,51 @@ async def test_cron_fires_across_the_spring_forward(autojump_clock: trio.abc.Clo
     assert received.ticks() == [
         t.timestamp() for t in (utc(2026, 3, 7, 7, 30), utc(2026, 3, 8, 7), utc(2026, 3, 9, 6, 30))
     ]
+
+
+def _unfiltered_next_tick(self: Schedule, after: int) -> int:
+    """cronsim's first answer, as next_tick once was: in the past within a repeated hour."""
+    assert self.cron is not None
+    moment = next(iter(CronSim(self.cron, datetime.fromtimestamp(after / 1000, tz=self.zone))))
+    return round(moment.timestamp() * 1000)
+
+
+@pytest.mark.parametrize("guard", [False, True])
+@pytest.mark.parametrize(("tz", "first_copy", "daily"), REPEATED_HOURS)
+async def test_a_schedule_starting_in_the_repeated_hour_waits_for_its_next_tick(
+    autojump_clock: trio.abc.Clock,
+    monkeypatch: pytest.MonkeyPatch,
+    tz: str,
+    first_copy: datetime,
+    daily: list[datetime],
+    guard: bool,
+) -> None:
+    """Started afresh in the second copy of the hour (before :30), the scheduler does not spin on
+    the first copy's 01:30: it waits for the next day's, then the day after's. ``guard``: with a
+    next_tick that answers a tick in the past, the scheduler's own guard steps past it."""
+    if guard:
+        monkeypatch.setattr(Schedule, "next_tick", _unfiltered_next_tick)
+    bus = memory_bus(first_copy + timedelta(hours=1, minutes=10))
+    received = Received(bus)
+    calls = 0
+    fire_ticks = bus.fire_ticks
+
+    async def counted(*args: Any, **kwargs: Any) -> TicksFired:
+        nonlocal calls
+        calls += 1
+        if calls > 1_000:  # spinning: stop it, so that the assertion below says so
+            spinning.cancel()
+        return await fire_ticks(*args, **kwargs)
+
+    bus.fire_ticks = counted  # type: ignore[method-assign]
+    hub = ActionHub(bus, announce_interval=86_400)
+    hub.schedule("nightly", topic="nightly", cron="30 1 * * *", tz=tz)
+    hub.action("nightly")(received)
+    with trio.CancelScope() as spinning:
+        async with hub.running():
+            await trio.sleep(2 * 86_400 + 3_600)
+    assert calls <= 10
+    assert received.ticks() == [daily[1].timestamp(), (daily[1] + timedelta(days=1)).timestamp()]
 
 
 async def _run_hub(
@@ -354,16 +443,47 @@ async def test_a_changed_definition_starts_afresh(autojump_clock: trio.abc.Clock
     assert received.ticks()[3] == utc(2026, 12, 7, 12, 0, 9).timestamp()  # the first tick after the restart
 
 
-async def test_two_definitions_live_at_once_both_fire(autojump_clock: trio.abc.Clock) -> None:
+async def test_two_definitions_live_at_once_publish_each_tick_once(autojump_clock: trio.abc.Clock) -> None:
+    """A rolling deploy: hubs of the old and the new definition run at once, each offering every
+    tick; whichever offers a tick first publishes it, the other finds it fired."""
     bus = memory_bus(utc(2026, 12, 7, 12, 0, 0, 500_000))
     received = Received(bus)
     old, new = ActionHub(bus), ActionHub(bus)
     old.schedule("beat", topic="beats", every=1, payload="old")
-    new.schedule("beat", topic="beats", every=1, payload="new")
+    new.schedule("beat", topic="beats", every=1, payload="new", jitter=0.5)  # takes turns with old
     old.action("beats")(received)
     async with old.running(), new.running():
-        await trio.sleep(5)
-    assert {p for _, _, p in received.messages} == {"old", "new"}
+        await trio.sleep(20)
+    assert received.ticks() == [utc(2026, 12, 7, 12, 0, s).timestamp() for s in range(1, 21)]
+    assert {p for _, _, p in received.messages} == {"old"}  # old (no jitter) offers each first
+    assert received.caught_up() == []
+
+
+async def _alternate(bus: Bus, base: int) -> list[int]:
+    """Two definitions' hubs offering ticks 1 to 10 s after ``base``, in turns and in either
+    order: the ticks published."""
+    published: list[int] = []
+    for second in range(1, 11):
+        order = ["old", "new"] if second % 3 else ["new", "old"]
+        for digest in order:
+            fired = await bus.fire_ticks("beat", digest, "latest", [_tick(base + second * 1000)])
+            published += fired.published
+    return published
+
+
+async def test_two_definitions_taking_turns_publish_each_tick_once(redis_url: str) -> None:
+    redis_bus = open_bus(redis_url)
+    assert isinstance(redis_bus, RedisStreamsBus)
+    async with redis_bus.open("test", serving=False):
+        start = await redis_bus.fire_ticks("probe", "old", "latest", [])  # Redis's clock
+        base = start.last - 20_000
+        await redis_bus.fire_ticks("beat", "old", "latest", [_tick(base)])
+        on_redis = await _alternate(redis_bus, base)
+    memory = MemoryBus()
+    memory.wall_clock = lambda: start.now
+    await memory.fire_ticks("beat", "old", "latest", [_tick(base)])
+    on_memory = await _alternate(memory, base)
+    assert on_redis == on_memory == [base + second * 1000 for second in range(1, 11)]
 
 
 async def test_the_decorator_takes_the_actions_topic(autojump_clock: trio.abc.Clock) -> None:
@@ -412,6 +532,50 @@ async def test_declaring_while_running_and_after_the_stop(autojump_clock: trio.a
     assert state.last >= info.last * 1000  # the snapshot is up to 0.5 s old
     with pytest.raises(HubStopped):
         hub.schedule("another", topic="beats", every=1)
+
+
+async def test_a_tick_memory_could_not_deliver_is_owed_again() -> None:
+    """A tick whose delivery fails (here: too large; also Overloaded, or cancelled at the stop)
+    is not recorded as fired: the next offer publishes it. The ticks delivered before it stay
+    fired."""
+    bus = MemoryBus(max_message_bytes=100)
+    bus.wall_clock = lambda: 1_000.0
+    big = Tick(500_000, Message("beats", "x" * 200, id="schedule:beat:500000"))
+    with pytest.raises(ValueError, match="over the limit"):
+        await bus.fire_ticks("beat", "d", "latest", [big])
+    assert await bus.schedule_states() == {}  # as before the call: no state
+    fired = await bus.fire_ticks("beat", "d", "latest", [_tick(500_000)])
+    assert fired.published == (500_000,)
+    big = attrs.evolve(big, at=700_000)
+    with pytest.raises(ValueError, match="over the limit"):
+        await bus.fire_ticks("beat", "d", "latest", [_tick(600_000), big, _tick(800_000)])
+    assert await bus.schedule_states() == {"beat": ScheduleState("d", 699_999, 600_000)}
+    fired = await bus.fire_ticks("beat", "d", "latest", [_tick(t) for t in (600_000, 700_000, 800_000)])
+    assert fired.published == (700_000, 800_000)
+
+
+@pytest.mark.parametrize("transport", ["memory", "redis"])
+async def test_a_payload_too_large_for_the_bus_fails_when_declared(transport: str, redis_url: str) -> None:
+    """Not at every tick, forever (on Redis the envelope could never be encoded)."""
+    bus = (
+        MemoryBus(max_message_bytes=1_000)
+        if transport == "memory"
+        else open_bus(redis_url + "&max_message_bytes=1000")
+    )
+    hub = ActionHub(bus)
+    hub.schedule("small", topic="beats", every=1, payload="x" * 500)
+    with pytest.raises(
+        ConfigurationError, match=r"schedule 'big' cannot publish its payload: .*over the limit"
+    ):
+        hub.schedule("big", topic="beats", every=1, payload="x" * 1_000)
+    assert [info.name for info in hub.schedules.infos()] == ["small"]
+    # declared on another bus, then moved to this one: the hub does not start
+    moved = ActionHub(MemoryBus())
+    moved.schedule("big", topic="beats", every=1, payload="x" * 1_000)
+    moved.configure(bus=bus)
+    with pytest.raises(ConfigurationError, match="cannot publish its payload"):
+        async with moved.running():
+            pass
 
 
 def test_an_old_snapshot_without_schedules_still_decodes() -> None:
@@ -505,7 +669,12 @@ CALLS: list[tuple[str, str, list[tuple[int, bool]]]] = [
     ("d1", "latest", [(6, True), (7, True), (8, False)]),
     ("d1", "none", [(9, True), (10, True), (11, False)]),
     ("d1", "none", [(12, False), (10_000, False)]),  # far in the future: refused
-    ("d2", "all", [(13, True), (14, True)]),  # another definition: only the newest
+    ("d2", "all", [(13, True), (14, True)]),  # another definition: no catch-up, the newest
+    # two definitions taking turns (a rolling deploy): the stored last is the floor
+    ("d1", "latest", [(14, False)]),  # fired by d2 already: nothing, the state becomes d1's
+    ("d2", "latest", [(14, False), (15, False)]),
+    ("d1", "none", [(15, False), (16, True), (17, False)]),  # 16: owed to d2, not caught up
+    ("d1", "latest", [(18, False)]),
 ]
 EXPECTED = [
     ((0,), 0, True, 0),
@@ -517,6 +686,10 @@ EXPECTED = [
     ((1100,), 1100, False, 0),
     ((1200,), 1200, False, 1),
     ((1400,), 1400, True, 0),
+    ((), 1400, True, 0),
+    ((1500,), 1500, True, 0),
+    ((1700,), 1700, True, 0),
+    ((1800,), 1800, False, 0),
 ]
 
 
@@ -537,18 +710,24 @@ async def test_the_redis_script_decides_as_memory_does(redis_url: str) -> None:
         assert abs(probe.now - time.time()) < 5  # Redis's clock, on this machine
         base = probe.last - 5_000  # every tick offered is past, but the one far ahead
         from_redis = await _replay(redis_bus, base)
+        read = await redis_bus.fire_ticks("beat", "d2", "latest", [])  # another definition's state
         states = await redis_bus.schedule_states()
         entries = await trio.to_thread.run_sync(redis_bus.client.xrange, redis_bus.keys.stream("beats"))
     memory = MemoryBus()
     memory.wall_clock = lambda: probe.now
     assert from_redis == EXPECTED == await _replay(memory, base)
+    # a read by another definition's hub starts it afresh at now and leaves the state alone
+    assert (read.fresh, read.last, read.published) == (True, round(read.now * 1000), ())
+    assert await memory.fire_ticks("beat", "d2", "latest", []) == TicksFired(
+        (), round(probe.now * 1000), probe.now, True, 0
+    )
     # each published tick is one stream entry carrying its envelope
     published = [base + t for ticks, _, _, _ in EXPECTED for t in ticks]
     assert [orjson.loads(fields[b"message"])["id"] for _, fields in entries] == [
         f"schedule:beat:{t}" for t in published
     ]
     assert states == {
-        "beat": ScheduleState("d2", base + 1400, base + 1400),
+        "beat": ScheduleState("d1", base + 1800, base + 1800),
         "probe": ScheduleState("x", probe.last, None),  # started, nothing published yet
     }
     assert await memory.schedule_states(["beat", "nothing"]) == {"beat": states["beat"]}

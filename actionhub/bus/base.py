@@ -354,6 +354,11 @@ class Bus(abc.ABC):
         """The state of each of the schedules ``names`` (None: of every schedule) that has one."""
         raise ConfigurationError(f"{type(self).__name__} keeps no schedules")
 
+    def check_message(self, message: Message) -> None:
+        """`ConfigurationError` if ``message`` could never be published on this bus (not JSON, or
+        past its size limit): for what is declared once and published later (a schedule's ticks)."""
+        return None  # a bus without a size limit takes any JSON payload (`Schedule` checked it is)
+
 
 __all__ = [
     "Bus",

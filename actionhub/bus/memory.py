@@ -351,13 +351,25 @@ class MemoryBus(Bus):
         self, schedule: str, digest: str, catch_up: str, ticks: Sequence[Tick]
     ) -> TicksFired:
         # decided and recorded with no await in between: hubs sharing this bus fire each tick once
+        before = self._ticks.states([schedule]).get(schedule)
         chosen, fired = self._ticks.fire(schedule, digest, catch_up, ticks, self.now())
-        for tick in chosen:
-            await self._fan_out(self._copy(tick.message))
+        after = self._ticks.states([schedule])[schedule]
+        for n, tick in enumerate(chosen):
+            try:
+                await self._fan_out(self._copy(tick.message))
+            except BaseException:  # Overloaded, cancelled, too large: not published, so owed again
+                self._ticks.undo(schedule, before, after, tick.at, chosen[n - 1].at if n else None)
+                raise
         return fired
 
     async def schedule_states(self, names: Sequence[str] | None = None) -> dict[str, ScheduleState]:
         return self._ticks.states(names)
+
+    def check_message(self, message: Message) -> None:
+        try:
+            self._copy(message)
+        except (TypeError, ValueError) as error:
+            raise ConfigurationError(str(error)) from None
 
 
 class _MemoryControlRequest(ControlRequest):

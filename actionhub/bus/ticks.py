@@ -13,7 +13,11 @@ A call offers ticks (ms since the epoch, oldest first):
   every one, ``none`` none. A tick that is not overdue is published. ``last`` becomes the newest
   new tick;
 * offered by a hub whose definition is not the stored one (two definitions live at once, during
-  a rolling deploy), only the newest tick is published and the state becomes that definition's.
+  a rolling deploy), the stored ``last`` stays the floor: of the ticks after it, those not
+  overdue and the newest are published (the older overdue ones were owed to the other definition:
+  no catch-up), and the state becomes this definition's. So hubs of both definitions, taking
+  turns, still publish each tick once. A mere read by such a hub leaves the state alone (it
+  starts afresh at now): the other definition's hubs may still be firing a tick due before now.
 """
 
 from __future__ import annotations
@@ -73,15 +77,15 @@ def decide(
     fresh = stored is None or stored[0] != digest
     if fresh and not ticks:
         return [], now, True, 0
-    if fresh:
-        return (due[-1:], ticks[due[-1]][0] if due else now, True, early)
-    assert stored is not None
-    last = stored[1]
-    new = [i for i in due if ticks[i][0] > last]
+    new = [i for i in due if stored is None or ticks[i][0] > stored[1]]
+    if stored is None and not new:
+        return [], now, True, early
+    last = max([*([] if stored is None else [stored[1]]), *(ticks[i][0] for i in new)])
+    if fresh:  # the other definition's missed ticks are not owed: no catch-up
+        return [i for i in new if not ticks[i][1] or i == new[-1]], last, True, early
     overdue = [i for i in new if ticks[i][1]]
     keep = {"all": overdue, "latest": overdue[-1:]}.get(catch_up, [])
-    publish = [i for i in new if i in keep or not ticks[i][1]]
-    return publish, max([last, *(ticks[i][0] for i in new)]), False, early
+    return [i for i in new if i in keep or not ticks[i][1]], last, False, early
 
 
 class TickLedger:
@@ -103,9 +107,30 @@ class TickLedger:
             int(now * 1000),
         )
         chosen = [ticks[i] for i in publish]
-        fired = chosen[-1].at if chosen else (None if fresh or before is None else before.fired)
-        self._states[name] = ScheduleState(digest, last, fired)
+        fired = chosen[-1].at if chosen else (None if before is None else before.fired)
+        if ticks or before is None:  # a read leaves another definition's state alone
+            self._states[name] = ScheduleState(digest, last, fired)
         return chosen, TicksFired(tuple(t.at for t in chosen), last, now, fresh, early)
+
+    def undo(
+        self,
+        name: str,
+        before: ScheduleState | None,
+        after: ScheduleState,
+        failed: int,
+        delivered: int | None,
+    ) -> None:
+        """A call of `fire` that changed the state from ``before`` to ``after`` could not publish
+        tick ``failed`` (nor the later ones it chose): they are owed again. ``delivered``: the
+        newest tick it did publish (those stay fired). Nothing changes if the state moved on since."""
+        if self._states.get(name) != after:  # another call moved it on (a mere read leaves it equal)
+            return
+        if delivered is not None:
+            self._states[name] = ScheduleState(after.digest, failed - 1, delivered)
+        elif before is not None:
+            self._states[name] = before
+        else:
+            del self._states[name]
 
     def states(self, names: Sequence[str] | None) -> dict[str, ScheduleState]:
         """The state of each of ``names`` (None: every schedule) that has one."""

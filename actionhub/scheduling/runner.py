@@ -105,6 +105,7 @@ class Scheduler:
         """Declare ``schedule`` on this hub (before or while it runs)."""
         if schedule.name in self._states:
             raise ConfigurationError(f"a schedule named {schedule.name!r} is already declared on this hub")
+        self._check(schedule)
         self._states[schedule.name] = _State(schedule)
         self._changed.set()
         if self._nursery is not None and not self._running:
@@ -135,12 +136,28 @@ class Scheduler:
 
         return decorate
 
+    def check(self) -> None:
+        """`ConfigurationError` if a schedule's message cannot be published on the hub's bus (it
+        may have changed since the schedule was declared)."""
+        for state in self._states.values():
+            self._check(state.schedule)
+
+    def _check(self, schedule: Schedule) -> None:
+        """Fail now, not at every tick, if the schedule's message cannot be published on the bus."""
+        message = self._tick(schedule, schedule.next_tick(self._now()), overdue=True).message
+        try:
+            self._hub.bus.check_message(message)
+        except ConfigurationError as error:
+            raise ConfigurationError(
+                f"schedule {schedule.name!r} cannot publish its payload: {error}"
+            ) from None
+
     def infos(self) -> list[ScheduleInfo]:
         """What this hub knows of each of its schedules."""
         out = []
         for state in self._states.values():
             schedule = state.schedule
-            nxt = schedule.next_tick(state.last if state.last is not None else self._now())
+            nxt = _upcoming(schedule, state.last if state.last is not None else self._now())
             out.append(
                 ScheduleInfo(
                     name=schedule.name,
@@ -196,6 +213,7 @@ class Scheduler:
     async def _step(self, state: _State) -> float:
         """Offer what is due of ``state``'s schedule; the trio time at which to look again."""
         schedule = state.schedule
+        offered: list[Tick] = []
         try:
             if state.last is None:
                 fired = await self._fire(schedule, [])
@@ -208,7 +226,7 @@ class Scheduler:
                         extra={"schedule": schedule.name},
                     )
             now = self._now()
-            upcoming = schedule.next_tick(state.last)
+            upcoming = _upcoming(schedule, state.last)
             if upcoming + schedule.delay(upcoming) > now:
                 return self._trio_time(upcoming + schedule.delay(upcoming))
             ticks, left_out = schedule.ticks_between(state.last, now, cap=MAX_CATCH_UP)
@@ -233,8 +251,11 @@ class Scheduler:
                 extra={"schedule": schedule.name},
             )  # fmt: skip
             return trio.current_time() + RETRY_AFTER * min(state.failures, 10)
-        upcoming = schedule.next_tick(state.last)
-        return self._trio_time(upcoming + schedule.delay(upcoming))
+        upcoming = _upcoming(schedule, state.last)
+        wake = self._trio_time(upcoming + schedule.delay(upcoming))
+        if not offered and wake <= trio.current_time():  # due, yet nothing to offer: never spin
+            return trio.current_time() + RETRY_AFTER
+        return wake
 
     async def _fire(self, schedule: Schedule, ticks: list[Tick]) -> TicksFired:
         fired = await self._hub.bus.fire_ticks(schedule.name, schedule.digest, schedule.catch_up, ticks)
@@ -257,7 +278,8 @@ class Scheduler:
     def _report(self, schedule: Schedule, offered: list[Tick], fired: TicksFired, left_out: int) -> None:
         if fired.fresh and offered:
             log.warning(
-                "schedule %s: another hub declares it with another definition; both fire until they agree",
+                "schedule %s: another hub declares it with another definition; until they agree, "
+                "each tick is published once, with the definition of the hub that offers it first",
                 schedule.name,
                 extra={"schedule": schedule.name},
             )
@@ -293,6 +315,13 @@ class Scheduler:
                 MAX_CATCH_UP,
                 extra={"schedule": schedule.name},
             )
+
+
+def _upcoming(schedule: Schedule, last: int) -> int:
+    """The tick to wait for after ``last``: never one at or before it (a guard: waiting for a
+    tick in the past wakes at once, again and again), stepping past such a tick."""
+    upcoming = schedule.next_tick(last)
+    return upcoming if upcoming > last else max(schedule.next_tick(upcoming), last + 1)
 
 
 def _grace(schedule: Schedule, tick: int) -> int:

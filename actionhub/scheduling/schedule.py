@@ -28,6 +28,9 @@ from ..message import JSON, check_topic
 CatchUp = Literal["latest", "all", "none"]
 CATCH_UPS: tuple[CatchUp, ...] = ("latest", "all", "none")
 
+# counting cron ticks back: the first window (ms), doubled up to the longest
+_FIRST_SPAN, _LONGEST_SPAN = 3_600_000, 400 * 86_400_000
+
 
 class ScheduleOptions(TypedDict, total=False):
     """The keyword arguments of `ActionHub.schedule` besides ``topic`` (see `Schedule`)."""
@@ -145,7 +148,7 @@ class Schedule:
         """The first tick strictly after ``after`` (ms)."""
         if self.every_ms is not None:
             return (after // self.every_ms + 1) * self.every_ms
-        return next(self._cron_ticks(after, reverse=False))
+        return next(self._cron_after(after))
 
     def ticks_back(self, until: int) -> Iterator[int]:
         """Ticks at or before ``until`` (ms), newest first."""
@@ -155,9 +158,7 @@ class Schedule:
                 yield tick
                 tick -= self.every_ms
         else:
-            if self.next_tick(until - 1) == until:
-                yield until
-            yield from self._cron_ticks(until, reverse=True)
+            yield from self._cron_back(until)
 
     def ticks_between(self, after: int, until: int, *, cap: int) -> tuple[list[int], int]:
         """The ticks in (``after``, ``until``], oldest first, at most the ``cap`` most recent,
@@ -182,11 +183,32 @@ class Schedule:
                 break
         return -1
 
-    def _cron_ticks(self, start: int, *, reverse: bool) -> Iterator[int]:
+    def _cron_after(self, after: int) -> Iterator[int]:
+        """The cron ticks strictly after ``after``, in order. cronsim works on naive wall time:
+        started in the second copy of a repeated hour, it can first return times of the first
+        copy (Debian's fix-up for a fixed minute and hour), which are in the past: skipped."""
         assert self.cron is not None
-        moment = datetime.fromtimestamp(start / 1000, tz=self.zone)
-        for at in CronSim(self.cron, moment, reverse=reverse):
-            yield round(at.timestamp() * 1000)
+        newest = after
+        for moment in CronSim(self.cron, datetime.fromtimestamp(after / 1000, tz=self.zone)):
+            at = round(moment.timestamp() * 1000)
+            if at > newest:
+                newest = at
+                yield at
+
+    def _cron_back(self, until: int) -> Iterator[int]:
+        """The cron ticks at or before ``until``, newest first: counted forward (as `next_tick`
+        does, so both agree) through ever longer windows going back. cronsim's reverse
+        iteration is not used: it misses ticks across a repeated hour."""
+        end, span = until, _FIRST_SPAN
+        while True:
+            start = end - span
+            window = []
+            for at in self._cron_after(start):
+                if at > end:
+                    break
+                window.append(at)
+            yield from reversed(window)
+            end, span = start, min(span * 2, _LONGEST_SPAN)
 
     def delay(self, tick: int) -> int:
         """How late (ms) tick ``tick`` is published: ``jitter`` scaled by a fraction drawn from the

@@ -29,7 +29,7 @@ from redis.exceptions import (
     ResponseError,
 )
 
-from ...errors import BusError, MalformedMessage
+from ...errors import BusError, ConfigurationError, MalformedMessage
 from ...message import Message, decode
 from ...supervision.policy import Backoff
 from ..base import Bus, ControlRequest, DeadLetter, ReplyChannel, TopicInfo
@@ -223,6 +223,12 @@ class RedisBusBase(Bus):
     def encode(self, message: Message) -> bytes:
         """The wire-format entry of ``message``, within the size limit."""
         return encode_entry(message, self.options.max_message_bytes)
+
+    def check_message(self, message: Message) -> None:
+        try:
+            self.encode(message)
+        except (TypeError, ValueError) as error:
+            raise ConfigurationError(str(error)) from None
 
     def decode_message(self, topic: str, raw: bytes, default_id: str = "") -> Message:
         """Decode an entry from the wire; `MalformedMessage` if it is not a valid envelope within

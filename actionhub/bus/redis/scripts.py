@@ -348,29 +348,29 @@ for i = 1, (#ARGV - 3) / 3 do
   if tonumber(ARGV[3 * i + 1]) <= now then due[#due + 1] = i else early = early + 1 end
 end
 local fresh = state[1] ~= ARGV[1]
+if fresh and raw and #ARGV == 3 then
+  return {now, now, 1, 0}  -- a read leaves another definition's state alone
+end
 local publish, last, fired = {}, now, state[3]
-if fresh then fired = '' end
-if fresh then
-  if #due > 0 then
-    publish = {due[#due]}
-    last = tonumber(ARGV[3 * due[#due] + 1])
-  end
-else
-  last = tonumber(state[2])
-  local new, newest_overdue = {}, nil
-  for _, i in ipairs(due) do
-    if tonumber(ARGV[3 * i + 1]) > last then
-      new[#new + 1] = i
-      if ARGV[3 * i + 2] == '1' then newest_overdue = i end
-    end
-  end
-  for _, i in ipairs(new) do
-    if ARGV[3 * i + 2] ~= '1' or ARGV[2] == 'all' or (ARGV[2] == 'latest' and i == newest_overdue) then
-      publish[#publish + 1] = i
-    end
-    last = math.max(last, tonumber(ARGV[3 * i + 1]))
+local new, newest_overdue = {}, nil
+for _, i in ipairs(due) do
+  if not raw or tonumber(ARGV[3 * i + 1]) > tonumber(state[2]) then
+    new[#new + 1] = i
+    if ARGV[3 * i + 2] == '1' then newest_overdue = i end
   end
 end
+if raw then last = tonumber(state[2]) end
+for _, i in ipairs(new) do
+  local overdue = ARGV[3 * i + 2] == '1'
+  if fresh then
+    -- another definition's stored last is the floor; its missed ticks are not owed
+    if not overdue or i == new[#new] then publish[#publish + 1] = i end
+  elseif not overdue or ARGV[2] == 'all' or (ARGV[2] == 'latest' and i == newest_overdue) then
+    publish[#publish + 1] = i
+  end
+  last = math.max(last, tonumber(ARGV[3 * i + 1]))
+end
+if not raw and #new > 0 then last = tonumber(ARGV[3 * new[#new] + 1]) end
 local out = {last, now, fresh and 1 or 0, early}
 for _, i in ipairs(publish) do
   if ARGV[3] == 'p' then
