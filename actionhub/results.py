@@ -116,6 +116,18 @@ def decode(message_id: str, raw: bytes | str | None) -> MessageStatus:
     return MessageStatus(message_id, cast(State, record["state"]), result=record.get("result"), **fields)
 
 
+#: A record's place in its message's fate within one attempt (see `rank`).
+_ORDER = {"pending": 0, "retrying": 1, "running": 2, "done": 3, "dead": 3}
+
+
+def rank(state: str, attempt: int | None) -> int:
+    """Where a record of ``state`` at ``attempt`` stands in its message's fate: a write of a lower
+    rank than the stored record's is refused (a late write from a slow or partitioned hub never
+    undoes a later state, say a stale ``retrying`` landing after the next attempt's ``done``).
+    ``scripts.WRITE_STATUS`` computes the same for the stored record; keep the two in step."""
+    return (attempt or 0) * 4 + _ORDER[state]
+
+
 def ttl(keep_result: float, state: str) -> float:
     """How long a record in ``state`` lives: final ones ``keep_result``, others a day longer."""
     return keep_result if state in FINAL else keep_result + UNFINISHED_GRACE

@@ -212,7 +212,7 @@ async def test_records_are_never_unpickled(autojump_clock: trio.abc.Clock) -> No
     hub = ActionHub(bus)
     async with hub.running():
         store = bus.statuses()
-        await store.write("m1", pickle.dumps({"state": "done", "result": 1}), 60, final=True)
+        await store.write("m1", pickle.dumps({"state": "done", "result": 1}), 60, final=True, rank=3)
         with pytest.raises(InvalidStatusRecord, match="not JSON"):
             await hub.status("m1")
         with pytest.raises(InvalidStatusRecord):

@@ -249,3 +249,36 @@ def test_the_results_benchmark_runs(redis_server: RedisServer, capsys: pytest.Ca
     results_bench.main(["-n", "200", "-r", "1", "--url", redis_server.url])
     out = capsys.readouterr().out
     assert "ratio keep/none" in out and "ratio kept/not" in out
+
+
+@pytest.mark.parametrize("where", ["memory", "redis"])
+async def test_a_late_write_never_undoes_a_later_state(where: str, redis_url: str) -> None:
+    """Hub A's ``retrying`` of attempt 2 landing after hub B's ``done`` of attempt 2 (A's writer
+    was slow) is refused; so is attempt 1's ``running`` after it; a redelivery's ``running``
+    (attempt 3) replaces the ``done`` until its own final record comes."""
+    from actionhub.results import encode, rank
+
+    hub = ActionHub("memory://" if where == "memory" else redis_url)
+    async with hub.running():
+        store = hub.bus.statuses()
+
+        async def write(state: str, attempt: int, result: object = None) -> None:
+            record = encode(MessageStatus("m", state, attempt=attempt, result=result))  # type: ignore[arg-type]
+            final = state in ("done", "dead")
+            await store.write("m", record, 60, final=final, rank=rank(state, attempt))
+            flush = getattr(store, "flush", None)  # Redis queues what is not final: send it now
+            if flush is not None:
+                await flush()
+
+        async def state() -> tuple[str, int | None]:
+            status = await hub.status("m")
+            return status.state, status.attempt
+
+        await write("running", 2)
+        await write("done", 2, "ok")
+        await write("retrying", 2)
+        await write("running", 1)
+        assert await state() == ("done", 2)
+        assert await hub.result("m", timeout=1) == "ok"
+        await write("running", 3)
+        assert await state() == ("running", 3)

@@ -32,15 +32,16 @@ class StatusStore(abc.ABC):
         topic writes a pending record (kept as long as a hub of the group runs)."""
 
     @abc.abstractmethod
-    async def write(self, message_id: str, record: bytes, ttl: float, *, final: bool) -> None:
-        """Store ``record`` (JSON) as the status of ``message_id`` for ``ttl`` seconds; ``final``:
-        also ring the message's bell (waiters re-read)."""
+    async def write(self, message_id: str, record: bytes, ttl: float, *, final: bool, rank: int) -> None:
+        """Store ``record`` (JSON) as the status of ``message_id`` for ``ttl`` seconds, unless the
+        stored record has a higher `actionhub.results.rank` than ``rank``; ``final``: also ring
+        the message's bell (waiters re-read)."""
 
-    async def write_done(self, message_id: str, record: bytes, ttl: float) -> None:
+    async def write_done(self, message_id: str, record: bytes, ttl: float, *, rank: int) -> None:
         """`write` a done record, which must be stored before the message's ack: here, written
         before returning; a store whose bus's acker sends queued writes ahead of its acks only
         queues it (the worker does not wait for Redis)."""
-        await self.write(message_id, record, ttl, final=True)
+        await self.write(message_id, record, ttl, final=True, rank=rank)
 
     @abc.abstractmethod
     async def read(self, message_id: str) -> bytes | None:
@@ -95,7 +96,7 @@ class MemoryStatuses(StatusStore):
 
     def __init__(self) -> None:
         self.kept: dict[str, float] = {}  # topic -> seconds its records are kept
-        self._records: dict[str, tuple[bytes, float]] = {}
+        self._records: dict[str, tuple[bytes, float, int]] = {}  # id -> (record, lapse, rank)
         self._bells: dict[str, trio.Event] = {}
         self._prune_at = 1024
 
@@ -104,13 +105,15 @@ class MemoryStatuses(StatusStore):
         is stored yet)."""
         seconds = self.kept.get(topic)
         if seconds is not None and self._live(message_id) is None:
-            self._store(message_id, encode(pending_of(message_id, topic, at)), ttl(seconds, "pending"))
+            self._store(message_id, encode(pending_of(message_id, topic, at)), ttl(seconds, "pending"), 0)
 
     async def keep(self, topic: str, seconds: float) -> None:
         self.kept[topic] = max(seconds, self.kept.get(topic, 0.0))
 
-    async def write(self, message_id: str, record: bytes, ttl: float, *, final: bool) -> None:
-        self._store(message_id, record, ttl)
+    async def write(self, message_id: str, record: bytes, ttl: float, *, final: bool, rank: int) -> None:
+        if self._live(message_id) is not None and self._records[message_id][2] > rank:
+            return  # a later state is stored already
+        self._store(message_id, record, ttl, rank)
         if final:
             bell = self._bells.pop(message_id, None)
             if bell is not None:
@@ -137,9 +140,9 @@ class MemoryStatuses(StatusStore):
             return None
         return held[0]
 
-    def _store(self, message_id: str, record: bytes, ttl: float) -> None:
+    def _store(self, message_id: str, record: bytes, ttl: float, rank: int) -> None:
         now = trio.current_time()
         if len(self._records) >= self._prune_at:  # forget lapsed records now and then, not per write
             self._records = {k: v for k, v in self._records.items() if v[1] > now}
             self._prune_at = max(1024, 2 * len(self._records))
-        self._records[message_id] = (record, now + ttl)
+        self._records[message_id] = (record, now + ttl, rank)

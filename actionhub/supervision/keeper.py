@@ -17,7 +17,7 @@ from typing import Any
 from ..bus.base import Bus, Delivery
 from ..bus.statuses import StatusStore
 from ..payloads import to_json
-from ..results import MessageStatus, State, encode, ttl
+from ..results import MessageStatus, State, encode, rank, ttl
 
 
 class ResultKeeper:
@@ -47,7 +47,9 @@ class ResultKeeper:
         return encode(self._status(delivery, "done", attempt=delivery.message.attempt, result=to_json(value)))
 
     async def done(self, delivery: Delivery, record: bytes) -> None:
-        await self.store.write_done(delivery.message.id, record, self.keep_result)
+        await self.store.write_done(
+            delivery.message.id, record, self.keep_result, rank=rank("done", delivery.message.attempt)
+        )
 
     async def dead(self, delivery: Delivery, reason: str, error: str | None = None) -> None:
         await self._write(delivery, "dead", attempt=delivery.message.attempt, reason=reason, error=error)
@@ -55,7 +57,9 @@ class ResultKeeper:
     async def _write(self, delivery: Delivery, state: State, **fields: Any) -> None:
         status = self._status(delivery, state, **fields)
         record, seconds = encode(status), ttl(self.keep_result, state)
-        await self.store.write(delivery.message.id, record, seconds, final=status.final)
+        await self.store.write(
+            delivery.message.id, record, seconds, final=status.final, rank=rank(state, status.attempt)
+        )
 
     @staticmethod
     def _status(

@@ -49,12 +49,12 @@ def wait_bell(keys: Keys, message_id: str, seconds: float) -> tuple[Any, ...]:
 
 
 def write_status(
-    keys: Keys, message_id: str, record: bytes, ttl: float, *, final: bool
+    keys: Keys, message_id: str, record: bytes, ttl: float, *, final: bool, rank: int
 ) -> tuple[list[str], list[bytes | int]]:
-    """(KEYS, ARGV) of `scripts.WRITE_STATUS`."""
+    """(KEYS, ARGV) of `scripts.WRITE_STATUS` (``rank``: `actionhub.results.rank` of ``record``)."""
     ttl_ms = max(1, math.ceil(ttl * 1000))
     bell_ms = min(ttl_ms, int(BELL_TTL * 1000)) if final else 0
-    return [keys.status(message_id), keys.status_bell(message_id)], [record, ttl_ms, bell_ms]
+    return [keys.status(message_id), keys.status_bell(message_id)], [record, ttl_ms, bell_ms, rank]
 
 
 def keep_results(keys: Keys, topic: str, seconds: float) -> tuple[Any, ...]:
@@ -136,19 +136,19 @@ class RedisStatuses(StatusStore):
         commands = [keep_results(self._keys, topic, self._kept[topic]) for topic in topics]
         await self._bus.execute(commands, what="keep results")
 
-    async def write(self, message_id: str, record: bytes, ttl: float, *, final: bool) -> None:
+    async def write(self, message_id: str, record: bytes, ttl: float, *, final: bool, rank: int) -> None:
         """Group commit: every write made while the writer's round trip is out goes in its next
         one (many workers' records for the price of one round trip), in order. A final write
         returns once written; the others (running, retrying: what the next write of the message
         overwrites) return once queued."""
-        batch = self._queue(message_id, record, ttl, final=final)
+        batch = self._queue(message_id, record, ttl, final=final, rank=rank)
         if final:
             await self._written(batch)
 
-    async def write_done(self, message_id: str, record: bytes, ttl: float) -> None:
+    async def write_done(self, message_id: str, record: bytes, ttl: float, *, rank: int) -> None:
         """Queued only, on a bus whose acker flushes the writes before its acks (streams);
         written before returning otherwise."""
-        batch = self._queue(message_id, record, ttl, final=True)
+        batch = self._queue(message_id, record, ttl, final=True, rank=rank)
         if not self._flushed_before_acks:
             await self._written(batch)
 
@@ -159,8 +159,8 @@ class RedisStatuses(StatusStore):
         if batch is not None:
             await self._written(batch)
 
-    def _queue(self, message_id: str, record: bytes, ttl: float, *, final: bool) -> _Batch:
-        keys, args = write_status(self._keys, message_id, record, ttl, final=final)
+    def _queue(self, message_id: str, record: bytes, ttl: float, *, final: bool, rank: int) -> _Batch:
+        keys, args = write_status(self._keys, message_id, record, ttl, final=final, rank=rank)
         batch = self._batch
         batch.put((self._write, keys, args))
         self._work.set()

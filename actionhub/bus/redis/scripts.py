@@ -314,9 +314,19 @@ end
 return (#KEYS - 1) / 3
 """
 
-# A message's status record (results.py), SET for its time to live; a final one also rings the
-# message's bell: one entry, for a short while, rotated in place (BLMOVE) by every waiter.
+# A message's status record (results.py), SET for its time to live unless the stored record has
+# a higher rank (ARGV[4]; `actionhub.results.rank`, computed here alike: a late write from another
+# hub never undoes a later state); a final one also rings the message's bell: one entry, for a
+# short while, rotated in place (BLMOVE) by every waiter.
 WRITE_STATUS = """
+local old = redis.call('GET', KEYS[1])
+if old then
+  local ok, doc = pcall(cjson.decode, old)
+  if ok and type(doc) == 'table' then
+    local order = ({pending = 0, retrying = 1, running = 2, done = 3, dead = 3})[doc.state] or 0
+    if (tonumber(doc.attempt) or 0) * 4 + order > tonumber(ARGV[4]) then return 0 end
+  end
+end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 if ARGV[3] ~= '0' then
   redis.call('DEL', KEYS[2])
