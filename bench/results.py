@@ -72,7 +72,7 @@ def publishes(url: str, n: int, keep: bool) -> float:
         hub = ActionHub(f"{url}?prefix={prefix}")
         async with hub.running():
             if keep:  # what a hub of a keep_result group sets: the publish script writes pending
-                await hub.bus.statuses().keep("orders", 60)
+                await hub.bus.statuses().keep("orders", "orders", 60)
             started = time.perf_counter()
             for i in range(n):
                 await hub.publish("orders", {"order": i})

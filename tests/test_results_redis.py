@@ -18,7 +18,8 @@ import trio
 
 from actionhub import ActionHub, InvalidStatusRecord, Job, MessageDead, MessageStatus, Reject, Retry
 from actionhub.bus.redis.keys import Keys
-from actionhub.testing import RedisServer
+from actionhub.bus.url import open_bus
+from actionhub.testing import EscalationLog, RedisServer
 from bench import results as results_bench
 from tests.polling import wait_until
 from tests.test_clients import FLAVOURS, Flavour
@@ -282,3 +283,30 @@ async def test_a_late_write_never_undoes_a_later_state(where: str, redis_url: st
         assert await hub.result("m", timeout=1) == "ok"
         await write("running", 3)
         assert await state() == ("running", 3)
+
+
+@pytest.mark.parametrize("where", ["memory", "redis"])
+async def test_one_group_of_a_topic_may_keep_results(where: str, redis_url: str) -> None:
+    """Every group gets every message: two keeping results would overwrite each other's records
+    of it. The second group fails to start, loudly (a start_failure escalation naming both),
+    and the first keeps running; another hub of the same group joins as usual."""
+    url = "memory://" if where == "memory" else redis_url
+    escalations = EscalationLog()
+    bus = open_bus(url)
+    first, second = ActionHub(bus, name="first"), ActionHub(bus, name="second", on_escalation=escalations)
+    joiner = ActionHub(bus, name="joiner")
+
+    async def work(job: Job) -> str:
+        return "ok"
+
+    first.bind("keeper", work, topic="orders", keep_result=60)
+    second.bind("auditor", work, topic="orders", keep_result=60)
+    joiner.bind("keeper", work, topic="orders", keep_result=60)
+    async with first.running(), second.running(), joiner.running():
+        await wait_until(lambda: len(escalations) == 1)
+        (escalation,) = escalations
+        assert escalation.reason == "start_failure" and escalation.group == "auditor"
+        assert "group 'auditor' cannot keep results of topic 'orders'" in str(escalation.error)
+        assert [s.addr for s in joiner.stats()] == ["keeper"]
+        message_id = await second.publish("orders", 1)
+        assert await first.result(message_id, timeout=10) == "ok"

@@ -16,6 +16,7 @@ from typing import Any
 
 import trio
 
+from ..errors import ConfigurationError
 from ..payloads import decode_reply
 from ..results import MessageDead, MessageStatus, decode, encode, pending_of, ttl
 
@@ -27,9 +28,11 @@ class StatusStore(abc.ABC):
     slice: float = 5.0
 
     @abc.abstractmethod
-    async def keep(self, topic: str, seconds: float) -> None:
-        """A group of ``topic`` keeps results for ``seconds``: from now on, every publish to the
-        topic writes a pending record (kept as long as a hub of the group runs)."""
+    async def keep(self, topic: str, group: str, seconds: float) -> None:
+        """Consumer group ``group`` of ``topic`` keeps results for ``seconds``: from now on, every
+        publish to the topic writes a pending record (kept as long as a hub of the group runs).
+        One group of a topic may keep results (every group gets every message, and their records
+        of it would overwrite each other): `ConfigurationError` if another group does."""
 
     @abc.abstractmethod
     async def write(self, message_id: str, record: bytes, ttl: float, *, final: bool, rank: int) -> None:
@@ -51,6 +54,16 @@ class StatusStore(abc.ABC):
     async def wait(self, message_id: str, seconds: float) -> None:
         """Return once the bell of ``message_id`` rang (now or since its last final write, while
         the bell lasts), or after ``seconds``: the caller then re-reads the record."""
+
+
+def check_results_group(topic: str, group: str, keeping: str | bytes | None) -> None:
+    """`ConfigurationError` unless ``keeping`` (the group that keeps ``topic``'s results) is
+    ``group`` or none."""
+    if keeping is not None and (keeping.decode() if isinstance(keeping, bytes) else keeping) != group:
+        raise ConfigurationError(
+            f"group {group!r} cannot keep results of topic {topic!r}: group {keeping!r} does "
+            "(one group of a topic may keep results: every group gets every message)"
+        )
 
 
 async def status(store: StatusStore, message_id: str) -> MessageStatus:
@@ -96,6 +109,7 @@ class MemoryStatuses(StatusStore):
 
     def __init__(self) -> None:
         self.kept: dict[str, float] = {}  # topic -> seconds its records are kept
+        self._groups: dict[str, str] = {}  # topic -> the consumer group keeping its results
         self._records: dict[str, tuple[bytes, float, int]] = {}  # id -> (record, lapse, rank)
         self._bells: dict[str, trio.Event] = {}
         self._prune_at = 1024
@@ -107,7 +121,8 @@ class MemoryStatuses(StatusStore):
         if seconds is not None and self._live(message_id) is None:
             self._store(message_id, encode(pending_of(message_id, topic, at)), ttl(seconds, "pending"), 0)
 
-    async def keep(self, topic: str, seconds: float) -> None:
+    async def keep(self, topic: str, group: str, seconds: float) -> None:
+        check_results_group(topic, group, self._groups.setdefault(topic, group))
         self.kept[topic] = max(seconds, self.kept.get(topic, 0.0))
 
     async def write(self, message_id: str, record: bytes, ttl: float, *, final: bool, rank: int) -> None:

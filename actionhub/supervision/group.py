@@ -518,7 +518,7 @@ async def attach(group: WorkerGroup, bus: Bus, consumer_group: str) -> None:
     config = group.config
     group._bus, group._consumer_group = bus, consumer_group
     if group.runner.keeper is not None:  # publishes write pending records before the first delivery
-        await group.runner.keeper.start(group.topic)
+        await group.runner.keeper.start(group.topic, consumer_group)
     group.runner.gate = gate_for(bus, group.topic, consumer_group, config, group.runner.gate)
     group.subscription = await bus.subscribe(
         group.topic,

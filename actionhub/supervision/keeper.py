@@ -27,9 +27,10 @@ class ResultKeeper:
         self.store: StatusStore = bus.statuses()  # a bus that keeps none says so at bind time
         self.keep_result = keep_result
 
-    async def start(self, topic: str) -> None:
-        """The group is about to read ``topic``: publishes to it write pending records from now on."""
-        await self.store.keep(topic, self.keep_result)
+    async def start(self, topic: str, group: str) -> None:
+        """Consumer group ``group`` is about to read ``topic``: publishes to it write pending
+        records from now on (`ConfigurationError` if another group of the topic keeps results)."""
+        await self.store.keep(topic, group, self.keep_result)
 
     async def running(self, delivery: Delivery) -> None:
         await self._write(delivery, "running", attempt=delivery.message.attempt)

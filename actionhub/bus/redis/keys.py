@@ -106,6 +106,11 @@ class Keys:
         write a pending status record."""
         return f"{self.prefix}keep:{topic}"
 
+    def results_group(self, topic: str) -> str:
+        """The one consumer group of ``topic`` that keeps results (refreshed as `keeps_results`):
+        two would write over each other's records of the same message."""
+        return f"{self.prefix}keepgroup:{topic}"
+
     def dedupe(self, topic: str, key: str) -> str:
         """The first message id published under ``key`` to ``topic`` (it expires with the
         window). ``#`` ends the topic: no topic holds one, so no (topic, key) pair aliases another."""

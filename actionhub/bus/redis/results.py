@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from ...errors import HubStopped
-from ..statuses import StatusStore
+from ..statuses import StatusStore, check_results_group
 from . import scripts
 from .keys import Keys
 
@@ -57,9 +57,19 @@ def write_status(
     return [keys.status(message_id), keys.status_bell(message_id)], [record, ttl_ms, bell_ms, rank]
 
 
-def keep_results(keys: Keys, topic: str, seconds: float) -> tuple[Any, ...]:
-    """The command marking ``topic`` as kept for ``seconds`` (for `KEEP_TTL`)."""
-    return ("SET", keys.keeps_results(topic), repr(float(seconds)), "PX", int(KEEP_TTL * 1000))
+def keep_results(keys: Keys, topic: str, group: str, seconds: float) -> list[tuple[Any, ...]]:
+    """The commands marking ``topic`` as kept for ``seconds`` by ``group`` (for `KEEP_TTL`)."""
+    ttl = int(KEEP_TTL * 1000)
+    return [
+        ("SET", keys.keeps_results(topic), repr(float(seconds)), "PX", ttl),
+        ("SET", keys.results_group(topic), group, "PX", ttl),
+    ]
+
+
+def claim_results(keys: Keys, topic: str, group: str) -> tuple[Any, ...]:
+    """The command claiming ``topic``'s results for ``group`` unless another group has: its reply
+    is the group that keeps them (None: ``group`` claimed them just now)."""
+    return ("SET", keys.results_group(topic), group, "NX", "GET", "PX", int(KEEP_TTL * 1000))
 
 
 #: Most status writes in one round trip.
@@ -111,7 +121,7 @@ class RedisStatuses(StatusStore):
         self._bus = bus
         self._keys = bus.keys
         self._write = bus.client.register_script(scripts.WRITE_STATUS)
-        self._kept: dict[str, float] = {}  # topic -> seconds, refreshed while the bus is open
+        self._kept: dict[str, tuple[str, float]] = {}  # topic -> (group, seconds), refreshed while open
         self._refreshing = False
         self._batch = _Batch()  # the writes waiting for the writer's next round trip
         self._sending: _Batch | None = None  # the writes of the round trip under way
@@ -120,8 +130,11 @@ class RedisStatuses(StatusStore):
         #: the bus's acker sends what is queued before its acks (`flush`): a done write need not wait
         self._flushed_before_acks: bool = bus.statuses_before_acks
 
-    async def keep(self, topic: str, seconds: float) -> None:
-        self._kept[topic] = max(seconds, self._kept.get(topic, 0.0))
+    async def keep(self, topic: str, group: str, seconds: float) -> None:
+        (keeping,) = await self._bus.execute([claim_results(self._keys, topic, group)], what="keep results")
+        check_results_group(topic, group, keeping)
+        held = self._kept.get(topic)
+        self._kept[topic] = (group, max(seconds, 0.0 if held is None else held[1]))
         await self._mark([topic])
         nursery = self._bus._nursery
         if not self._refreshing and nursery is not None:
@@ -133,7 +146,7 @@ class RedisStatuses(StatusStore):
         await self._mark(list(self._kept))
 
     async def _mark(self, topics: list[str]) -> None:
-        commands = [keep_results(self._keys, topic, self._kept[topic]) for topic in topics]
+        commands = [c for topic in topics for c in keep_results(self._keys, topic, *self._kept[topic])]
         await self._bus.execute(commands, what="keep results")
 
     async def write(self, message_id: str, record: bytes, ttl: float, *, final: bool, rank: int) -> None:
