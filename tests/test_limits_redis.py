@@ -5,6 +5,7 @@ waiting for a limit keeps its message's lease; a hub gives its slots back as it 
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -16,8 +17,10 @@ import redis
 import trio
 
 from actionhub import ActionHub, Job
+from actionhub.bus.redis import scripts
 from actionhub.bus.redis.keys import Keys
 from actionhub.bus.redis.options import split_url
+from tests.chaos.proxy import ChaosProxy
 from tests.limited_hub import run_keys
 from tests.polling import wait_until
 
@@ -179,17 +182,21 @@ async def test_a_run_waiting_for_the_rate_keeps_its_lease(redis_url: str) -> Non
     assert stat.total_failed == 0 and stat.total_retried == 0
 
 
-def _limit(client: redis.Redis, keys: list[str], hub: str, **fields: object) -> list[int]:
-    """One call of `scripts.LIMIT` (the arguments the hubs' limiters send, by name)."""
-    from actionhub.bus.redis import scripts
+_CALLS = itertools.count(1)
 
+
+def _limit(client: redis.Redis, keys: list[str], hub: str, **fields: object) -> list[int]:
+    """One call of `scripts.LIMIT` (the arguments the hubs' limiters send, by name; a new call
+    number unless ``call`` is given)."""
     args = {
         "interval": 0, "tolerance": 0, "limit": 0, "lease": 30_000, "window": 1000, "hub": hub,
         "held": 0, "tokens": 0, "slots": 0, "firm": 0, "both": 0, "first": 0, "returns": 0,
+        "call": next(_CALLS),
     }  # fmt: skip
     args.update(fields)
     releases = list(args.pop("releases", []))  # type: ignore[call-overload]
-    reply = client.register_script(scripts.LIMIT)(keys=keys, args=[*args.values(), *releases])
+    reply_key = f"{keys[1]}:reply:{hub}"
+    reply = client.register_script(scripts.LIMIT)(keys=[*keys, reply_key], args=[*args.values(), *releases])
     return [int(x) for x in reply]
 
 
@@ -267,3 +274,64 @@ async def test_an_ordered_group_keeps_each_keys_order_under_a_rate_limit(redis_u
     for key in "abc":
         assert [seq for k, seq in ran if k == key] == list(range(10))
     assert stat.total_throttled > 0 and stat.total_failed == 0
+
+
+def test_the_limit_script_answers_a_resent_call_again_and_grants_nothing_twice(redis_url: str) -> None:
+    """A call whose reply was lost is resent as is (same hub, same call number): it gets the
+    first reply again, its slots are the ones the first try granted, its returns count once."""
+    runs = Runs(redis_url)
+    keys = list(runs.keys.limits("t", "g"))
+    assert _limit(runs.client, keys, "a", limit=4, slots=4, firm=4, call=1) == [4, 0, -1, 0]
+    assert _limit(runs.client, keys, "a", limit=4, slots=4, firm=4, call=1) == [4, 0, -1, 0]  # resent
+    assert sorted(m.decode() for m in runs.client.zrange(keys[1], 0, -1)) == ["a:0", "a:1", "a:2", "a:3"]
+    assert _limit(runs.client, keys, "b", limit=4, slots=1)[0] == 0  # a holds them, and knows it
+    # a gives two back and asks for one: a resend neither removes nor grants anything again
+    again = {"limit": 4, "held": 2, "slots": 1, "first": 4, "releases": ["a:0", "a:1"], "call": 2}
+    assert _limit(runs.client, keys, "a", **again)[0] == 1
+    assert _limit(runs.client, keys, "a", **again)[0] == 1
+    assert runs.client.zcard(keys[1]) == 3  # a:2, a:3, a:4
+    # tokens: one a minute, a burst of 1; one taken, then given back by a call sent twice
+    rate = {"interval": 60_000_000, "tolerance": 0}
+    fresh = [f"{key}:rate-only" for key in keys]
+    assert _limit(runs.client, fresh, "a", **rate, tokens=1)[1] == 1
+    assert _limit(runs.client, fresh, "a", **rate, returns=1, call=10)[1] == 0
+    assert _limit(runs.client, fresh, "a", **rate, returns=1, call=10)[1] == 0  # resent: counted once
+    assert _limit(runs.client, fresh, "a", **rate, tokens=5)[1] == 1  # the one given back, no more
+
+
+async def test_a_hub_whose_limit_reply_is_lost_keeps_its_full_concurrency(redis_url: str) -> None:
+    """The reply to the hub's first call of `scripts.LIMIT` is lost (the connection drops after
+    Redis ran it) and the call is resent: the hub still runs 4 at once at concurrency_limit=4,
+    at once, not after the slots the first try granted lapse (visibility_timeout)."""
+    _, options = split_url(redis_url)
+    runs = Runs(redis_url)
+    runs.client.script_load(scripts.LIMIT)  # so the marked request runs (no NOSCRIPT round first)
+    sha = runs.client.register_script(scripts.LIMIT).sha.encode()
+    proxy = ChaosProxy(runs.client.connection_pool.connection_kwargs["port"])
+    running = 0
+    most = 0
+    finish = trio.Event()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(proxy.serve)
+        hub = ActionHub(proxy.url(f"/0?prefix={options.prefix}"), name="lossy")
+
+        @hub.action("limited", max_workers=8, concurrency_limit=4)
+        async def limited(job: Job) -> None:
+            nonlocal running, most
+            running += 1
+            most = max(most, running)
+            try:
+                await finish.wait()
+            finally:
+                running -= 1
+
+        async with hub.running():
+            proxy.lose_reply_to(sha)
+            await hub.publish_many("limited", list(range(8)))
+            await wait_until(lambda: proxy.replies_lost == 1, timeout=10)
+            await wait_until(lambda: running == 4, timeout=10)  # not 30 s later
+            finish.set()
+            await wait_until(lambda: hub.stats()[0].total_message_processed == 8, timeout=10)
+        nursery.cancel_scope.cancel()
+    assert most == 4
+    assert runs.client.zcard(runs.keys.limits("limited", "limited")[1]) == 0  # none left to lapse

@@ -127,6 +127,11 @@ class Keys:
         base = f"{self.prefix}limit:{topic}:{group}"
         return f"{base}:rate", f"{base}:slots", f"{base}:waiting"
 
+    def limit_reply(self, topic: str, group: str, hub: str) -> str:
+        """The last reply `scripts.LIMIT` gave ``hub`` for the group's limits, with its call
+        number (short-lived: a resent call finds it and changes nothing)."""
+        return f"{self.prefix}limit:{topic}:{group}:reply:{hub}"
+
 
 def partition_count(key: str, raw: bytes | str | None) -> int | None:
     """The partition count stored at ``key`` (`Keys.partitions`), None if there is none yet."""

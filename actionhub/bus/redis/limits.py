@@ -69,8 +69,9 @@ class RedisLimiter:
         self.topic = topic
         self.group = group
         self.spec = spec
-        self.keys = list(bus.keys.limits(topic, group))
         self.hub = f"{bus.consumer}/{secrets.token_hex(4)}"  # unique even for two hubs in a process
+        self.keys = [*bus.keys.limits(topic, group), bus.keys.limit_reply(topic, group, self.hub)]
+        self._calls = 0  # numbers this hub's calls: a call resent after a lost reply is known
         self._script = bus.client.register_script(scripts.LIMIT)
         self._next_slot = 0  # slots are named <hub>:<number>
         self._held: set[str] = set()  # every slot this hub holds in Redis (renewed)
@@ -245,14 +246,19 @@ class RedisLimiter:
         first = self._next_slot
         self._next_slot += want_slots
         returns, self._returns = self._returns, 0
+        self._calls += 1
         args = self._args(want_tokens, want_slots, firm_slots, first, returns, releases)
         try:
+            # resent as is after a lost reply (`common.call_async`): the script knows the call
+            # by its number and answers it again, granting nothing twice
             (reply,) = await self.bus.run_scripts(
                 [(self._script, self.keys, args)], what=f"limits of {self.topic}/{self.group}"
             )
         except BaseException:
-            self._releases[:0] = releases  # owed still: with the next call (or they lapse)
-            self._returns += returns
+            # owed still: with the next call (or they lapse); so are the slots this call may
+            # have been granted unknown to us (removing a slot that is not there does nothing).
+            # Its returns are not sent again: if it ran, they counted; lost, the rate only dips.
+            self._releases[:0] = [*releases, *(f"{self.hub}:{first + i}" for i in range(want_slots))]
             self._due = trio.current_time()
             raise
         got_slots, got_tokens, wait_us, contended = (int(x) for x in reply)
@@ -307,6 +313,7 @@ class RedisLimiter:
             int(both),
             first,
             returns,
+            self._calls,
             *releases,
         ]
 
