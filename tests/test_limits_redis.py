@@ -135,7 +135,19 @@ async def test_a_killed_hubs_slots_lapse_within_its_visibility_timeout(redis_url
     try:
         await _publish(url, 3)
         await wait_until(lambda: runs.count() == 2 and runs.client.zcard(slots) == 2, timeout=20)
-        await trio.sleep(1.0)  # the victim renews its slots meanwhile (every 0.5 s)
+        first = dict(runs.client.zrange(slots, 0, -1, withscores=True))
+        counts: list[int] = []
+
+        def renewed_past_their_first_lapse() -> bool:
+            """The Redis clock is past the slots' first lapse, and they are still there, lapsing
+            later: the living victim renewed them (a lapsed slot is removed by its next call)."""
+            now = runs.redis_ms()
+            scores = dict(runs.client.zrange(slots, 0, -1, withscores=True))
+            counts.append(len(scores))
+            return now > max(first.values()) and all(scores.get(m, 0) > s for m, s in first.items())
+
+        await wait_until(renewed_past_their_first_lapse, timeout=20)
+        assert set(counts) == {2}  # never one less: no slot lapsed while the victim lived
         os.kill(victim.pid, signal.SIGKILL)
         victim.wait(timeout=10)
         killed_at = runs.redis_ms()  # dead by now: it renews nothing after this
