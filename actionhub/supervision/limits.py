@@ -19,9 +19,10 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
-import attrs
 import trio
 
+from ..bus.limits import Limiter as Limiter
+from ..bus.limits import LimitSpec as LimitSpec
 from ..errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -47,42 +48,6 @@ def default_burst(per_second: float) -> int:
     """The bucket's size unless given: a tenth of a second's worth, at least 1, so a measured
     rate over a few seconds stays within a few percent of the limit."""
     return max(1, int(per_second * 0.1))
-
-
-@attrs.frozen
-class LimitSpec:
-    """A group's limits, as the bus is asked for them."""
-
-    rate: float | None  # tokens per second
-    burst: int
-    concurrency: int | None
-
-    @property
-    def interval(self) -> float:
-        """Seconds between two tokens (GCRA's emission interval); 0 without a rate."""
-        return 0.0 if self.rate is None else 1.0 / self.rate
-
-    @property
-    def tolerance(self) -> float:
-        """How far ahead of the schedule a token may be taken (GCRA's tau): burst - 1 intervals."""
-        return (self.burst - 1) * self.interval
-
-
-class Limiter(Protocol):
-    """The limits of one (topic, consumer group), shared by the group's runs."""
-
-    def try_acquire(self) -> bool:
-        """Take a slot and a token if both are at hand now and nobody waits (no I/O, no wait)."""
-        ...
-
-    async def acquire(self, held: Callable[[], None]) -> None:
-        """Wait for a slot and a token; call ``held`` once if a limit holds the run back (not
-        for a wait on the broker's answer alone). Cancelled, it keeps nothing."""
-        ...
-
-    def release(self) -> None:
-        """A run that acquired ended (however it ended): give its slot back."""
-        ...
 
 
 class LocalLimiter:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from ...supervision.limits import LimitSpec
+from ..limits import LimitSpec
 from . import scripts
 
 if TYPE_CHECKING:
@@ -62,7 +62,7 @@ class _Waiter:
 
 
 class RedisLimiter:
-    """The limits of one (topic, consumer group) on one hub's bus (`actionhub.supervision.limits.Limiter`)."""
+    """The limits of one (topic, consumer group) on one hub's bus (`actionhub.bus.limits.Limiter`)."""
 
     def __init__(self, bus: RedisStreamsBus, topic: str, group: str, spec: LimitSpec) -> None:
         self.bus = bus
