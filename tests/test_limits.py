@@ -11,7 +11,7 @@ import pytest
 import trio
 import trio.testing
 
-from actionhub import ActionHub, Behaviour, ConfigurationError, Job, WorkerStat
+from actionhub import ActionHub, Behaviour, ConfigurationError, Escalation, Job, WorkerStat
 from actionhub.bus.memory import MemoryBus
 from actionhub.supervision.limits import LimitSpec, LocalLimiter, default_burst, parse_rate
 
@@ -296,3 +296,27 @@ async def test_an_ordered_groups_waiting_run_keeps_its_place(autojump_clock: tri
         await until(lambda: recorder.done == 4)
     assert recorder.payloads == [0, 1, 2, 3] and recorder.attempts == [1] * 4
     assert [round(t - recorder.starts[0], 6) for t in recorder.starts] == [0, 1, 2, 3]
+
+
+async def test_hubs_that_disagree_on_a_groups_limits_fail_loudly(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Two limits for one group on one bus would split it silently: the second hub is refused,
+    naming both; once the first has stopped, the group may come back with other limits."""
+    bus = MemoryBus()
+    escalations: list[Escalation] = []
+    one, two = ActionHub(bus, name="one"), ActionHub(bus, name="two", on_escalation=escalations.append)
+    one.bind("calls", Recorder(), concurrency_limit=2, rate_limit="4/s")
+    two.bind("calls", Recorder(), concurrency_limit=3, rate_limit="4/s")
+    async with one.running(), two.running():
+        pass
+    (escalation,) = escalations  # the group does not start on the second hub
+    assert escalation.reason == "start_failure" and isinstance(escalation.error, ConfigurationError)
+    text = str(escalation.error)
+    assert "concurrency_limit=2" in text and "concurrency_limit=3" in text, text
+    recorder = Recorder()
+    three = ActionHub(bus, name="three")
+    three.bind("calls", recorder, concurrency_limit=3)
+    async with three.running():
+        await three.publish("calls", 1)
+        await until(lambda: recorder.done == 1)

@@ -29,6 +29,13 @@ class LimitSpec:
         """How far ahead of the schedule a token may be taken (GCRA's tau): burst - 1 intervals."""
         return (self.burst - 1) * self.interval
 
+    def describe(self) -> str:
+        """The limits as a group's configuration says them, for messages."""
+        parts = [] if self.rate is None else [f"rate_limit={self.rate:g}/s", f"rate_burst={self.burst}"]
+        if self.concurrency is not None:
+            parts.append(f"concurrency_limit={self.concurrency}")
+        return ", ".join(parts)
+
 
 class Limiter(Protocol):
     """The limits of one (topic, consumer group), shared by the group's runs."""

@@ -322,6 +322,8 @@ class WorkerGroup:
             subscription, self.subscription = self.subscription, None
             with trio.CancelScope(shield=True):
                 await subscription.close()
+            if self.runner.gate is not None:
+                self.runner.gate.detach()
 
     async def _supervise(self) -> GroupOutcome:
         async for event in self._events:

@@ -55,6 +55,7 @@ class LocalLimiter:
 
     def __init__(self, spec: LimitSpec) -> None:
         self.spec = spec
+        self.gates: set[Gate] = set()  # of the groups attached to it now
         self._tat = -math.inf  # GCRA's theoretical arrival time of the next token
         self._queue = trio.Lock()  # FIFO: the oldest waiter takes the next token
         self._slots = None if spec.concurrency is None else trio.Semaphore(spec.concurrency)
@@ -119,15 +120,23 @@ def limit_spec(rate_limit: str | None, rate_burst: int | None, concurrency: int 
     return LimitSpec(rate, burst, concurrency)
 
 
-def limiter_for(bus: Bus, topic: str, group: str, spec: LimitSpec) -> Limiter:
+def limiter_for(bus: Bus, topic: str, group: str, spec: LimitSpec, gate: Gate | None = None) -> Limiter:
     """The limiter of consumer group ``group`` on ``topic``: the bus's own if it keeps one for
-    every hub, else one shared by the hubs on this bus object."""
+    every hub, else one shared by the hubs on this bus object (a `ConfigurationError` if one of
+    them, attached now, not ``gate``, has other limits)."""
     shared = bus.limiter(topic, group, spec)
     if shared is not None:
         return shared
     local = _LOCAL.setdefault(bus, {})
     limiter = local.get((topic, group))
-    if limiter is None or limiter.spec != spec:
+    if limiter is not None and limiter.spec != spec:
+        if limiter.gates - {gate}:  # two specs would split the limit silently
+            raise ConfigurationError(
+                f"consumer group {group!r} of {topic!r} is attached on this bus with other limits "
+                f"({limiter.spec.describe()}) than these ({spec.describe()}): its hubs must agree"
+            )
+        limiter = None  # nobody uses the old one now
+    if limiter is None:
         limiter = local[(topic, group)] = LocalLimiter(spec)
     return limiter
 
@@ -139,11 +148,16 @@ class Gate:
     def __init__(self, limiter: Limiter) -> None:
         self.throttled = 0
         self._waits: set[trio.CancelScope] = set()
+        self._local: LocalLimiter | None = None  # the in-process limiter it is counted in
         self.use(limiter)
 
     def use(self, limiter: Limiter) -> None:
         """Pass through ``limiter`` from now on (the group attached to a bus again)."""
+        self.detach()
         self.limiter = limiter
+        if isinstance(limiter, LocalLimiter):
+            self._local = limiter
+            limiter.gates.add(self)
         # the limiter's own methods: one call per run on the way in and out, nothing more
         self.try_enter: Callable[[], bool] = limiter.try_acquire  # pass at once if both are at hand
         self.leave: Callable[[], None] = limiter.release  # the run that passed ended
@@ -167,6 +181,12 @@ class Gate:
         for scope in self._waits:
             scope.cancel()
 
+    def detach(self) -> None:
+        """The group no longer reads from the bus: another spec may take the limiter's place."""
+        if self._local is not None:
+            self._local.gates.discard(self)
+            self._local = None
+
 
 def gate_for(bus: Bus, topic: str, group: str, config: LimitedConfig, gate: Gate | None) -> Gate | None:
     """The gate of a group configured with ``config`` reading ``topic`` as ``group`` on ``bus``:
@@ -175,7 +195,7 @@ def gate_for(bus: Bus, topic: str, group: str, config: LimitedConfig, gate: Gate
     spec = limit_spec(config.rate_limit, config.rate_burst, config.concurrency_limit)
     if spec is None:
         return None
-    limiter = limiter_for(bus, topic, group, spec)
+    limiter = limiter_for(bus, topic, group, spec, gate)
     if gate is None:
         return Gate(limiter)
     gate.use(limiter)
