@@ -6,6 +6,7 @@ waiting for a limit keeps its message's lease; a hub gives its slots back as it 
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import signal
 import subprocess
@@ -13,6 +14,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import pytest
 import redis
 import trio
 
@@ -203,13 +205,13 @@ def _limit(client: redis.Redis, keys: list[str], hub: str, **fields: object) -> 
     args = {
         "interval": 0, "tolerance": 0, "limit": 0, "lease": 30_000, "window": 1000, "hub": hub,
         "held": 0, "tokens": 0, "slots": 0, "firm": 0, "both": 0, "first": 0, "returns": 0,
-        "call": next(_CALLS),
+        "call": next(_CALLS), "spec": "concurrency_limit=4",
     }  # fmt: skip
     args.update(fields)
     releases = list(args.pop("releases", []))  # type: ignore[call-overload]
     reply_key = f"{keys[1]}:reply:{hub}"
     reply = client.register_script(scripts.LIMIT)(keys=[*keys, reply_key], args=[*args.values(), *releases])
-    return [int(x) for x in reply]
+    return [int(x) for x in reply[:4]]
 
 
 def test_the_limit_script_shares_slots_with_hubs_that_wait(redis_url: str) -> None:
@@ -347,3 +349,35 @@ async def test_a_hub_whose_limit_reply_is_lost_keeps_its_full_concurrency(redis_
         nursery.cancel_scope.cancel()
     assert most == 4
     assert runs.client.zcard(runs.keys.limits("limited", "limited")[1]) == 0  # none left to lapse
+
+
+async def test_hubs_that_disagree_on_a_groups_limits_warn_once_each(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two hubs of one group with different limits share its keys unevenly: each warns once,
+    naming both limits (the spec is stored with the group's state)."""
+    ran: list[object] = []
+    one, two = ActionHub(redis_url, name="one"), ActionHub(redis_url, name="two")
+    for hub, limit in ((one, 2), (two, 3)):
+
+        async def limited(job: Job) -> None:
+            ran.append(job.payload)
+
+        hub.bind("limited", limited, max_workers=4, concurrency_limit=limit)
+
+    def warnings() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "other limits" in r.getMessage()]
+
+    sent = 0
+    with caplog.at_level(logging.WARNING, logger="actionhub.redis"):
+        async with one.running(), two.running():
+            with trio.fail_after(30):
+                while len(warnings()) < 2:  # until each hub has asked after the other
+                    await one.publish_many("limited", list(range(sent, sent + 10)))
+                    sent += 10
+                    await wait_until(lambda n=sent: len(ran) == n, timeout=10)
+            await one.publish_many("limited", list(range(sent, sent + 50)))  # asking on: no more warnings
+            sent += 50
+            await wait_until(lambda: len(ran) == sent, timeout=10)
+    assert len(warnings()) == 2, warnings()
+    assert all("concurrency_limit=2" in w and "concurrency_limit=3" in w for w in warnings())

@@ -72,6 +72,7 @@ class RedisLimiter:
         self.hub = f"{bus.consumer}/{secrets.token_hex(4)}"  # unique even for two hubs in a process
         self.keys = [*bus.keys.limits(topic, group), bus.keys.limit_reply(topic, group, self.hub)]
         self._calls = 0  # numbers this hub's calls: a call resent after a lost reply is known
+        self._warned = False  # that another hub of the group has other limits
         self._script = bus.client.register_script(scripts.LIMIT)
         self._next_slot = 0  # slots are named <hub>:<number>
         self._held: set[str] = set()  # every slot this hub holds in Redis (renewed)
@@ -103,6 +104,7 @@ class RedisLimiter:
     @spec.setter
     def spec(self, spec: LimitSpec) -> None:
         self._spec = spec
+        self._described = spec.describe()  # sent with each call: another hub's differing warns
         self._rated = spec.rate is not None  # (read per run: plain attributes)
         self._slotted = spec.concurrency is not None
 
@@ -261,7 +263,18 @@ class RedisLimiter:
             self._releases[:0] = [*releases, *(f"{self.hub}:{first + i}" for i in range(want_slots))]
             self._due = trio.current_time()
             raise
-        got_slots, got_tokens, wait_us, contended = (int(x) for x in reply)
+        got_slots, got_tokens, wait_us, contended = (int(x) for x in reply[:4])
+        if reply[4] and not self._warned:
+            self._warned = True
+            other = reply[4].decode() if isinstance(reply[4], bytes) else str(reply[4])
+            log.warning(
+                "%s/%s: another hub of the group has other limits (%s) than this one (%s): they "
+                "share one rate and one set of slots unevenly; give every hub the same limits",
+                self.topic,
+                self.group,
+                other,
+                self._described,
+            )
         now = trio.current_time()
         new = [f"{self.hub}:{first + i}" for i in range(got_slots)]
         self._held.update(new)
@@ -314,6 +327,7 @@ class RedisLimiter:
             first,
             returns,
             self._calls,
+            self._described,
             *releases,
         ]
 
