@@ -261,8 +261,10 @@ class WorkerGroup:
 
     def pause(self) -> None:
         """Start nothing new; in-flight work finishes. Intake goes on until the buffer is full,
-        then the bus holds the rest (Redis) or publishers wait (in-process). Never blocks."""
+        then the bus holds the rest (Redis) or publishers wait (in-process). Runs waiting for
+        the group's limits give their deliveries back unstarted. Never blocks."""
         self.pool.held = True
+        self.runner.stop_waiting()
 
     def resume(self) -> None:
         """Undo `pause`."""
