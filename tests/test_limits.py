@@ -371,3 +371,30 @@ async def test_a_delivery_put_back_by_a_cancelled_wait_wakes_an_idle_worker(
         release.set()
         mock_clock.autojump_threshold = 0
         await until(lambda: stat_of(hub, "calls").total_message_processed == 3, timeout=10)
+
+
+async def test_an_escalation_hands_over_the_messages_that_waited_for_a_limit(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """STOP_ALL_AND_ESCALATE while runs wait for the rate: their messages, given back unstarted
+    as the workers stop, are among the escalation's pending messages (not left in the buffer)."""
+    escalations: list[Escalation] = []
+    hub = ActionHub(on_escalation=escalations.append)
+    crash = trio.Event()
+
+    async def fragile(job: Job) -> None:
+        if job.payload == "crash":
+            await crash.wait()
+            raise RuntimeError("fatal")
+
+    hub.bind(
+        "fragile", fragile, max_workers=3, max_attempts=1, rate_limit="1/s",
+        behaviour=Behaviour.STOP_ALL_AND_ESCALATE,
+    )  # fmt: skip
+    async with hub.running():
+        await hub.publish_many("fragile", ["crash", "a", "b", "c"])
+        await until(lambda: stat_of(hub, "fragile").total_throttled == 2)  # a and b wait, c is buffered
+        crash.set()
+        await until(lambda: len(escalations) == 1)
+    (escalation,) = escalations
+    assert sorted(str(m.payload) for m in escalation.pending_messages) == ["a", "b", "c"]

@@ -435,6 +435,8 @@ class WorkerGroup:
         self._close_intake()
         pending = tuple(d.message for d in self.inbox.drain())
         await self.pool.stop_all(self.config.shutdown_timeout)
+        # runs that waited for a limit gave theirs back meanwhile: taken before the rest
+        pending = tuple(d.message for d in self.inbox.drain()) + pending
         await self._close_subscription()
         return pending
 
