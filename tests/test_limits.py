@@ -11,7 +11,7 @@ import pytest
 import trio
 import trio.testing
 
-from actionhub import ActionHub, Behaviour, ConfigurationError, Job, WorkerStat
+from actionhub import ActionHub, Behaviour, ConfigurationError, Escalation, Job, WorkerStat
 from actionhub.bus.memory import MemoryBus
 from actionhub.supervision.limits import LimitSpec, LocalLimiter, default_burst, parse_rate
 
@@ -296,3 +296,105 @@ async def test_an_ordered_groups_waiting_run_keeps_its_place(autojump_clock: tri
         await until(lambda: recorder.done == 4)
     assert recorder.payloads == [0, 1, 2, 3] and recorder.attempts == [1] * 4
     assert [round(t - recorder.starts[0], 6) for t in recorder.starts] == [0, 1, 2, 3]
+
+
+async def test_hubs_that_disagree_on_a_groups_limits_fail_loudly(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Two limits for one group on one bus would split it silently: the second hub is refused,
+    naming both; once the first has stopped, the group may come back with other limits."""
+    bus = MemoryBus()
+    escalations: list[Escalation] = []
+    one, two = ActionHub(bus, name="one"), ActionHub(bus, name="two", on_escalation=escalations.append)
+    one.bind("calls", Recorder(), concurrency_limit=2, rate_limit="4/s")
+    two.bind("calls", Recorder(), concurrency_limit=3, rate_limit="4/s")
+    async with one.running(), two.running():
+        pass
+    (escalation,) = escalations  # the group does not start on the second hub
+    assert escalation.reason == "start_failure" and isinstance(escalation.error, ConfigurationError)
+    text = str(escalation.error)
+    assert "concurrency_limit=2" in text and "concurrency_limit=3" in text, text
+    recorder = Recorder()
+    three = ActionHub(bus, name="three")
+    three.bind("calls", recorder, concurrency_limit=3)
+    async with three.running():
+        await three.publish("calls", 1)
+        await until(lambda: recorder.done == 1)
+
+
+async def test_a_paused_group_starts_none_of_its_waiting_runs(autojump_clock: trio.testing.MockClock) -> None:
+    """Runs waiting for the rate when the operator pauses the group give their deliveries back
+    unstarted; they run on resume, at their first attempt."""
+    hub = ActionHub()
+    recorder = Recorder()
+    hub.bind("calls", recorder, max_workers=3, rate_limit="1/s")
+    async with hub.running():
+        await hub.publish_many("calls", [0, 1, 2])
+        await until(lambda: recorder.done == 1 and stat_of(hub, "calls").total_throttled == 2)
+        group = hub.group("calls")
+        group.pause()
+        await trio.sleep(10)  # the rate would have let both start long ago
+        assert recorder.payloads == [0] and len(group.inbox) == 2
+        group.resume()
+        await until(lambda: recorder.done == 3)
+    # (the two given back may come back in either order: trio wakes the cancelled waits so)
+    assert sorted(recorder.payloads) == [0, 1, 2] and recorder.attempts == [1, 1, 1]
+
+
+async def test_a_delivery_put_back_by_a_cancelled_wait_wakes_an_idle_worker(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    """Ordered, one slot: worker 1 runs key a, worker 2 waits for the slot with b's first
+    message, worker 3 is idle (b's second waits for its lane). Worker 2 is cancelled: its
+    delivery goes back and worker 3 is woken for it at once, not by anything later (the clock
+    stands still until the end: no timer of the hub wakes it)."""
+    hub = ActionHub()
+    release = trio.Event()
+
+    async def calls(job: Job) -> None:
+        await release.wait()
+
+    hub.bind(
+        "calls", calls, ordered=True, min_workers=1, max_workers=3, max_idleness=3600, concurrency_limit=1
+    )
+    async with hub.running():
+        group = hub.group("calls")
+        for payload, key in ((0, "a"), (1, "b"), (2, "b")):  # one at a time: worker n takes the nth
+            await hub.publish("calls", payload, key=key)
+            await trio.testing.wait_all_tasks_blocked()
+        assert len(group.pool) == 3 and len(group.inbox) == 1 and group.runner.gate is not None
+        assert group.runner.gate.throttled == 1
+        group.pool._workers[2].scope.cancel()  # the waiting one
+        await trio.testing.wait_all_tasks_blocked()
+        assert group.runner.gate.throttled == 2  # worker 3 took b's first message and waits for the slot
+        assert len(group.inbox) == 1
+        release.set()
+        mock_clock.autojump_threshold = 0
+        await until(lambda: stat_of(hub, "calls").total_message_processed == 3, timeout=10)
+
+
+async def test_an_escalation_hands_over_the_messages_that_waited_for_a_limit(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """STOP_ALL_AND_ESCALATE while runs wait for the rate: their messages, given back unstarted
+    as the workers stop, are among the escalation's pending messages (not left in the buffer)."""
+    escalations: list[Escalation] = []
+    hub = ActionHub(on_escalation=escalations.append)
+    crash = trio.Event()
+
+    async def fragile(job: Job) -> None:
+        if job.payload == "crash":
+            await crash.wait()
+            raise RuntimeError("fatal")
+
+    hub.bind(
+        "fragile", fragile, max_workers=3, max_attempts=1, rate_limit="1/s",
+        behaviour=Behaviour.STOP_ALL_AND_ESCALATE,
+    )  # fmt: skip
+    async with hub.running():
+        await hub.publish_many("fragile", ["crash", "a", "b", "c"])
+        await until(lambda: stat_of(hub, "fragile").total_throttled == 2)  # a and b wait, c is buffered
+        crash.set()
+        await until(lambda: len(escalations) == 1)
+    (escalation,) = escalations
+    assert sorted(str(m.payload) for m in escalation.pending_messages) == ["a", "b", "c"]

@@ -5,6 +5,8 @@ waiting for a limit keeps its message's lease; a hub gives its slots back as it 
 
 from __future__ import annotations
 
+import itertools
+import logging
 import os
 import signal
 import subprocess
@@ -12,12 +14,15 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import pytest
 import redis
 import trio
 
 from actionhub import ActionHub, Job
+from actionhub.bus.redis import scripts
 from actionhub.bus.redis.keys import Keys
 from actionhub.bus.redis.options import split_url
+from tests.chaos.proxy import ChaosProxy
 from tests.limited_hub import run_keys
 from tests.polling import wait_until
 
@@ -132,7 +137,19 @@ async def test_a_killed_hubs_slots_lapse_within_its_visibility_timeout(redis_url
     try:
         await _publish(url, 3)
         await wait_until(lambda: runs.count() == 2 and runs.client.zcard(slots) == 2, timeout=20)
-        await trio.sleep(1.0)  # the victim renews its slots meanwhile (every 0.5 s)
+        first = dict(runs.client.zrange(slots, 0, -1, withscores=True))
+        counts: list[int] = []
+
+        def renewed_past_their_first_lapse() -> bool:
+            """The Redis clock is past the slots' first lapse, and they are still there, lapsing
+            later: the living victim renewed them (a lapsed slot is removed by its next call)."""
+            now = runs.redis_ms()
+            scores = dict(runs.client.zrange(slots, 0, -1, withscores=True))
+            counts.append(len(scores))
+            return now > max(first.values()) and all(scores.get(m, 0) > s for m, s in first.items())
+
+        await wait_until(renewed_past_their_first_lapse, timeout=20)
+        assert set(counts) == {2}  # never one less: no slot lapsed while the victim lived
         os.kill(victim.pid, signal.SIGKILL)
         victim.wait(timeout=10)
         killed_at = runs.redis_ms()  # dead by now: it renews nothing after this
@@ -179,18 +196,22 @@ async def test_a_run_waiting_for_the_rate_keeps_its_lease(redis_url: str) -> Non
     assert stat.total_failed == 0 and stat.total_retried == 0
 
 
-def _limit(client: redis.Redis, keys: list[str], hub: str, **fields: object) -> list[int]:
-    """One call of `scripts.LIMIT` (the arguments the hubs' limiters send, by name)."""
-    from actionhub.bus.redis import scripts
+_CALLS = itertools.count(1)
 
+
+def _limit(client: redis.Redis, keys: list[str], hub: str, **fields: object) -> list[int]:
+    """One call of `scripts.LIMIT` (the arguments the hubs' limiters send, by name; a new call
+    number unless ``call`` is given)."""
     args = {
         "interval": 0, "tolerance": 0, "limit": 0, "lease": 30_000, "window": 1000, "hub": hub,
         "held": 0, "tokens": 0, "slots": 0, "firm": 0, "both": 0, "first": 0, "returns": 0,
+        "call": next(_CALLS), "spec": "concurrency_limit=4",
     }  # fmt: skip
     args.update(fields)
     releases = list(args.pop("releases", []))  # type: ignore[call-overload]
-    reply = client.register_script(scripts.LIMIT)(keys=keys, args=[*args.values(), *releases])
-    return [int(x) for x in reply]
+    reply_key = f"{keys[1]}:reply:{hub}"
+    reply = client.register_script(scripts.LIMIT)(keys=[*keys, reply_key], args=[*args.values(), *releases])
+    return [int(x) for x in reply[:4]]
 
 
 def test_the_limit_script_shares_slots_with_hubs_that_wait(redis_url: str) -> None:
@@ -267,3 +288,96 @@ async def test_an_ordered_group_keeps_each_keys_order_under_a_rate_limit(redis_u
     for key in "abc":
         assert [seq for k, seq in ran if k == key] == list(range(10))
     assert stat.total_throttled > 0 and stat.total_failed == 0
+
+
+def test_the_limit_script_answers_a_resent_call_again_and_grants_nothing_twice(redis_url: str) -> None:
+    """A call whose reply was lost is resent as is (same hub, same call number): it gets the
+    first reply again, its slots are the ones the first try granted, its returns count once."""
+    runs = Runs(redis_url)
+    keys = list(runs.keys.limits("t", "g"))
+    assert _limit(runs.client, keys, "a", limit=4, slots=4, firm=4, call=1) == [4, 0, -1, 0]
+    assert _limit(runs.client, keys, "a", limit=4, slots=4, firm=4, call=1) == [4, 0, -1, 0]  # resent
+    assert sorted(m.decode() for m in runs.client.zrange(keys[1], 0, -1)) == ["a:0", "a:1", "a:2", "a:3"]
+    assert _limit(runs.client, keys, "b", limit=4, slots=1)[0] == 0  # a holds them, and knows it
+    # a gives two back and asks for one: a resend neither removes nor grants anything again
+    again = {"limit": 4, "held": 2, "slots": 1, "first": 4, "releases": ["a:0", "a:1"], "call": 2}
+    assert _limit(runs.client, keys, "a", **again)[0] == 1
+    assert _limit(runs.client, keys, "a", **again)[0] == 1
+    assert runs.client.zcard(keys[1]) == 3  # a:2, a:3, a:4
+    # tokens: one a minute, a burst of 1; one taken, then given back by a call sent twice
+    rate = {"interval": 60_000_000, "tolerance": 0}
+    fresh = [f"{key}:rate-only" for key in keys]
+    assert _limit(runs.client, fresh, "a", **rate, tokens=1)[1] == 1
+    assert _limit(runs.client, fresh, "a", **rate, returns=1, call=10)[1] == 0
+    assert _limit(runs.client, fresh, "a", **rate, returns=1, call=10)[1] == 0  # resent: counted once
+    assert _limit(runs.client, fresh, "a", **rate, tokens=5)[1] == 1  # the one given back, no more
+
+
+async def test_a_hub_whose_limit_reply_is_lost_keeps_its_full_concurrency(redis_url: str) -> None:
+    """The reply to the hub's first call of `scripts.LIMIT` is lost (the connection drops after
+    Redis ran it) and the call is resent: the hub still runs 4 at once at concurrency_limit=4,
+    at once, not after the slots the first try granted lapse (visibility_timeout)."""
+    _, options = split_url(redis_url)
+    runs = Runs(redis_url)
+    runs.client.script_load(scripts.LIMIT)  # so the marked request runs (no NOSCRIPT round first)
+    sha = runs.client.register_script(scripts.LIMIT).sha.encode()
+    proxy = ChaosProxy(runs.client.connection_pool.connection_kwargs["port"])
+    running = 0
+    most = 0
+    finish = trio.Event()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(proxy.serve)
+        hub = ActionHub(proxy.url(f"/0?prefix={options.prefix}"), name="lossy")
+
+        @hub.action("limited", max_workers=8, concurrency_limit=4)
+        async def limited(job: Job) -> None:
+            nonlocal running, most
+            running += 1
+            most = max(most, running)
+            try:
+                await finish.wait()
+            finally:
+                running -= 1
+
+        async with hub.running():
+            proxy.lose_reply_to(sha)
+            await hub.publish_many("limited", list(range(8)))
+            await wait_until(lambda: proxy.replies_lost == 1, timeout=10)
+            await wait_until(lambda: running == 4, timeout=10)  # not 30 s later
+            finish.set()
+            await wait_until(lambda: hub.stats()[0].total_message_processed == 8, timeout=10)
+        nursery.cancel_scope.cancel()
+    assert most == 4
+    assert runs.client.zcard(runs.keys.limits("limited", "limited")[1]) == 0  # none left to lapse
+
+
+async def test_hubs_that_disagree_on_a_groups_limits_warn_once_each(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two hubs of one group with different limits share its keys unevenly: each warns once,
+    naming both limits (the spec is stored with the group's state)."""
+    ran: list[object] = []
+    one, two = ActionHub(redis_url, name="one"), ActionHub(redis_url, name="two")
+    for hub, limit in ((one, 2), (two, 3)):
+
+        async def limited(job: Job) -> None:
+            ran.append(job.payload)
+
+        hub.bind("limited", limited, max_workers=4, concurrency_limit=limit)
+
+    def warnings() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "other limits" in r.getMessage()]
+
+    sent = 0
+    with caplog.at_level(logging.WARNING, logger="actionhub.redis"):
+        async with one.running(), two.running():
+            with trio.fail_after(30):
+                while len(warnings()) < 2:  # until each hub has asked after the other
+                    await one.publish_many("limited", list(range(sent, sent + 10)))
+                    sent += 10
+                    await wait_until(lambda n=sent: len(ran) == n, timeout=10)
+            await one.publish_many("limited", list(range(sent, sent + 50)))  # asking on: no more warnings
+            sent += 50
+            await wait_until(lambda: len(ran) == sent, timeout=10)
+    assert len(warnings()) == 2, warnings()
+    assert all("concurrency_limit=2" in w and "concurrency_limit=3" in w for w in warnings())

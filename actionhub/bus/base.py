@@ -26,7 +26,7 @@ from .dedupe import Dedupe
 from .ticks import ScheduleState, Tick, TicksFired
 
 if TYPE_CHECKING:
-    from ..supervision.limits import Limiter, LimitSpec
+    from .limits import Limiter, LimitSpec
     from .statuses import StatusStore
 
 

@@ -261,8 +261,10 @@ class WorkerGroup:
 
     def pause(self) -> None:
         """Start nothing new; in-flight work finishes. Intake goes on until the buffer is full,
-        then the bus holds the rest (Redis) or publishers wait (in-process). Never blocks."""
+        then the bus holds the rest (Redis) or publishers wait (in-process). Runs waiting for
+        the group's limits give their deliveries back unstarted. Never blocks."""
         self.pool.held = True
+        self.runner.stop_waiting()
 
     def resume(self) -> None:
         """Undo `pause`."""
@@ -322,6 +324,8 @@ class WorkerGroup:
             subscription, self.subscription = self.subscription, None
             with trio.CancelScope(shield=True):
                 await subscription.close()
+            if self.runner.gate is not None:
+                self.runner.gate.detach()
 
     async def _supervise(self) -> GroupOutcome:
         async for event in self._events:
@@ -431,6 +435,8 @@ class WorkerGroup:
         self._close_intake()
         pending = tuple(d.message for d in self.inbox.drain())
         await self.pool.stop_all(self.config.shutdown_timeout)
+        # runs that waited for a limit gave theirs back meanwhile: taken before the rest
+        pending = tuple(d.message for d in self.inbox.drain()) + pending
         await self._close_subscription()
         return pending
 

@@ -126,11 +126,13 @@ class GroupInbox:
 
     def put_back(self, delivery: Delivery) -> None:
         """Put an unstarted ``delivery`` back ahead of everything, as it was (its wait for a
-        limit ended by a stop): its key's lane, if any, is free again."""
+        limit ended early): its key's lane, if any, is free again, and a worker is woken for it
+        (its own may be gone: cancelled while waiting)."""
         self._buffer.appendleft(delivery)
         key = delivery.message.key
         if key is not None:
             self._lanes.discard(key)
+        self._on_arrival()
 
     def drain(self) -> list[Delivery]:
         """Take every unstarted delivery, in order (a stop, an escalation, a cool-down)."""

@@ -19,9 +19,10 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
-import attrs
 import trio
 
+from ..bus.limits import Limiter as Limiter
+from ..bus.limits import LimitSpec as LimitSpec
 from ..errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -49,47 +50,12 @@ def default_burst(per_second: float) -> int:
     return max(1, int(per_second * 0.1))
 
 
-@attrs.frozen
-class LimitSpec:
-    """A group's limits, as the bus is asked for them."""
-
-    rate: float | None  # tokens per second
-    burst: int
-    concurrency: int | None
-
-    @property
-    def interval(self) -> float:
-        """Seconds between two tokens (GCRA's emission interval); 0 without a rate."""
-        return 0.0 if self.rate is None else 1.0 / self.rate
-
-    @property
-    def tolerance(self) -> float:
-        """How far ahead of the schedule a token may be taken (GCRA's tau): burst - 1 intervals."""
-        return (self.burst - 1) * self.interval
-
-
-class Limiter(Protocol):
-    """The limits of one (topic, consumer group), shared by the group's runs."""
-
-    def try_acquire(self) -> bool:
-        """Take a slot and a token if both are at hand now and nobody waits (no I/O, no wait)."""
-        ...
-
-    async def acquire(self, held: Callable[[], None]) -> None:
-        """Wait for a slot and a token; call ``held`` once if a limit holds the run back (not
-        for a wait on the broker's answer alone). Cancelled, it keeps nothing."""
-        ...
-
-    def release(self) -> None:
-        """A run that acquired ended (however it ended): give its slot back."""
-        ...
-
-
 class LocalLimiter:
     """Both limits in one process, on the trio clock. Waiters are served in arrival order."""
 
     def __init__(self, spec: LimitSpec) -> None:
         self.spec = spec
+        self.gates: set[Gate] = set()  # of the groups attached to it now
         self._tat = -math.inf  # GCRA's theoretical arrival time of the next token
         self._queue = trio.Lock()  # FIFO: the oldest waiter takes the next token
         self._slots = None if spec.concurrency is None else trio.Semaphore(spec.concurrency)
@@ -154,15 +120,23 @@ def limit_spec(rate_limit: str | None, rate_burst: int | None, concurrency: int 
     return LimitSpec(rate, burst, concurrency)
 
 
-def limiter_for(bus: Bus, topic: str, group: str, spec: LimitSpec) -> Limiter:
+def limiter_for(bus: Bus, topic: str, group: str, spec: LimitSpec, gate: Gate | None = None) -> Limiter:
     """The limiter of consumer group ``group`` on ``topic``: the bus's own if it keeps one for
-    every hub, else one shared by the hubs on this bus object."""
+    every hub, else one shared by the hubs on this bus object (a `ConfigurationError` if one of
+    them, attached now, not ``gate``, has other limits)."""
     shared = bus.limiter(topic, group, spec)
     if shared is not None:
         return shared
     local = _LOCAL.setdefault(bus, {})
     limiter = local.get((topic, group))
-    if limiter is None or limiter.spec != spec:
+    if limiter is not None and limiter.spec != spec:
+        if limiter.gates - {gate}:  # two specs would split the limit silently
+            raise ConfigurationError(
+                f"consumer group {group!r} of {topic!r} is attached on this bus with other limits "
+                f"({limiter.spec.describe()}) than these ({spec.describe()}): its hubs must agree"
+            )
+        limiter = None  # nobody uses the old one now
+    if limiter is None:
         limiter = local[(topic, group)] = LocalLimiter(spec)
     return limiter
 
@@ -174,11 +148,16 @@ class Gate:
     def __init__(self, limiter: Limiter) -> None:
         self.throttled = 0
         self._waits: set[trio.CancelScope] = set()
+        self._local: LocalLimiter | None = None  # the in-process limiter it is counted in
         self.use(limiter)
 
     def use(self, limiter: Limiter) -> None:
         """Pass through ``limiter`` from now on (the group attached to a bus again)."""
+        self.detach()
         self.limiter = limiter
+        if isinstance(limiter, LocalLimiter):
+            self._local = limiter
+            limiter.gates.add(self)
         # the limiter's own methods: one call per run on the way in and out, nothing more
         self.try_enter: Callable[[], bool] = limiter.try_acquire  # pass at once if both are at hand
         self.leave: Callable[[], None] = limiter.release  # the run that passed ended
@@ -202,6 +181,12 @@ class Gate:
         for scope in self._waits:
             scope.cancel()
 
+    def detach(self) -> None:
+        """The group no longer reads from the bus: another spec may take the limiter's place."""
+        if self._local is not None:
+            self._local.gates.discard(self)
+            self._local = None
+
 
 def gate_for(bus: Bus, topic: str, group: str, config: LimitedConfig, gate: Gate | None) -> Gate | None:
     """The gate of a group configured with ``config`` reading ``topic`` as ``group`` on ``bus``:
@@ -210,7 +195,7 @@ def gate_for(bus: Bus, topic: str, group: str, config: LimitedConfig, gate: Gate
     spec = limit_spec(config.rate_limit, config.rate_burst, config.concurrency_limit)
     if spec is None:
         return None
-    limiter = limiter_for(bus, topic, group, spec)
+    limiter = limiter_for(bus, topic, group, spec, gate)
     if gate is None:
         return Gate(limiter)
     gate.use(limiter)

@@ -107,7 +107,8 @@ class MessageRunner:
         self.gate: Gate | None = None  # the group's rate and concurrency limits, if it has any
 
     def stop_waiting(self) -> None:
-        """The workers stop: runs waiting for a limit give their deliveries back, unstarted."""
+        """The workers stop, or the group is paused: runs waiting for a limit give their
+        deliveries back, unstarted."""
         if self.gate is not None:
             self.gate.stop_waiting()
 

@@ -125,12 +125,18 @@ class Keys:
         fired or passed over and the last one published (ms since the epoch; see `ScheduleState`)."""
         return f"{self.prefix}schedule:{name}"
 
-    def limits(self, topic: str, group: str) -> tuple[str, str, str]:
+    def limits(self, topic: str, group: str) -> tuple[str, str, str, str]:
         """A consumer group's limits, shared by its hubs: its rate (GCRA's next due time, in
         microseconds of the Redis clock), its concurrency slots (a sorted set of slot ->
-        lapse time, ms) and the hubs waiting for a slot (hub -> when they last asked, ms)."""
+        lapse time, ms), the hubs waiting for a slot (hub -> when they last asked, ms) and the
+        limits the last hub to ask had (`LimitSpec.describe`)."""
         base = f"{self.prefix}limit:{topic}:{group}"
-        return f"{base}:rate", f"{base}:slots", f"{base}:waiting"
+        return f"{base}:rate", f"{base}:slots", f"{base}:waiting", f"{base}:spec"
+
+    def limit_reply(self, topic: str, group: str, hub: str) -> str:
+        """The last reply `scripts.LIMIT` gave ``hub`` for the group's limits, with its call
+        number (short-lived: a resent call finds it and changes nothing)."""
+        return f"{self.prefix}limit:{topic}:{group}:reply:{hub}"
 
 
 def partition_count(key: str, raw: bytes | str | None) -> int | None:

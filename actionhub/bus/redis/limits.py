@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from ...supervision.limits import LimitSpec
+from ..limits import LimitSpec
 from . import scripts
 
 if TYPE_CHECKING:
@@ -62,15 +62,17 @@ class _Waiter:
 
 
 class RedisLimiter:
-    """The limits of one (topic, consumer group) on one hub's bus (`actionhub.supervision.limits.Limiter`)."""
+    """The limits of one (topic, consumer group) on one hub's bus (`actionhub.bus.limits.Limiter`)."""
 
     def __init__(self, bus: RedisStreamsBus, topic: str, group: str, spec: LimitSpec) -> None:
         self.bus = bus
         self.topic = topic
         self.group = group
         self.spec = spec
-        self.keys = list(bus.keys.limits(topic, group))
         self.hub = f"{bus.consumer}/{secrets.token_hex(4)}"  # unique even for two hubs in a process
+        self.keys = [*bus.keys.limits(topic, group), bus.keys.limit_reply(topic, group, self.hub)]
+        self._calls = 0  # numbers this hub's calls: a call resent after a lost reply is known
+        self._warned = False  # that another hub of the group has other limits
         self._script = bus.client.register_script(scripts.LIMIT)
         self._next_slot = 0  # slots are named <hub>:<number>
         self._held: set[str] = set()  # every slot this hub holds in Redis (renewed)
@@ -102,6 +104,7 @@ class RedisLimiter:
     @spec.setter
     def spec(self, spec: LimitSpec) -> None:
         self._spec = spec
+        self._described = spec.describe()  # sent with each call: another hub's differing warns
         self._rated = spec.rate is not None  # (read per run: plain attributes)
         self._slotted = spec.concurrency is not None
 
@@ -245,17 +248,33 @@ class RedisLimiter:
         first = self._next_slot
         self._next_slot += want_slots
         returns, self._returns = self._returns, 0
+        self._calls += 1
         args = self._args(want_tokens, want_slots, firm_slots, first, returns, releases)
         try:
+            # resent as is after a lost reply (`common.call_async`): the script knows the call
+            # by its number and answers it again, granting nothing twice
             (reply,) = await self.bus.run_scripts(
                 [(self._script, self.keys, args)], what=f"limits of {self.topic}/{self.group}"
             )
         except BaseException:
-            self._releases[:0] = releases  # owed still: with the next call (or they lapse)
-            self._returns += returns
+            # owed still: with the next call (or they lapse); so are the slots this call may
+            # have been granted unknown to us (removing a slot that is not there does nothing).
+            # Its returns are not sent again: if it ran, they counted; lost, the rate only dips.
+            self._releases[:0] = [*releases, *(f"{self.hub}:{first + i}" for i in range(want_slots))]
             self._due = trio.current_time()
             raise
-        got_slots, got_tokens, wait_us, contended = (int(x) for x in reply)
+        got_slots, got_tokens, wait_us, contended = (int(x) for x in reply[:4])
+        if reply[4] and not self._warned:
+            self._warned = True
+            other = reply[4].decode() if isinstance(reply[4], bytes) else str(reply[4])
+            log.warning(
+                "%s/%s: another hub of the group has other limits (%s) than this one (%s): they "
+                "share one rate and one set of slots unevenly; give every hub the same limits",
+                self.topic,
+                self.group,
+                other,
+                self._described,
+            )
         now = trio.current_time()
         new = [f"{self.hub}:{first + i}" for i in range(got_slots)]
         self._held.update(new)
@@ -307,6 +326,8 @@ class RedisLimiter:
             int(both),
             first,
             returns,
+            self._calls,
+            self._described,
             *releases,
         ]
 

@@ -396,19 +396,31 @@ return out
 """
 
 # A group's rate and concurrency limits (see bus/redis/limits.py), one call for every run of a
-# hub waiting for them. KEYS: `Keys.limits`. ARGV: 1 GCRA interval (us, 0: no rate), 2 its
-# tolerance (us), 3 slot limit (0: none), 4 slot lease (ms), 5 how long a hub stays counted as
-# waiting for a slot (ms), 6 the hub, 7 slots it holds after the releases, 8 tokens wanted,
-# 9 slots wanted, 10 of which for runs waiting now, 11 with both limits: 1 (each new slot
-# brings a token), 12 the number of the first new slot, 13 tokens given back (taken ahead of
-# need, unused), 14.. slots given back. While other hubs
-# wait for a slot, a hub gets no more than its share. Returns {slots, tokens, us until the next
-# token (-1: no rate), 1 if other hubs wait for a slot}.
+# hub waiting for them. KEYS: `Keys.limits`, then `Keys.limit_reply` of the hub. ARGV: 1 GCRA
+# interval (us, 0: no rate), 2 its tolerance (us), 3 slot limit (0: none), 4 slot lease (ms),
+# 5 how long a hub stays counted as waiting for a slot (ms), 6 the hub, 7 slots it holds after
+# the releases, 8 tokens wanted, 9 slots wanted, 10 of which for runs waiting now, 11 with both
+# limits: 1 (each new slot brings a token), 12 the number of the first new slot, 13 tokens given
+# back (taken ahead of need, unused), 14 the hub's call number, 15 the hub's limits (as text),
+# 16.. slots given back. While other hubs wait for a slot, a hub gets no more than its share.
+# Returns {slots, tokens, us until the next token (-1: no rate), 1 if other hubs wait for a
+# slot, the other limits the last hub before this one had ('' if the same)}.
+# A call resent after its reply was lost (same hub, same call number) changes nothing and gets
+# the first reply again: the slots and tokens it granted are the hub's, its returns count once.
+# The reply is kept a lease and a second, so a resend finds it while the slots it names live.
 LIMIT = """
+local cached = redis.call('GET', KEYS[5])
+if cached then
+  local reply = cjson.decode(cached)
+  if reply[1] == ARGV[14] then return {reply[2], reply[3], reply[4], reply[5], reply[6]} end
+end
+local other = redis.call('GET', KEYS[4])
+if not other or other == ARGV[15] then other = '' end
+redis.call('SET', KEYS[4], ARGV[15], 'PX', tonumber(ARGV[4]) * 2)
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local now_ms = math.floor(now / 1000)
-for i = 14, #ARGV do redis.call('ZREM', KEYS[2], ARGV[i]) end
+for i = 16, #ARGV do redis.call('ZREM', KEYS[2], ARGV[i]) end
 local limit, hub = tonumber(ARGV[3]), ARGV[6]
 local slots, contended = 0, 0
 if limit > 0 then
@@ -448,7 +460,9 @@ if interval > 0 then
   end
   wait = math.max(0, math.ceil(tat - tolerance - now))
 end
-return {slots, tokens, wait, contended}
+redis.call('SET', KEYS[5], cjson.encode({ARGV[14], slots, tokens, wait, contended, other}),
+           'PX', tonumber(ARGV[4]) + 1000)
+return {slots, tokens, wait, contended, other}
 """
 
 # Renew a hub's concurrency slots (KEYS[1], `Keys.limits`) for ARGV[1] ms from now, Redis time:

@@ -39,9 +39,9 @@ from redis.client import Pipeline
 
 from ...errors import ConfigurationError, HubStopped, MalformedMessage
 from ...message import Message
-from ...supervision.limits import LimitSpec
 from ..base import Inbox, Subscription
 from ..dedupe import Dedupe
+from ..limits import LimitSpec
 from . import scripts
 from .common import RedisBusBase
 from .entries import (
