@@ -196,7 +196,11 @@ class RedisBusBase(Bus):
         kept = self.kept_topics.kept(topic)
         if kept is None:
             key = self.keys.keeps_results(topic)
-            ((raw,),) = await self.execute([("MGET", key)], what=f"read whether {topic} keeps results")
+            ((raw,),) = await self.execute(
+                [("MGET", key)],
+                what="publish",  # read as part of one, for as long as one retries
+                deadline=trio.current_time() + self.options.publish_timeout,
+            )
             kept = self.kept_topics.learn(topic, raw is not None)
         return kept
 
