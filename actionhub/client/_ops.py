@@ -191,13 +191,13 @@ class Operations:
         raw = entries.encode_entry(message, self.options.max_message_bytes)
         stream = yield from self._stream(message)
         topic = message.topic
-        build = functools.partial(
-            once.publish_once, self.keys, target=stream, topic=topic, message_id=message.id, raw=raw,
-            delay=delay, dedupe=dedupe, kind="p" if self.pubsub else "x",
-        )  # fmt: skip
         kept = False if self.pubsub else self._kept.kept(topic)
         if kept is None:
             kept = yield from self._keeps_results(topic)
+        build = functools.partial(
+            once.publish_once, self.keys, target=stream, topic=topic, message_id=message.id, raw=raw,
+            kept=kept, delay=delay, dedupe=dedupe, kind="p" if self.pubsub else "x",
+        )  # fmt: skip
         if delay or dedupe is not None or kept:  # the hub's own script from the first attempt
             first = script_call(scripts.PUBLISH_ONCE, build, 0)
             written = yield Once(first, resend_of(scripts.PUBLISH_ONCE, build))

@@ -68,23 +68,24 @@ def publish_once(
     topic: str,
     message_id: str,
     raw: bytes,
+    kept: bool = True,
     delay: float | None = None,
     dedupe: Dedupe | None = None,
     kind: str = "x",
 ) -> tuple[list[str], Args]:
     """(KEYS, ARGV) of `PUBLISH_ONCE` writing ``raw`` to stream (kind ``x``) or channel (``p``)
-    ``target``; ``back``: 0 for a first attempt, else a resend's `look_back`."""
-    script_keys = [target, keys.keeps_results(topic), keys.status(message_id), target, target]
-    member: bytes = b""
-    if delay:
-        script_keys[3] = keys.delayed
-        member = delayed_member(kind, target, "", raw)
-    window = 0
-    if dedupe is not None:
-        script_keys[4] = keys.dedupe(topic, dedupe.key)
-        window = max(1, round(dedupe.seconds * 1000))
-    prefix = entry_prefix(message_id) if back else b""
-    return script_keys, [raw, message_id, kind, topic, delay or 0, member, window, back, prefix]
+    ``target``; ``back``: 0 for a first attempt, else a resend's `look_back`; ``kept``: the topic
+    may keep results (False: the publisher knows it does not, so no pending record is written)."""
+    window = 0 if dedupe is None else max(1, round(dedupe.seconds * 1000))
+    script_keys = [target, target if dedupe is None else keys.dedupe(topic, dedupe.key)]
+    args: Args = [raw, message_id, kind, topic if kept else "", window]
+    if kept or back or delay:
+        script_keys += (keys.keeps_results(topic), keys.status(message_id))
+        args += (back, entry_prefix(message_id) if back else b"")
+        if delay:
+            script_keys.append(keys.delayed)
+            args += (delay, delayed_member(kind, target, "", raw))
+    return script_keys, args
 
 
 def publish_many_once(

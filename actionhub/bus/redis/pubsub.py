@@ -46,7 +46,7 @@ class RedisPubSubBus(RedisBusBase):
         if delay or dedupe is not None:  # the script: its dedupe key or delayed member makes a
             build = partial(  # resend write nothing twice (once.py)
                 publish_once, self.keys, target=channel, topic=message.topic, message_id=message.id,
-                raw=raw, delay=delay, dedupe=dedupe, kind="p",
+                raw=raw, kept=False, delay=delay, dedupe=dedupe, kind="p",
             )  # fmt: skip
             first = await self.send_once(self._publish_once, build, what="publish")
             return first.decode() if isinstance(first, bytes) else str(first)

@@ -266,44 +266,44 @@ end
 """
 
 # One publish that needs more than a bare XADD: deduplicated, delayed, or to a topic that keeps
-# results; or the resend of any publish (see once.py). KEYS: the stream (or channel), the topic's
-# keep-results key, the message's status key, the delayed set, the dedupe key (unused ones: the
-# stream again). ARGV: the entry, the id, the kind ('x' stream, 'p' channel), the topic, the delay
-# (s, 0: none), the delayed member, the dedupe window (ms, 0: none), the look-back (ms; 0: a first
-# attempt), the entry's prefix. A dedupe key still held returns the first id and writes nothing. A
-# resend writes nothing if the first attempt did: its status record, its delayed member (ZADD NX)
-# or its entry within the look-back is there. Else XADD (or PUBLISH, or the delayed set), then the
-# dedupe key (only once the write succeeded), and a pending status record if a group of the topic
-# keeps results.
+# results; or the resend of any publish (see once.py). KEYS: the stream (or channel), the dedupe
+# key (or the stream)[, the topic's keep-results key, the message's status key[, the delayed set]].
+# ARGV: the entry, the id, the kind ('x' stream, 'p' channel), the topic ('': the publisher knows
+# it keeps no results), the dedupe window (ms, '0': none)[, the look-back (ms; 0: a first
+# attempt), the entry's prefix[, the delay (s), the delayed member]]: a first attempt sends only
+# what it needs. A dedupe key still held returns the first id and writes nothing. A resend writes
+# nothing if the first attempt did: its status record, its entry within the look-back or its
+# delayed member (ZADD NX) is there. Else XADD (or PUBLISH, or the delayed set), then the dedupe
+# key (only once the write succeeded), and a pending status record if a group of the topic keeps
+# results.
 PUBLISH_ONCE = (
     _WRITTEN
     + """
-if ARGV[7] ~= '0' then
-  local first = redis.call('GET', KEYS[5])
+if ARGV[5] ~= '0' then
+  local first = redis.call('GET', KEYS[2])
   if first then return first end
 end
-local delay, stream = tonumber(ARGV[5]), ARGV[3] ~= 'p'
-if ARGV[8] ~= '0' and stream then
-  if redis.call('GET', KEYS[3]) or written(KEYS[1], ARGV[9], tonumber(ARGV[8])) then return ARGV[2] end
+local stream, back, delay = ARGV[3] ~= 'p', tonumber(ARGV[6] or '0'), tonumber(ARGV[8] or '0')
+local keep = nil
+if stream and ARGV[4] ~= '' then keep = redis.call('GET', KEYS[3]) end
+if back > 0 and stream then
+  if (keep and redis.call('GET', KEYS[4])) or written(KEYS[1], ARGV[7], back) then return ARGV[2] end
 end
 local t = nil
 if delay > 0 then
   t = redis.call('TIME')
-  redis.call('ZADD', KEYS[4], 'NX', tonumber(t[1]) + tonumber(t[2]) / 1000000 + delay, ARGV[6])
+  redis.call('ZADD', KEYS[5], 'NX', tonumber(t[1]) + tonumber(t[2]) / 1000000 + delay, ARGV[9])
 elseif stream then
   redis.call('XADD', KEYS[1], '*', 'message', ARGV[1])
 else
   redis.call('PUBLISH', KEYS[1], ARGV[1])
 end
-if ARGV[7] ~= '0' then redis.call('SET', KEYS[5], ARGV[2], 'PX', ARGV[7]) end
-if stream then
-  local keep = redis.call('GET', KEYS[2])
-  if keep then
-    t = t or redis.call('TIME')
-    local record = cjson.encode({state = 'pending', topic = ARGV[4],
-                                 at = tonumber(t[1]) + tonumber(t[2]) / 1000000})
-    redis.call('SET', KEYS[3], record, 'EX', math.floor(tonumber(keep)) + 86400, 'NX')
-  end
+if ARGV[5] ~= '0' then redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[5]) end
+if keep then
+  t = t or redis.call('TIME')
+  local record = cjson.encode({state = 'pending', topic = ARGV[4],
+                               at = tonumber(t[1]) + tonumber(t[2]) / 1000000})
+  redis.call('SET', KEYS[4], record, 'EX', math.floor(tonumber(keep)) + 86400, 'NX')
 end
 return ARGV[2]
 """

@@ -135,7 +135,7 @@ class RedisStreamsBus(RedisBusBase):
             kept = await self.keeps_results(topic)
         build = partial(
             publish_once, self.keys, target=stream, topic=topic, message_id=message.id, raw=raw,
-            delay=delay, dedupe=dedupe,
+            kept=kept, delay=delay, dedupe=dedupe,
         )  # fmt: skip
         if delay or dedupe is not None or kept:  # the script from the first attempt (once.py)
             first = await self.send_once(self._publish_once, build, what="publish")
