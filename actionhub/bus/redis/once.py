@@ -35,7 +35,7 @@ Write = tuple[str, str, bytes]
 #: Seconds a resend looks back beyond the time its publisher measured since the first attempt:
 #: for the round trips, the clocks' rates and a millisecond's rounding. A resend delayed in the
 #: network longer than this could miss its first attempt's entry.
-SCAN_MARGIN = 2.0
+SCAN_MARGIN = 1.0
 
 #: Seconds the trim keeps entries beyond a publisher's ``publish_timeout`` (the hub's last retry
 #: starts up to one backoff step, 5 s, after it, and looks back `SCAN_MARGIN` more).
