@@ -20,6 +20,7 @@ import trio
 from actionhub import ActionHub, ConfigurationError, Job
 from actionhub.bus.dedupe import DedupeWindows, MessageIds, check_dedupe
 from actionhub.bus.redis.keys import Keys
+from actionhub.bus.redis.once import KEPT_RECHECK, KeptTopics
 from actionhub.client import AsyncClient, Client, TrioClient
 from actionhub.testing import RedisServer
 from tests.chaos.proxy import ChaosProxy
@@ -446,6 +447,44 @@ async def test_a_kept_topics_publish_whose_reply_is_lost_is_written_once_with_it
     payloads = [orjson.loads(f[b"message"])["payload"] for _, f in r.xrange(f"{prefix}invoices")]
     assert payloads == ["warm-up", "the-lost-one"]
     assert orjson.loads(r.get(keys.status(message_id)) or b"null")["state"] == "pending"
+
+
+async def test_an_asyncio_client_publish_whose_reply_is_lost_is_resent_and_written_once(
+    redis_server: RedisServer, r: redis.Redis
+) -> None:
+    import asyncio
+
+    proxy = ChaosProxy(redis_server.port)
+    prefix = "lost-asyncio:"
+
+    async def publish(url: str) -> str:
+        async with AsyncClient(url) as client:
+            await client.publish("warm-up", 0)
+            proxy.lose_reply_to(b"the-lost-one")
+            return await client.publish("invoices", "the-lost-one")
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(proxy.serve)
+        url = proxy.url(f"/0?prefix={prefix}")
+        with trio.fail_after(20):
+            message_id = await trio.to_thread.run_sync(lambda: asyncio.run(publish(url)))
+        assert proxy.replies_lost == 1
+        nursery.cancel_scope.cancel()
+    written = [orjson.loads(f[b"message"])["id"] for _, f in r.xrange(f"{prefix}invoices")]
+    assert written == [message_id]
+
+
+def test_a_publisher_reads_whether_a_topic_keeps_results_again_only_after_the_interval() -> None:
+    now = [100.0]
+    kept = KeptTopics(clock=lambda: now[0])
+    assert kept.kept("t") is None  # unknown: read it
+    assert kept.learn("t", False) is False
+    now[0] += KEPT_RECHECK - 0.1
+    assert kept.kept("t") is False  # trusted: a plain publish stays a bare XADD
+    now[0] += 0.1
+    assert kept.kept("t") is None  # stale: read again
+    kept.learn("t", True)
+    assert kept.kept("t") is True and kept.kept("other") is None
 
 
 async def test_the_trim_never_removes_entries_younger_than_any_resend_looks_back(
