@@ -17,7 +17,7 @@ import pytest
 import redis
 import trio
 
-from actionhub import ActionHub, ConfigurationError, Job
+from actionhub import ActionHub, BusError, ConfigurationError, Job
 from actionhub.bus.dedupe import DedupeWindows, MessageIds, check_dedupe
 from actionhub.bus.redis.keys import Keys
 from actionhub.bus.redis.once import KEPT_RECHECK, KeptTopics
@@ -485,6 +485,22 @@ def test_a_publisher_reads_whether_a_topic_keeps_results_again_only_after_the_in
     assert kept.kept("t") is None  # stale: read again
     kept.learn("t", True)
     assert kept.kept("t") is True and kept.kept("other") is None
+
+
+async def test_a_clients_plain_pubsub_publish_is_not_resent(redis_server: RedisServer) -> None:
+    """Pub/sub keeps nothing a resend could look for: a client's plain publish whose connection
+    breaks fails (`BusError`) and is not sent again: at most once."""
+    proxy = ChaosProxy(redis_server.port)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(proxy.serve)
+        with Client(proxy.url("/0?prefix=pubsub-once:&mode=pubsub")) as client:
+            await trio.to_thread.run_sync(client.publish, "news", "warm-up")
+            proxy.drop_request_to(b"dropped")
+            with trio.fail_after(20), pytest.raises(BusError):  # a resend would have gone through
+                await trio.to_thread.run_sync(client.publish, "news", "dropped")
+            await trio.to_thread.run_sync(client.publish, "news", "after")  # the client goes on
+        assert proxy.requests_dropped == 1
+        nursery.cancel_scope.cancel()
 
 
 async def test_the_trim_never_removes_entries_younger_than_any_resend_looks_back(
