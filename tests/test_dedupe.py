@@ -1,7 +1,7 @@
 """Deduplicated publishes (``dedupe_key=``, ``dedupe_for=``) and idempotent ones (a publish whose
-reply was lost and that is retried is written once): on memory:// with trio's mock clock, on a
+reply was lost and that is resent is written once): on memory:// with trio's mock clock, on a
 real Redis through the hub and the clients, under concurrent processes and a proxy that loses
-replies."""
+replies or requests."""
 
 from __future__ import annotations
 
@@ -17,9 +17,10 @@ import pytest
 import redis
 import trio
 
-from actionhub import ActionHub, ConfigurationError, Job
+from actionhub import ActionHub, BusError, ConfigurationError, Job
 from actionhub.bus.dedupe import DedupeWindows, MessageIds, check_dedupe
 from actionhub.bus.redis.keys import Keys
+from actionhub.bus.redis.once import KEPT_RECHECK, KeptTopics
 from actionhub.client import AsyncClient, Client, TrioClient
 from actionhub.testing import RedisServer
 from tests.chaos.proxy import ChaosProxy
@@ -389,12 +390,138 @@ async def test_redis_client_publish_whose_reply_is_lost_is_retried_by_redis_py_a
     assert written == ids
 
 
-async def test_idempotency_bitmaps_expire(redis_url: str, r: redis.Redis) -> None:
+@pytest.mark.parametrize("publisher", ["hub", "client"])
+async def test_a_resend_whose_first_attempt_never_reached_redis_writes_one_entry(
+    publisher: str, redis_server: RedisServer, r: redis.Redis
+) -> None:
+    """The first attempt is dropped on its way (its connection reset): the resend finds nothing in
+    the stream and writes the message, once."""
+    proxy = ChaosProxy(redis_server.port)
+    prefix = f"dropped-{publisher}:"
+    async with trio.open_nursery() as nursery:
+        await nursery.start(proxy.serve)
+        url = proxy.url(f"/0?prefix={prefix}")
+        with trio.fail_after(20):
+            if publisher == "hub":
+                async with ActionHub(url).running() as hub:
+                    await hub.publish("warm-up", 0)
+                    proxy.drop_request_to(b"never-sent")
+                    ids = [await hub.publish("invoices", "never-sent")]
+            else:
+                with Client(url) as client:
+                    await trio.to_thread.run_sync(client.publish, "warm-up", 0)
+                    proxy.drop_request_to(b"never-sent")
+                    ids = [await trio.to_thread.run_sync(client.publish, "invoices", "never-sent")]
+        assert proxy.requests_dropped == 1 and proxy.replies_lost == 0
+        nursery.cancel_scope.cancel()
+    written = [orjson.loads(f[b"message"])["id"] for _, f in r.xrange(f"{prefix}invoices")]
+    assert written == ids
+
+
+@pytest.mark.parametrize("publisher", ["hub", "client"])
+async def test_a_kept_topics_publish_whose_reply_is_lost_is_written_once_with_its_record(
+    publisher: str, redis_server: RedisServer, r: redis.Redis
+) -> None:
+    """A topic that keeps results publishes through the script from the first attempt; its resend
+    finds the pending record (and the entry) the first attempt wrote, and writes nothing."""
+    proxy = ChaosProxy(redis_server.port)
+    prefix = f"lost-kept-{publisher}:"
+    keys = Keys(prefix)
+    r.set(keys.keeps_results("invoices"), 60)  # a group of the topic keeps results
+    async with trio.open_nursery() as nursery:
+        await nursery.start(proxy.serve)
+        url = proxy.url(f"/0?prefix={prefix}")
+        with trio.fail_after(20):
+            if publisher == "hub":
+                async with ActionHub(url).running() as hub:
+                    await hub.publish("invoices", "warm-up")  # learns that the topic keeps results
+                    proxy.lose_reply_to(b"the-lost-one")
+                    message_id = await hub.publish("invoices", "the-lost-one")
+            else:
+                with Client(url) as client:
+                    await trio.to_thread.run_sync(client.publish, "invoices", "warm-up")
+                    proxy.lose_reply_to(b"the-lost-one")
+                    message_id = await trio.to_thread.run_sync(client.publish, "invoices", "the-lost-one")
+        assert proxy.replies_lost == 1
+        nursery.cancel_scope.cancel()
+    payloads = [orjson.loads(f[b"message"])["payload"] for _, f in r.xrange(f"{prefix}invoices")]
+    assert payloads == ["warm-up", "the-lost-one"]
+    assert orjson.loads(r.get(keys.status(message_id)) or b"null")["state"] == "pending"
+
+
+async def test_an_asyncio_client_publish_whose_reply_is_lost_is_resent_and_written_once(
+    redis_server: RedisServer, r: redis.Redis
+) -> None:
+    import asyncio
+
+    proxy = ChaosProxy(redis_server.port)
+    prefix = "lost-asyncio:"
+
+    async def publish(url: str) -> str:
+        async with AsyncClient(url) as client:
+            await client.publish("warm-up", 0)
+            proxy.lose_reply_to(b"the-lost-one")
+            return await client.publish("invoices", "the-lost-one")
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(proxy.serve)
+        url = proxy.url(f"/0?prefix={prefix}")
+        with trio.fail_after(20):
+            message_id = await trio.to_thread.run_sync(lambda: asyncio.run(publish(url)))
+        assert proxy.replies_lost == 1
+        nursery.cancel_scope.cancel()
+    written = [orjson.loads(f[b"message"])["id"] for _, f in r.xrange(f"{prefix}invoices")]
+    assert written == [message_id]
+
+
+def test_a_publisher_reads_whether_a_topic_keeps_results_again_only_after_the_interval() -> None:
+    now = [100.0]
+    kept = KeptTopics(clock=lambda: now[0])
+    assert kept.kept("t") is None  # unknown: read it
+    assert kept.learn("t", False) is False
+    now[0] += KEPT_RECHECK - 0.1
+    assert kept.kept("t") is False  # trusted: a plain publish stays a bare XADD
+    now[0] += 0.1
+    assert kept.kept("t") is None  # stale: read again
+    kept.learn("t", True)
+    assert kept.kept("t") is True and kept.kept("other") is None
+
+
+async def test_a_clients_plain_pubsub_publish_is_not_resent(redis_server: RedisServer) -> None:
+    """Pub/sub keeps nothing a resend could look for: a client's plain publish whose connection
+    breaks fails (`BusError`) and is not sent again: at most once."""
+    proxy = ChaosProxy(redis_server.port)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(proxy.serve)
+        with Client(proxy.url("/0?prefix=pubsub-once:&mode=pubsub")) as client:
+            await trio.to_thread.run_sync(client.publish, "news", "warm-up")
+            proxy.drop_request_to(b"dropped")
+            with trio.fail_after(20), pytest.raises(BusError):  # a resend would have gone through
+                await trio.to_thread.run_sync(client.publish, "news", "dropped")
+            await trio.to_thread.run_sync(client.publish, "news", "after")  # the client goes on
+        assert proxy.requests_dropped == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_the_trim_never_removes_entries_younger_than_any_resend_looks_back(
+    redis_url: str, r: redis.Redis
+) -> None:
+    """Entries every group has acked are trimmed, but not those younger than publish_timeout +
+    10 s: a resend looks for its first attempt's entry among them."""
     prefix = prefix_of(redis_url)
-    async with ActionHub(redis_url).running() as hub:
-        await hub.publish("invoices", 1)
-    (bitmap,) = r.keys(f"{prefix}idem:*")
-    assert 0 < r.pttl(bitmap) <= 600_000  # a publish retries for 30 s at most; the bit lives 10 min
+    stream = f"{prefix}trimmed"
+    now_ms = int(r.time()[0]) * 1000
+    old = [r.xadd(stream, {"message": b"{}"}, id=f"{now_ms - 60_000}-{n}") for n in range(300)]
+    young = [r.xadd(stream, {"message": b"{}"}, id=f"{now_ms - 5_000}-{n}") for n in range(300)]
+    r.xgroup_create(stream, "g", id="0")
+    r.xreadgroup("g", "c", {stream: ">"}, count=1000)
+    r.xack(stream, "g", *old, *young)  # the group needs nothing any more
+    async with ActionHub(redis_url + "&publish_timeout=20").running() as hub:  # guard: 30 s
+        removed = await hub.bus.trim([stream])  # type: ignore[attr-defined]
+    remaining = [entry_id for entry_id, _ in r.xrange(stream)]
+    assert removed >= 200  # XTRIM MINID ~ trims whole nodes (of 100 entries) of the old ones
+    assert set(young) <= set(remaining)
+    assert len(remaining) == 600 - removed
 
 
 # --------------------------------------------------------------------------- the CLI

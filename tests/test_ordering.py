@@ -383,10 +383,10 @@ async def test_a_hand_over_releases_a_partition_only_once_its_acks_are_in_redis(
 ) -> None:
     original = RedisBusBase.call_async
 
-    async def slow_acks(self: RedisBusBase, fn: Any, *, what: str, deadline: float | None = None) -> Any:
+    async def slow_acks(self: RedisBusBase, fn: Any, *, what: str, **options: Any) -> Any:
         if what == "ack":  # a slow network: the acker's batch is still on its way at the hand-over
             await trio.sleep(1)
-        return await original(self, fn, what=what, deadline=deadline)
+        return await original(self, fn, what=what, **options)
 
     monkeypatch.setattr(RedisBusBase, "call_async", slow_acks)
     runs: Counter[str] = Counter()

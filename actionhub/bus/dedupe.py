@@ -1,5 +1,5 @@
 """Deduplicated publishes (what a publish asks to be deduplicated by, checked at the boundary) and
-the message ids that make every publish idempotent on Redis (see `actionhub.bus.redis.once`)."""
+the unique message ids a resend on Redis looks for (see `actionhub.bus.redis.once`)."""
 
 from __future__ import annotations
 
@@ -89,8 +89,8 @@ os.register_at_fork(after_in_child=_forked)
 class MessageIds:
     """Message ids ``<producer>-<counter>``: a random producer (48 bits) per object and a counter,
     without a syscall per id; thread-safe. A forked child draws a new producer before its first
-    id: it must never repeat its parent's ids, which Redis's idempotency check would take for
-    retries of the parent's messages and drop."""
+    id: it must never repeat its parent's ids, which a resend's look for its first attempt
+    (`actionhub.bus.redis.once`) would take for its own and write nothing."""
 
     def __init__(self) -> None:
         self._forks = -1

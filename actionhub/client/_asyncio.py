@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -19,6 +20,7 @@ from ._ops import (
     RETRY_DELAYS,
     Call,
     Command,
+    Once,
     Op,
     Operations,
     Scan,
@@ -26,7 +28,7 @@ from ._ops import (
     Transaction,
     abandon,
     evalsha,
-    retryable,
+    resendable,
 )
 from ._sync import DEFAULT_URL
 
@@ -69,14 +71,8 @@ class AsyncClient(AwaitedMethods):
             async with self._slots:
                 while True:
                     call = op.send(reply)
-                    for delay in RETRY_DELAYS:
-                        try:
-                            reply = await self._execute(call)
-                            break
-                        except redis.RedisError as error:
-                            if not retryable(call, error):
-                                raise
-                            await asyncio.sleep(delay)  # the same call again (idempotent)
+                    if isinstance(call, Once):
+                        reply = await self._send_once(call)
                     else:
                         reply = await self._execute(call)
         except StopIteration as done:
@@ -87,6 +83,28 @@ class AsyncClient(AwaitedMethods):
         except BaseException as error:  # cancelled (say, the request's client went away)
             abandon(op, error)
             raise
+
+    async def _send_once(self, call: Once) -> Any:
+        """``call.first``; after a broken connection or a timeout, its resends (see `Once`)."""
+        started = time.monotonic()
+        try:
+            return await self._execute(call.first)
+        except redis.RedisError as error:
+            if not resendable(error):
+                raise
+            failure = error
+        for delay in RETRY_DELAYS:
+            await asyncio.sleep(delay)
+            elapsed = time.monotonic() - started
+            if elapsed > self._ops.options.publish_timeout:
+                break
+            try:
+                return await self._execute(call.again(elapsed))
+            except redis.RedisError as error:
+                if not resendable(error):
+                    raise
+                failure = error
+        raise failure
 
     async def _execute(self, call: Call) -> Any:
         client = self._client

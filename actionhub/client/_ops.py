@@ -10,7 +10,7 @@ import functools
 import hashlib
 import math
 import time
-from collections.abc import Generator, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from typing import Any, TypeVar
 
 import attrs
@@ -54,9 +54,6 @@ class Script:
     source: str
     keys: tuple[str, ...]
     args: tuple[Any, ...]
-    #: idempotent (a publish: see `actionhub.bus.redis.once`): a driver sends it again, as it is,
-    #: after `RETRY_DELAYS` when its connection breaks before the reply comes
-    retry: bool = False
 
 
 @attrs.frozen
@@ -66,7 +63,18 @@ class Scan:
     pattern: str
 
 
-Call = Command | Transaction | Script | Scan
+@attrs.frozen
+class Once:
+    """A publish that must not be written twice: ``first`` is sent; should its connection break or
+    time out (Redis may have run it, the reply lost), a driver sends ``again(seconds since first
+    was sent)`` instead after each of `RETRY_DELAYS`, within ``publish_timeout``: a script that
+    writes only if the first attempt did not (see `actionhub.bus.redis.once`)."""
+
+    first: Command | Script
+    again: Callable[[float], Script]
+
+
+Call = Command | Transaction | Script | Scan | Once
 Op = Generator[Call, Any, T]
 
 
@@ -82,19 +90,25 @@ def evalsha(call: Script) -> tuple[Any, ...]:
     return ("EVALSHA", sha_of(call.source), len(call.keys), *call.keys, *call.args)
 
 
-#: Seconds before each resend of a `Script` with ``retry`` whose connection broke or timed out
-#: (redis-py's clients are made without retries of their own: it would resend anything).
+#: Seconds before each resend of a `Once` whose connection broke or timed out (redis-py's
+#: clients are made without retries of their own: it would resend anything as it was).
 RETRY_DELAYS = (0.05, 0.25, 1.0)
 
 
-def retryable(call: Call, error: BaseException) -> bool:
-    """Whether ``call``, which failed with ``error``, may be sent again as it is."""
-    return (
-        isinstance(call, Script)
-        and call.retry
-        and isinstance(error, TRANSIENT)
-        and not isinstance(error, redis.AuthenticationError)
-    )
+def resendable(error: BaseException) -> bool:
+    """Whether a `Once` that failed with ``error`` may be resent (the connection broke or timed out)."""
+    return isinstance(error, TRANSIENT) and not isinstance(error, redis.AuthenticationError)
+
+
+def script_call(source: str, build: Callable[[int], tuple[list[str], once.Args]], back: int) -> Script:
+    """The `Script` of ``source`` with the keys and arguments ``build(back)`` (once.py's builders)."""
+    keys, args = build(back)
+    return Script(source, tuple(keys), tuple(args))
+
+
+def resend_of(source: str, build: Callable[[int], tuple[list[str], once.Args]]) -> Callable[[float], Script]:
+    """`Once.again` for the script ``source``: it looks back the seconds since the first attempt."""
+    return lambda elapsed: script_call(source, build, once.look_back(elapsed))
 
 
 def abandon(op: Op[Any], error: BaseException) -> None:
@@ -114,8 +128,8 @@ class Operations:
         self.keys = Keys(options.prefix)
         self.pubsub = options.mode == "pubsub"
         self._partitions: dict[str, int] = {}
-        self._ids = MessageIds()  # thread-safe, and fork-safe (idempotency relies on unique ids)
-        self._idempotency_ttl = once.idempotency_ttl(options.publish_timeout)
+        self._ids = MessageIds()  # thread-safe, and fork-safe (a resend looks for its unique id)
+        self._kept = once.KeptTopics()
 
     def _message(
         self,
@@ -176,13 +190,28 @@ class Operations:
     def _write(self, message: Message, delay: float | None, dedupe: Dedupe | None) -> Op[str]:
         raw = entries.encode_entry(message, self.options.max_message_bytes)
         stream = yield from self._stream(message)
-        # the hub's own script: deduplicated, and idempotent under redis-py's retries (once.py)
-        keys, args = once.publish_once(
-            self.keys, target=stream, topic=message.topic, message_id=message.id, raw=raw,
-            ttl=self._idempotency_ttl, delay=delay, dedupe=dedupe, kind="p" if self.pubsub else "x",
+        topic = message.topic
+        kept = False if self.pubsub else self._kept.kept(topic)
+        if kept is None:
+            kept = yield from self._keeps_results(topic)
+        build = functools.partial(
+            once.publish_once, self.keys, target=stream, topic=topic, message_id=message.id, raw=raw,
+            kept=kept, delay=delay, dedupe=dedupe, kind="p" if self.pubsub else "x",
         )  # fmt: skip
-        first = yield Script(scripts.PUBLISH_ONCE, tuple(keys), tuple(args), retry=True)
-        return first.decode() if isinstance(first, bytes) else str(first)
+        if delay or dedupe is not None or kept:  # the hub's own script from the first attempt
+            first = script_call(scripts.PUBLISH_ONCE, build, 0)
+            written = yield Once(first, resend_of(scripts.PUBLISH_ONCE, build))
+            return written.decode() if isinstance(written, bytes) else str(written)
+        if self.pubsub:  # not resent: at most once, as pub/sub delivers
+            yield Command(("PUBLISH", stream, raw))
+        else:  # a bare XADD; its resend writes only if the XADD did not (once.py)
+            yield Once(Command(("XADD", stream, "*", "message", raw)), resend_of(scripts.PUBLISH_ONCE, build))
+        return message.id
+
+    def _keeps_results(self, topic: str) -> Op[bool]:
+        """Whether ``topic`` keeps results (read again when what is known is stale: once.py)."""
+        (raw,) = yield Command(("MGET", self.keys.keeps_results(topic)))
+        return self._kept.learn(topic, raw is not None)
 
     def publish_many(
         self,
@@ -217,13 +246,17 @@ class Operations:
             streams.append((yield from self._stream(message)))
         writes = [(s, m.id, raw) for s, m, raw in zip(streams, messages, raws, strict=True)]
         for batch_topic, batch in once.batches(messages, writes):
-            # one script per batch: all of it or none, each message written once however often
-            # redis-py retries it (once.py)
-            keys, args = once.publish_many_once(
-                self.keys, topic=batch_topic, writes=batch, ttl=self._idempotency_ttl,
+            # one script per batch: all of it or none; its resend writes nothing if the batch's
+            # first message is in its stream (once.py); on pub/sub it is not resent
+            kept = False if self.pubsub else self._kept.kept(batch_topic)
+            if kept is None:
+                kept = yield from self._keeps_results(batch_topic)
+            build = functools.partial(
+                once.publish_many_once, self.keys, topic=batch_topic, writes=batch, kept=kept,
                 kind="p" if self.pubsub else "x",
             )  # fmt: skip
-            yield Script(scripts.PUBLISH_MANY_ONCE, tuple(keys), tuple(args), retry=True)
+            first = script_call(scripts.PUBLISH_MANY_ONCE, build, 0)
+            yield first if self.pubsub else Once(first, resend_of(scripts.PUBLISH_MANY_ONCE, build))
         return [message.id for message in messages]
 
     # ------------------------------------------------------------------ request / reply

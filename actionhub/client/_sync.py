@@ -22,6 +22,7 @@ from ._ops import (
     RETRY_DELAYS,
     Call,
     Command,
+    Once,
     Op,
     Operations,
     Scan,
@@ -29,7 +30,7 @@ from ._ops import (
     Transaction,
     abandon,
     evalsha,
-    retryable,
+    resendable,
 )
 
 T = TypeVar("T")
@@ -172,16 +173,7 @@ class Client:
         try:
             while True:
                 call = op.send(reply)
-                for delay in RETRY_DELAYS:
-                    try:
-                        reply = self._execute(call)
-                        break
-                    except redis.RedisError as error:
-                        if not retryable(call, error):
-                            raise
-                        time.sleep(delay)  # the connection broke: the same call again (idempotent)
-                else:
-                    reply = self._execute(call)
+                reply = self._send_once(call) if isinstance(call, Once) else self._execute(call)
         except StopIteration as done:
             return done.value  # type: ignore[no-any-return]
         except redis.RedisError as error:
@@ -190,6 +182,28 @@ class Client:
         except BaseException as error:  # KeyboardInterrupt, or a bug: the operation ends here
             abandon(op, error)
             raise
+
+    def _send_once(self, call: Once) -> Any:
+        """``call.first``; after a broken connection or a timeout, its resends (see `Once`)."""
+        started = time.monotonic()
+        try:
+            return self._execute(call.first)
+        except redis.RedisError as error:
+            if not resendable(error):
+                raise
+            failure = error
+        for delay in RETRY_DELAYS:
+            time.sleep(delay)
+            elapsed = time.monotonic() - started
+            if elapsed > self._ops.options.publish_timeout:
+                break
+            try:
+                return self._execute(call.again(elapsed))
+            except redis.RedisError as error:
+                if not resendable(error):
+                    raise
+                failure = error
+        raise failure
 
     def _execute(self, call: Call) -> Any:
         client = self._client

@@ -20,6 +20,8 @@ class ChaosProxy:
         self.refusing = False  # new connections are closed at once (nothing listens)
         self.accepted = 0
         self.replies_lost = 0
+        self.requests_dropped = 0
+        self._drop_request_to: bytes | None = None
         self._lose_reply_to: bytes | None = None
         self._flowing = trio.Event()
         self._flowing.set()
@@ -51,6 +53,11 @@ class ChaosProxy:
         when Redis answers, instead of passing the answer on (the command ran; its caller never
         learns so). `replies_lost` counts the replies lost."""
         self._lose_reply_to = marker
+
+    def drop_request_to(self, marker: bytes) -> None:
+        """Once: reset the connection of the next request holding ``marker`` instead of forwarding
+        it (the command never reaches Redis; its caller cannot tell). `requests_dropped` counts them."""
+        self._drop_request_to = marker
 
     def heal(self) -> None:
         """Forward again what a `stall` held, if its connection is still there."""
@@ -88,6 +95,11 @@ class ChaosProxy:
                 await self._flowing.wait()
                 if self.delay:
                     await trio.sleep(self.delay)
+                dropped = self._drop_request_to
+                if requests and dropped is not None and dropped in data:
+                    self._drop_request_to = None
+                    self.requests_dropped += 1
+                    break  # the request goes with the connection
                 marker = self._lose_reply_to
                 if requests and marker is not None and marker in data:
                     self._lose_reply_to = None

@@ -46,7 +46,7 @@ from .entries import (
     requeued,
 )
 from .keys import Keys
-from .once import idempotency_ttl
+from .once import KeptTopics, look_back
 from .options import TRANSIENT, RedisOptions, connect, consumer_name, text
 from .results import RedisStatuses
 from .topics import topic_info_call, topic_info_of
@@ -78,7 +78,7 @@ class RedisBusBase(Bus):
         self._move_due_script = self.client.register_script(scripts.MOVE_DUE)
         self._topic_info = self.client.register_script(scripts.TOPIC_INFO)
         self._publish_once = self.client.register_script(scripts.PUBLISH_ONCE)  # both transports' publish
-        self._idempotency_ttl = idempotency_ttl(options.publish_timeout)
+        self.kept_topics = KeptTopics()  # which topics keep results: their publishes run the script
         self._backoff = Backoff(0.05, 5.0, 0.2)
         # each call in a thread holds one of the client's pooled connections: a few at once
         # whatever the number of groups; calls that block in Redis have threads of their own
@@ -98,16 +98,24 @@ class RedisBusBase(Bus):
     # ------------------------------------------------------------------ calls from trio
 
     async def call(
-        self, fn: Callable[[], T], *, what: str, deadline: float | None = None, blocks: bool = False
+        self,
+        fn: Callable[[], T],
+        *,
+        what: str,
+        deadline: float | None = None,
+        blocks: bool = False,
+        again: Callable[[float], Awaitable[T]] | None = None,
     ) -> T:
         """Run the blocking ``fn`` in a thread; while Redis is unreachable, retry with backoff
         (until ``deadline``, a trio time, then `BusError`). ``blocks``: ``fn`` waits in Redis
-        (BLPOP, a pub/sub read), so it does not count against the calls at once."""
+        (BLPOP, a pub/sub read), so it does not count against the calls at once. ``again``: see
+        `call_async`."""
         limiter = self._blocking_threads if blocks else self._threads
         return await self.call_async(
             partial(trio.to_thread.run_sync, fn, abandon_on_cancel=True, limiter=limiter),
             what=what,
             deadline=deadline,
+            again=again,
         )
 
     async def execute(
@@ -149,14 +157,74 @@ class RedisBusBase(Bus):
             await self.execute(load, what=what, deadline=deadline)
             return await self.execute(commands, what=what, deadline=deadline)
 
+    async def run_script_once(
+        self, script: Any, build: Callable[[int], tuple[list[str], list[Any]]], back: int
+    ) -> list[Any]:
+        """One attempt of a publish script: ``build(back)`` gives its keys and arguments (``back``:
+        0 for a first attempt, else a resend's `look_back`); its reply, in a list."""
+        keys, args = build(back)
+        wire = self.wire
+        if wire is None:
+            run = partial(script, keys=keys, args=args)  # redis-py's Script loads it if need be
+            return [await trio.to_thread.run_sync(run, abandon_on_cancel=True, limiter=self._threads)]
+        command: Command = ("EVALSHA", script.sha, len(keys), *keys, *args)
+        try:
+            return await wire.execute(command)
+        except NoScriptError:  # Redis restarted, or SCRIPT FLUSH
+            await wire.execute(("SCRIPT", "LOAD", script.script))
+            return await wire.execute(command)
+
+    async def resend(
+        self, script: Any, build: Callable[[int], tuple[list[str], list[Any]]], elapsed: float
+    ) -> list[Any]:
+        """The resend of a publish first sent ``elapsed`` seconds ago (see once.py)."""
+        return await self.run_script_once(script, build, look_back(elapsed))
+
+    async def send_once(
+        self, script: Any, build: Callable[[int], tuple[list[str], list[Any]]], *, what: str
+    ) -> Any:
+        """A publish script, retried for ``publish_timeout`` as a resend that writes nothing
+        its first attempt wrote; its reply."""
+        (reply,) = await self.call_async(
+            partial(self.run_script_once, script, build, 0),
+            what=what,
+            deadline=trio.current_time() + self.options.publish_timeout,
+            again=partial(self.resend, script, build),
+        )
+        return reply
+
+    async def keeps_results(self, topic: str) -> bool:
+        """Whether ``topic`` keeps results, as `kept_topics` knows it, read again when stale."""
+        kept = self.kept_topics.kept(topic)
+        if kept is None:
+            key = self.keys.keeps_results(topic)
+            ((raw,),) = await self.execute(
+                [("MGET", key)],
+                what="publish",  # read as part of one, for as long as one retries
+                deadline=trio.current_time() + self.options.publish_timeout,
+            )
+            kept = self.kept_topics.learn(topic, raw is not None)
+        return kept
+
     async def call_async(
-        self, fn: Callable[[], Awaitable[T]], *, what: str, deadline: float | None = None
+        self,
+        fn: Callable[[], Awaitable[T]],
+        *,
+        what: str,
+        deadline: float | None = None,
+        again: Callable[[float], Awaitable[T]] | None = None,
     ) -> T:
-        """`call` for a call that needs no thread (say, on a `WireConnection`)."""
+        """`call` for a call that needs no thread (say, on a `WireConnection`). ``again``: what
+        a retry runs instead of ``fn``, given the seconds since ``fn`` was first sent (a write that
+        must not happen twice: `send_once`)."""
         failures = 0
+        started = 0.0 if again is None else trio.current_time()
         while True:
             try:
-                result = await fn()
+                if failures and again is not None:
+                    result = await again(trio.current_time() - started)
+                else:
+                    result = await fn()
             except (AuthenticationError, AuthorizationError) as error:  # retrying will not help
                 raise BusError(f"redis refused {what}: {error}") from error
             except TRANSIENT as error:

@@ -116,10 +116,6 @@ class Keys:
         window). ``#`` ends the topic: no topic holds one, so no (topic, key) pair aliases another."""
         return f"{self.prefix}dedupe:{topic}#{key}"
 
-    def idempotency(self, producer: str, block: int) -> str:
-        """One producer's bitmap of written message counters (``block`` = counter // 2**20)."""
-        return f"{self.prefix}idem:{producer}:{block}"
-
     def schedule(self, name: str) -> str:
         """A schedule's state: ``<digest>:<last>:<fired>``, its definition's digest, the last tick
         fired or passed over and the last one published (ms since the epoch; see `ScheduleState`)."""

@@ -1,102 +1,114 @@
-"""The keys and arguments of `scripts.PUBLISH_ONCE` and `scripts.PUBLISH_MANY_ONCE`, sans I/O:
-shared by the hub's transports and every client.
+"""Publishes written once, sans I/O: the keys and arguments of `scripts.PUBLISH_ONCE` and
+`scripts.PUBLISH_MANY_ONCE`, and what a publisher knows of the topics that keep results; shared by
+the hub's transports and every client.
 
-Idempotency: message ids are ``<producer>-<counter>`` (`actionhub.bus.dedupe.MessageIds`); the
-script sets bit ``counter % 2**20`` of the producer's bitmap ``Keys.idempotency(producer,
-counter // 2**20)`` with the write, so a retry of a publish whose reply was lost (the write
-happened, the answer did not arrive) finds the bit set and writes nothing. The retries that
-resend the same arguments: the hub's `RedisBusBase.call_async` (for ``publish_timeout``) and the
-clients' drivers (`actionhub.client._ops.RETRY_DELAYS`; redis-py's own retries are off). One bit
-per message; a bitmap lives `idempotency_ttl` after its last write, longer than any of them."""
+A plain publish is a bare ``XADD``, as fast as it ever was. Idempotency costs only a resend:
+when the connection breaks or times out after a publish was sent (Redis may have run it, its reply
+lost), the publisher sends the script instead, with the seconds since its first attempt
+(`look_back`): it looks for the message among the stream's entries added since then (an entry
+starts with ``{"id":"<id>",``: `entry_prefix`) and writes only if it is not there. The trim never
+removes entries younger than `trim_guard`, longer than any resend, so the first attempt's entry
+is there to be found. The resends: the hub's `RedisBusBase.call_async` (for ``publish_timeout``)
+and the clients' drivers (`actionhub.client._ops.RETRY_DELAYS`; redis-py's own retries are off).
+
+A deduplicated, delayed or kept publish (a topic whose group keeps results) runs the script from
+the first attempt; its resend finds the dedupe key, the delayed member or the pending status
+record the first attempt wrote, or its entry."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
+
+import orjson
 
 from ...message import Message
 from ..dedupe import Dedupe
 from .entries import PUBLISH_BATCH, delayed_member
 from .keys import Keys
 
-#: Counters per idempotency bitmap (128 KiB when full).
-BLOCK = 2**20
-
-#: The shortest life of a bitmap after its last write, in seconds.
-MIN_IDEMPOTENCY_TTL = 600.0
-
 Args = list[str | bytes | int | float]
 
 #: One message of a batch: (stream or channel, message id, entry).
 Write = tuple[str, str, bytes]
 
+#: Seconds a resend looks back beyond the time its publisher measured since the first attempt:
+#: for the round trips, the clocks' rates and a millisecond's rounding. A resend delayed in the
+#: network longer than this could miss its first attempt's entry.
+SCAN_MARGIN = 1.0
 
-def idempotency_ttl(publish_timeout: float) -> int:
-    """Milliseconds a bitmap lives after its last write: well past the longest retry of a
-    publish (the hub's ``publish_timeout``; a client's three resends, each waiting at most its
-    socket timeout, within a minute), yet short enough that a producer writing 50,000 messages
-    a second keeps a few MB of bitmaps, not a day's."""
-    return int(max(MIN_IDEMPOTENCY_TTL, 2 * publish_timeout) * 1000)
+#: Seconds the trim keeps entries beyond a publisher's ``publish_timeout`` (the hub's last retry
+#: starts up to one backoff step, 5 s, after it, and looks back `SCAN_MARGIN` more).
+TRIM_SLACK = 10.0
 
-
-def counter_of(message_id: str) -> tuple[str, int] | None:
-    """(producer, counter) of an id ``<producer>-<counter>``; None for other ids (not covered)."""
-    producer, dash, counter = message_id.rpartition("-")
-    if not dash or not producer or not counter.isdigit():
-        return None
-    return producer, int(counter)
+#: Seconds a publisher trusts what it learnt of a topic keeping results (`KeptTopics`).
+KEPT_RECHECK = 5.0
 
 
-def _bit(keys: Keys, message_id: str) -> tuple[str, str]:
-    """(bitmap key, bit) of ``message_id``; ("", "") if it is not a counted id."""
-    counted = counter_of(message_id)
-    if counted is None:
-        return "", ""
-    producer, counter = counted
-    return keys.idempotency(producer, counter // BLOCK), str(counter % BLOCK)
+def look_back(elapsed: float) -> int:
+    """Milliseconds a resend looks back, ``elapsed`` seconds after its first attempt was sent."""
+    return int((max(elapsed, 0.0) + SCAN_MARGIN) * 1000) + 1
+
+
+def trim_guard(publish_timeout: float) -> int:
+    """Milliseconds of newest entries the trim leaves in every stream: longer than any resend."""
+    return int((publish_timeout + TRIM_SLACK) * 1000)
+
+
+def entry_prefix(message_id: str) -> bytes:
+    """How a stream entry of ``message_id`` starts (`Message.envelope` puts the id first)."""
+    return b'{"id":' + orjson.dumps(message_id) + b","
 
 
 def publish_once(
     keys: Keys,
+    back: int = 0,
     *,
     target: str,
     topic: str,
     message_id: str,
     raw: bytes,
-    ttl: int,
+    kept: bool = True,
     delay: float | None = None,
     dedupe: Dedupe | None = None,
     kind: str = "x",
 ) -> tuple[list[str], Args]:
     """(KEYS, ARGV) of `PUBLISH_ONCE` writing ``raw`` to stream (kind ``x``) or channel (``p``)
-    ``target``; ``ttl``: `idempotency_ttl`. A plain publish sends no delay nor dedupe arguments."""
-    bitmap, bit = _bit(keys, message_id)
-    script_keys = [target, bitmap or target, keys.keeps_results(topic), keys.status(message_id)]
-    args: Args = [raw, message_id, bit, ttl, kind, topic]
-    if delay or dedupe is not None:
-        script_keys.append(keys.delayed)
-        args += (delay or 0, delayed_member(kind, target, "", raw) if delay else b"")
-        if dedupe is not None:
-            script_keys.append(keys.dedupe(topic, dedupe.key))
-            args.append(max(1, round(dedupe.seconds * 1000)))
+    ``target``; ``back``: 0 for a first attempt, else a resend's `look_back`; ``kept``: the topic
+    may keep results (False: the publisher knows it does not, so no pending record is written)."""
+    window = 0 if dedupe is None else max(1, round(dedupe.seconds * 1000))
+    script_keys = [target, target if dedupe is None else keys.dedupe(topic, dedupe.key)]
+    args: Args = [raw, message_id, kind, topic if kept else "", window]
+    if kept or back or delay:
+        script_keys += (keys.keeps_results(topic), keys.status(message_id))
+        args += (back, entry_prefix(message_id) if back else b"")
+        if delay:
+            script_keys.append(keys.delayed)
+            args += (delay, delayed_member(kind, target, "", raw))
     return script_keys, args
 
 
 def publish_many_once(
     keys: Keys,
+    back: int = 0,
     *,
     topic: str,
     writes: Sequence[Write],
-    ttl: int,
+    kept: bool,
     kind: str = "x",
 ) -> tuple[list[str], Args]:
-    """(KEYS, ARGV) of `PUBLISH_MANY_ONCE` writing each ``(target, message id, raw)`` of
-    ``writes`` (all of ``topic``) in order."""
+    """(KEYS, ARGV) of `PUBLISH_MANY_ONCE` writing each ``(target, message id, raw)`` of ``writes``
+    (all of ``topic``) in order; ``kept``: write pending status records (the topic keeps results);
+    ``back``: as for `publish_once` (a resend looks for the batch's first message)."""
     script_keys = [keys.keeps_results(topic)]
-    args: Args = [ttl, kind, topic]
-    for target, message_id, raw in writes:
-        bitmap, bit = _bit(keys, message_id)
-        script_keys += (target, bitmap or target, keys.status(message_id))
-        args += (raw, message_id, bit)
+    if kept:
+        for target, message_id, _ in writes:
+            script_keys += (target, keys.status(message_id))
+    else:
+        script_keys += (target for target, _, _ in writes)
+    prefix = entry_prefix(writes[0][1]) if back else b""
+    args: Args = [kind, topic, "1" if kept else "0", back, prefix]
+    args += (raw for _, _, raw in writes)
     return script_keys, args
 
 
@@ -111,3 +123,29 @@ def batches(
             end += 1
         yield topic, list(writes[start:end])
         start = end
+
+
+class KeptTopics:
+    """What a publisher knows of the topics that keep results (`Keys.keeps_results` set: a group
+    has ``keep_result``): a publish to such a topic runs `PUBLISH_ONCE`, which writes its pending
+    status record. Each answer is trusted for `KEPT_RECHECK` seconds, then read again (one
+    ``GET`` per topic per interval): a topic whose first keeping group started meanwhile gets no
+    pending records from this publisher until then (its status reads ``unknown`` until the run
+    starts). Thread-safe enough for the blocking client: a race costs one more GET."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._known: dict[str, tuple[bool, float]] = {}  # topic -> (kept, trusted until)
+
+    def kept(self, topic: str) -> bool | None:
+        """Whether ``topic`` keeps results; None: unknown or stale (read `Keys.keeps_results`
+        and `learn` it)."""
+        known = self._known.get(topic)
+        if known is None or known[1] <= self._clock():
+            return None
+        return known[0]
+
+    def learn(self, topic: str, kept: bool) -> bool:
+        """Record what was read (or, on a hub, that one of its groups keeps ``topic``); ``kept``."""
+        self._known[topic] = (kept, self._clock() + KEPT_RECHECK)
+        return kept

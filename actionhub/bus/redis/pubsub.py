@@ -9,6 +9,7 @@ dead-letter stream, like those of the streams transport.
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import Any
 
 import attrs
@@ -41,17 +42,22 @@ class RedisPubSubBus(RedisBusBase):
         self, message: Message, *, delay: float | None = None, dedupe: Dedupe | None = None
     ) -> str:
         raw = self.encode(message)
-        # one script, as on streams: deduplicated, and idempotent under `call`'s retries (once.py)
-        keys, args = publish_once(
-            self.keys, target=self.channel(message.topic), topic=message.topic, message_id=message.id,
-            raw=raw, ttl=self._idempotency_ttl, delay=delay, dedupe=dedupe, kind="p",
-        )  # fmt: skip
-        (first,) = await self.run_scripts(
-            [(self._publish_once, keys, args)],
+        channel = self.channel(message.topic)
+        if delay or dedupe is not None:  # the script: its dedupe key or delayed member makes a
+            build = partial(  # resend write nothing twice (once.py)
+                publish_once, self.keys, target=channel, topic=message.topic, message_id=message.id,
+                raw=raw, kept=False, delay=delay, dedupe=dedupe, kind="p",
+            )  # fmt: skip
+            first = await self.send_once(self._publish_once, build, what="publish")
+            return first.decode() if isinstance(first, bytes) else str(first)
+        # a bare PUBLISH, retried as before issue 19: a reply lost after Redis ran it may deliver
+        # the message twice (a channel keeps nothing a resend could look for)
+        await self.call(
+            lambda: self.client.publish(channel, raw),
             what="publish",
             deadline=trio.current_time() + self.options.publish_timeout,
         )
-        return first.decode() if isinstance(first, bytes) else str(first)
+        return message.id
 
     def _requeue(self, pipe: Pipeline, topic: str, again: Requeued, entry_id: bytes) -> None:
         pipe.publish(self.channel(topic), again.fields["message"])

@@ -6,8 +6,8 @@ A final write also rings `Keys.status_bell`: a list of one entry that lives a sh
 waiter blocks on it with ``BLMOVE bell bell``, which rotates the entry in place, so every waiter
 wakes and the entry stays for the next; it then re-reads the record. A waiter that comes after the
 bell is gone finds the final record at once; a missed ring costs at most one wait slice. While a
-group keeps results, its hubs keep `Keys.keeps_results` set (refreshed): `scripts.PUBLISH_ONCE`
-then writes a pending record with each publish.
+group keeps results, its hubs keep `Keys.keeps_results` set (refreshed): publishers that know it
+(`once.KeptTopics`) then publish through `scripts.PUBLISH_ONCE`, which writes a pending record.
 """
 
 from __future__ import annotations
@@ -135,6 +135,7 @@ class RedisStatuses(StatusStore):
         check_results_group(topic, group, keeping)
         held = self._kept.get(topic)
         self._kept[topic] = (group, max(seconds, 0.0 if held is None else held[1]))
+        self._bus.kept_topics.learn(topic, True)  # this hub's own publishes know at once
         await self._mark([topic])
         nursery = self._bus._nursery
         if not self._refreshing and nursery is not None:

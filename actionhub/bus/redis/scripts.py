@@ -111,8 +111,9 @@ end
 return 1
 """
 
-# Trimming: below the oldest entry any group of the stream has not delivered or acked; consumers
-# that hold nothing and have been idle for ARGV[1] ms are removed.
+# Trimming: below the oldest entry any group of the stream has not delivered or acked, and never
+# an entry younger than ARGV[2] ms; consumers that hold nothing and have been idle for ARGV[1] ms
+# are removed.
 TRIM = """
 local function record(flat)
   local fields = {}
@@ -140,6 +141,11 @@ for _, flat_group in ipairs(groups) do
     min_id, min_ms, min_seq = keep, ms, seq
   end
 end
+-- never an entry younger than ARGV[2] ms: a publish's resend looks for its first attempt's
+-- entry among the stream's recent ones (see once.py)
+local t = redis.call('TIME')
+local young = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[2])
+if young < min_ms then min_id = string.format('%d', math.max(young, 0)) .. '-0' end
 return redis.call('XTRIM', KEYS[1], 'MINID', '~', min_id)
 """
 
@@ -237,82 +243,104 @@ return cjson.encode({
 })
 """
 
-# One publish, deduplicated and idempotent (see once.py). KEYS: the stream (or channel), the
-# producer's idempotency bitmap (or the stream again), the topic's keep-results key, the message's
-# status key[, the delayed set[, the dedupe key]]. ARGV: the entry, the id, its bit ('' if none),
-# the bitmap's TTL (ms), the kind ('x' stream, 'p' channel), the topic[, the delay (s), the delayed
-# member[, the dedupe window (ms)]]: a plain publish sends only what it needs. A dedupe key still
-# held returns the first id and writes nothing; a set idempotency bit means this very message was
-# written by an earlier try whose reply was lost: nothing again. Else XADD (or PUBLISH, or the
-# delayed set), then the dedupe key (only once the write succeeded), and a pending status record
-# if a group of the topic keeps results.
-PUBLISH_ONCE = """
-if ARGV[9] then
-  local first = redis.call('GET', KEYS[6])
+# Was a message written to stream ``stream`` in the last ``back`` ms (Redis clock)? Its entry's
+# ``message`` field starts with ``prefix``, ``{"id":"<id>",`` (`Message.envelope` puts the id
+# first). Only a resend runs it (see once.py): the window is the seconds since the first attempt.
+_WRITTEN = """
+local function written(stream, prefix, back)
+  local t = redis.call('TIME')
+  local since = math.max(0, tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - back)
+  local start, n = string.format('%d', since), #prefix
+  while true do
+    local found = redis.call('XRANGE', stream, start, '+', 'COUNT', 500)
+    for _, entry in ipairs(found) do
+      local fields = entry[2]
+      for i = 1, #fields, 2 do
+        if fields[i] == 'message' and string.sub(fields[i + 1], 1, n) == prefix then return true end
+      end
+    end
+    if #found < 500 then return false end
+    start = '(' .. found[#found][1]
+  end
+end
+"""
+
+# One publish that needs more than a bare XADD: deduplicated, delayed, or to a topic that keeps
+# results; or the resend of any publish (see once.py). KEYS: the stream (or channel), the dedupe
+# key (or the stream)[, the topic's keep-results key, the message's status key[, the delayed set]].
+# ARGV: the entry, the id, the kind ('x' stream, 'p' channel), the topic ('': the publisher knows
+# it keeps no results), the dedupe window (ms, '0': none)[, the look-back (ms; 0: a first
+# attempt), the entry's prefix[, the delay (s), the delayed member]]: a first attempt sends only
+# what it needs. A dedupe key still held returns the first id and writes nothing. A resend writes
+# nothing if the first attempt did: its status record, its entry within the look-back or its
+# delayed member (ZADD NX) is there. Else XADD (or PUBLISH, or the delayed set), then the dedupe
+# key (only once the write succeeded), and a pending status record if a group of the topic keeps
+# results.
+PUBLISH_ONCE = (
+    _WRITTEN
+    + """
+if ARGV[5] ~= '0' then
+  local first = redis.call('GET', KEYS[2])
   if first then return first end
 end
-if ARGV[3] ~= '' then
-  if redis.call('SETBIT', KEYS[2], ARGV[3], 1) == 1 then return ARGV[2] end
-  redis.call('PEXPIRE', KEYS[2], ARGV[4])
+local stream, back, delay = ARGV[3] ~= 'p', tonumber(ARGV[6] or '0'), tonumber(ARGV[8] or '0')
+local keep = nil
+if stream and ARGV[4] ~= '' then keep = redis.call('GET', KEYS[3]) end
+if back > 0 and stream then
+  if (keep and redis.call('GET', KEYS[4])) or written(KEYS[1], ARGV[7], back) then return ARGV[2] end
 end
-local delay = tonumber(ARGV[7] or '0')
 local t = nil
 if delay > 0 then
   t = redis.call('TIME')
-  redis.call('ZADD', KEYS[5], tonumber(t[1]) + tonumber(t[2]) / 1000000 + delay, ARGV[8])
-elseif ARGV[5] == 'p' then
-  redis.call('PUBLISH', KEYS[1], ARGV[1])
-else
+  redis.call('ZADD', KEYS[5], 'NX', tonumber(t[1]) + tonumber(t[2]) / 1000000 + delay, ARGV[9])
+elseif stream then
   redis.call('XADD', KEYS[1], '*', 'message', ARGV[1])
+else
+  redis.call('PUBLISH', KEYS[1], ARGV[1])
 end
-if ARGV[9] then redis.call('SET', KEYS[6], ARGV[2], 'PX', ARGV[9]) end
-if ARGV[5] ~= 'p' then
-  local keep = redis.call('GET', KEYS[3])
-  if keep then
-    t = t or redis.call('TIME')
-    local record = cjson.encode({state = 'pending', topic = ARGV[6],
-                                 at = tonumber(t[1]) + tonumber(t[2]) / 1000000})
-    redis.call('SET', KEYS[4], record, 'EX', math.floor(tonumber(keep)) + 86400, 'NX')
-  end
+if ARGV[5] ~= '0' then redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[5]) end
+if keep then
+  t = t or redis.call('TIME')
+  local record = cjson.encode({state = 'pending', topic = ARGV[4],
+                               at = tonumber(t[1]) + tonumber(t[2]) / 1000000})
+  redis.call('SET', KEYS[4], record, 'EX', math.floor(tonumber(keep)) + 86400, 'NX')
 end
 return ARGV[2]
 """
+)
 
-# A batch of publishes of one topic, each idempotent as in PUBLISH_ONCE, all in one atomic call
-# (a retry of a batch whose reply was lost writes nothing twice). KEYS[1] is the topic's
-# keep-results key, then (target, bitmap, status key) per message; ARGV[1..3] the bitmaps' TTL
-# (ms), the kind ('x' stream, 'p' channel) and the topic, then (entry, id, bit) per message.
-PUBLISH_MANY_ONCE = """
-local keep = nil
-if ARGV[2] ~= 'p' then keep = redis.call('GET', KEYS[1]) end
-local t = nil
-if keep then t = redis.call('TIME') end
-local expired = nil
-for i = 0, (#KEYS - 1) / 3 - 1 do
-  local target, bitmap, bit = KEYS[2 + 3 * i], KEYS[3 + 3 * i], ARGV[6 + 3 * i]
-  local fresh = true
-  if bit ~= '' then
-    fresh = redis.call('SETBIT', bitmap, bit, 1) == 0
-    if fresh and bitmap ~= expired then
-      redis.call('PEXPIRE', bitmap, ARGV[1])
-      expired = bitmap
-    end
-  end
-  if fresh then
-    if ARGV[2] == 'p' then
-      redis.call('PUBLISH', target, ARGV[4 + 3 * i])
-    else
-      redis.call('XADD', target, '*', 'message', ARGV[4 + 3 * i])
-    end
-    if keep then
-      local record = cjson.encode({state = 'pending', topic = ARGV[3],
-                                   at = tonumber(t[1]) + tonumber(t[2]) / 1000000})
-      redis.call('SET', KEYS[4 + 3 * i], record, 'EX', math.floor(tonumber(keep)) + 86400, 'NX')
-    end
-  end
+# A batch of publishes of one topic in one atomic call: all of it or none. KEYS[1] is the topic's
+# keep-results key, then per message its stream (or channel), and its status key if ARGV[3] is
+# '1' (the topic keeps results: a pending record each). ARGV: the kind ('x' stream, 'p' channel),
+# the topic, '1' or '0', the look-back (ms; 0: a first attempt), the first entry's prefix, then
+# the entries. A resend writes nothing if the batch's first entry is in its stream within the
+# look-back (the batch was written whole). Returns the messages written.
+PUBLISH_MANY_ONCE = (
+    _WRITTEN
+    + """
+local per = 1
+if ARGV[3] == '1' then per = 2 end
+local n, stream = (#KEYS - 1) / per, ARGV[1] ~= 'p'
+if ARGV[4] ~= '0' and stream and written(KEYS[2], ARGV[5], tonumber(ARGV[4])) then return 0 end
+local keep, record, ttl = nil, nil, nil
+if per == 2 and stream then keep = redis.call('GET', KEYS[1]) end
+if keep then
+  local t = redis.call('TIME')
+  record = cjson.encode({state = 'pending', topic = ARGV[2], at = tonumber(t[1]) + tonumber(t[2]) / 1000000})
+  ttl = math.floor(tonumber(keep)) + 86400
 end
-return (#KEYS - 1) / 3
+for i = 0, n - 1 do
+  local target = KEYS[2 + per * i]
+  if stream then
+    redis.call('XADD', target, '*', 'message', ARGV[6 + i])
+  else
+    redis.call('PUBLISH', target, ARGV[6 + i])
+  end
+  if keep then redis.call('SET', KEYS[3 + 2 * i], record, 'EX', ttl, 'NX') end
+end
+return n
 """
+)
 
 # A message's status record (results.py), SET for its time to live unless the stored record has
 # a higher rank (ARGV[4]; `actionhub.results.rank`, computed here alike: a late write from another

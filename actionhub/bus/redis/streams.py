@@ -20,9 +20,11 @@
   ``group`` field so that only the group that failed it runs it again (other groups skip it).
 * Trimming: every ``trim_interval`` a script trims each consumed stream below the oldest entry that
   any of its groups has not yet delivered or acked (``XTRIM MINID ~``). An undelivered or unacked
-  entry is never trimmed; a stream with a group nobody consumes any more keeps growing until that
-  group is destroyed (``XGROUP DESTROY``). The same script removes consumers that hold nothing and
-  have read nothing for an hour: what killed hubs leave behind in ``XINFO CONSUMERS``.
+  entry is never trimmed, nor one younger than ``publish_timeout`` + 10 s (a publish's resend
+  looks for its first attempt's entry there: see once.py); a stream with a group nobody consumes
+  any more keeps growing until that group is destroyed (``XGROUP DESTROY``). The same script
+  removes consumers that hold nothing and have read nothing for an hour: what killed hubs leave
+  behind in ``XINFO CONSUMERS``.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ from .entries import (
 )
 from .keys import DEFAULT_PARTITIONS, partition_count
 from .limits import RedisLimiter, give_back_slots, limiter_of, renew_slots
-from .once import batches, publish_many_once, publish_once
+from .once import batches, publish_many_once, publish_once, trim_guard
 from .options import RedisOptions
 from .ordered import OrderedSubscription
 from .reader import Reader
@@ -130,35 +132,47 @@ class RedisStreamsBus(RedisBusBase):
         self, message: Message, *, delay: float | None = None, dedupe: Dedupe | None = None
     ) -> str:
         raw = self.encode(message)
-        key = message.key  # unkeyed: no coroutine on the per-message path
-        stream = (
-            self.keys.stream(message.topic)
-            if key is None
-            else await self._partition_stream(message.topic, key)
-        )
-        # one script: deduplicated, idempotent under `call`'s retries, pending record (once.py)
-        keys, args = publish_once(
-            self.keys, target=stream, topic=message.topic, message_id=message.id, raw=raw,
-            ttl=self._idempotency_ttl, delay=delay, dedupe=dedupe,
+        key, topic = message.key, message.topic  # unkeyed: no coroutine on the per-message path
+        stream = self.keys.stream(topic) if key is None else await self._partition_stream(topic, key)
+        kept = self.kept_topics.kept(topic)
+        if kept is None:
+            kept = await self.keeps_results(topic)
+        build = partial(
+            publish_once, self.keys, target=stream, topic=topic, message_id=message.id, raw=raw,
+            kept=kept, delay=delay, dedupe=dedupe,
         )  # fmt: skip
-        (first,) = await self.run_scripts(
-            [(self._publish_once, keys, args)],
-            what="publish",
-            deadline=trio.current_time() + self.options.publish_timeout,
-        )
-        return first.decode() if isinstance(first, bytes) else str(first)
+        if delay or dedupe is not None or kept:  # the script from the first attempt (once.py)
+            first = await self.send_once(self._publish_once, build, what="publish")
+            return first.decode() if isinstance(first, bytes) else str(first)
+        # a bare XADD; a retry (the reply may have been lost) is the script, written only if absent
+        deadline = trio.current_time() + self.options.publish_timeout
+        again = partial(self.resend, self._publish_once, build)
+        wire = self.wire
+        if wire is not None:
+            await self.call_async(
+                partial(wire.execute, ("XADD", stream, "*", "message", raw)),
+                what="publish",
+                deadline=deadline,
+                again=again,
+            )
+        else:
+            await self.call(
+                lambda: [self.client.xadd(stream, {"message": raw})],
+                what="publish",
+                deadline=deadline,
+                again=again,
+            )
+        return message.id
 
     async def publish_many(self, messages: Sequence[Message]) -> list[str]:
         writes = [(await self._stream_of(m), m.id, self.encode(m)) for m in messages]
         for topic, batch in batches(messages, writes, PUBLISH_BATCH):
-            # one script per batch: all of it or none, and a retry after a lost reply writes
-            # nothing twice (each message's idempotency bit)
-            keys, args = publish_many_once(self.keys, topic=topic, writes=batch, ttl=self._idempotency_ttl)
-            await self.run_scripts(
-                [(self._publish_many_once, keys, args)],
-                what="publish",
-                deadline=trio.current_time() + self.options.publish_timeout,
+            # one script per batch: all of it or none; a retry (the reply may have been lost)
+            # writes nothing if the batch's first message is in its stream (once.py)
+            build = partial(
+                publish_many_once, self.keys, topic=topic, writes=batch, kept=await self.keeps_results(topic)
             )
+            await self.send_once(self._publish_many_once, build, what="publish")
         return [message.id for message in messages]
 
     async def history(
@@ -383,8 +397,10 @@ class RedisStreamsBus(RedisBusBase):
         (a script per stream, in few round trips); returns the entries removed."""
         removed = 0
         forget_after = int(FORGET_CONSUMERS_AFTER * 1000)
+        guard = trim_guard(self.options.publish_timeout)
         for start in range(0, len(streams), TRIM_BATCH):
-            calls = [(self._trim, [stream], [forget_after]) for stream in streams[start : start + TRIM_BATCH]]
+            chunk = streams[start : start + TRIM_BATCH]
+            calls = [(self._trim, [stream], [forget_after, guard]) for stream in chunk]
             removed += sum(int(n) for n in await self.run_scripts(calls, what="trim"))
         return removed
 
