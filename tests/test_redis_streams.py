@@ -7,6 +7,7 @@ process does the work, the test polls what it can observe (files, Redis) at a sh
 from __future__ import annotations
 
 import itertools
+import logging
 import subprocess
 import sys
 from collections import Counter
@@ -23,7 +24,7 @@ from actionhub import ActionHub, BusError, Job, Retry
 from actionhub.bus.redis import streams as redis_streams
 from actionhub.testing import RedisServer
 from tests.polling import wait_until
-from tests.servers import tls_redis
+from tests.servers import private_redis, tls_redis
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
@@ -550,3 +551,30 @@ async def test_publish_gives_up_with_bus_error_when_redis_stays_down() -> None:
             await trio.to_thread.run_sync(server.start)  # back, so the hub can stop cleanly
     finally:
         await trio.to_thread.run_sync(server.close)
+
+
+async def test_a_refused_announcement_is_logged_and_the_hub_goes_on(caplog: pytest.LogCaptureFixture) -> None:
+    """Redis refusing the snapshot's SET (out of memory, say) costs a warning, not the hub: it
+    goes on serving and announces again once Redis takes writes."""
+    with private_redis() as server:
+        admin = redis.Redis.from_url(server.url)
+        hub = ActionHub(server.url, name="announcer", announce_interval=0.05)
+        done: list[int] = []
+
+        @hub.action("work")
+        async def work(job: Job) -> None:
+            done.append(job.payload)
+
+        with caplog.at_level(logging.WARNING, logger="actionhub.hub"):
+            async with hub.running():
+                admin.config_set("maxmemory-policy", "noeviction")
+                admin.config_set("maxmemory", 1)
+                try:
+                    await wait_until(lambda: "could not announce itself" in caplog.text)
+                finally:
+                    admin.config_set("maxmemory", 0)
+                admin.delete(f"actionhub:hub:{hub.name}")
+                await wait_until(lambda: admin.exists("actionhub:hub:announcer") == 1)
+                await hub.publish("work", 1)
+                await wait_until(lambda: done == [1])
+        assert "redis refused announce: command not allowed when used memory" in caplog.text

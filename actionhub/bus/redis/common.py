@@ -441,7 +441,10 @@ class RedisBusBase(Bus):
 
     async def announce(self, hub: str, snapshot: bytes, ttl: float) -> None:
         key = self.keys.hub(hub)
-        await self.call(lambda: self.client.set(key, snapshot, px=int(ttl * 1000)), what="announce")
+        try:
+            await self.call(lambda: self.client.set(key, snapshot, px=int(ttl * 1000)), what="announce")
+        except redis.RedisError as error:  # refused (out of memory, say): the hub goes on, says so
+            raise BusError(f"redis refused announce: {error}") from error
 
     async def withdraw(self, hub: str) -> None:
         try:
