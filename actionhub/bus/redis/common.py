@@ -14,11 +14,10 @@ import abc
 import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import partial
 from typing import Any, TypeVar, cast
 
-import orjson
 import redis
 import trio
 from redis.client import Pipeline
@@ -35,11 +34,10 @@ from ...supervision.policy import Backoff
 from ..base import Bus, ControlRequest, DeadLetter, ReplyChannel, TopicInfo
 from ..ticks import ScheduleState, Tick, TicksFired
 from ..url import redact
-from . import schedules, scripts
+from . import control, schedules, scripts
 from .entries import (
     PUBLISH_BATCH,
     Requeued,
-    control_document,
     dead_letter_of,
     delayed_member,
     encode_entry,
@@ -413,7 +411,7 @@ class RedisBusBase(Bus):
 
     @asynccontextmanager
     async def reply_channel(self) -> AsyncIterator[ReplyChannel]:
-        channel = _RedisReplyChannel(self, self.keys.new_reply())
+        channel = control.RedisReplyChannel(self, self.keys.new_reply())
         try:
             yield channel
         finally:
@@ -459,61 +457,12 @@ class RedisBusBase(Bus):
 
         return await self.call(read, what="read announcements")
 
-    @asynccontextmanager
-    async def control_requests(self) -> AsyncIterator[trio.MemoryReceiveChannel[ControlRequest]]:
-        """Commands arrive on the pub/sub channel ``<prefix>control``; answers go to the list
-        key the sender named, so none is lost to a late BLPOP."""
-        send, receive = trio.open_memory_channel[ControlRequest](100)
-        pubsub = self.client.pubsub(ignore_subscribe_messages=True)
-        channel = self.keys.control
-        await self.call(lambda: pubsub.subscribe(channel), what="subscribe to control")
-
-        async def listen() -> None:
-            while True:
-                item = await self.call(
-                    lambda: pubsub.get_message(timeout=self.options.block), what="control", blocks=True
-                )
-                if item is not None and item["type"] == "message":
-                    try:
-                        request = _RedisControlRequest(self, item["data"])
-                    except (orjson.JSONDecodeError, KeyError, TypeError):
-                        log.error("ignored a malformed control command on %s", channel)
-                        continue
-                    send.send_nowait(request)
-
-        try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self.keep_running, "listening for control commands", listen)
-                try:
-                    yield receive
-                finally:
-                    nursery.cancel_scope.cancel()
-        finally:
-            send.close()
-            with trio.CancelScope(shield=True), trio.move_on_after(5):
-                await self.call(pubsub.close, what="unsubscribe from control")
+    def control_requests(self) -> AbstractAsyncContextManager[trio.MemoryReceiveChannel[ControlRequest]]:
+        """Commands arrive on the pub/sub channel ``<prefix>control`` (see control.py)."""
+        return control.control_requests(self)
 
     async def send_control(self, command: bytes, *, timeout: float, expect: int) -> list[bytes]:
-        reply_to = self.keys.new_reply()
-        document = control_document(command, reply_to)
-        deadline = trio.current_time() + timeout
-        await self.call(lambda: self.client.publish(self.keys.control, document), what="send control")
-        answers: list[bytes] = []
-        try:
-            while len(answers) < expect:
-                left = deadline - trio.current_time()
-                if left <= 0:
-                    break
-                wait = min(left, self.options.block)
-                popped = await self.call(
-                    partial(self.client.blpop, [reply_to], timeout=wait), what="wait for answers", blocks=True
-                )
-                if popped is not None:
-                    answers.append(popped[1])
-        finally:
-            with trio.CancelScope(shield=True):
-                await self.call(lambda: self.client.delete(reply_to), what="drop answer key")
-        return answers
+        return await control.send_control(self, command, timeout=timeout, expect=expect)
 
     async def fire_ticks(
         self, schedule: str, digest: str, catch_up: str, ticks: Sequence[Tick]
@@ -555,46 +504,6 @@ class RedisBusBase(Bus):
         if store is None:  # made on first use: a bus whose groups keep no results holds none
             store = self._statuses = RedisStatuses(self)
         return store
-
-
-class _RedisControlRequest(ControlRequest):
-    def __init__(self, bus: RedisBusBase, raw: bytes) -> None:
-        document = orjson.loads(raw)
-        self.reply_to: str = document.pop("reply_to")
-        self.command = orjson.dumps(document)
-        self._bus = bus
-
-    async def answer(self, reply: bytes) -> None:
-        bus, key = self._bus, self.reply_to
-
-        def push() -> None:
-            with bus.client.pipeline(transaction=True) as pipe:
-                pipe.lpush(key, reply)
-                pipe.expire(key, 60)
-                pipe.execute()
-
-        await bus.call(push, what="answer control")
-
-
-class _RedisReplyChannel(ReplyChannel):
-    """A reply address is a Redis list: a reply pushed before the requester waits is not lost."""
-
-    def __init__(self, bus: RedisBusBase, address: str) -> None:
-        self.bus = bus
-        self.address = address
-
-    async def receive(self) -> Message:
-        client, block = self.bus.client, self.bus.options.block
-        while True:
-            popped: Any = await self.bus.call(
-                lambda: client.blpop([self.address], timeout=block), what="wait for reply", blocks=True
-            )
-            if popped is not None:
-                raw = popped[1]
-                try:
-                    return decode(self.address, raw, max_bytes=self.bus.options.max_message_bytes)
-                except MalformedMessage as exc:
-                    log.error("dropped a malformed reply on %s: %s", self.address, exc)
 
 
 class RedisProgress:
