@@ -9,6 +9,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 
 import attrs
 
@@ -57,10 +58,12 @@ class RedisServer:
         binary: str = "redis-server",
         tls: tuple[str, str, str] | None = None,
         tls_protocols: str | None = None,
+        extra_args: Sequence[str] = (),
     ) -> None:
         """``tls``: (certificate, key, CA certificate) files; the server then also listens with
         TLS on `tls_port` (clients are not asked for certificates); ``tls_protocols``: Redis's
-        ``tls-protocols``, say ``"TLSv1.2"`` (default: what Redis allows)."""
+        ``tls-protocols``, say ``"TLSv1.2"`` (default: what Redis allows); ``extra_args``: more
+        command-line options, say ``("--replicaof", "127.0.0.1", "6380")``."""
         found = shutil.which(binary)
         if found is None:
             raise FileNotFoundError(f"{binary} is not on PATH (install the redis-server package)")
@@ -71,6 +74,7 @@ class RedisServer:
         self.unix_socket: str | None = os.path.join(self.directory, "redis.sock")
         self.tls = tls
         self.tls_protocols = tls_protocols
+        self.extra_args = tuple(extra_args)
         self.tls_port = _free_port() if tls else None
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -91,6 +95,7 @@ class RedisServer:
                 command += ["--tls-protocols", self.tls_protocols]
         if self.appendonly:
             command += ["--appendonly", "yes", "--appendfsync", "always"]
+        command += self.extra_args
         self._process = subprocess.Popen(command, cwd=self.directory, stdout=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while not self._answers():
