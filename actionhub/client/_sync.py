@@ -43,10 +43,10 @@ DEFAULT_URL = "redis://localhost:6379/0"
 class Client:
     """Publish to actionhub, ask for replies and operate hubs, from blocking code. Thread-safe
     (one connection pool); ``with Client(url) as client:`` closes it. The URL is the hubs' own
-    grammar (``redis://``, ``rediss://``, ``unix://``, ``redis+sentinel://``, ACL users, ``?prefix=``,
-    ...). Errors are
-    `BusError` (Redis unreachable or refusing), `ConfigurationError` (a bad topic, key or URL),
-    `TypeError`/`ValueError` (a payload that is not JSON or too big), `TimeoutError` (no reply)."""
+    grammar (``redis://``, ``rediss://``, ``unix://``, ``redis+sentinel://``, ACL users,
+    ``?prefix=``, ...). Errors are `BusError` (Redis unreachable or refusing),
+    `ConfigurationError` (a bad topic, key or URL), `TypeError`/`ValueError` (a payload that is
+    not JSON or too big), `TimeoutError` (no reply)."""
 
     def __init__(self, url: str = DEFAULT_URL) -> None:
         self.url = url

@@ -13,8 +13,8 @@ connections of the hot path do the same (`WireParams.primary`, wire.py).
 
 That leaves connections to a primary that the sentinels replaced while it stayed up (``SENTINEL
 FAILOVER``, or a partition): it takes writes, lost when Sentinel demotes it some 10 s later. So
-an open bus also asks the sentinels every `CHECK_INTERVAL` (`follow_primary`) and drops all its
-connections when the primary moved.
+an open bus also asks the sentinels every `CHECK_INTERVAL` (`follow_primary`) and drops its
+connections to any other server.
 """
 
 from __future__ import annotations
@@ -136,7 +136,7 @@ async def follow_primary(client: Any, leave: Callable[[tuple[str, int]], None], 
     where the primary is, every `CHECK_INTERVAL`, and drop the client's connections to anything
     else (also those made while the sentinels disagreed, during a failover); ``leave(primary)``
     does the same for the caller's own connections."""
-    pool = client.connection_pool
+    pool = getattr(client, "connection_pool", None)
     if not isinstance(pool, redis.sentinel.SentinelConnectionPool):
         return
     known: tuple[str, int] | None = None
