@@ -88,9 +88,10 @@ def test_a_bad_url_is_a_configuration_error_that_says_why(url: str, error: str) 
 def test_the_passwords_are_redacted_from_urls_and_errors() -> None:
     url = "redis+sentinel://app:hunter2@h1:26379,h2:26379/orders/0?sentinel_password=hunter3"
     assert redact(url) == "redis+sentinel://app:***@h1:26379,h2:26379/orders/0?sentinel_password=***"
-    with pytest.raises(ConfigurationError) as caught:
-        open_bus(url.replace("h2:26379", "h2:0"))
-    assert "hunter" not in str(caught.value) and "app:***@" in str(caught.value)
+    for bad in (url.replace("h2:26379", "h2:0"), f"{url}&block=soon"):
+        with pytest.raises(ConfigurationError) as caught:
+            open_bus(bad)
+        assert "hunter" not in str(caught.value) and "app:***@" in str(caught.value)
 
 
 # --------------------------------------------------------------------------- working through sentinels

@@ -19,6 +19,7 @@ from redis.exceptions import BusyLoadingError, ReadOnlyError
 
 from ...errors import ConfigurationError
 from ...message import DEFAULT_MAX_MESSAGE_BYTES
+from ..url import redact
 from .sentinel import SENTINEL_OPTIONS, is_sentinel_url, parse_sentinel_url
 
 #: Errors that mean "Redis is not reachable right now": retried, never surfaced per message
@@ -81,7 +82,7 @@ def split_url(url: str) -> tuple[str, RedisOptions]:
             try:
                 ours[key] = _OPTION_TYPES[key](value)
             except ValueError:
-                raise ConfigurationError(f"bad value {value!r} for {key} in {url!r}") from None
+                raise ConfigurationError(f"bad value {value!r} for {key} in {redact(url)!r}") from None
         else:
             theirs.append((key, value))
     allowed = _redis_py_url_options() | (SENTINEL_OPTIONS if is_sentinel_url(url) else frozenset())
@@ -94,7 +95,7 @@ def split_url(url: str) -> tuple[str, RedisOptions]:
     try:
         options = RedisOptions(**ours)  # type: ignore[arg-type]
     except ValueError as exc:
-        raise ConfigurationError(f"{url!r}: {exc}") from None
+        raise ConfigurationError(f"{redact(url)!r}: {exc}") from None
     query = f"?{urlencode(theirs)}" if theirs else ""
     # urlunsplit would turn unix:///path into unix:/path, which redis-py rejects
     return f"{parts.scheme}://{parts.netloc}{parts.path}{query}", options
