@@ -4,28 +4,41 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
-from actionhub.testing import RedisServer
+from actionhub.testing import RedisSentinels, RedisServer
+
+T = TypeVar("T")
 
 
 @contextmanager
 def private_redis(**options: Any) -> Iterator[RedisServer]:
     """A running `RedisServer`, stopped and removed afterwards. Without the binary the test
     skips, unless ACTIONHUB_REQUIRE_REDIS=1 (CI sets it): then it fails."""
+    with _or_skip(RedisServer, **options) as server:
+        yield server
+
+
+@contextmanager
+def private_sentinels(**options: Any) -> Iterator[RedisSentinels]:
+    """A running `RedisSentinels` (a primary, a replica, three sentinels), stopped and removed
+    afterwards; skipped or failed without the binary as `private_redis` is."""
+    with _or_skip(RedisSentinels, **options) as deployment:
+        yield deployment
+
+
+def _or_skip(make: Callable[..., T], **options: Any) -> T:
     try:
-        server = RedisServer(**options)
+        return make(**options)
     except FileNotFoundError as exc:
         if os.environ.get("ACTIONHUB_REQUIRE_REDIS") == "1":
             pytest.fail(f"Redis tests cannot run: {exc}", pytrace=False)
         pytest.skip(f"Redis tests skipped: {exc}")
-    with server:
-        yield server
 
 
 def free_port() -> int:

@@ -1,4 +1,5 @@
-"""Choosing a transport by URL: ``memory://``, ``redis://``, ``rediss://``, ``unix://``."""
+"""Choosing a transport by URL: ``memory://``, ``redis://``, ``rediss://``, ``unix://``,
+``redis+sentinel://``."""
 
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ def parse_query(url: str, *, allowed: set[str]) -> dict[str, str]:
     return params
 
 
-REDIS_SCHEMES = ("redis", "rediss", "unix")
+REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel")  # the last: a clear refusal
 
 
 def redis_url_options(url: str) -> tuple[str, RedisOptions]:
@@ -52,7 +53,7 @@ def redis_url_options(url: str) -> tuple[str, RedisOptions]:
     if scheme not in REDIS_SCHEMES:
         raise ConfigurationError(
             f"unknown bus URL scheme {scheme!r} in {redact(url)!r}; the clients take redis://, "
-            "rediss:// or unix:// (memory:// exists inside one process only)"
+            "rediss://, unix:// or redis+sentinel:// (memory:// exists inside one process only)"
         )
     return split_url(url)
 
@@ -73,4 +74,6 @@ def open_bus(url: str) -> Bus:
         from .redis.streams import RedisStreamsBus
 
         return RedisStreamsBus(url, redis_url, options)
-    raise ConfigurationError(f"unknown bus URL scheme {scheme!r} in {url!r}; use memory:// or redis://")
+    raise ConfigurationError(
+        f"unknown bus URL scheme {scheme!r} in {redact(url)!r}; use memory://, redis:// or redis+sentinel://"
+    )

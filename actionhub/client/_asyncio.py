@@ -9,9 +9,11 @@ from typing import Any, TypeVar
 
 import redis
 import redis.asyncio
+import redis.asyncio.sentinel
 from redis.exceptions import NoScriptError
 
 from ..bus.redis.options import client_options
+from ..bus.redis.sentinel import is_sentinel_url, parse_sentinel_url
 from ..bus.url import redis_url_options
 from ..errors import ConfigurationError
 from ._awaited import AwaitedMethods
@@ -44,13 +46,20 @@ class AsyncClient(AwaitedMethods):
         self.url = url
         redis_url, options = redis_url_options(url)
         self._ops = Operations(options)
+        self._sentinels: list[Any] = []  # a primary found through sentinels: their clients
         try:
-            pool = redis.asyncio.ConnectionPool.from_url(
-                redis_url, max_connections=max_connections, **client_options(options)
-            )
+            if is_sentinel_url(redis_url):
+                self._client: Any = parse_sentinel_url(redis_url).master_for(
+                    redis.asyncio.sentinel.Sentinel, client_options(options), max_connections=max_connections
+                )
+                self._sentinels = self._client.connection_pool.sentinel_manager.sentinels
+            else:
+                pool = redis.asyncio.ConnectionPool.from_url(
+                    redis_url, max_connections=max_connections, **client_options(options)
+                )
+                self._client = redis.asyncio.Redis(connection_pool=pool)
         except (ValueError, TypeError) as exc:
             raise ConfigurationError(f"bad Redis URL: {exc}") from None
-        self._client: Any = redis.asyncio.Redis(connection_pool=pool)
         # at most one connection per running operation: more wait here, not fail in the pool
         self._slots = asyncio.Semaphore(max_connections)
 
@@ -62,6 +71,8 @@ class AsyncClient(AwaitedMethods):
 
     async def aclose(self) -> None:
         await self._client.aclose(close_connection_pool=True)
+        for sentinel in self._sentinels:
+            await sentinel.aclose()
 
     # ------------------------------------------------------------------ the driver
 

@@ -12,6 +12,7 @@ from redis.exceptions import NoScriptError
 
 from ..bus.base import DeadLetter
 from ..bus.redis.options import connect
+from ..bus.redis.sentinel import close_client
 from ..bus.url import redis_url_options
 from ..inspect import CommandAnswer, HubSnapshot
 from ..message import Message
@@ -42,9 +43,10 @@ DEFAULT_URL = "redis://localhost:6379/0"
 class Client:
     """Publish to actionhub, ask for replies and operate hubs, from blocking code. Thread-safe
     (one connection pool); ``with Client(url) as client:`` closes it. The URL is the hubs' own
-    grammar (``redis://``, ``rediss://``, ``unix://``, ACL users, ``?prefix=``, ...). Errors are
-    `BusError` (Redis unreachable or refusing), `ConfigurationError` (a bad topic, key or URL),
-    `TypeError`/`ValueError` (a payload that is not JSON or too big), `TimeoutError` (no reply)."""
+    grammar (``redis://``, ``rediss://``, ``unix://``, ``redis+sentinel://``, ACL users,
+    ``?prefix=``, ...). Errors are `BusError` (Redis unreachable or refusing),
+    `ConfigurationError` (a bad topic, key or URL), `TypeError`/`ValueError` (a payload that is
+    not JSON or too big), `TimeoutError` (no reply)."""
 
     def __init__(self, url: str = DEFAULT_URL) -> None:
         self.url = url
@@ -59,7 +61,7 @@ class Client:
         self.close()
 
     def close(self) -> None:
-        self._client.close()
+        close_client(self._client)
 
     def publish(
         self,

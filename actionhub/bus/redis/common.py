@@ -13,6 +13,7 @@ from __future__ import annotations
 import abc
 import logging
 import math
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import partial
@@ -45,8 +46,9 @@ from .entries import (
 )
 from .keys import Keys
 from .once import KeptTopics, look_back
-from .options import TRANSIENT, RedisOptions, connect, consumer_name, text
+from .options import TRANSIENT, RedisOptions, connect, consumer_name, describe, text
 from .results import RedisStatuses
+from .sentinel import close_client, follow_primary
 from .topics import topic_info_call, topic_info_of
 from .wire import Command, WireConnection, wire_params
 
@@ -83,10 +85,12 @@ class RedisBusBase(Bus):
         self._threads = trio.CapacityLimiter(CALLS_AT_ONCE)
         self._blocking_threads = trio.CapacityLimiter(512)
         self._outage = False
+        self._outage_began = -math.inf  # trio time at which the current (or last) outage began
         self.reachable_since = -math.inf  # trio time at which the last outage ended
         self._nursery: trio.Nursery | None = None
         self._wire_params = wire_params(self.client)
         self.wire: WireConnection | None = None  # shared, pipelined, while open (if possible)
+        self._wires: weakref.WeakSet[WireConnection] = weakref.WeakSet()  # every one made
         self.consumer = ""
 
     @property
@@ -218,6 +222,7 @@ class RedisBusBase(Bus):
         failures = 0
         started = 0.0 if again is None else trio.current_time()
         while True:
+            attempt = trio.current_time()
             try:
                 if failures and again is not None:
                     result = await again(trio.current_time() - started)
@@ -229,17 +234,20 @@ class RedisBusBase(Bus):
                 failures += 1
                 if not self._outage:
                     self._outage = True
+                    self._outage_began = trio.current_time()
                     log.warning(
-                        "redis unreachable (%s): %r; retrying with backoff",
+                        "redis unreachable (%s): %s; retrying with backoff",
                         what,
-                        error,
+                        describe(error),
                         extra={"bus": redact(self.url), "operation": what},
                     )
                 if deadline is not None and trio.current_time() >= deadline:
-                    raise BusError(f"redis unreachable for {what}: {error!r}") from error
+                    raise BusError(f"redis unreachable for {what}: {describe(error)}") from error
                 await trio.sleep(self._backoff.delay(failures))
                 continue
-            if self._outage:
+            # a call sent before the outage began may still succeed (its reply was on its way):
+            # only one sent since says that Redis is back
+            if self._outage and attempt >= self._outage_began:
                 self._outage = False
                 self.reachable_since = trio.current_time()
                 log.warning(
@@ -259,6 +267,7 @@ class RedisBusBase(Bus):
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 self.wire = self.new_wire()
+                nursery.start_soon(follow_primary, self.client, self._leave, redact(self.url))
                 if serving:
                     nursery.start_soon(self.keep_running, "moving delayed messages", self._move_due)
                     await self._start_background(nursery)
@@ -271,14 +280,22 @@ class RedisBusBase(Bus):
         finally:
             self._nursery = None
             self.wire = None
-            self.client.close()
+            close_client(self.client)
 
     def new_wire(self) -> WireConnection | None:
         """A connection of its own driven by trio, if the client's options allow one and the
         bus is open (its reader runs in the bus's nursery); None: use the thread path."""
         if self._wire_params is None or self._nursery is None:
             return None
-        return WireConnection(self._wire_params, self._nursery)
+        wire = WireConnection(self._wire_params, self._nursery)
+        self._wires.add(wire)
+        return wire
+
+    def _leave(self, primary: tuple[str, int]) -> None:
+        """The sentinels name ``primary``: drop the trio-driven connections to anything else
+        (`follow_primary` drops redis-py's); each connects again when next used."""
+        for wire in list(self._wires):
+            wire.close(unless=primary)
 
     async def _start_background(self, nursery: trio.Nursery) -> None:
         """Hook: the transport's own background tasks."""

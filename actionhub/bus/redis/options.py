@@ -1,4 +1,5 @@
-"""A ``redis://`` URL: actionhub's options in its query, and the redis-py client made from the rest."""
+"""A ``redis://`` (or ``redis+sentinel://``) URL: actionhub's options in its query, and the redis-py
+client made from the rest."""
 
 from __future__ import annotations
 
@@ -13,13 +14,24 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import attrs
 import redis
+import redis.sentinel
 from redis.exceptions import BusyLoadingError, ReadOnlyError
 
 from ...errors import ConfigurationError
 from ...message import DEFAULT_MAX_MESSAGE_BYTES
+from ..url import redact
+from .sentinel import SENTINEL_OPTIONS, is_sentinel_url, parse_sentinel_url
 
-#: Errors that mean "Redis is not reachable right now": retried, never surfaced per message.
+#: Errors that mean "Redis is not reachable right now": retried, never surfaced per message
+#: (a failover's too: a demoted primary's READONLY; no primary known to the sentinels yet,
+#: `redis.sentinel.MasterNotFoundError`, is a ConnectionError).
 TRANSIENT = (redis.ConnectionError, redis.TimeoutError, BusyLoadingError, ReadOnlyError)
+
+
+def describe(error: BaseException) -> str:
+    """``error``'s class and message, for logs and errors: redis-py 8's repr names only the class
+    (the message says which sentinels failed, or which address refused)."""
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
 
 
 @attrs.frozen
@@ -70,10 +82,11 @@ def split_url(url: str) -> tuple[str, RedisOptions]:
             try:
                 ours[key] = _OPTION_TYPES[key](value)
             except ValueError:
-                raise ConfigurationError(f"bad value {value!r} for {key} in {url!r}") from None
+                raise ConfigurationError(f"bad value {value!r} for {key} in {redact(url)!r}") from None
         else:
             theirs.append((key, value))
-    unknown = {key for key, _ in theirs} - _redis_py_url_options()
+    allowed = _redis_py_url_options() | (SENTINEL_OPTIONS if is_sentinel_url(url) else frozenset())
+    unknown = {key for key, _ in theirs} - allowed
     if unknown:
         raise ConfigurationError(
             f"unknown option(s) {sorted(unknown)} in bus URL; actionhub's: {sorted(_OPTION_TYPES)}, "
@@ -82,7 +95,7 @@ def split_url(url: str) -> tuple[str, RedisOptions]:
     try:
         options = RedisOptions(**ours)  # type: ignore[arg-type]
     except ValueError as exc:
-        raise ConfigurationError(f"{url!r}: {exc}") from None
+        raise ConfigurationError(f"{redact(url)!r}: {exc}") from None
     query = f"?{urlencode(theirs)}" if theirs else ""
     # urlunsplit would turn unix:///path into unix:/path, which redis-py rejects
     return f"{parts.scheme}://{parts.netloc}{parts.path}{query}", options
@@ -101,13 +114,16 @@ def _redis_py_url_options() -> frozenset[str]:
 
 
 def connect(redis_url: str, options: RedisOptions) -> Any:
-    """A redis-py client whose socket timeout outlasts a blocking read.
+    """A redis-py client whose socket timeout outlasts a blocking read (of the primary, found
+    through the sentinels, for a ``redis+sentinel://`` URL).
 
     RESP2 unless the URL asks otherwise: redis-py 8 defaults to RESP3, whose handshake adds
     round trips (HELLO, CLIENT MAINT_NOTIFICATIONS) on every connect and needs Redis 6+. No
     CLIENT SETINFO either: two more round trips per connect, refused by Redis < 7.2.
     """
     try:
+        if is_sentinel_url(redis_url):
+            return parse_sentinel_url(redis_url).master_for(redis.sentinel.Sentinel, client_options(options))
         return redis.Redis.from_url(redis_url, **client_options(options))
     except (ValueError, TypeError) as exc:
         raise ConfigurationError(f"bad Redis URL: {exc}") from None

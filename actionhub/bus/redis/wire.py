@@ -7,21 +7,28 @@ whole and in order, and one reader task hands each reply to its caller. Errors a
 own exceptions, so the retry logic in ``common`` treats both paths alike.
 
 It is used only where it can stand in for redis-py exactly: a `redis.Redis` on a plain TCP or
-unix connection, RESP2, and no URL option it does not know (TLS, a credential provider or
-``decode_responses`` keep the thread path, as does fakeredis in tests).
+unix connection, or on a primary found through sentinels, RESP2, and no URL option it does not
+know (TLS, a credential provider or ``decode_responses`` keep the thread path, as does fakeredis
+in tests).
+
+Under Sentinel, as redis-py's `SentinelManagedConnection`: each (re)connect asks the sentinels
+where the primary is and checks with ``ROLE`` that it is one; a READONLY reply (the primary was
+demoted) or a blocking read it unblocked drops the connection, so the next call asks again.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import attrs
 import hiredis
 import redis
+import redis.sentinel
 import trio
 from redis._parsers.base import BaseParser
+from redis.exceptions import NoPermissionError, ReadOnlyError
 
 #: redis-py connection options the wire path reproduces; any other keeps the thread path.
 _UNDERSTOOD = frozenset(
@@ -46,6 +53,9 @@ _UNDERSTOOD = frozenset(
 
 Command = Sequence[bytes | str | int | float]
 
+#: What a primary turning into a replica answers the clients blocked in it (BLPOP, XREADGROUP).
+_UNBLOCKED = "UNBLOCKED force unblock from blocking operation, instance state changed"
+
 
 @attrs.frozen
 class WireParams:
@@ -60,6 +70,9 @@ class WireParams:
     client_name: str | None
     timeout: float
     connect_timeout: float
+    #: Sentinel: a blocking call (run in a thread) giving the primary's (host, port), which
+    #: then stand in for `host` and `port`
+    primary: Callable[[], tuple[str, int]] | None = None
 
 
 def wire_params(client: Any) -> WireParams | None:
@@ -67,13 +80,17 @@ def wire_params(client: Any) -> WireParams | None:
     pool = getattr(client, "connection_pool", None)
     if type(client) is not redis.Redis or pool is None:
         return None
-    kwargs = pool.connection_kwargs
-    if not kwargs.keys() <= _UNDERSTOOD or int(kwargs.get("protocol") or 2) != 2:
-        return None
-    if pool.connection_class not in (
+    kwargs = dict(pool.connection_kwargs)
+    primary = None
+    if pool.connection_class is redis.sentinel.SentinelManagedConnection and pool.is_master:
+        del kwargs["connection_pool"]  # the sentinel pool's proxy
+        primary = pool.get_master_address  # also drops the pool's idle connections once it moved
+    elif pool.connection_class not in (
         redis.connection.Connection,
         redis.connection.UnixDomainSocketConnection,
     ):
+        return None
+    if not kwargs.keys() <= _UNDERSTOOD or int(kwargs.get("protocol") or 2) != 2:
         return None
     return WireParams(
         host=kwargs.get("host") if pool.connection_class is redis.connection.Connection else None,
@@ -85,6 +102,7 @@ def wire_params(client: Any) -> WireParams | None:
         client_name=kwargs.get("client_name"),
         timeout=float(kwargs.get("socket_timeout") or 30.0),
         connect_timeout=float(kwargs.get("socket_connect_timeout") or 5.0),
+        primary=primary,
     )
 
 
@@ -107,6 +125,7 @@ class WireConnection:
         self._nursery = nursery
         self._send_lock = trio.Lock()  # commands go out whole, in the order their replies come
         self._socket: trio.SocketStream | None = None
+        self.address: tuple[str, int] | None = None  # (host, port) of the latest TCP connection
         self._waiting: deque[_Waiter] = deque()
 
     async def execute(self, *commands: Command, timeout: float | None = None) -> list[Any]:
@@ -120,9 +139,10 @@ class WireConnection:
             waiters = await self._send(sock, commands)
         return await self._replies(sock, waiters, self._params.timeout if timeout is None else timeout)
 
-    def close(self) -> None:
-        """Drop the connection; callers waiting for replies get a ConnectionError."""
-        if self._socket is not None:
+    def close(self, *, unless: tuple[str, int] | None = None) -> None:
+        """Drop the connection (``unless`` it is to that address); callers waiting for replies
+        get a ConnectionError."""
+        if self._socket is not None and (unless is None or self.address != unless):
             self._break(self._socket, ConnectionError("closed"))
 
     async def _connect(self) -> trio.SocketStream:
@@ -132,7 +152,11 @@ class WireConnection:
                 if params.path is not None:
                     sock = await trio.open_unix_socket(params.path)
                 else:
-                    sock = await trio.open_tcp_stream(params.host or "localhost", params.port)
+                    host, port = params.host or "localhost", params.port
+                    if params.primary is not None:
+                        host, port = await trio.to_thread.run_sync(params.primary, abandon_on_cancel=True)
+                    sock = await trio.open_tcp_stream(host, port)
+                    self.address = (host, port)
         except trio.TooSlowError:
             raise redis.TimeoutError(f"connecting to Redis timed out ({params.connect_timeout} s)") from None
         except OSError as exc:
@@ -146,13 +170,29 @@ class WireConnection:
             handshake.append(("SELECT", params.db))
         if params.client_name:
             handshake.append(("CLIENT", "SETNAME", params.client_name))
-        if handshake:
-            try:
+        try:
+            if handshake:
                 await self._replies(sock, await self._send(sock, handshake), params.connect_timeout)
-            except BaseException as exc:
-                self._break(sock, exc)  # say, a wrong password: this connection is of no use
-                raise
+            if params.primary is not None:
+                await self._check_primary(sock)
+        except BaseException as exc:
+            self._break(sock, exc)  # say, a wrong password: this connection is of no use
+            raise
         return sock
+
+    async def _check_primary(self, sock: trio.SocketStream) -> None:
+        """Raise ConnectionError unless the server is a primary: the sentinels may name one that
+        was demoted (or not yet promoted) while they learn of a failover."""
+        try:
+            ((role, *_),) = await self._replies(
+                sock, await self._send(sock, [("ROLE",)]), self._params.connect_timeout
+            )
+        except NoPermissionError:
+            return  # a user without +role: a demoted primary shows itself by READONLY instead
+        if role != b"master":
+            raise redis.ConnectionError(
+                f"the server the sentinels named is a {role.decode()}, not the primary"
+            )
 
     async def _send(self, sock: trio.SocketStream, commands: Sequence[Command]) -> list[_Waiter]:
         waiters = [_Waiter() for _ in commands[1:]]
@@ -180,7 +220,12 @@ class WireConnection:
             if isinstance(reply, redis.ConnectionError):
                 raise reply
             if isinstance(reply, hiredis.ReplyError):
-                raise cast(Exception, BaseParser.parse_error(str(reply)))  # type: ignore[no-untyped-call]
+                error = cast(Exception, BaseParser.parse_error(str(reply)))  # type: ignore[no-untyped-call]
+                if isinstance(error, ReadOnlyError) or str(reply).startswith(_UNBLOCKED):
+                    # a primary demoted to a replica: reconnect (under Sentinel, to the new one)
+                    self._break(sock, error)
+                    raise redis.ConnectionError(f"the primary is now a replica: {reply}") from error
+                raise error
         return replies
 
     async def _read_replies(self, sock: trio.SocketStream) -> None:

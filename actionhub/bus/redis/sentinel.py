@@ -1,0 +1,170 @@
+"""``redis+sentinel://``: a primary found through its sentinels, and followed across failovers.
+
+    redis+sentinel://[user:password@]host1:26379,host2:26379/<service>[/<db>][?option=...]
+
+The hosts are the sentinels (port 26379 unless given); ``user:password`` and redis-py's query
+options are for the data nodes, ``sentinel_username`` and ``sentinel_password`` for the
+sentinels themselves; actionhub's own options (``prefix``, ...) are as with ``redis://``.
+
+redis-py's `redis.sentinel` does the following: a connection asks the sentinels for the primary
+each time it connects, and a READONLY reply (a primary demoted to a replica) or a blocking
+command it unblocks drops the connection, so that the next one asks again. The trio-driven
+connections of the hot path do the same (`WireParams.primary`, wire.py).
+
+That leaves connections to a primary that the sentinels replaced while it stayed up (``SENTINEL
+FAILOVER``, or a partition): it takes writes, lost when Sentinel demotes it some 10 s later. So
+an open bus also asks the sentinels every `CHECK_INTERVAL` (`follow_primary`) and drops its
+connections to any other server.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
+
+import attrs
+import redis.connection
+import redis.sentinel
+import trio
+
+from ...errors import ConfigurationError
+from ..url import redact
+
+SCHEME = "redis+sentinel"
+#: Query options for the sentinels' own connections (the rest are the data nodes').
+SENTINEL_OPTIONS = frozenset({"sentinel_username", "sentinel_password"})
+DEFAULT_PORT = 26379
+#: Seconds between two questions of an open bus to the sentinels: where is the primary now?
+CHECK_INTERVAL = 1.0
+
+log = logging.getLogger("actionhub.redis")
+
+
+def is_sentinel_url(url: str) -> bool:
+    """Whether ``url`` names its primary through sentinels (``rediss+sentinel://`` too, refused
+    by `parse_sentinel_url`)."""
+    return urlsplit(url).scheme.endswith("+sentinel")
+
+
+@attrs.frozen
+class SentinelUrl:
+    """A ``redis+sentinel://`` URL, parsed (actionhub's own options already taken out)."""
+
+    sentinels: tuple[tuple[str, int], ...]
+    service: str
+    #: redis-py keyword arguments of the data nodes' connections: db, credentials, query options
+    connection: Mapping[str, Any]
+    #: ``username`` and ``password`` of the sentinels, if they ask for them
+    sentinel_auth: Mapping[str, str]
+
+    def master_for(self, sentinel_class: Any, options: Mapping[str, Any], **more: Any) -> Any:
+        """A client of the primary made by ``sentinel_class`` (`redis.sentinel.Sentinel` or its
+        asyncio twin) with ``options`` (`client_options`), overridden by the URL's, and ``more``."""
+        # a sentinel answers at once or is skipped for the next: no long read timeout there
+        timeout = options.get("socket_connect_timeout", 5)
+        handshake = ("protocol", "driver_info", "lib_name", "lib_version")
+        sentinel_kwargs = {key: options[key] for key in handshake if key in options}
+        sentinel_kwargs |= {
+            "socket_timeout": timeout,
+            "socket_connect_timeout": timeout,
+            **self.sentinel_auth,
+        }
+        manager = sentinel_class(list(self.sentinels), sentinel_kwargs=sentinel_kwargs)
+        return manager.master_for(self.service, **{**options, **more, **self.connection})
+
+
+def parse_sentinel_url(url: str) -> SentinelUrl:
+    """Parse ``url``; `ConfigurationError` naming what is wrong (the password redacted)."""
+    shown = redact(url)
+    parts = urlsplit(url)
+    if parts.scheme != SCHEME:
+        raise ConfigurationError(
+            f"{shown!r}: only {SCHEME}:// is supported (TLS to the sentinels and nodes, "
+            "rediss+sentinel://, is not)"
+        )
+    credentials, _, hosts = parts.netloc.rpartition("@")
+    if not hosts:
+        raise ConfigurationError(f"{shown!r} names no sentinel: {SCHEME}://host1:26379,host2:26379/service/0")
+    sentinels = tuple(_address(host.strip(), shown) for host in hosts.split(","))
+    service, *rest = parts.path.lstrip("/").split("/")
+    if not service:
+        raise ConfigurationError(f"{shown!r} names no service: {SCHEME}://host1:26379,host2:26379/service/0")
+    db = rest[0] if rest else ""
+    if len(rest) > 1 or not (db == "" or db.isdigit()):
+        raise ConfigurationError(
+            f"{shown!r}: after the service comes the database number (/service/0), nothing else"
+        )
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    auth = {key.removeprefix("sentinel_"): value for key, value in query if key in SENTINEL_OPTIONS}
+    theirs = urlencode([(key, value) for key, value in query if key not in SENTINEL_OPTIONS])
+    as_redis_url = f"redis://{credentials}{'@' if credentials else ''}localhost/{db or 0}?{theirs}"
+    try:  # redis-py's own URL grammar for the data nodes: credentials, db and query options
+        url_kwargs = redis.connection.parse_url(as_redis_url)  # type: ignore[no-untyped-call]
+    except ValueError as exc:
+        raise ConfigurationError(f"{shown!r}: {exc}") from None
+    connection: dict[str, Any] = {key: value for key, value in url_kwargs.items() if key != "host"}
+    return SentinelUrl(sentinels, unquote(service), connection, auth)
+
+
+def _address(host: str, shown: str) -> tuple[str, int]:
+    """``host[:port]`` (``[v6]:port`` too), the port defaulting to Sentinel's."""
+    name, port = host, ""
+    if host.startswith("["):
+        name, _, port = host[1:].partition("]")
+        if port and not port.startswith(":"):
+            name = ""
+        port = port[1:]
+    elif ":" in host:
+        name, _, port = host.rpartition(":")
+    if not name or not (port == "" or (port.isdigit() and 0 < int(port) < 65536)):
+        raise ConfigurationError(f"{shown!r}: bad sentinel address {host!r} (host:port, the port 1-65535)")
+    return name, int(port or DEFAULT_PORT)
+
+
+def close_client(client: Any) -> None:
+    """Close a redis-py client, and its sentinels' connections if it has any."""
+    client.close()
+    manager = getattr(getattr(client, "connection_pool", None), "sentinel_manager", None)
+    for sentinel in getattr(manager, "sentinels", ()):
+        sentinel.close()
+
+
+async def follow_primary(client: Any, leave: Callable[[tuple[str, int]], None], bus: str) -> None:
+    """Ask the sentinels of ``client`` (a sentinel-managed redis-py client; else return at once)
+    where the primary is, every `CHECK_INTERVAL`, and drop the client's connections to anything
+    else (also those made while the sentinels disagreed, during a failover); ``leave(primary)``
+    does the same for the caller's own connections."""
+    pool = getattr(client, "connection_pool", None)
+    if not isinstance(pool, redis.sentinel.SentinelConnectionPool):
+        return
+    known: tuple[str, int] | None = None
+    while True:
+        try:
+            address = await trio.to_thread.run_sync(pool.get_master_address, abandon_on_cancel=True)
+        except redis.RedisError:  # none known (a failover under way), or no sentinel answers:
+            address = None  # the connections themselves say whether Redis is reachable
+        if address is not None:
+            if known is not None and address != known:
+                log.warning(
+                    "the sentinels name a new primary, %s:%s (was %s:%s): reconnecting",
+                    *address,
+                    *known,
+                    extra={"bus": bus},
+                )
+            _leave(pool, address)
+            leave(address)
+            known = address
+        await trio.sleep(CHECK_INTERVAL)
+
+
+def _leave(pool: Any, primary: tuple[str, int]) -> None:
+    """Disconnect the connections of ``pool`` to anything but ``primary``, in use (a pub/sub
+    subscription, a blocking read) or not: a user of one sees a ConnectionError and retries.
+    (redis-py's ``disconnect`` would also drop those already on the new primary.)"""
+    with pool._lock:
+        connections = [*pool._available_connections, *pool._in_use_connections]
+    for connection in connections:
+        if (connection.host, connection.port) != primary:
+            connection.disconnect()
