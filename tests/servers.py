@@ -1,31 +1,44 @@
-"""A private redis-server for tests: skipped without the binary, failed instead under CI."""
+"""Private redis-servers and clusters for tests: skipped without the binary, failed instead under CI."""
 
 from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
-from actionhub.testing import RedisServer
+from actionhub.testing import RedisCluster, RedisServer
+
+T = TypeVar("T")
 
 
 @contextmanager
 def private_redis(**options: Any) -> Iterator[RedisServer]:
     """A running `RedisServer`, stopped and removed afterwards. Without the binary the test
     skips, unless ACTIONHUB_REQUIRE_REDIS=1 (CI sets it): then it fails."""
+    with _required(RedisServer, **options) as server:
+        yield server
+
+
+@contextmanager
+def private_cluster(**options: Any) -> Iterator[RedisCluster]:
+    """A running `RedisCluster` (3 primaries and 3 replicas unless ``options`` say otherwise),
+    stopped and removed afterwards; skipped or failed without the binaries, as `private_redis`."""
+    with _required(RedisCluster, **options) as cluster:
+        yield cluster
+
+
+def _required(make: Callable[..., T], **options: Any) -> T:
     try:
-        server = RedisServer(**options)
+        return make(**options)
     except FileNotFoundError as exc:
         if os.environ.get("ACTIONHUB_REQUIRE_REDIS") == "1":
             pytest.fail(f"Redis tests cannot run: {exc}", pytrace=False)
         pytest.skip(f"Redis tests skipped: {exc}")
-    with server:
-        yield server
 
 
 def free_port() -> int:
