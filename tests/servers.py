@@ -1,4 +1,4 @@
-"""A private redis-server for tests: skipped without the binary, failed instead under CI."""
+"""Private redis-servers and clusters for tests: skipped without the binary, failed instead under CI."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from actionhub.testing import RedisSentinels, RedisServer
+from actionhub.testing import RedisCluster, RedisSentinels, RedisServer
 
 T = TypeVar("T")
 
@@ -30,6 +30,14 @@ def private_sentinels(**options: Any) -> Iterator[RedisSentinels]:
     afterwards; skipped or failed without the binary as `private_redis` is."""
     with _or_skip(RedisSentinels, **options) as deployment:
         yield deployment
+
+
+@contextmanager
+def private_cluster(**options: Any) -> Iterator[RedisCluster]:
+    """A running `RedisCluster` (3 primaries and 3 replicas unless ``options`` say otherwise),
+    stopped and removed afterwards; skipped or failed without the binaries, as `private_redis`."""
+    with _or_skip(RedisCluster, **options) as cluster:
+        yield cluster
 
 
 def _or_skip(make: Callable[..., T], **options: Any) -> T:

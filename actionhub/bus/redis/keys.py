@@ -51,6 +51,14 @@ class Keys:
         """The delayed set of every topic of the prefix (scored by the Redis clock)."""
         return f"{self.prefix}delayed"
 
+    def delayed_of(self, target: str) -> str:
+        """The delayed set a message bound for stream ``target`` waits in (here: the one set)."""
+        return self.delayed
+
+    def delayed_sets(self) -> tuple[str, ...]:
+        """Every delayed set of the prefix, for the hubs that move due messages."""
+        return (self.delayed,)
+
     def progress(self, topic: str, group: str, message_id: str) -> str:
         """A message's checkpoint in one consumer group."""
         return f"{self.prefix}progress:{topic}:{group}:{message_id}"
@@ -81,8 +89,9 @@ class Keys:
         """A stream of events, such as ``escalations``."""
         return f"{self.prefix}{stream}"
 
-    def doorbell(self, consumer: str) -> str:
-        """A hub's doorbell: one entry, rung to make its reader ask Redis again (it expires)."""
+    def doorbell(self, consumer: str, near: str | None = None) -> str:
+        """A hub's doorbell: one entry, rung to make its reader ask Redis again (it expires).
+        ``near``: a stream read with it (the cluster layout puts the doorbell in its slot)."""
         return f"{self.prefix}doorbell:{consumer}"
 
     def members(self, topic: str, group: str) -> str:
@@ -111,15 +120,26 @@ class Keys:
         two would write over each other's records of the same message."""
         return f"{self.prefix}keepgroup:{topic}"
 
-    def dedupe(self, topic: str, key: str) -> str:
+    def dedupe(self, topic: str, key: str, target: str | None = None) -> str:
         """The first message id published under ``key`` to ``topic`` (it expires with the
-        window). ``#`` ends the topic: no topic holds one, so no (topic, key) pair aliases another."""
+        window). ``#`` ends the topic: no topic holds one, so no (topic, key) pair aliases another.
+        ``target``: the stream published to (the cluster layout puts the key in its slot)."""
         return f"{self.prefix}dedupe:{topic}#{key}"
 
-    def schedule(self, name: str) -> str:
+    def schedule(self, name: str, topic: str | None = None) -> str:
         """A schedule's state: ``<digest>:<last>:<fired>``, its definition's digest, the last tick
-        fired or passed over and the last one published (ms since the epoch; see `ScheduleState`)."""
+        fired or passed over and the last one published (ms since the epoch; see `ScheduleState`).
+        ``topic``: the topic it publishes to (the cluster layout puts the state in its slot)."""
         return f"{self.prefix}schedule:{name}"
+
+    @property
+    def schedules(self) -> str:
+        """The SCAN pattern of every schedule's state."""
+        return f"{self.prefix}schedule:*"
+
+    def schedule_name(self, key: str) -> str:
+        """The schedule whose state `schedule` keeps at ``key``."""
+        return key[len(f"{self.prefix}schedule:") :]
 
     def limits(self, topic: str, group: str) -> tuple[str, str, str, str]:
         """A consumer group's limits, shared by its hubs: its rate (GCRA's next due time, in
@@ -133,6 +153,12 @@ class Keys:
         """The last reply `scripts.LIMIT` gave ``hub`` for the group's limits, with its call
         number (short-lived: a resent call finds it and changes nothing)."""
         return f"{self.prefix}limit:{topic}:{group}:reply:{hub}"
+
+    @property
+    def layout(self) -> str:
+        """Which key layout the prefix's data uses: absent for this one (the single-node layout of
+        every deployment so far); written by the cluster layout (`layout.ClusterKeys`)."""
+        return f"{self.prefix}layout"
 
 
 def partition_count(key: str, raw: bytes | str | None) -> int | None:

@@ -20,6 +20,7 @@ from redis.exceptions import BusyLoadingError, ReadOnlyError
 from ...errors import ConfigurationError
 from ...message import DEFAULT_MAX_MESSAGE_BYTES
 from ..url import redact
+from .layout import check_shards
 from .sentinel import SENTINEL_OPTIONS, is_sentinel_url, parse_sentinel_url
 
 #: Errors that mean "Redis is not reachable right now": retried, never surfaced per message
@@ -47,6 +48,10 @@ class RedisOptions:
     trim_interval: float = 60.0  # seconds between two trims of each consumed stream
     publish_timeout: float = 30.0  # how long publish keeps retrying while Redis is unreachable
     progress_ttl: float = 7 * 86400.0  # seconds a checkpoint outlives its last save, at most
+    # The key layout (layout.keys_for). Not URL options yet: the cluster transport (issue 20
+    # part 3) exposes them once it honours them.
+    layout: str = attrs.field(default="single", validator=attrs.validators.in_(("single", "cluster")))
+    shards: int | None = attrs.field(default=None, validator=lambda self, _, shards: _shards(self, shards))
 
     def __attrs_post_init__(self) -> None:
         for name in ("visibility_timeout", "block", "trim_interval", "publish_timeout", "progress_ttl"):
@@ -57,6 +62,13 @@ class RedisOptions:
             raise ConfigurationError("block must be under half of visibility_timeout")
         if self.max_message_bytes < 1 or self.max_dead_letters < 1:
             raise ConfigurationError("max_message_bytes and max_dead_letters must be >= 1")
+
+
+def _shards(options: RedisOptions, shards: int | None) -> None:
+    if shards is not None:
+        if options.layout != "cluster":
+            raise ConfigurationError("shards applies to the cluster layout only")
+        check_shards(shards)
 
 
 _OPTION_TYPES: dict[str, Callable[[str], object]] = {
