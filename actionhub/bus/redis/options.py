@@ -17,6 +17,7 @@ from redis.exceptions import BusyLoadingError, ReadOnlyError
 
 from ...errors import ConfigurationError
 from ...message import DEFAULT_MAX_MESSAGE_BYTES
+from .durable import check_options
 
 #: Errors that mean "Redis is not reachable right now": retried, never surfaced per message.
 TRANSIENT = (redis.ConnectionError, redis.TimeoutError, BusyLoadingError, ReadOnlyError)
@@ -35,6 +36,8 @@ class RedisOptions:
     trim_interval: float = 60.0  # seconds between two trims of each consumed stream
     publish_timeout: float = 30.0  # how long publish keeps retrying while Redis is unreachable
     progress_ttl: float = 7 * 86400.0  # seconds a checkpoint outlives its last save, at most
+    durable: int = 0  # replicas that must confirm a publish (WAIT) before it returns (durable.py)
+    durable_timeout: float = 1.0  # seconds one WAIT waits for them
 
     def __attrs_post_init__(self) -> None:
         for name in ("visibility_timeout", "block", "trim_interval", "publish_timeout", "progress_ttl"):
@@ -45,6 +48,7 @@ class RedisOptions:
             raise ConfigurationError("block must be under half of visibility_timeout")
         if self.max_message_bytes < 1 or self.max_dead_letters < 1:
             raise ConfigurationError("max_message_bytes and max_dead_letters must be >= 1")
+        check_options(self.mode, self.durable, self.durable_timeout, socket_timeout=self.block + 10)
 
 
 _OPTION_TYPES: dict[str, Callable[[str], object]] = {
@@ -57,6 +61,8 @@ _OPTION_TYPES: dict[str, Callable[[str], object]] = {
     "trim_interval": float,
     "publish_timeout": float,
     "progress_ttl": float,
+    "durable": int,
+    "durable_timeout": float,
 }
 
 
