@@ -215,6 +215,32 @@ def _partition(key: str) -> int:
     return partition_of(key, DEFAULT_PARTITIONS)
 
 
+async def test_publishes_at_once_share_their_waits_and_each_returns_confirmed(pair: Pair) -> None:
+    """While a WAIT is under way, publishes go out on the shared connection and the next round
+    (a mark and one WAIT) confirms them all: each is on the replica when it returns."""
+    url = pair.url("durable=1")
+    prefix = prefix_of(url)
+    missing: list[str] = []
+
+    async def publish(hub: ActionHub, n: int) -> None:
+        message_id = await hub.publish("t", n)
+        entries = pair.on_replica.xrange(f"{prefix}t")
+        if not any(f'"id":"{message_id}"'.encode() in fields[b"message"] for _, fields in entries):
+            missing.append(message_id)
+
+    with monitored(pair) as monitor:
+        async with ActionHub(url).running() as hub, trio.open_nursery() as nursery:
+            for n in range(40):
+                nursery.start_soon(publish, hub, n)
+    assert missing == []
+    assert pair.on_replica.xlen(f"{prefix}t") == 40
+    waits = [c for _, c in monitor.commands if c.startswith("WAIT")]
+    rounds = [c for _, c in monitor.commands if c.startswith(f"SET {prefix}mark ")]
+    assert rounds and len(waits) < 40  # some shared a WAIT (how many: the timing's)
+    for write in range(len(rounds)):  # a round is its mark then its WAIT, on the round's connection
+        assert monitor.after(f"SET {prefix}mark ", write)[0].startswith("WAIT 1 ")
+
+
 async def test_per_publish_durable_overrides_the_url(pair: Pair) -> None:
     for default, override, waits in ((0, 1, True), (1, 0, False)):
         url = pair.url(f"durable={default}")

@@ -73,8 +73,9 @@ def wait_command(replicas: int, timeout: float) -> Command:
     return ("WAIT", replicas, max(1, round(timeout * 1000)))
 
 
-def mark_command(keys: Keys, topic: str) -> Command:
-    """One write that always replicates (see the module's docstring), next to ``topic``'s keys."""
+def mark_command(keys: Keys, topic: str | None = None) -> Command:
+    """One write that always replicates (see the module's docstring), next to ``topic``'s keys
+    (None: the one of the rounds of confirmations, `Replication`)."""
     return ("SET", keys.durable_mark(topic), "1", "PX", MARK_TTL_MS)
 
 
@@ -120,13 +121,90 @@ def check_options(mode: str, durable: int, durable_timeout: float, *, socket_tim
         )
 
 
+class _Round:
+    """One ``WAIT`` that confirms the writes of every caller that joined it."""
+
+    __slots__ = ("count", "done", "error", "replicas")
+
+    def __init__(self) -> None:
+        self.replicas = 0
+        self.count = 0
+        self.error: BaseException | None = None
+        self.done = trio.Event()
+
+
 class Replication:
-    """What a bus says of its replicas: once when its writes stop being confirmed, once when
-    they are again (a replica down or lagging is an outage of its own)."""
+    """A bus's replicas: its confirmed writes, in rounds, and what it says of them.
+
+    Rounds: a ``WAIT`` holds up every later command of its connection, so the confirmed writes of
+    one connection, each with its own ``WAIT``, would go one replica round trip at a time. So,
+    on the trio-driven path, a write finding no round under way goes out with its ``WAIT`` in one
+    round trip on the confirming connection; while a round is under way, writes go out at once on
+    the shared connection, and each joins the next round: the mark and one ``WAIT``, sent when
+    the round under way returns, confirm all of them (Redis replicates in order, and the mark is
+    written after their replies came). One round per replica round trip, however many writes.
+
+    Said: once when writes stop being confirmed, once when they are again (a replica down or
+    lagging is an outage of its own)."""
 
     def __init__(self, bus: RedisBusBase) -> None:
         self._bus = bus
         self.short = False
+        self._busy = False  # a round is under way on the confirming connection
+        self._next: _Round | None = None  # the round the writes made meanwhile joined
+
+    async def write(
+        self, commands: Sequence[Command], replicas: int, mark: Command | None
+    ) -> tuple[list[Any], int]:
+        """``commands`` confirmed by ``replicas`` on the trio-driven path: (their replies, the
+        replicas that confirmed them)."""
+        bus = self._bus
+        confirming, shared = bus.confirming_wire(), bus.wire
+        assert confirming is not None and shared is not None, "the trio-driven path is closed"
+        if not self._busy:
+            self._busy = True
+            tail = confirm_tail(replicas, bus.options.durable_timeout, mark)
+            try:
+                return confirmed_count(await confirming.execute(*commands, *tail), tail)
+            finally:
+                self._ended()
+        replies = await shared.execute(*commands)
+        round_ = self._next = self._next or _Round()
+        round_.replicas = max(round_.replicas, replicas)
+        if not self._busy:  # the round under way ended while this write went out
+            self._ended()
+        await round_.done.wait()
+        if round_.error is not None:
+            raise round_.error
+        return replies, round_.count
+
+    def _ended(self) -> None:
+        """The round under way is over: send the next one, if writes joined it."""
+        self._busy = False
+        round_, self._next = self._next, None
+        nursery = self._bus._nursery
+        if round_ is None:
+            return
+        if nursery is None:
+            round_.error = redis.ConnectionError("the bus closed")
+            round_.done.set()
+            return
+        self._busy = True
+        nursery.start_soon(self._send, round_)
+
+    async def _send(self, round_: _Round) -> None:
+        bus = self._bus
+        tail = confirm_tail(round_.replicas, bus.options.durable_timeout, mark_command(bus.keys))
+        try:
+            confirming = bus.confirming_wire()
+            if confirming is None:
+                raise redis.ConnectionError("the bus closed")
+            round_.count = int((await confirming.execute(*tail))[-1])
+        except Exception as error:  # each writer that joined it retries as it would
+            round_.error = error
+        finally:
+            round_.done.set()
+            self._ended()
 
     def note(self, what: str, confirmed: int, wanted: int) -> bool:
         """Record how a confirmation went; whether it was confirmed."""
@@ -162,15 +240,13 @@ async def confirmed(
     (the replies of ``commands``, the replicas that confirmed them). One attempt: the transient
     errors are the caller's (`RedisBusBase.call_async`). ``scripts``: the registered scripts
     whose EVALSHA ``commands`` hold, loaded again if Redis lost them."""
-    tail = confirm_tail(replicas, bus.options.durable_timeout, mark)
     try:
-        replies = await _send(bus, [*commands, *tail])
+        return await _send(bus, commands, replicas, mark)
     except redis.exceptions.NoScriptError:
         if not scripts:
             raise
         await bus.execute([("SCRIPT", "LOAD", script.script) for script in scripts], what="load scripts")
-        replies = await _send(bus, [*commands, *tail])
-    return confirmed_count(replies, tail)
+        return await _send(bus, commands, replicas, mark)
 
 
 async def durably(
@@ -218,16 +294,19 @@ async def requeue_confirmed(bus: RedisBusBase, commands: Sequence[Command]) -> N
         raise BusError(f"{what} may not be durable: {error}; a failover now could undo it")
 
 
-async def _send(bus: RedisBusBase, commands: list[Command]) -> list[Any]:
-    wire = bus.confirming_wire()
-    if wire is not None:
-        return await wire.execute(*commands)
+async def _send(
+    bus: RedisBusBase, commands: Sequence[Command], replicas: int, mark: Command | None
+) -> tuple[list[Any], int]:
+    if bus.wire is not None:
+        return await bus.replication.write(commands, replicas, mark)
+    tail = confirm_tail(replicas, bus.options.durable_timeout, mark)
 
-    def run() -> list[Any]:
+    def run() -> list[Any]:  # the write and its WAIT on one pooled connection
         with bus.client.pipeline(transaction=False) as pipe:
-            for command in commands:
+            for command in [*commands, *tail]:
                 pipe.execute_command(*command)
             return list(pipe.execute())
 
     # a WAIT may block for durable_timeout: not among the few calls at once of the thread path
-    return await trio.to_thread.run_sync(run, abandon_on_cancel=True, limiter=bus._blocking_threads)
+    replies = await trio.to_thread.run_sync(run, abandon_on_cancel=True, limiter=bus._blocking_threads)
+    return confirmed_count(replies, tail)

@@ -116,10 +116,11 @@ class Keys:
         window). ``#`` ends the topic: no topic holds one, so no (topic, key) pair aliases another."""
         return f"{self.prefix}dedupe:{topic}#{key}"
 
-    def durable_mark(self, topic: str) -> str:
+    def durable_mark(self, topic: str | None = None) -> str:
         """Written (``SET``, short-lived) before a ``WAIT`` that confirms a script's write to
-        ``topic``, so the ``WAIT`` covers it even if the script wrote nothing (redis/durable.py)."""
-        return f"{self.prefix}mark:{topic}"
+        ``topic``, so the ``WAIT`` covers it even if the script wrote nothing, or (None) before
+        the one ``WAIT`` of a round of confirmations (redis/durable.py)."""
+        return f"{self.prefix}mark" if topic is None else f"{self.prefix}mark:{topic}"
 
     def schedule(self, name: str) -> str:
         """A schedule's state: ``<digest>:<last>:<fired>``, its definition's digest, the last tick
