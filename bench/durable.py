@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import math
 import statistics
 import subprocess
@@ -32,6 +33,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from functools import partial
 
+import orjson
 import redis
 import trio
 
@@ -52,20 +54,35 @@ def primary_url(url: str | None, delay: float) -> Iterator[str]:
     if url is not None:
         yield url
         return
-    with RedisServer(appendonly=False) as primary, contextlib.ExitStack() as stack:
-        port = primary.port
+    with linked(delay) as (primary, _, _):
+        yield primary.url
+
+
+@contextlib.contextmanager
+def linked(delay: float) -> Iterator[tuple[RedisServer, redis.Redis, Callable[[], None]]]:
+    """A private primary, a client of its one replica, and what kills the primary with what is
+    on its way to the replica (the delaying process too), as a dead host (see `primary_url`)."""
+    # a replica's first sync at once (Redis waits 5 s for more replicas by default)
+    first_sync_now = ("--repl-diskless-sync-delay", "0")
+    with RedisServer(appendonly=False, extra_args=first_sync_now) as primary, contextlib.ExitStack() as stack:
+        port, kill = primary.port, primary.kill
         if delay > 0:
             line = [sys.executable, "-m", "bench.durable", "--delay-line", str(port), str(delay)]
             proxy = stack.enter_context(subprocess.Popen(line, stdout=subprocess.PIPE, text=True))
             stack.callback(proxy.kill)
             assert proxy.stdout is not None
             port = int(proxy.stdout.readline())
+
+            def kill() -> None:
+                proxy.kill()
+                primary.kill()
+
         replica_of = ("--replicaof", "127.0.0.1", str(port))
         replica = stack.enter_context(RedisServer(appendonly=False, extra_args=replica_of))
         on_replica = redis.Redis(port=replica.port)
         while on_replica.info("replication").get("master_link_status") != "up":
             time.sleep(0.05)
-        yield primary.url
+        yield primary, on_replica, kill
 
 
 def delay_line(target: int, delay: float) -> None:
@@ -156,6 +173,32 @@ def hub_rates(url: str, n: int) -> dict[str, float]:
     return {f"{kind}, durable={d}": counts[kind, d] / elapsed[kind, d] for kind, d in elapsed}
 
 
+def loss(durable: int, delay: float, seconds: float) -> tuple[int, int]:
+    """SIGKILL the primary after ``seconds`` of 32 tasks publishing through a hub: (publishes
+    that returned, of them missing on the replica, which a failover would promote)."""
+    with linked(delay) as (primary, on_replica, kill):
+        prefix = f"loss{uuid.uuid4().hex[:8]}:"
+        returned: list[str] = []
+
+        async def publish(hub: ActionHub, task: int) -> None:
+            with contextlib.suppress(Exception):  # BusError once the primary is gone
+                for n in itertools.count():
+                    returned.append(await hub.publish("orders", {"task": task, "n": n}))
+
+        async def run() -> None:
+            hub = ActionHub(f"{primary.url}?prefix={prefix}&durable={durable}&publish_timeout=1")
+            async with hub.running(), trio.open_nursery() as nursery:
+                for task in range(TASKS):
+                    nursery.start_soon(publish, hub, task)
+                await trio.sleep(seconds)
+                kill()
+
+        with contextlib.suppress(Exception):  # the hub's own end, without its Redis
+            trio.run(run)
+        there = {orjson.loads(fields[b"message"])["id"] for _, fields in on_replica.xrange(f"{prefix}orders")}
+        return len(returned), len(set(returned) - there)
+
+
 def client_rates(url: str, n: int) -> dict[str, float]:
     """Publishes per second of the blocking `Client`, one at a time, per ``durable``."""
     prefix = f"bench{uuid.uuid4().hex[:8]}:"
@@ -185,6 +228,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--replica-delay", type=float, default=0.0, metavar="S", help="its link S s late each way"
     )
+    parser.add_argument("--kill-after", type=float, default=2.0, metavar="S", help="the kill's moment (2 s)")
     parser.add_argument("--delay-line", nargs=2, help=argparse.SUPPRESS)  # the delaying process itself
     args = parser.parse_args(argv)
     if args.delay_line:
@@ -206,6 +250,11 @@ def main(argv: Sequence[str] | None = None) -> None:
             base = name.removesuffix(", durable=1")
             ratios = [a / b for a, b in zip(rates[name], rates[f"{base}, durable=0"], strict=True)]
             print(f"  {base:<38}{statistics.median(ratios):>10.2f} ({min(ratios):.2f}-{max(ratios):.2f})")
+    if args.primary is None:
+        print(f"the primary SIGKILLed after {args.kill_after:g} s of {TASKS} tasks publishing (one run each)")
+        for durable in (0, 1):
+            returned, missing = loss(durable, args.replica_delay, args.kill_after)
+            print(f"  durable={durable}: {returned:,} publishes returned, {missing:,} not on the replica")
 
 
 if __name__ == "__main__":

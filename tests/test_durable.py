@@ -18,6 +18,7 @@ from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import redis
 import trio
@@ -41,6 +42,9 @@ pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptio
 
 #: short timeouts: an unconfirmed publish fails within about a second
 FAST = "durable_timeout=0.1&publish_timeout=0.5"
+
+#: a primary that starts a replica's first sync at once (Redis waits 5 s for more replicas)
+PRIMARY = ("--repl-diskless-sync-delay", "0")
 
 #: an option the trio-driven connection does not reproduce keeps redis-py's thread path
 PATHS = {"wire": "", "thread": "&socket_keepalive=true"}
@@ -69,7 +73,7 @@ class Pair:
 
 @pytest.fixture(scope="module")
 def pair() -> Iterator[Pair]:
-    with private_redis(appendonly=False) as primary:
+    with private_redis(appendonly=False, extra_args=PRIMARY) as primary:
         replica_of = ("--replicaof", "127.0.0.1", str(primary.port))
         with private_redis(appendonly=False, extra_args=replica_of) as replica:
             linked = Pair(primary, replica)
@@ -297,6 +301,37 @@ async def test_a_resend_after_a_failover_that_lost_the_entry_writes_it_again(pai
             on_primary.delete(f"{prefix}t")  # the failover: the unconfirmed entry is gone
             await trio.sleep(0.3)  # a WAIT timed out meanwhile: the publish is being resent
     assert [f[b"message"].count(b"lost once") for _, f in pair.on_replica.xrange(f"{prefix}t")] == [1]
+
+
+async def test_a_primary_killed_mid_flow_loses_no_confirmed_publish() -> None:
+    """Publishers on a hub's bus, the primary SIGKILLed under them: every publish that returned
+    is on the replica (what a failover promotes); the others failed with `BusError`."""
+    with private_redis(appendonly=False, extra_args=PRIMARY) as primary:
+        replica_of = ("--replicaof", "127.0.0.1", str(primary.port))
+        with private_redis(appendonly=False, extra_args=replica_of) as replica:
+            on_replica = redis.Redis(port=replica.port)
+            while on_replica.info("replication").get("master_link_status") != "up":  # noqa: ASYNC110
+                await trio.sleep(0.02)
+            returned: list[str] = []
+            failed: list[BusError] = []
+
+            async def publish(bus: Any, task: int) -> None:
+                try:
+                    for n in range(100_000):
+                        returned.append(await bus.publish(Message("t", {"task": task, "n": n})))
+                except BusError as error:
+                    failed.append(error)
+
+            bus = open_bus(f"{primary.url}?durable=1&{FAST}")
+            async with bus.open("killed", serving=False), trio.open_nursery() as nursery:
+                for task in range(8):
+                    nursery.start_soon(publish, bus, task)
+                while len(returned) < 300:  # noqa: ASYNC110 - the publishers' progress
+                    await trio.sleep(0.01)
+                primary.kill()
+            there = {orjson.loads(f[b"message"])["id"] for _, f in on_replica.xrange("actionhub:t")}
+            replica.kill()  # a replica of a dead primary takes seconds to stop gracefully
+    assert len(failed) == 8 and set(returned) <= there
 
 
 # --------------------------------------------------------------------------- the clients
