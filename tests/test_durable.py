@@ -8,6 +8,7 @@ connection. The replica is paused (SIGSTOP) to see a write go unconfirmed.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -15,6 +16,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,8 @@ from actionhub.supervision.inbox import GroupInbox
 from actionhub.testing import RedisServer
 from tests.servers import private_redis
 from tests.test_clients import FLAVOURS, Flavour
+
+README = Path(__file__).parents[1] / "README.md"
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
@@ -468,6 +472,33 @@ async def test_durable_schedule_ticks_are_confirmed(pair: Pair) -> None:
         assert pair.on_replica.xlen(f"{prefix}ticked") == 1
 
 
+async def test_the_readmes_least_privilege_user_writes_durably(pair: Pair) -> None:
+    url = pair.url("durable=1")
+    prefix = prefix_of(url)
+    found = re.search(r"^ACL SETUSER actionhub (.+)$", README.read_text(), re.MULTILINE)
+    assert found, "the README shows no ACL SETUSER line"
+    user = f"durable-{prefix.rstrip(':')}"
+    admin = redis.Redis(port=pair.primary.port)
+    admin.execute_command("ACL", "SETUSER", user, *found.group(1).replace("actionhub:", prefix).split())
+    as_user = url.replace("redis://", f"redis://{user}:s3cret@").replace("<password>", "s3cret")
+    admin.execute_command("ACL", "SETUSER", user, ">s3cret")
+    try:
+        async with ActionHub(as_user).running() as hub, trio.open_nursery() as nursery:
+            for n in range(5):  # at once: some in a round of their own
+                nursery.start_soon(partial(hub.publish, "t", n, dedupe_key=f"k{n}"))
+        async with subscribed(as_user, "t") as caught:
+            delivery = await caught.next()
+            await delivery.subscription.retry(delivery, delay=60, error=None)
+            delivery = await caught.next()
+            await delivery.subscription.dead_letter(delivery, reason="rejected: test")
+            assert await caught.bus.requeue_dead_letters("t") == 1
+        with Client(as_user) as client:
+            client.publish("t", "from a client")
+        assert [entry for entry in admin.acl_log() if entry.get("username") == user] == []
+    finally:
+        admin.execute_command("ACL", "DELUSER", user)
+
+
 # --------------------------------------------------------------------------- the CLI
 
 
@@ -486,7 +517,7 @@ def test_cli_publish_durable(pair: Pair) -> None:
     assert pair.on_replica.xlen(f"{prefix}t") == 1
     with pair.replica_paused():
         unconfirmed = cli("t", "2", "--durable", "1")
-    assert unconfirmed.returncode != 0
+    assert unconfirmed.returncode == 3  # the bus's fault, as when Redis is unreachable
     assert "publish may not be durable" in unconfirmed.stderr and "Traceback" not in unconfirmed.stderr
     bad = cli("t", "1", "--durable", "-1")
     assert bad.returncode != 0 and "--durable: must be >= 0" in bad.stderr
