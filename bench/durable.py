@@ -37,8 +37,11 @@ import orjson
 import redis
 import trio
 
-from actionhub import ActionHub, Job
+from actionhub import ActionHub, BusError, Job
+from actionhub.bus.base import Bus
+from actionhub.bus.url import open_bus
 from actionhub.client import Client
+from actionhub.message import Message
 from actionhub.testing import RedisServer
 
 PAYLOAD = {"order_id": 123456, "customer": "cust-000042", "amount_cents": 1999}
@@ -79,6 +82,7 @@ def linked(delay: float) -> Iterator[tuple[RedisServer, redis.Redis, Callable[[]
 
         replica_of = ("--replicaof", "127.0.0.1", str(port))
         replica = stack.enter_context(RedisServer(appendonly=False, extra_args=replica_of))
+        stack.callback(replica.kill)  # a replica of a dead primary takes seconds to stop gracefully
         on_replica = redis.Redis(port=replica.port)
         while on_replica.info("replication").get("master_link_status") != "up":
             time.sleep(0.05)
@@ -174,28 +178,30 @@ def hub_rates(url: str, n: int) -> dict[str, float]:
 
 
 def loss(durable: int, delay: float, seconds: float) -> tuple[int, int]:
-    """SIGKILL the primary after ``seconds`` of 32 tasks publishing through a hub: (publishes
-    that returned, of them missing on the replica, which a failover would promote)."""
+    """SIGKILL the primary after ``seconds`` of 32 tasks publishing on a hub's bus (as
+    ``hub.publish`` does, without a hub's chores to stop after): (publishes that returned, of them
+    missing on the replica, which a failover would promote)."""
     with linked(delay) as (primary, on_replica, kill):
-        prefix = f"loss{uuid.uuid4().hex[:8]}:"
         returned: list[str] = []
 
-        async def publish(hub: ActionHub, task: int) -> None:
-            with contextlib.suppress(Exception):  # BusError once the primary is gone
+        async def publish(bus: Bus, task: int) -> None:
+            with contextlib.suppress(BusError):  # once the primary is gone
                 for n in itertools.count():
-                    returned.append(await hub.publish("orders", {"task": task, "n": n}))
+                    returned.append(await bus.publish(Message("orders", {"task": task, "n": n})))
 
         async def run() -> None:
-            hub = ActionHub(f"{primary.url}?prefix={prefix}&durable={durable}&publish_timeout=1")
-            async with hub.running(), trio.open_nursery() as nursery:
+            bus = open_bus(f"{primary.url}?durable={durable}&publish_timeout=1")
+            async with bus.open("loss", serving=False), trio.open_nursery() as nursery:
                 for task in range(TASKS):
-                    nursery.start_soon(publish, hub, task)
+                    nursery.start_soon(publish, bus, task)
                 await trio.sleep(seconds)
                 kill()
 
-        with contextlib.suppress(Exception):  # the hub's own end, without its Redis
-            trio.run(run)
-        there = {orjson.loads(fields[b"message"])["id"] for _, fields in on_replica.xrange(f"{prefix}orders")}
+        trio.run(run)
+        there = {
+            orjson.loads(fields[b"message"])["id"] for _, fields in on_replica.xrange("actionhub:orders")
+        }
+        on_replica.connection_pool.disconnect()
         return len(returned), len(set(returned) - there)
 
 
