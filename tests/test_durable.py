@@ -369,6 +369,24 @@ async def test_a_durable_client_publish_returns_once_the_replica_has_it(pair: Pa
         await client.close()
 
 
+@pytest.mark.parametrize("flavour", ["blocking", "asyncio"])
+async def test_a_client_publish_confirmed_late_is_resent_and_written_once(pair: Pair, flavour: str) -> None:
+    url = pair.url("durable=1&durable_timeout=0.2")
+    prefix = prefix_of(url)
+    on_primary = redis.Redis(port=pair.primary.port)
+    client = Flavour(flavour, url)
+    try:
+        async with trio.open_nursery() as nursery:
+            with pair.replica_paused():
+                nursery.start_soon(partial(client.call, "publish", "t", "late"))
+                while not on_primary.xlen(f"{prefix}t"):  # noqa: ASYNC110 - the first attempt is in
+                    await trio.sleep(0.01)
+                await trio.sleep(0.3)  # its WAIT timed out: a resend is on its way
+    finally:
+        await client.close()
+    assert pair.on_replica.xlen(f"{prefix}t") == 1
+
+
 async def test_per_publish_durable_on_a_client(pair: Pair) -> None:
     url = pair.url("durable=0")
     prefix = prefix_of(url)

@@ -21,12 +21,13 @@ from ..bus.base import DeadLetter, check_durable, no_replicas
 from ..bus.dedupe import Dedupe, MessageIds, check_dedupe
 from ..bus.redis import entries, once, results, scripts
 from ..bus.redis.durable import (
+    NO_PUBSUB,
     Confirm,
     NotReplicated,
     check_replicated,
     confirm_tail,
     confirmed_count,
-    mark_command,
+    publish_confirm,
     raise_nested,
 )
 from ..bus.redis.keys import DEFAULT_PARTITIONS, Keys, partition_count
@@ -177,8 +178,8 @@ class Operations:
         durable = check_durable(durable)
         count = self.options.durable if durable is None else durable
         if self.pubsub:
-            no_replicas(count, "mode=pubsub stores nothing a replica could confirm (use mode=stream)")
-        return Confirm(count, mark_command(self.keys, topic)) if count else None
+            no_replicas(count, NO_PUBSUB)
+        return publish_confirm(self.keys, topic, count)
 
     def _message(
         self,

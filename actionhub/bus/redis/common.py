@@ -34,7 +34,7 @@ from ..base import Bus, ControlRequest, DeadLetter, ReplyChannel, TopicInfo
 from ..ticks import ScheduleState, Tick, TicksFired
 from ..url import redact
 from . import control, schedules, scripts
-from .durable import Confirm, NotReplicated, Replication, durably, mark_command, requeue_confirmed
+from .durable import Confirm, NotReplicated, Replication, durably, publish_confirm, requeue_confirmed
 from .entries import (
     PUBLISH_BATCH,
     Requeued,
@@ -162,8 +162,7 @@ class RedisBusBase(Bus):
     def confirm(self, topic: str, replicas: int | None = None) -> Confirm | None:
         """How a publish to ``topic`` is confirmed: by ``replicas`` (None: the URL's ``durable``)
         replicas; None if by none."""
-        count = self.options.durable if replicas is None else replicas
-        return Confirm(count, mark_command(self.keys, topic)) if count else None
+        return publish_confirm(self.keys, topic, self.options.durable if replicas is None else replicas)
 
     async def run_script_once(
         self,
@@ -275,7 +274,7 @@ class RedisBusBase(Bus):
                 failures += 1
                 if deadline is None or trio.current_time() >= deadline:
                     raise BusError(
-                        f"{what} may not be durable: {error}, again and again for publish_timeout="
+                        f"{what} may not be durable: {error}, each time for publish_timeout="
                         f"{self.options.publish_timeout:g} s; are {error.wanted} replica(s) attached "
                         "to the primary and in sync (INFO replication)?"
                     ) from error

@@ -3,17 +3,18 @@
 Redis replicates asynchronously: a write the primary acknowledged is lost if the primary dies
 before a replica has it. ``WAIT N timeout`` returns once N replicas have acknowledged the last
 write *of its own connection*, or at the timeout with how many did. So a confirmed write is the
-write and its ``WAIT`` on one connection, in one round trip: the hub's own trio-driven
-connection for confirmed writes (a ``WAIT`` holds up every later command of its connection, so
-not the shared one that reads and acks), a pooled redis-py connection on the thread path, one
-pipeline (not a transaction: ``WAIT`` inside ``MULTI`` does not wait) in the clients.
+write and its ``WAIT`` on one connection, in one round trip: on the hub's trio-driven connection
+for confirmed writes (a ``WAIT`` holds up every later command of its connection, so not the
+shared one that reads and acks), or on a pooled redis-py connection (the thread path), or in
+one pipeline (not a transaction: ``WAIT`` inside ``MULTI`` does not wait) in the clients. While
+the hub's ``WAIT`` is under way, its writes share the next one instead (`Replication`).
 
-A script may write nothing (a resend that finds its first attempt's entry, a deduplicated
-publish): a ``WAIT`` after it would wait for whatever that connection wrote last, maybe long
-ago, maybe nothing. So a script's confirmed write is followed by a `mark`, one ``SET`` that always
-writes: the ``WAIT`` then covers everything written before it, the entry the script found included
-(Redis replicates in order). Redis 7.0 counts any command as the connection's last write, but it
-documents ``WAIT`` as waiting for the last write, and the mark holds either way.
+A ``WAIT`` covers every write that Redis made before its connection's last one (Redis replicates
+in order), but a script may write nothing (a resend that finds its first attempt's entry, a
+deduplicated publish), and a write's reply may come on another connection than the ``WAIT``'s (a
+round). So such a ``WAIT`` follows a `mark`: one ``SET`` that always writes, made after the write
+it confirms. (Redis 7.0 counts any command as the connection's last write, but documents ``WAIT``
+as waiting for the last write; the mark holds either way.)
 
 Fewer replicas than asked, within ``durable_timeout``: `NotReplicated`. A publish treats it as a
 lost reply (the write is on the primary, and perhaps on no replica): it resends, which writes
@@ -46,6 +47,9 @@ log = logging.getLogger("actionhub.redis")
 #: Milliseconds a mark lives: only its write matters, never its value.
 MARK_TTL_MS = 60_000
 
+#: Why ``mode=pubsub`` takes no ``durable``.
+NO_PUBSUB = "mode=pubsub stores nothing a replica could confirm (use mode=stream)"
+
 
 @attrs.frozen
 class Confirm:
@@ -71,6 +75,12 @@ class NotReplicated(redis.RedisError):
 def wait_command(replicas: int, timeout: float) -> Command:
     """``WAIT replicas timeout`` (its reply: how many replicas have the connection's writes)."""
     return ("WAIT", replicas, max(1, round(timeout * 1000)))
+
+
+def publish_confirm(keys: Keys, topic: str, replicas: int) -> Confirm | None:
+    """How a publish to ``topic`` is confirmed: by ``replicas`` replicas (its mark in case it is a
+    script); None if by none."""
+    return Confirm(replicas, mark_command(keys, topic)) if replicas else None
 
 
 def mark_command(keys: Keys, topic: str | None = None) -> Command:
@@ -111,7 +121,7 @@ def check_options(mode: str, durable: int, durable_timeout: float, *, socket_tim
     if isinstance(durable, bool) or not isinstance(durable, int) or durable < 0:
         raise ConfigurationError(f"durable must be a whole number of replicas >= 0, not {durable!r}")
     if durable and mode == "pubsub":
-        raise ConfigurationError("durable needs mode=stream: pub/sub stores nothing a replica could confirm")
+        raise ConfigurationError(f"durable needs mode=stream: {NO_PUBSUB}")
     if not (durable_timeout > 0 and math.isfinite(durable_timeout)):
         raise ConfigurationError(f"durable_timeout must be a finite number > 0, not {durable_timeout!r}")
     if durable_timeout >= socket_timeout:
@@ -202,6 +212,9 @@ class Replication:
             round_.count = int((await confirming.execute(*tail))[-1])
         except Exception as error:  # each writer that joined it retries as it would
             round_.error = error
+        except BaseException:  # cancelled: the bus is closing
+            round_.error = redis.ConnectionError("the bus closed")
+            raise
         finally:
             round_.done.set()
             self._ended()

@@ -20,6 +20,7 @@ from ...message import Message
 from ..base import Delivery, Inbox, Subscription, no_replicas
 from ..dedupe import Dedupe
 from .common import RedisBusBase, RedisProgress
+from .durable import NO_PUBSUB
 from .entries import (
     Requeued,
     dead_letter_fields,
@@ -46,7 +47,7 @@ class RedisPubSubBus(RedisBusBase):
         dedupe: Dedupe | None = None,
         durable: int | None = None,
     ) -> str:
-        no_replicas(durable, "mode=pubsub stores nothing a replica could confirm (use mode=stream)")
+        no_replicas(durable, NO_PUBSUB)
         raw = self.encode(message)
         channel = self.channel(message.topic)
         if delay or dedupe is not None:  # the script: its dedupe key or delayed member makes a
