@@ -20,7 +20,7 @@ import trio
 
 from . import tracing
 from .bus import statuses
-from .bus.base import Bus, DeadLetter, Watch
+from .bus.base import Bus, DeadLetter, Watch, check_durable
 from .bus.dedupe import MessageIds, check_dedupe
 from .bus.url import open_bus
 from .errors import ActionHubError, ConfigurationError, HubStopped
@@ -455,17 +455,21 @@ class ActionHub:
         key: str | None = None,
         dedupe_key: str | None = None,
         dedupe_for: float | None = None,
+        durable: int | None = None,
     ) -> str:
         """Publish ``payload`` (JSON) to ``topic``; every consumer group of the topic gets it.
         Returns the message id. Raises `Overloaded` if a group's buffer stays full for its
         ``accept_wait`` (in-process bus), `HubStopped` once the hub stops. ``key``: ordered
         groups run the messages of one key one at a time, in publish order (docs/ordering.md).
         ``dedupe_key``: a publish of the same key to ``topic`` within ``dedupe_for`` seconds
-        (default 3600) of the first writes nothing and returns the first message's id."""
+        (default 3600) of the first writes nothing and returns the first message's id.
+        ``durable``: return only once that many Redis replicas have the message (default: the
+        bus URL's ``durable``; docs/reliability.md)."""
         self._check_running()
         if delay is not None and delay < 0:
             raise ValueError("delay must be >= 0")
         dedupe = None if dedupe_key is None and dedupe_for is None else check_dedupe(dedupe_key, dedupe_for)
+        check_durable(durable)
         message = Message(
             topic=topic,
             payload=to_json(payload),
@@ -475,9 +479,9 @@ class ActionHub:
             key=check_key(key),
         )
         if tracing.tracer() is None:  # the usual case: no partial, no extra coroutine per message
-            return await self.bus.publish(message, delay=delay, dedupe=dedupe)
+            return await self.bus.publish(message, delay=delay, dedupe=dedupe, durable=durable)
         return await tracing.publishing(
-            message, partial(self.bus.publish, delay=delay, dedupe=dedupe), delay=delay
+            message, partial(self.bus.publish, delay=delay, dedupe=dedupe, durable=durable), delay=delay
         )
 
     async def publish_many(
@@ -487,13 +491,15 @@ class ActionHub:
         *,
         headers: dict[str, str] | None = None,
         keys: Iterable[str | None] | None = None,
+        durable: int | None = None,
     ) -> list[str]:
         """Publish each of ``payloads`` to ``topic``, in order, in as few round trips as the bus
         allows (on Redis, one transaction per 1,000); returns their ids. When it returns, every
         one of them is on the bus, as with `publish`. ``keys``: one ordering key (or None) per
-        payload. Traced, the batch is one span (``messaging.batch.message_count``), the parent of
-        each message's run."""
+        payload; ``durable``: as for `publish`. Traced, the batch is one span
+        (``messaging.batch.message_count``), the parent of each message's run."""
         self._check_running()
+        check_durable(durable)
         shared_headers = dict(headers or {})
         payloads = list(payloads)
         key_list = [None] * len(payloads) if keys is None else [check_key(k) for k in keys]
@@ -501,18 +507,23 @@ class ActionHub:
             raise ValueError(f"{len(key_list)} keys for {len(payloads)} payloads")
         span = tracing.start_send(topic, batch=len(payloads), headers=shared_headers)
         if span is None:
-            return await self._publish_all(topic, payloads, shared_headers, key_list)
+            return await self._publish_all(topic, payloads, shared_headers, key_list, durable)
         shared_headers = tracing.headers_with_context(span, shared_headers)
-        return await tracing.sent(span, self._publish_all(topic, payloads, shared_headers, key_list))
+        return await tracing.sent(span, self._publish_all(topic, payloads, shared_headers, key_list, durable))
 
     async def _publish_all(
-        self, topic: str, payloads: list[object], headers: dict[str, str], keys: Sequence[str | None]
+        self,
+        topic: str,
+        payloads: list[object],
+        headers: dict[str, str],
+        keys: Sequence[str | None],
+        durable: int | None,
     ) -> list[str]:
         messages = [
             Message(topic=topic, payload=to_json(payload), id=self._ids(), headers=headers, key=key)
             for payload, key in zip(payloads, keys, strict=True)
         ]
-        return await self.bus.publish_many(messages)
+        return await self.bus.publish_many(messages, durable=durable)
 
     @overload
     async def request(

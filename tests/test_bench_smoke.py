@@ -16,6 +16,7 @@ import trio
 from actionhub.testing import RedisServer
 from bench import clients as clients_bench
 from bench import dashboard as dashboard_bench
+from bench import durable as durable_bench
 from bench import limits as limits_bench
 from bench import many_actions as many_actions_bench
 from bench import memory_bus, process_pool
@@ -52,6 +53,12 @@ HARNESS_COMMON = textwrap.dedent(
 def test_memory_bus_benchmark(capsys: pytest.CaptureFixture[str]) -> None:
     memory_bus.main(["-n", "300", "-r", "1", "-w", "1", "--warmup", "10", "--metrics"])
     assert "ratio hub/bare" in capsys.readouterr().out
+
+
+def test_durable_benchmark(capsys: pytest.CaptureFixture[str]) -> None:
+    durable_bench.main(["-n", "500", "-r", "1", "--kill-after", "0.3"])
+    out = capsys.readouterr().out
+    assert "durable=1 / durable=0" in out and "durable=1: " in out and "not on the replica" in out
 
 
 def test_otel_benchmark(capsys: pytest.CaptureFixture[str]) -> None:

@@ -89,9 +89,9 @@ async def test_publish_many_is_on_redis_in_order_when_it_returns(
         bus: Any = hub.bus
         run_script_once, round_trips = bus.run_script_once, []
 
-        async def counted(script: Any, *args: Any) -> Any:
+        async def counted(script: Any, *args: Any, **kwargs: Any) -> Any:
             round_trips.append(script is bus._publish_many_once)
-            return await run_script_once(script, *args)
+            return await run_script_once(script, *args, **kwargs)
 
         monkeypatch.setattr(bus, "run_script_once", counted)
         ids = await hub.publish_many("batch", [{"n": n} for n in range(20)])

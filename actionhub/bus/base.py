@@ -30,6 +30,21 @@ if TYPE_CHECKING:
     from .statuses import StatusStore
 
 
+def check_durable(durable: int | None) -> int | None:
+    """A publish's ``durable``: how many replicas must confirm it (None: as the bus's URL says)."""
+    if durable is not None and (isinstance(durable, bool) or not isinstance(durable, int) or durable < 0):
+        raise ConfigurationError(
+            f"durable must be a whole number of replicas >= 0, or None (the bus URL's), not {durable!r}"
+        )
+    return durable
+
+
+def no_replicas(durable: int | None, why: str) -> None:
+    """`ConfigurationError` if a publish asks a bus without replicas (``why``) for some."""
+    if durable:
+        raise ConfigurationError(f"durable={durable} cannot be confirmed: {why}")
+
+
 class Inbox(Protocol):
     """What a transport feeds: a group's bounded buffer of deliveries."""
 
@@ -225,11 +240,18 @@ class Bus(abc.ABC):
 
     @abc.abstractmethod
     async def publish(
-        self, message: Message, *, delay: float | None = None, dedupe: Dedupe | None = None
+        self,
+        message: Message,
+        *,
+        delay: float | None = None,
+        dedupe: Dedupe | None = None,
+        durable: int | None = None,
     ) -> str:
         """Send ``message`` to every consumer group of ``message.topic``; return its id. With
         ``dedupe``, a second publish of its key to the topic within its window writes nothing and
-        returns the first message's id (decided at publish time, also for a delayed one)."""
+        returns the first message's id (decided at publish time, also for a delayed one).
+        ``durable``: return only once that many replicas have it (None: as the bus's URL says;
+        `check_durable`); a bus without replicas refuses more than 0 (`no_replicas`)."""
 
     #: whether the bus retains published messages, for ``start="earliest"`` and replays
     keeps_history = False
@@ -242,10 +264,10 @@ class Bus(abc.ABC):
         id, message); malformed entries and retries are left out. Buses that `keeps_history`."""
         raise ConfigurationError(f"{self.url} keeps no history of {topic!r}")
 
-    async def publish_many(self, messages: Sequence[Message]) -> list[str]:
+    async def publish_many(self, messages: Sequence[Message], *, durable: int | None = None) -> list[str]:
         """Send every one of ``messages``, in order; return their ids. Transports that can
         batch do it in as few round trips as they can, all or nothing per round trip."""
-        return [await self.publish(message) for message in messages]
+        return [await self.publish(message, durable=durable) for message in messages]
 
     @abc.abstractmethod
     async def subscribe(

@@ -34,6 +34,7 @@ from .base import (
     Subscription,
     TopicInfo,
     Watch,
+    no_replicas,
 )
 from .dedupe import Dedupe, DedupeWindows
 from .statuses import MemoryStatuses
@@ -101,8 +102,14 @@ class MemoryBus(Bus):
         return attrs.evolve(message, payload=orjson.loads(raw))
 
     async def publish(
-        self, message: Message, *, delay: float | None = None, dedupe: Dedupe | None = None
+        self,
+        message: Message,
+        *,
+        delay: float | None = None,
+        dedupe: Dedupe | None = None,
+        durable: int | None = None,
     ) -> str:
+        no_replicas(durable, "memory:// lives in this process, with no replica (use durable=0)")
         message = self._copy(message)
         if dedupe is not None:
             first = self._dedupe.claim(message.topic, dedupe, message.id, trio.current_time())

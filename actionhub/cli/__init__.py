@@ -66,6 +66,16 @@ def _positive(text: str) -> float:
     return value
 
 
+def _replicas(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, not {text}")
+    return value
+
+
 def _port(text: str) -> int:
     try:
         port = int(text)
@@ -136,6 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     publish.add_argument(
         "--dedupe-for", type=_positive, metavar="S", help="the dedupe window in seconds (default 3600)"
+    )
+    publish.add_argument(
+        "--durable",
+        type=_replicas,
+        metavar="N",
+        help="return once N Redis replicas have the message (default: the bus URL's durable)",
     )
 
     stats = command("stats", _stats, "the WorkerStats of every live hub on the bus")

@@ -68,7 +68,7 @@ async def _publish(args: argparse.Namespace) -> int:
         async with _client(args) as client:
             published = client.publish(
                 topic, payload, headers=headers, delay=args.delay, dedupe_key=args.dedupe_key,
-                dedupe_for=args.dedupe_for,
+                dedupe_for=args.dedupe_for, durable=args.durable,
             )  # fmt: skip
             print(await _within(args.timeout, published))
             return EXIT_OK
@@ -80,7 +80,8 @@ async def _publish(args: argparse.Namespace) -> int:
     # the id first, then the reply: through the bus and its reply channel
     async with _connected(args) as bus, bus.reply_channel() as channel:
         message = attrs.evolve(message, reply_to=channel.address)
-        published = tracing.publishing(message, partial(bus.publish, delay=args.delay), delay=args.delay)
+        send = partial(bus.publish, delay=args.delay, durable=args.durable)
+        published = tracing.publishing(message, send, delay=args.delay)
         print(await _within(args.timeout, published), flush=True)
         with trio.move_on_after(args.wait_reply):
             reply = await channel.receive()

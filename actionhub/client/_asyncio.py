@@ -12,6 +12,7 @@ import redis.asyncio
 import redis.asyncio.sentinel
 from redis.exceptions import NoScriptError
 
+from ..bus.redis.durable import Confirm
 from ..bus.redis.options import client_options
 from ..bus.redis.sentinel import is_sentinel_url, parse_sentinel_url
 from ..bus.url import redis_url_options
@@ -29,6 +30,7 @@ from ._ops import (
     Script,
     Transaction,
     abandon,
+    confirmed_call,
     evalsha,
     resendable,
 )
@@ -99,7 +101,7 @@ class AsyncClient(AwaitedMethods):
         """``call.first``; after a broken connection or a timeout, its resends (see `Once`)."""
         started = time.monotonic()
         try:
-            return await self._execute(call.first)
+            return await self._attempt(call, call.first)
         except redis.RedisError as error:
             if not resendable(error):
                 raise
@@ -110,18 +112,43 @@ class AsyncClient(AwaitedMethods):
             if elapsed > self._ops.options.publish_timeout:
                 break
             try:
-                return await self._execute(call.again(elapsed))
+                return await self._attempt(call, call.again(elapsed))
             except redis.RedisError as error:
                 if not resendable(error):
                     raise
                 failure = error
         raise failure
 
+    async def _attempt(self, call: Once, attempt: Command | Script) -> Any:
+        """One attempt of ``call``: ``attempt`` (its first, or a resend), confirmed if it must be."""
+        if call.confirm is None:
+            return await self._execute(attempt)
+        return await self._confirmed(attempt, call.confirm)
+
+    async def _confirmed(self, call: Command | Script | Transaction, confirm: Confirm) -> Any:
+        """``call`` and its WAIT in one pipeline (`confirmed_call`): its reply."""
+        commands, reply = confirmed_call(call, confirm, self._ops.options.durable_timeout)
+
+        async def send() -> list[Any]:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for args in commands:
+                    pipe.execute_command(*args)
+                return list(await pipe.execute())
+
+        try:
+            return reply(await send())
+        except NoScriptError:  # not loaded yet, or Redis restarted: load it, once more
+            assert isinstance(call, Script)
+            await self._client.execute_command("SCRIPT", "LOAD", call.source)
+            return reply(await send())
+
     async def _execute(self, call: Call) -> Any:
         client = self._client
         if isinstance(call, Command):
             return await client.execute_command(*call.args)
         if isinstance(call, Transaction):
+            if call.confirm is not None:
+                return await self._confirmed(call, call.confirm)
             async with client.pipeline(transaction=True) as pipe:
                 for args in call.commands:
                     pipe.execute_command(*args)

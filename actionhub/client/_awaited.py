@@ -37,6 +37,7 @@ class AwaitedMethods(abc.ABC):
         key: str | None = None,
         dedupe_key: str | None = None,
         dedupe_for: float | None = None,
+        durable: int | None = None,
     ) -> str:
         """See `Client.publish`."""
         op = self._ops.publish(
@@ -47,6 +48,7 @@ class AwaitedMethods(abc.ABC):
             key=key,
             dedupe_key=dedupe_key,
             dedupe_for=dedupe_for,
+            durable=durable,
         )
         return await self._run(op, "publish")
 
@@ -57,9 +59,12 @@ class AwaitedMethods(abc.ABC):
         *,
         headers: dict[str, str] | None = None,
         keys: Iterable[str | None] | None = None,
+        durable: int | None = None,
     ) -> list[str]:
         """See `Client.publish_many`."""
-        return await self._run(self._ops.publish_many(topic, payloads, headers=headers, keys=keys), "publish")
+        return await self._run(
+            self._ops.publish_many(topic, payloads, headers=headers, keys=keys, durable=durable), "publish"
+        )
 
     @overload
     async def request(

@@ -17,9 +17,19 @@ import attrs
 import redis
 
 from .. import tracing
-from ..bus.base import DeadLetter
+from ..bus.base import DeadLetter, check_durable, no_replicas
 from ..bus.dedupe import Dedupe, MessageIds, check_dedupe
 from ..bus.redis import entries, once, results, scripts
+from ..bus.redis.durable import (
+    NO_PUBSUB,
+    Confirm,
+    NotReplicated,
+    check_replicated,
+    confirm_tail,
+    confirmed_count,
+    publish_confirm,
+    raise_nested,
+)
 from ..bus.redis.keys import DEFAULT_PARTITIONS, Keys, partition_count
 from ..bus.redis.options import TRANSIENT, RedisOptions
 from ..bus.statuses import outcome
@@ -42,9 +52,11 @@ class Command:
 
 @attrs.frozen
 class Transaction:
-    """Commands run in one MULTI/EXEC: all or none."""
+    """Commands run in one MULTI/EXEC: all or none; with ``confirm``, `NotReplicated` unless that
+    many replicas confirm it (the transaction and its WAIT go in one pipeline: `confirmed_call`)."""
 
     commands: tuple[tuple[Any, ...], ...]
+    confirm: Confirm | None = None
 
 
 @attrs.frozen
@@ -72,6 +84,9 @@ class Once:
 
     first: Command | Script
     again: Callable[[float], Script]
+    #: replicas that must confirm it (a driver sends each attempt with `confirmed_call`); one
+    #: confirmed by fewer is resent like one whose reply was lost
+    confirm: Confirm | None = None
 
 
 Call = Command | Transaction | Script | Scan | Once
@@ -96,8 +111,35 @@ RETRY_DELAYS = (0.05, 0.25, 1.0)
 
 
 def resendable(error: BaseException) -> bool:
-    """Whether a `Once` that failed with ``error`` may be resent (the connection broke or timed out)."""
+    """Whether a `Once` that failed with ``error`` may be resent (the connection broke or timed
+    out, or too few replicas confirmed it)."""
+    if isinstance(error, NotReplicated):
+        return True
     return isinstance(error, TRANSIENT) and not isinstance(error, redis.AuthenticationError)
+
+
+def confirmed_call(
+    call: Command | Script | Transaction, confirm: Confirm, timeout: float
+) -> tuple[list[tuple[Any, ...]], Callable[[list[Any]], Any]]:
+    """The commands of one confirmed write, for one pipeline (not a transaction: WAIT inside
+    MULTI does not wait): the write, the mark after a script (it may write nothing:
+    `actionhub.bus.redis.durable`), WAIT; and what makes the write's reply of their replies
+    (`NotReplicated` if too few replicas confirmed it)."""
+    mark = None
+    if isinstance(call, Transaction):
+        writes = [("MULTI",), *call.commands, ("EXEC",)]
+    elif isinstance(call, Script):
+        writes, mark = [evalsha(call)], confirm.mark
+    else:
+        writes = [call.args]
+    tail = confirm_tail(confirm.replicas, timeout, mark)
+
+    def reply(replies: list[Any]) -> Any:
+        written, count = confirmed_count(replies, tail)
+        check_replicated(count, confirm.replicas, timeout)
+        return raise_nested(written[-1]) if isinstance(call, Transaction) else written[0]
+
+    return [*writes, *(tuple(command) for command in tail)], reply
 
 
 def script_call(source: str, build: Callable[[int], tuple[list[str], once.Args]], back: int) -> Script:
@@ -130,6 +172,14 @@ class Operations:
         self._partitions: dict[str, int] = {}
         self._ids = MessageIds()  # thread-safe, and fork-safe (a resend looks for its unique id)
         self._kept = once.KeptTopics()
+
+    def _confirm(self, topic: str, durable: int | None) -> Confirm | None:
+        """How a publish to ``topic`` is confirmed: by ``durable`` replicas (None: the URL's)."""
+        durable = check_durable(durable)
+        count = self.options.durable if durable is None else durable
+        if self.pubsub:
+            no_replicas(count, NO_PUBSUB)
+        return publish_confirm(self.keys, topic, count)
 
     def _message(
         self,
@@ -176,18 +226,22 @@ class Operations:
         reply_to: str | None = None,
         dedupe_key: str | None = None,
         dedupe_for: float | None = None,
+        durable: int | None = None,
     ) -> Op[str]:
         if delay is not None and not delay >= 0:
             raise ValueError(f"delay must be a number of seconds >= 0, not {delay!r}")
         dedupe = None if dedupe_key is None and dedupe_for is None else check_dedupe(dedupe_key, dedupe_for)
         message = self._message(topic, payload, headers, key, reply_to)
+        confirm = self._confirm(topic, durable)
         span = tracing.start_send(topic, message.id, reply_to=reply_to, delay=delay, headers=message.headers)
         if span is None:
-            return (yield from self._write(message, delay, dedupe))
+            return (yield from self._write(message, delay, dedupe, confirm))
         message = attrs.evolve(message, headers=tracing.headers_with_context(span, message.headers))
-        return (yield from tracing.sent_op(span, self._write(message, delay, dedupe)))
+        return (yield from tracing.sent_op(span, self._write(message, delay, dedupe, confirm)))
 
-    def _write(self, message: Message, delay: float | None, dedupe: Dedupe | None) -> Op[str]:
+    def _write(
+        self, message: Message, delay: float | None, dedupe: Dedupe | None, confirm: Confirm | None
+    ) -> Op[str]:
         raw = entries.encode_entry(message, self.options.max_message_bytes)
         stream = yield from self._stream(message)
         topic = message.topic
@@ -200,12 +254,13 @@ class Operations:
         )  # fmt: skip
         if delay or dedupe is not None or kept:  # the hub's own script from the first attempt
             first = script_call(scripts.PUBLISH_ONCE, build, 0)
-            written = yield Once(first, resend_of(scripts.PUBLISH_ONCE, build))
+            written = yield Once(first, resend_of(scripts.PUBLISH_ONCE, build), confirm)
             return written.decode() if isinstance(written, bytes) else str(written)
         if self.pubsub:  # not resent: at most once, as pub/sub delivers
             yield Command(("PUBLISH", stream, raw))
         else:  # a bare XADD; its resend writes only if the XADD did not (once.py)
-            yield Once(Command(("XADD", stream, "*", "message", raw)), resend_of(scripts.PUBLISH_ONCE, build))
+            xadd = Command(("XADD", stream, "*", "message", raw))
+            yield Once(xadd, resend_of(scripts.PUBLISH_ONCE, build), confirm)
         return message.id
 
     def _keeps_results(self, topic: str) -> Op[bool]:
@@ -220,16 +275,18 @@ class Operations:
         *,
         headers: dict[str, str] | None = None,
         keys: Iterable[str | None] | None = None,
+        durable: int | None = None,
     ) -> Op[list[str]]:
         payloads = list(payloads)
         key_list = [None] * len(payloads) if keys is None else list(keys)
         if len(key_list) != len(payloads):
             raise ValueError(f"{len(key_list)} keys for {len(payloads)} payloads")
-        span = tracing.start_send(check_topic(topic), batch=len(payloads), headers=headers)
+        confirm = self._confirm(check_topic(topic), durable)
+        span = tracing.start_send(topic, batch=len(payloads), headers=headers)
         if span is None:
-            return (yield from self._write_many(topic, payloads, headers, key_list))
+            return (yield from self._write_many(topic, payloads, headers, key_list, confirm))
         # one span for the batch: its context is every message's parent
-        op = self._write_many(topic, payloads, tracing.headers_with_context(span, headers), key_list)
+        op = self._write_many(topic, payloads, tracing.headers_with_context(span, headers), key_list, confirm)
         return (yield from tracing.sent_op(span, op))
 
     def _write_many(
@@ -238,6 +295,7 @@ class Operations:
         payloads: list[object],
         headers: dict[str, str] | None,
         keys: Sequence[str | None],
+        confirm: Confirm | None,
     ) -> Op[list[str]]:
         messages = [self._message(topic, p, headers, k) for p, k in zip(payloads, keys, strict=True)]
         raws = [entries.encode_entry(m, self.options.max_message_bytes) for m in messages]
@@ -256,7 +314,7 @@ class Operations:
                 kind="p" if self.pubsub else "x",
             )  # fmt: skip
             first = script_call(scripts.PUBLISH_MANY_ONCE, build, 0)
-            yield first if self.pubsub else Once(first, resend_of(scripts.PUBLISH_MANY_ONCE, build))
+            yield first if self.pubsub else Once(first, resend_of(scripts.PUBLISH_MANY_ONCE, build), confirm)
         return [message.id for message in messages]
 
     # ------------------------------------------------------------------ request / reply
@@ -328,6 +386,8 @@ class Operations:
 
     def requeue_dead_letters(self, topic: str, ids: Sequence[str] | None = None) -> Op[int]:
         taken = yield from self._take_dead(topic, ids)
+        durable = self.options.durable  # a transaction always writes: no mark
+        confirm = Confirm(durable) if durable else None
         count = None
         for entry_id, fields in taken:
             again = entries.requeued(topic, fields)
@@ -343,7 +403,7 @@ class Operations:
                     stream = self.keys.keyed_stream(topic, again.key, count)
                 flat = [part for item in again.fields.items() for part in item]
                 command = ("XADD", stream, "*", *flat)
-            yield Transaction((command, ("XDEL", self.keys.dead(topic), entry_id)))
+            yield Transaction((command, ("XDEL", self.keys.dead(topic), entry_id)), confirm)
         return len(taken)
 
     def purge_dead_letters(self, topic: str, ids: Sequence[str] | None = None) -> Op[int]:

@@ -11,6 +11,7 @@ import redis
 from redis.exceptions import NoScriptError
 
 from ..bus.base import DeadLetter
+from ..bus.redis.durable import Confirm
 from ..bus.redis.options import connect
 from ..bus.redis.sentinel import close_client
 from ..bus.url import redis_url_options
@@ -30,6 +31,7 @@ from ._ops import (
     Script,
     Transaction,
     abandon,
+    confirmed_call,
     evalsha,
     resendable,
 )
@@ -73,11 +75,14 @@ class Client:
         key: str | None = None,
         dedupe_key: str | None = None,
         dedupe_for: float | None = None,
+        durable: int | None = None,
     ) -> str:
         """Publish ``payload`` (JSON) to ``topic``, after ``delay`` seconds if given; ``key``:
         ordered groups run one key's messages one at a time, in order. Returns the message id.
         ``dedupe_key``: a publish of the same key to ``topic`` within ``dedupe_for`` seconds
-        (default 3600) of the first writes nothing and returns the first message's id."""
+        (default 3600) of the first writes nothing and returns the first message's id.
+        ``durable``: return only once that many Redis replicas have it (default: the URL's
+        ``durable``); `BusError` if they do not confirm it (docs/reliability.md)."""
         op = self._ops.publish(
             topic,
             payload,
@@ -86,6 +91,7 @@ class Client:
             key=key,
             dedupe_key=dedupe_key,
             dedupe_for=dedupe_for,
+            durable=durable,
         )
         return self._run(op, "publish")
 
@@ -96,9 +102,12 @@ class Client:
         *,
         headers: dict[str, str] | None = None,
         keys: Iterable[str | None] | None = None,
+        durable: int | None = None,
     ) -> list[str]:
-        """Publish each payload in order, 1,000 to a transaction; their ids."""
-        return self._run(self._ops.publish_many(topic, payloads, headers=headers, keys=keys), "publish")
+        """Publish each payload in order, 1,000 to a script; their ids. ``durable``: as for `publish`."""
+        return self._run(
+            self._ops.publish_many(topic, payloads, headers=headers, keys=keys, durable=durable), "publish"
+        )
 
     @overload
     def request(
@@ -189,7 +198,7 @@ class Client:
         """``call.first``; after a broken connection or a timeout, its resends (see `Once`)."""
         started = time.monotonic()
         try:
-            return self._execute(call.first)
+            return self._attempt(call, call.first)
         except redis.RedisError as error:
             if not resendable(error):
                 raise
@@ -200,18 +209,43 @@ class Client:
             if elapsed > self._ops.options.publish_timeout:
                 break
             try:
-                return self._execute(call.again(elapsed))
+                return self._attempt(call, call.again(elapsed))
             except redis.RedisError as error:
                 if not resendable(error):
                     raise
                 failure = error
         raise failure
 
+    def _attempt(self, call: Once, attempt: Command | Script) -> Any:
+        """One attempt of ``call``: ``attempt`` (its first, or a resend), confirmed if it must be."""
+        if call.confirm is None:
+            return self._execute(attempt)
+        return self._confirmed(attempt, call.confirm)
+
+    def _confirmed(self, call: Command | Script | Transaction, confirm: Confirm) -> Any:
+        """``call`` and its WAIT in one pipeline (`confirmed_call`): its reply."""
+        commands, reply = confirmed_call(call, confirm, self._ops.options.durable_timeout)
+
+        def send() -> list[Any]:
+            with self._client.pipeline(transaction=False) as pipe:
+                for args in commands:
+                    pipe.execute_command(*args)
+                return list(pipe.execute())
+
+        try:
+            return reply(send())
+        except NoScriptError:  # not loaded yet, or Redis restarted: load it, once more
+            assert isinstance(call, Script)
+            self._client.execute_command("SCRIPT", "LOAD", call.source)
+            return reply(send())
+
     def _execute(self, call: Call) -> Any:
         client = self._client
         if isinstance(call, Command):
             return client.execute_command(*call.args)
         if isinstance(call, Transaction):
+            if call.confirm is not None:
+                return self._confirmed(call, call.confirm)
             with client.pipeline(transaction=True) as pipe:
                 for args in call.commands:
                     pipe.execute_command(*args)

@@ -21,7 +21,6 @@ from typing import Any, TypeVar, cast
 
 import redis
 import trio
-from redis.client import Pipeline
 from redis.exceptions import (
     AuthenticationError,
     AuthorizationError,
@@ -36,6 +35,7 @@ from ..base import Bus, ControlRequest, DeadLetter, ReplyChannel, TopicInfo
 from ..ticks import ScheduleState, Tick, TicksFired
 from ..url import redact
 from . import control, schedules, scripts
+from .durable import Confirm, NotReplicated, Replication, durably, publish_confirm, requeue_confirmed
 from .entries import (
     PUBLISH_BATCH,
     Requeued,
@@ -91,6 +91,8 @@ class RedisBusBase(Bus):
         self._wire_params = wire_params(self.client)
         self.wire: WireConnection | None = None  # shared, pipelined, while open (if possible)
         self._wires: weakref.WeakSet[WireConnection] = weakref.WeakSet()  # every one made
+        self._confirming: WireConnection | None = None  # writes with their WAIT (durable.py)
+        self.replication = Replication(self)
         self.consumer = ""
 
     @property
@@ -125,6 +127,8 @@ class RedisBusBase(Bus):
     ) -> list[Any]:
         """``commands`` in one round trip (pipelined, not a transaction): their replies. On the
         shared wire connection when there is one."""
+        if not commands:  # nothing sent proves nothing: an outage must not seem to end here
+            return []
         wire = self.wire
         if wire is not None:
             return await self.call_async(partial(wire.execute, *commands), what=what, deadline=deadline)
@@ -159,17 +163,32 @@ class RedisBusBase(Bus):
             await self.execute(load, what=what, deadline=deadline)
             return await self.execute(commands, what=what, deadline=deadline)
 
+    def confirm(self, topic: str, replicas: int | None = None) -> Confirm | None:
+        """How a publish to ``topic`` is confirmed: by ``replicas`` (None: the URL's ``durable``)
+        replicas; None if by none."""
+        return publish_confirm(self.keys, topic, self.options.durable if replicas is None else replicas)
+
     async def run_script_once(
-        self, script: Any, build: Callable[[int], tuple[list[str], list[Any]]], back: int
+        self,
+        script: Any,
+        build: Callable[[int], tuple[list[str], list[Any]]],
+        back: int,
+        *,
+        confirm: Confirm | None = None,
+        what: str = "publish",
     ) -> list[Any]:
         """One attempt of a publish script: ``build(back)`` gives its keys and arguments (``back``:
-        0 for a first attempt, else a resend's `look_back`); its reply, in a list."""
+        0 for a first attempt, else a resend's `look_back`); its reply, in a list. ``confirm``:
+        `NotReplicated` unless enough replicas confirm it."""
         keys, args = build(back)
+        if confirm is not None:
+            command: Command = ("EVALSHA", script.sha, len(keys), *keys, *args)
+            return await durably(self, [command], confirm, what=what, scripts=[script])
         wire = self.wire
         if wire is None:
             run = partial(script, keys=keys, args=args)  # redis-py's Script loads it if need be
             return [await trio.to_thread.run_sync(run, abandon_on_cancel=True, limiter=self._threads)]
-        command: Command = ("EVALSHA", script.sha, len(keys), *keys, *args)
+        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
         try:
             return await wire.execute(command)
         except NoScriptError:  # Redis restarted, or SCRIPT FLUSH
@@ -177,21 +196,33 @@ class RedisBusBase(Bus):
             return await wire.execute(command)
 
     async def resend(
-        self, script: Any, build: Callable[[int], tuple[list[str], list[Any]]], elapsed: float
+        self,
+        script: Any,
+        build: Callable[[int], tuple[list[str], list[Any]]],
+        elapsed: float,
+        *,
+        confirm: Confirm | None = None,
+        what: str = "publish",
     ) -> list[Any]:
         """The resend of a publish first sent ``elapsed`` seconds ago (see once.py)."""
-        return await self.run_script_once(script, build, look_back(elapsed))
+        return await self.run_script_once(script, build, look_back(elapsed), confirm=confirm, what=what)
 
     async def send_once(
-        self, script: Any, build: Callable[[int], tuple[list[str], list[Any]]], *, what: str
+        self,
+        script: Any,
+        build: Callable[[int], tuple[list[str], list[Any]]],
+        *,
+        what: str,
+        confirm: Confirm | None = None,
     ) -> Any:
         """A publish script, retried for ``publish_timeout`` as a resend that writes nothing
-        its first attempt wrote; its reply."""
+        its first attempt wrote; its reply. ``confirm``: it returns once enough replicas
+        confirm it; one not confirmed in time is resent like one whose reply was lost."""
         (reply,) = await self.call_async(
-            partial(self.run_script_once, script, build, 0),
+            partial(self.run_script_once, script, build, 0, confirm=confirm, what=what),
             what=what,
             deadline=trio.current_time() + self.options.publish_timeout,
-            again=partial(self.resend, script, build),
+            again=partial(self.resend, script, build, confirm=confirm, what=what),
         )
         return reply
 
@@ -245,6 +276,16 @@ class RedisBusBase(Bus):
                     raise BusError(f"redis unreachable for {what}: {describe(error)}") from error
                 await trio.sleep(self._backoff.delay(failures))
                 continue
+            except NotReplicated as error:  # on the primary, maybe on no replica: resend
+                failures += 1
+                if deadline is None or trio.current_time() >= deadline:
+                    raise BusError(
+                        f"{what} may not be durable: {error}, each time for publish_timeout="
+                        f"{self.options.publish_timeout:g} s; are {error.wanted} replica(s) attached "
+                        "to the primary and in sync (INFO replication)?"
+                    ) from error
+                await trio.sleep(self._backoff.delay(failures))
+                continue
             # a call sent before the outage began may still succeed (its reply was on its way):
             # only one sent since says that Redis is back
             if self._outage and attempt >= self._outage_began:
@@ -279,7 +320,7 @@ class RedisBusBase(Bus):
                     nursery.cancel_scope.cancel()
         finally:
             self._nursery = None
-            self.wire = None
+            self.wire = self._confirming = None
             close_client(self.client)
 
     def new_wire(self) -> WireConnection | None:
@@ -296,6 +337,15 @@ class RedisBusBase(Bus):
         (`follow_primary` drops redis-py's); each connects again when next used."""
         for wire in list(self._wires):
             wire.close(unless=primary)
+
+    def confirming_wire(self) -> WireConnection | None:
+        """The trio-driven connection of writes confirmed by ``WAIT`` (made on first use), None
+        on the thread path. Not `wire`: a ``WAIT`` holds up the commands after it, reads and acks."""
+        if self.wire is None:
+            return None
+        if self._confirming is None:
+            self._confirming = self.new_wire()
+        return self._confirming
 
     async def _start_background(self, nursery: trio.Nursery) -> None:
         """Hook: the transport's own background tasks."""
@@ -398,21 +448,25 @@ class RedisBusBase(Bus):
     async def requeue_dead_letters(self, topic: str, ids: list[str] | None = None) -> int:
         taken = await self._take_dead(topic, ids)
         for start in range(0, len(taken), PUBLISH_BATCH):
-            chunk = taken[start : start + PUBLISH_BATCH]
+            # a chunk is all back, or none: one transaction
+            chunk = [c for entry_id, fields in taken[start : start + PUBLISH_BATCH]
+                     for c in self._requeue(topic, requeued(topic, fields), entry_id)]  # fmt: skip
+            if self.options.durable:
+                await requeue_confirmed(self, chunk)
+                continue
 
-            def requeue(chunk: list[tuple[bytes, dict[bytes, bytes]]] = chunk) -> None:
-                with self.client.pipeline(transaction=True) as pipe:  # a chunk is all back, or none
-                    for entry_id, fields in chunk:
-                        self._requeue(pipe, topic, requeued(topic, fields), entry_id)
+            def requeue(chunk: list[Command] = chunk) -> None:
+                with self.client.pipeline(transaction=True) as pipe:
+                    for command in chunk:
+                        pipe.execute_command(*command)
                     pipe.execute()
 
             await self.call(requeue, what="requeue dead letters")
         return len(taken)
 
     @abc.abstractmethod
-    def _requeue(self, pipe: Pipeline, topic: str, again: Requeued, entry_id: bytes) -> None:
-        """Queue on ``pipe`` (a transaction) putting one dead letter back and removing it from
-        the dead letters."""
+    def _requeue(self, topic: str, again: Requeued, entry_id: bytes) -> list[Command]:
+        """The commands putting one dead letter back and removing it from the dead letters."""
 
     async def purge_dead_letters(self, topic: str, ids: list[str] | None = None) -> int:
         key = self.keys.dead(topic)

@@ -126,6 +126,12 @@ class Keys:
         ``target``: the stream published to (the cluster layout puts the key in its slot)."""
         return f"{self.prefix}dedupe:{topic}#{key}"
 
+    def durable_mark(self, topic: str | None = None) -> str:
+        """Written (``SET``, short-lived) before a ``WAIT`` that confirms a script's write to
+        ``topic``, so the ``WAIT`` covers it even if the script wrote nothing, or (None) before
+        the one ``WAIT`` of a round of confirmations (redis/durable.py)."""
+        return f"{self.prefix}mark" if topic is None else f"{self.prefix}mark:{topic}"
+
     def schedule(self, name: str, topic: str | None = None) -> str:
         """A schedule's state: ``<digest>:<last>:<fired>``, its definition's digest, the last tick
         fired or passed over and the last one published (ms since the epoch; see `ScheduleState`).

@@ -20,6 +20,7 @@ from redis.exceptions import BusyLoadingError, ReadOnlyError
 from ...errors import ConfigurationError
 from ...message import DEFAULT_MAX_MESSAGE_BYTES
 from ..url import redact
+from .durable import check_options
 from .layout import check_shards
 from .sentinel import SENTINEL_OPTIONS, is_sentinel_url, parse_sentinel_url
 
@@ -52,6 +53,8 @@ class RedisOptions:
     # part 3) exposes them once it honours them.
     layout: str = attrs.field(default="single", validator=attrs.validators.in_(("single", "cluster")))
     shards: int | None = attrs.field(default=None, validator=lambda self, _, shards: _shards(self, shards))
+    durable: int = 0  # replicas that must confirm a publish (WAIT) before it returns (durable.py)
+    durable_timeout: float = 1.0  # seconds one WAIT waits for them
 
     def __attrs_post_init__(self) -> None:
         for name in ("visibility_timeout", "block", "trim_interval", "publish_timeout", "progress_ttl"):
@@ -62,6 +65,7 @@ class RedisOptions:
             raise ConfigurationError("block must be under half of visibility_timeout")
         if self.max_message_bytes < 1 or self.max_dead_letters < 1:
             raise ConfigurationError("max_message_bytes and max_dead_letters must be >= 1")
+        check_options(self.mode, self.durable, self.durable_timeout, socket_timeout=self.block + 10)
 
 
 def _shards(options: RedisOptions, shards: int | None) -> None:
@@ -81,6 +85,8 @@ _OPTION_TYPES: dict[str, Callable[[str], object]] = {
     "trim_interval": float,
     "publish_timeout": float,
     "progress_ttl": float,
+    "durable": int,
+    "durable_timeout": float,
 }
 
 

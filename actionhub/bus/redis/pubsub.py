@@ -14,18 +14,19 @@ from typing import Any
 
 import attrs
 import trio
-from redis.client import Pipeline
 
 from ...errors import ConfigurationError, HubStopped, MalformedMessage
 from ...message import Message
-from ..base import Delivery, Inbox, Subscription
+from ..base import Delivery, Inbox, Subscription, no_replicas
 from ..dedupe import Dedupe
 from .common import RedisBusBase, RedisProgress
+from .durable import NO_PUBSUB
 from .entries import (
     Requeued,
     dead_letter_fields,
 )
 from .once import publish_once
+from .wire import Command
 
 log = logging.getLogger("actionhub.redis")
 
@@ -39,8 +40,14 @@ class RedisPubSubBus(RedisBusBase):
         return self.keys.stream(topic)
 
     async def publish(
-        self, message: Message, *, delay: float | None = None, dedupe: Dedupe | None = None
+        self,
+        message: Message,
+        *,
+        delay: float | None = None,
+        dedupe: Dedupe | None = None,
+        durable: int | None = None,
     ) -> str:
+        no_replicas(durable, NO_PUBSUB)
         raw = self.encode(message)
         channel = self.channel(message.topic)
         if delay or dedupe is not None:  # the script: its dedupe key or delayed member makes a
@@ -59,9 +66,11 @@ class RedisPubSubBus(RedisBusBase):
         )
         return message.id
 
-    def _requeue(self, pipe: Pipeline, topic: str, again: Requeued, entry_id: bytes) -> None:
-        pipe.publish(self.channel(topic), again.fields["message"])
-        pipe.xdel(self.keys.dead(topic), entry_id)
+    def _requeue(self, topic: str, again: Requeued, entry_id: bytes) -> list[Command]:
+        return [
+            ("PUBLISH", self.channel(topic), again.fields["message"]),
+            ("XDEL", self.keys.dead(topic), entry_id),
+        ]
 
     async def subscribe(
         self,

@@ -49,10 +49,12 @@ async def fire_ticks(
         ticks=[(tick, bus.encode(tick.message)) for tick in ticks],
     )
     script = bus.client.register_script(scripts.FIRE_TICKS)  # once a tick: hashing it is cheap
+    what = f"fire schedule {schedule}"
+    confirm = bus.confirm(ticks[0].message.topic) if ticks else None
+    if confirm is not None:  # ticks publish: confirmed as publishes are, the call sent again if not
+        return fired_of(await bus.send_once(script, lambda _: (keys, args), what=what, confirm=confirm))
     (reply,) = await bus.run_scripts(
-        [(script, keys, args)],
-        what=f"fire schedule {schedule}",
-        deadline=trio.current_time() + bus.options.publish_timeout,
+        [(script, keys, args)], what=what, deadline=trio.current_time() + bus.options.publish_timeout
     )
     return fired_of(reply)
 

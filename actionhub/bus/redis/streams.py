@@ -37,7 +37,6 @@ from functools import partial
 from typing import Any
 
 import trio
-from redis.client import Pipeline
 
 from ...errors import ConfigurationError, HubStopped, MalformedMessage
 from ...message import Message
@@ -46,6 +45,7 @@ from ..dedupe import Dedupe
 from ..limits import LimitSpec
 from . import scripts
 from .common import RedisBusBase
+from .durable import Confirm, durably
 from .entries import (
     PUBLISH_BATCH,
     Requeued,
@@ -129,7 +129,12 @@ class RedisStreamsBus(RedisBusBase):
     # ------------------------------------------------------------------ publishing
 
     async def publish(
-        self, message: Message, *, delay: float | None = None, dedupe: Dedupe | None = None
+        self,
+        message: Message,
+        *,
+        delay: float | None = None,
+        dedupe: Dedupe | None = None,
+        durable: int | None = None,
     ) -> str:
         raw = self.encode(message)
         key, topic = message.key, message.topic  # unkeyed: no coroutine on the per-message path
@@ -141,16 +146,26 @@ class RedisStreamsBus(RedisBusBase):
             publish_once, self.keys, target=stream, topic=topic, message_id=message.id, raw=raw,
             kept=kept, delay=delay, dedupe=dedupe,
         )  # fmt: skip
+        confirm = self.confirm(topic, durable)
         if delay or dedupe is not None or kept:  # the script from the first attempt (once.py)
-            first = await self.send_once(self._publish_once, build, what="publish")
+            first = await self.send_once(self._publish_once, build, what="publish", confirm=confirm)
             return first.decode() if isinstance(first, bytes) else str(first)
         # a bare XADD; a retry (the reply may have been lost) is the script, written only if absent
         deadline = trio.current_time() + self.options.publish_timeout
-        again = partial(self.resend, self._publish_once, build)
+        again = partial(self.resend, self._publish_once, build, confirm=confirm)
+        xadd: Command = ("XADD", stream, "*", "message", raw)
+        if confirm is not None:  # an XADD always writes: no mark
+            await self.call_async(
+                partial(durably, self, [xadd], Confirm(confirm.replicas), what="publish"),
+                what="publish",
+                deadline=deadline,
+                again=again,
+            )
+            return message.id
         wire = self.wire
         if wire is not None:
             await self.call_async(
-                partial(wire.execute, ("XADD", stream, "*", "message", raw)),
+                partial(wire.execute, xadd),
                 what="publish",
                 deadline=deadline,
                 again=again,
@@ -164,7 +179,7 @@ class RedisStreamsBus(RedisBusBase):
             )
         return message.id
 
-    async def publish_many(self, messages: Sequence[Message]) -> list[str]:
+    async def publish_many(self, messages: Sequence[Message], *, durable: int | None = None) -> list[str]:
         writes = [(await self._stream_of(m), m.id, self.encode(m)) for m in messages]
         for topic, batch in batches(messages, writes, PUBLISH_BATCH):
             # one script per batch: all of it or none; a retry (the reply may have been lost)
@@ -172,7 +187,8 @@ class RedisStreamsBus(RedisBusBase):
             build = partial(
                 publish_many_once, self.keys, topic=topic, writes=batch, kept=await self.keeps_results(topic)
             )
-            await self.send_once(self._publish_many_once, build, what="publish")
+            confirm = self.confirm(topic, durable)
+            await self.send_once(self._publish_many_once, build, what="publish", confirm=confirm)
         return [message.id for message in messages]
 
     async def history(
@@ -212,14 +228,13 @@ class RedisStreamsBus(RedisBusBase):
         await self.partitions_of(topic)  # known (cached) before `_requeue` runs in its thread
         return await super().requeue_dead_letters(topic, ids)
 
-    def _requeue(self, pipe: Pipeline, topic: str, again: Requeued, entry_id: bytes) -> None:
+    def _requeue(self, topic: str, again: Requeued, entry_id: bytes) -> list[Command]:
         stream = self.keys.stream(topic)
         partitions = self._partitions.get(topic)
         if again.key is not None and partitions:  # back to its key's partition
             stream = self.keys.keyed_stream(topic, again.key, partitions)
-        fields: dict[Any, Any] = again.fields  # (redis-py's dict of anything it can write)
-        pipe.xadd(stream, fields)
-        pipe.xdel(self.keys.dead(topic), entry_id)
+        flat = [part for pair in again.fields.items() for part in pair]
+        return [("XADD", stream, "*", *flat), ("XDEL", self.keys.dead(topic), entry_id)]
 
     # ------------------------------------------------------------------ consuming
 

@@ -16,6 +16,7 @@ from redis.exceptions import ResponseError
 from ...errors import HubStopped, MalformedMessage
 from ..base import Delivery, Inbox, Subscription
 from .common import RedisProgress, is_nogroup
+from .durable import confirmed_move, raise_nested
 from .entries import (
     dead_letter_fields,
     delayed_member,
@@ -479,20 +480,34 @@ class StreamSubscription(RedisProgress, Subscription, BlockingReader):
         self.bus.wake_acker()
 
     async def _move_to_dead(self, letters: list[Letter]) -> None:
-        """Add the letters to the dead letters and acknowledge their entries, in one transaction."""
+        """Add the letters to the dead letters and acknowledge their entries, in one transaction
+        (confirmed by the URL's ``durable`` replicas: `confirmed_move`)."""
+        bus = self.bus
+        commands = self.settle_commands({}, letters)
+        if bus.options.durable:
+            *_, done = await confirmed_move(bus, [("MULTI",), *commands, ("EXEC",)], what="dead-letter")
+            raise_nested(done)
+            return
 
         def move() -> None:
-            with self.bus.client.pipeline(transaction=True) as pipe:
-                self.add_to(pipe, {}, letters)
+            with bus.client.pipeline(transaction=True) as pipe:
+                for command in commands:
+                    pipe.execute_command(*command)
                 pipe.execute()
 
-        await self.bus.call(move, what="dead-letter")
+        await bus.call(move, what="dead-letter")
 
     def add_to(self, pipe: Any, acks: dict[str, list[bytes]], letters: list[Letter]) -> None:
-        """Queue on ``pipe``: the letters into the dead letters, then the acks of the acked
-        entries and of the letters' entries."""
+        """Queue `settle_commands` on ``pipe``."""
+        for command in self.settle_commands(acks, letters):
+            pipe.execute_command(*command)
+
+    def settle_commands(self, acks: dict[str, list[bytes]], letters: list[Letter]) -> list[Command]:
+        """The letters into the dead letters, then the acks of the acked entries and of the
+        letters' entries."""
         bus = self.bus
         owed = {stream: list(ids) for stream, ids in acks.items()}
+        commands: list[Command] = []
         for letter in letters:
             fields = dead_letter_fields(
                 letter.raw,
@@ -503,10 +518,12 @@ class StreamSubscription(RedisProgress, Subscription, BlockingReader):
                 error=letter.error,
                 traceback=letter.traceback,
             )
-            pipe.xadd(bus.keys.dead(self.topic), fields, maxlen=bus.options.max_dead_letters)
+            flat: list[str | bytes] = [part for pair in fields.items() for part in pair]
+            dead = bus.keys.dead(self.topic)
+            commands.append(("XADD", dead, "MAXLEN", "~", bus.options.max_dead_letters, "*", *flat))
             owed.setdefault(letter.stream, []).append(letter.entry_id)
-        for stream, ids in owed.items():
-            pipe.xack(stream, self.group, *ids)
+        commands += [("XACK", stream, self.group, *ids) for stream, ids in owed.items()]
+        return commands
 
     # ------------------------------------------------------------------ settling
 
@@ -528,12 +545,14 @@ class StreamSubscription(RedisProgress, Subscription, BlockingReader):
         stream, entry_id, _ = token_of(delivery)
         entry = attrs.evolve(delivery.message, attempt=delivery.message.attempt + 1).encode()
         member = delayed_member("x", stream, self.group, entry)
-        await bus.call(
-            lambda: bus._schedule(
-                keys=[bus.keys.delayed, stream], args=[delay, member, self.group, entry_id]
-            ),
-            what="schedule retry",
-        )
+        keys = [bus.keys.delayed, stream]
+        args: list[str | bytes | float] = [delay, member, self.group, entry_id]
+        if bus.options.durable:
+            script = bus._schedule
+            command: Command = ("EVALSHA", script.sha, len(keys), *keys, *args)
+            await confirmed_move(bus, [command], what="schedule retry", scripts=[script])
+        else:
+            await bus.call(lambda: bus._schedule(keys=keys, args=args), what="schedule retry")
         self._forget_entry(stream, entry_id)
 
     async def dead_letter(

@@ -1,0 +1,325 @@
+"""Writes confirmed by replicas (``durable=N``), sans I/O, and how a bus sends them.
+
+Redis replicates asynchronously: a write the primary acknowledged is lost if the primary dies
+before a replica has it. ``WAIT N timeout`` returns once N replicas have acknowledged the last
+write *of its own connection*, or at the timeout with how many did. So a confirmed write is the
+write and its ``WAIT`` on one connection, in one round trip: on the hub's trio-driven connection
+for confirmed writes (a ``WAIT`` holds up every later command of its connection, so not the
+shared one that reads and acks), or on a pooled redis-py connection (the thread path), or in
+one pipeline (not a transaction: ``WAIT`` inside ``MULTI`` does not wait) in the clients. While
+the hub's ``WAIT`` is under way, its writes share the next one instead (`Replication`).
+
+A ``WAIT`` covers every write that Redis made before its connection's last one (Redis replicates
+in order), but a script may write nothing (a resend that finds its first attempt's entry, a
+deduplicated publish), and a write's reply may come on another connection than the ``WAIT``'s (a
+round). So such a ``WAIT`` follows a `mark`: one ``SET`` that always writes, made after the write
+it confirms. (Redis 7.0 counts any command as the connection's last write, but documents ``WAIT``
+as waiting for the last write; the mark holds either way.)
+
+Fewer replicas than asked, within ``durable_timeout``: `NotReplicated`. A publish treats it as a
+lost reply (the write is on the primary, and perhaps on no replica): it resends, which writes
+nothing if its entry is there and writes it again if a failover lost it, then waits again.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from functools import partial
+from typing import TYPE_CHECKING, Any, cast
+
+import attrs
+import redis
+import trio
+from redis._parsers.base import BaseParser
+
+from ...errors import BusError, ConfigurationError
+from ..url import redact
+from .keys import Keys
+from .wire import Command
+
+if TYPE_CHECKING:
+    from .common import RedisBusBase
+
+log = logging.getLogger("actionhub.redis")
+
+#: Milliseconds a mark lives: only its write matters, never its value.
+MARK_TTL_MS = 60_000
+
+#: Why ``mode=pubsub`` takes no ``durable``.
+NO_PUBSUB = "mode=pubsub stores nothing a replica could confirm (use mode=stream)"
+
+
+@attrs.frozen
+class Confirm:
+    """A write that counts only once ``replicas`` replicas confirm it; ``mark`` (`mark_command`)
+    follows it if it may write nothing (a script)."""
+
+    replicas: int
+    mark: Command | None = None
+
+
+class NotReplicated(redis.RedisError):
+    """``WAIT`` confirmed fewer replicas than asked within ``durable_timeout``: the write is on
+    the primary, maybe on no replica (a failover now could lose it)."""
+
+    def __init__(self, confirmed: int, wanted: int, timeout: float) -> None:
+        super().__init__(
+            f"{confirmed} of {wanted} replica(s) confirmed it within durable_timeout={timeout:g} s"
+        )
+        self.confirmed = confirmed
+        self.wanted = wanted
+
+
+def wait_command(replicas: int, timeout: float) -> Command:
+    """``WAIT replicas timeout`` (its reply: how many replicas have the connection's writes)."""
+    return ("WAIT", replicas, max(1, round(timeout * 1000)))
+
+
+def publish_confirm(keys: Keys, topic: str, replicas: int) -> Confirm | None:
+    """How a publish to ``topic`` is confirmed: by ``replicas`` replicas (its mark in case it is a
+    script); None if by none."""
+    return Confirm(replicas, mark_command(keys, topic)) if replicas else None
+
+
+def mark_command(keys: Keys, topic: str | None = None) -> Command:
+    """One write that always replicates (see the module's docstring), next to ``topic``'s keys
+    (None: the one of the rounds of confirmations, `Replication`)."""
+    return ("SET", keys.durable_mark(topic), "1", "PX", MARK_TTL_MS)
+
+
+def confirm_tail(replicas: int, timeout: float, mark: Command | None) -> list[Command]:
+    """What follows a write to confirm it: the mark if given, then ``WAIT``."""
+    return [*((mark,) if mark is not None else ()), wait_command(replicas, timeout)]
+
+
+def confirmed_count(replies: Sequence[Any], tail: Sequence[Command]) -> tuple[list[Any], int]:
+    """The replies of the write (those of ``tail`` cut off) and the replicas ``WAIT`` counted."""
+    return list(replies[: len(replies) - len(tail)]), int(replies[-1])
+
+
+def check_replicated(confirmed: int, wanted: int, timeout: float) -> None:
+    """`NotReplicated` unless ``confirmed`` replicas are ``wanted`` or more."""
+    if confirmed < wanted:
+        raise NotReplicated(confirmed, wanted, timeout)
+
+
+def raise_nested(reply: Any) -> Any:
+    """An ``EXEC`` reply sent outside redis-py's transactions: raise the first error in it, as
+    redis-py would."""
+    for item in reply if isinstance(reply, list) else ():
+        if isinstance(item, redis.RedisError):
+            raise item
+        if isinstance(item, Exception):  # hiredis's, on the trio-driven connection
+            raise cast(Exception, BaseParser.parse_error(str(item)))  # type: ignore[no-untyped-call]
+    return reply
+
+
+def check_options(mode: str, durable: int, durable_timeout: float, *, socket_timeout: float) -> None:
+    """`ConfigurationError` for ``durable`` options that cannot work with the rest of the URL."""
+    if isinstance(durable, bool) or not isinstance(durable, int) or durable < 0:
+        raise ConfigurationError(f"durable must be a whole number of replicas >= 0, not {durable!r}")
+    if durable and mode == "pubsub":
+        raise ConfigurationError(f"durable needs mode=stream: {NO_PUBSUB}")
+    if not (durable_timeout > 0 and math.isfinite(durable_timeout)):
+        raise ConfigurationError(f"durable_timeout must be a finite number > 0, not {durable_timeout!r}")
+    if durable_timeout >= socket_timeout:
+        raise ConfigurationError(
+            f"durable_timeout must be under block + 10 s ({socket_timeout:g} s, the socket timeout), "
+            f"not {durable_timeout!r}"
+        )
+
+
+class _Round:
+    """One ``WAIT`` that confirms the writes of every caller that joined it."""
+
+    __slots__ = ("count", "done", "error", "replicas")
+
+    def __init__(self) -> None:
+        self.replicas = 0
+        self.count = 0
+        self.error: BaseException | None = None
+        self.done = trio.Event()
+
+
+class Replication:
+    """A bus's replicas: its confirmed writes, in rounds, and what it says of them.
+
+    Rounds: a ``WAIT`` holds up every later command of its connection, so the confirmed writes of
+    one connection, each with its own ``WAIT``, would go one replica round trip at a time. So,
+    on the trio-driven path, a write finding no round under way goes out with its ``WAIT`` in one
+    round trip on the confirming connection; while a round is under way, writes go out at once on
+    the shared connection, and each joins the next round: the mark and one ``WAIT``, sent when
+    the round under way returns, confirm all of them (Redis replicates in order, and the mark is
+    written after their replies came). One round per replica round trip, however many writes.
+
+    Said: once when writes stop being confirmed, once when they are again (a replica down or
+    lagging is an outage of its own)."""
+
+    def __init__(self, bus: RedisBusBase) -> None:
+        self._bus = bus
+        self.short = False
+        self._busy = False  # a round is under way on the confirming connection
+        self._next: _Round | None = None  # the round the writes made meanwhile joined
+
+    async def write(
+        self, commands: Sequence[Command], replicas: int, mark: Command | None
+    ) -> tuple[list[Any], int]:
+        """``commands`` confirmed by ``replicas`` on the trio-driven path: (their replies, the
+        replicas that confirmed them)."""
+        bus = self._bus
+        confirming, shared = bus.confirming_wire(), bus.wire
+        assert confirming is not None and shared is not None, "the trio-driven path is closed"
+        if not self._busy:
+            self._busy = True
+            tail = confirm_tail(replicas, bus.options.durable_timeout, mark)
+            try:
+                return confirmed_count(await confirming.execute(*commands, *tail), tail)
+            finally:
+                self._ended()
+        replies = await shared.execute(*commands)
+        round_ = self._next = self._next or _Round()
+        round_.replicas = max(round_.replicas, replicas)
+        if not self._busy:  # the round under way ended while this write went out
+            self._ended()
+        await round_.done.wait()
+        if round_.error is not None:
+            raise round_.error
+        return replies, round_.count
+
+    def _ended(self) -> None:
+        """The round under way is over: send the next one, if writes joined it."""
+        self._busy = False
+        round_, self._next = self._next, None
+        nursery = self._bus._nursery
+        if round_ is None:
+            return
+        if nursery is None:
+            round_.error = redis.ConnectionError("the bus closed")
+            round_.done.set()
+            return
+        self._busy = True
+        nursery.start_soon(self._send, round_)
+
+    async def _send(self, round_: _Round) -> None:
+        bus = self._bus
+        tail = confirm_tail(round_.replicas, bus.options.durable_timeout, mark_command(bus.keys))
+        try:
+            confirming = bus.confirming_wire()
+            if confirming is None:
+                raise redis.ConnectionError("the bus closed")
+            round_.count = int((await confirming.execute(*tail))[-1])
+        except Exception as error:  # each writer that joined it retries as it would
+            round_.error = error
+        except BaseException:  # cancelled: the bus is closing
+            round_.error = redis.ConnectionError("the bus closed")
+            raise
+        finally:
+            round_.done.set()
+            self._ended()
+
+    def note(self, what: str, confirmed: int, wanted: int) -> bool:
+        """Record how a confirmation went; whether it was confirmed."""
+        extra = {"bus": redact(self._bus.url), "operation": what}
+        if confirmed >= wanted:
+            if self.short:
+                self.short = False
+                log.warning("replicas confirm writes again (%s)", what, extra=extra)
+            return True
+        if not self.short:
+            self.short = True
+            log.warning(
+                "writes not confirmed by the replicas (%s): %d of %d within durable_timeout=%g s; "
+                "a failover now could undo them",
+                what,
+                confirmed,
+                wanted,
+                self._bus.options.durable_timeout,
+                extra=extra,
+            )
+        return False
+
+
+async def confirmed(
+    bus: RedisBusBase,
+    commands: Sequence[Command],
+    replicas: int,
+    *,
+    mark: Command | None = None,
+    scripts: Sequence[Any] = (),
+) -> tuple[list[Any], int]:
+    """``commands`` then (``mark`` and) ``WAIT replicas`` in one round trip, on one connection:
+    (the replies of ``commands``, the replicas that confirmed them). One attempt: the transient
+    errors are the caller's (`RedisBusBase.call_async`). ``scripts``: the registered scripts
+    whose EVALSHA ``commands`` hold, loaded again if Redis lost them."""
+    try:
+        return await _send(bus, commands, replicas, mark)
+    except redis.exceptions.NoScriptError:
+        if not scripts:
+            raise
+        await bus.execute([("SCRIPT", "LOAD", script.script) for script in scripts], what="load scripts")
+        return await _send(bus, commands, replicas, mark)
+
+
+async def durably(
+    bus: RedisBusBase,
+    commands: Sequence[Command],
+    confirm: Confirm,
+    *,
+    what: str,
+    scripts: Sequence[Any] = (),
+) -> list[Any]:
+    """`confirmed`, raising `NotReplicated` when short: one attempt of a publish."""
+    replicas = confirm.replicas
+    replies, count = await confirmed(bus, commands, replicas, mark=confirm.mark, scripts=scripts)
+    if not bus.replication.note(what, count, replicas):
+        raise NotReplicated(count, replicas, bus.options.durable_timeout)
+    return replies
+
+
+async def confirmed_move(
+    bus: RedisBusBase, commands: Sequence[Command], *, what: str, scripts: Sequence[Any] = ()
+) -> list[Any]:
+    """A move (a message's new place and the ack of its old one, atomically: a script or a
+    transaction) confirmed by the URL's ``durable`` replicas; their replies. Short is said (once),
+    not retried: a failover can only undo the whole move, so the message runs again, never is lost."""
+    replicas = bus.options.durable
+    replies, count = await bus.call_async(
+        partial(confirmed, bus, commands, replicas, scripts=scripts), what=what
+    )
+    bus.replication.note(what, count, replicas)
+    return replies
+
+
+async def requeue_confirmed(bus: RedisBusBase, commands: Sequence[Command]) -> None:
+    """Requeue dead letters (``commands``, one transaction) confirmed by the URL's ``durable``
+    replicas; `BusError` if fewer confirm (a failover now could put them back among the dead
+    letters: the operator is told, rather than a log)."""
+    what = "requeue dead letters"
+    replicas = bus.options.durable
+    replies, count = await bus.call_async(
+        partial(confirmed, bus, [("MULTI",), *commands, ("EXEC",)], replicas), what=what
+    )
+    raise_nested(replies[-1])
+    if not bus.replication.note(what, count, replicas):
+        error = NotReplicated(count, replicas, bus.options.durable_timeout)
+        raise BusError(f"{what} may not be durable: {error}; a failover now could undo it")
+
+
+async def _send(
+    bus: RedisBusBase, commands: Sequence[Command], replicas: int, mark: Command | None
+) -> tuple[list[Any], int]:
+    if bus.wire is not None:
+        return await bus.replication.write(commands, replicas, mark)
+    tail = confirm_tail(replicas, bus.options.durable_timeout, mark)
+
+    def run() -> list[Any]:  # the write and its WAIT on one pooled connection
+        with bus.client.pipeline(transaction=False) as pipe:
+            for command in [*commands, *tail]:
+                pipe.execute_command(*command)
+            return list(pipe.execute())
+
+    # a WAIT may block for durable_timeout: not among the few calls at once of the thread path
+    replies = await trio.to_thread.run_sync(run, abandon_on_cancel=True, limiter=bus._blocking_threads)
+    return confirmed_count(replies, tail)
