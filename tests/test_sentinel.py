@@ -285,6 +285,22 @@ async def test_20000_messages_flow_through_a_primary_sigkill_and_the_loss_is_mea
     assert (run.escalations, run.restarts) == (0, 0)  # the group ran on, nothing restarted
 
 
+async def test_with_durable_1_no_acknowledged_publish_is_lost_through_a_primary_sigkill(
+    caplog: pytest.LogCaptureFixture, record_property: Any
+) -> None:
+    """With ``durable=1`` a publish returns once a replica holds it, and Sentinel promotes the
+    replica furthest ahead: every publish that returned runs. Two replicas, so one is left to
+    confirm publishes once the other is the primary."""
+    with private_sentinels(replicas=2) as deployment:
+        run = await flow_through_failover(deployment, durable=1, caplog=caplog)
+    print(run.summary(1))
+    record_property("failover", attrs.asdict(run))
+    assert run.published == 20_000
+    assert run.lost == 0
+    assert run.ran_after_failover > 0 and run.unran_after_failover == 0
+    assert (run.escalations, run.restarts) == (0, 0)
+
+
 async def test_the_thread_path_pubsub_and_the_clients_follow_a_sigkilled_primary(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
