@@ -92,6 +92,7 @@ def test_the_passwords_are_redacted_from_urls_and_errors() -> None:
         with pytest.raises(ConfigurationError) as caught:
             open_bus(bad)
         assert "hunter" not in str(caught.value) and "app:***@" in str(caught.value)
+    assert "hunter" not in repr(parse_sentinel_url(split_url(url)[0]))
 
 
 # --------------------------------------------------------------------------- working through sentinels

@@ -54,10 +54,11 @@ class SentinelUrl:
 
     sentinels: tuple[tuple[str, int], ...]
     service: str
+    # repr=False: both hold passwords, which must not reach a log or a traceback
     #: redis-py keyword arguments of the data nodes' connections: db, credentials, query options
-    connection: Mapping[str, Any]
+    connection: Mapping[str, Any] = attrs.field(repr=False)
     #: ``username`` and ``password`` of the sentinels, if they ask for them
-    sentinel_auth: Mapping[str, str]
+    sentinel_auth: Mapping[str, str] = attrs.field(repr=False)
 
     def master_for(self, sentinel_class: Any, options: Mapping[str, Any], **more: Any) -> Any:
         """A client of the primary made by ``sentinel_class`` (`redis.sentinel.Sentinel` or its
