@@ -76,6 +76,7 @@ def test_actionhubs_options_work_as_with_redis_urls() -> None:
         ("redis+sentinel://h1/orders/0/1", r"database number \(/service/0\)"),
         ("redis+sentinel://h1/orders/0?socket_timeout=soon", "Invalid value for 'socket_timeout'"),
         ("rediss+sentinel://h1/orders/0", r"rediss\+sentinel://, is not"),
+        ("redis+sentinel://h1/orders/0?ssl_cert_reqs=none", r"TLS options \(ssl_cert_reqs\) are not"),
     ],
 )
 def test_a_bad_url_is_a_configuration_error_that_says_why(url: str, error: str) -> None:

@@ -98,6 +98,12 @@ def parse_sentinel_url(url: str) -> SentinelUrl:
             f"{shown!r}: after the service comes the database number (/service/0), nothing else"
         )
     query = parse_qsl(parts.query, keep_blank_values=True)
+    tls = sorted({key for key, _ in query if key.startswith("ssl")})
+    if tls:  # else accepted here, and a TypeError at the first connection
+        raise ConfigurationError(
+            f"{shown!r}: TLS options ({', '.join(tls)}) are not supported with {SCHEME}://, "
+            "to the sentinels or the nodes"
+        )
     auth = {key.removeprefix("sentinel_"): value for key, value in query if key in SENTINEL_OPTIONS}
     theirs = urlencode([(key, value) for key, value in query if key not in SENTINEL_OPTIONS])
     as_redis_url = f"redis://{credentials}{'@' if credentials else ''}localhost/{db or 0}?{theirs}"
