@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import sys
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +26,7 @@ import trio
 from actionhub import ActionHub, ConfigurationError, Job
 from actionhub.bus.redis.keys import Keys
 from actionhub.bus.redis.options import connect, split_url
-from actionhub.bus.redis.sentinel import parse_sentinel_url
+from actionhub.bus.redis.sentinel import LockedSentinel, parse_sentinel_url
 from actionhub.bus.redis.wire import WireConnection, wire_params
 from actionhub.bus.url import open_bus, redact
 from actionhub.client import Client
@@ -94,6 +95,43 @@ def test_the_passwords_are_redacted_from_urls_and_errors() -> None:
             open_bus(bad)
         assert "hunter" not in str(caught.value) and "app:***@" in str(caught.value)
     assert "hunter" not in repr(parse_sentinel_url(split_url(url)[0]))
+
+
+def test_threads_asking_the_sentinels_at_once_keep_every_sentinel() -> None:
+    """redis-py's `discover_master` moves the sentinel that answered to the front of a shared
+    list; a second call finishing in the middle of a first one used to leave a sentinel twice in
+    it and drop another. `LockedSentinel` holds the second until the first is done."""
+    manager = LockedSentinel([("127.0.0.1", 1)] * 3)
+    other_done = threading.Event()
+    asked_again = False
+
+    class Down:
+        def sentinel_masters(self) -> dict[str, Any]:
+            raise redis.ConnectionError("down")
+
+    class Up:
+        def sentinel_masters(self) -> dict[str, Any]:
+            nonlocal asked_again
+            if not asked_again:  # a second thread asks while this one waits for the answer
+                asked_again = True
+                threading.Thread(target=lambda: (manager.discover_master("s"), other_done.set())).start()
+                other_done.wait(0.5)  # held by the lock: it cannot finish meanwhile
+            return {
+                "s": {
+                    "ip": "h",
+                    "port": 1,
+                    "is_master": True,
+                    "is_sdown": False,
+                    "is_odown": False,
+                    "num-other-sentinels": 2,
+                }
+            }
+
+    sentinels = [Down(), Down(), Up()]
+    manager.sentinels = sentinels.copy()  # type: ignore[assignment]
+    assert manager.discover_master("s") == ("h", 1)
+    assert other_done.wait(10)
+    assert sorted(map(id, manager.sentinels)) == sorted(map(id, sentinels))
 
 
 # --------------------------------------------------------------------------- working through sentinels

@@ -39,6 +39,19 @@ from ._sync import DEFAULT_URL
 T = TypeVar("T")
 
 
+class _LockedSentinel(redis.asyncio.sentinel.Sentinel):
+    """`LockedSentinel` on asyncio: concurrent connects' `discover_master` interleave at each
+    sentinel it awaits, and reorder the shared list of sentinels as the threaded ones would."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._discovering = asyncio.Lock()
+
+    async def discover_master(self, service_name: str) -> tuple[str, int]:
+        async with self._discovering:
+            return await super().discover_master(service_name)  # type: ignore[no-any-return]
+
+
 class AsyncClient(AwaitedMethods):
     """`Client`'s methods, awaited, on asyncio: ``async with AsyncClient(url) as client:``. One
     client serves any number of concurrent tasks of its event loop."""
@@ -52,7 +65,7 @@ class AsyncClient(AwaitedMethods):
         try:
             if is_sentinel_url(redis_url):
                 self._client: Any = parse_sentinel_url(redis_url).master_for(
-                    redis.asyncio.sentinel.Sentinel, client_options(options), max_connections=max_connections
+                    _LockedSentinel, client_options(options), max_connections=max_connections
                 )
                 self._sentinels = self._client.connection_pool.sentinel_manager.sentinels
             else:

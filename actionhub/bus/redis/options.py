@@ -22,7 +22,7 @@ from ...message import DEFAULT_MAX_MESSAGE_BYTES
 from ..url import redact
 from .durable import check_options
 from .layout import check_shards
-from .sentinel import SENTINEL_OPTIONS, is_sentinel_url, parse_sentinel_url
+from .sentinel import SENTINEL_OPTIONS, LockedSentinel, is_sentinel_url, parse_sentinel_url
 
 #: Errors that mean "Redis is not reachable right now": retried, never surfaced per message
 #: (a failover's too: a demoted primary's READONLY; no primary known to the sentinels yet,
@@ -141,7 +141,7 @@ def connect(redis_url: str, options: RedisOptions) -> Any:
     """
     try:
         if is_sentinel_url(redis_url):
-            return parse_sentinel_url(redis_url).master_for(redis.sentinel.Sentinel, client_options(options))
+            return parse_sentinel_url(redis_url).master_for(LockedSentinel, client_options(options))
         return redis.Redis.from_url(redis_url, **client_options(options))
     except (ValueError, TypeError) as exc:
         raise ConfigurationError(f"bad Redis URL: {exc}") from None

@@ -20,6 +20,7 @@ connections to any other server.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
@@ -74,6 +75,21 @@ class SentinelUrl:
         }
         manager = sentinel_class(list(self.sentinels), sentinel_kwargs=sentinel_kwargs)
         return manager.master_for(self.service, **{**options, **more, **self.connection})
+
+
+class LockedSentinel(redis.sentinel.Sentinel):
+    """redis-py's `Sentinel`, its `discover_master` one call at a time: that moves the sentinel
+    which answered to the front of a list shared by every call, without a lock, and a bus calls
+    it from several threads at once (`follow_primary`, each connect of redis-py's and of the
+    wire's). Two calls interleaved can put one sentinel in the list twice and drop another."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._discovering = threading.Lock()
+
+    def discover_master(self, service_name: str) -> tuple[str, int]:
+        with self._discovering:
+            return super().discover_master(service_name)  # type: ignore[no-any-return]
 
 
 def parse_sentinel_url(url: str) -> SentinelUrl:
