@@ -64,10 +64,12 @@ class AsyncClient(AwaitedMethods):
         self._sentinels: list[Any] = []  # a primary found through sentinels: their clients
         try:
             if is_sentinel_url(redis_url):
-                self._client: Any = parse_sentinel_url(redis_url).master_for(
+                client = parse_sentinel_url(redis_url).master_for(
                     _LockedSentinel, client_options(options), max_connections=max_connections
                 )
-                self._sentinels = self._client.connection_pool.sentinel_manager.sentinels
+                assert isinstance(client.connection_pool, redis.asyncio.sentinel.SentinelConnectionPool)
+                self._sentinels = client.connection_pool.sentinel_manager.sentinels
+                self._client: Any = client
             else:
                 pool = redis.asyncio.ConnectionPool.from_url(
                     redis_url, max_connections=max_connections, **client_options(options)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast, overload
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 import attrs
@@ -32,6 +32,9 @@ import trio
 
 from ...errors import ConfigurationError
 from ..url import redact
+
+if TYPE_CHECKING:
+    import redis.asyncio.sentinel
 
 SCHEME = "redis+sentinel"
 #: Query options for the sentinels' own connections (the rest are the data nodes').
@@ -61,9 +64,25 @@ class SentinelUrl:
     #: ``username`` and ``password`` of the sentinels, if they ask for them
     sentinel_auth: Mapping[str, str] = attrs.field(repr=False)
 
-    def master_for(self, sentinel_class: Any, options: Mapping[str, Any], **more: Any) -> Any:
-        """A client of the primary made by ``sentinel_class`` (`redis.sentinel.Sentinel` or its
-        asyncio twin) with ``options`` (`client_options`), overridden by the URL's, and ``more``."""
+    # Any in `options`, `more`, `connection`: redis-py keyword arguments, one type per option
+    @overload
+    def master_for(
+        self, sentinel_class: type[redis.sentinel.Sentinel], options: Mapping[str, Any], **more: Any
+    ) -> redis.Redis: ...
+
+    @overload
+    def master_for(
+        self, sentinel_class: type[redis.asyncio.sentinel.Sentinel], options: Mapping[str, Any], **more: Any
+    ) -> redis.asyncio.Redis: ...
+
+    def master_for(
+        self,
+        sentinel_class: type[redis.sentinel.Sentinel | redis.asyncio.sentinel.Sentinel],
+        options: Mapping[str, Any],
+        **more: Any,
+    ) -> redis.Redis | redis.asyncio.Redis:
+        """A client of the primary made by ``sentinel_class`` (`LockedSentinel` or its asyncio
+        twin) with ``options`` (`client_options`), overridden by the URL's, and ``more``."""
         # a sentinel answers at once or is skipped for the next: no long read timeout there
         timeout = options.get("socket_connect_timeout", 5)
         handshake = ("protocol", "driver_info", "lib_name", "lib_version")
@@ -74,7 +93,8 @@ class SentinelUrl:
             **self.sentinel_auth,
         }
         manager = sentinel_class(list(self.sentinels), sentinel_kwargs=sentinel_kwargs)
-        return manager.master_for(self.service, **{**options, **more, **self.connection})
+        client = manager.master_for(self.service, **{**options, **more, **self.connection})
+        return cast("redis.Redis | redis.asyncio.Redis", client)  # redis-py leaves it unannotated
 
 
 class LockedSentinel(redis.sentinel.Sentinel):
@@ -146,7 +166,7 @@ def _address(host: str, shown: str) -> tuple[str, int]:
     return name, int(port or DEFAULT_PORT)
 
 
-def close_client(client: Any) -> None:
+def close_client(client: redis.Redis) -> None:
     """Close a redis-py client, and its sentinels' connections if it has any."""
     client.close()
     manager = getattr(getattr(client, "connection_pool", None), "sentinel_manager", None)
@@ -154,7 +174,7 @@ def close_client(client: Any) -> None:
         sentinel.close()
 
 
-async def follow_primary(client: Any, leave: Callable[[tuple[str, int]], None], bus: str) -> None:
+async def follow_primary(client: redis.Redis, leave: Callable[[tuple[str, int]], None], bus: str) -> None:
     """Ask the sentinels of ``client`` (a sentinel-managed redis-py client; else return at once)
     where the primary is, every `CHECK_INTERVAL`, and drop the client's connections to anything
     else (also those made while the sentinels disagreed, during a failover); ``leave(primary)``
@@ -182,7 +202,7 @@ async def follow_primary(client: Any, leave: Callable[[tuple[str, int]], None], 
         await trio.sleep(CHECK_INTERVAL)
 
 
-def _leave(pool: Any, primary: tuple[str, int]) -> None:
+def _leave(pool: redis.sentinel.SentinelConnectionPool, primary: tuple[str, int]) -> None:
     """Disconnect the connections of ``pool`` to anything but ``primary``, in use (a pub/sub
     subscription, a blocking read) or not: a user of one sees a ConnectionError and retries.
     (redis-py's ``disconnect`` would also drop those already on the new primary.)"""
