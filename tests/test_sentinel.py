@@ -428,14 +428,22 @@ async def test_hubs_leave_a_replaced_primary_that_stays_up(caplog: pytest.LogCap
                 nursery.start_soon(publish, hub)
             await wait_until(lambda: min(len(s) for s in seen.values()) > 50)
             old = deployment.primary
+            # Sentinel would demote the old primary some 10 s on, which a slow run could reach
+            # (its READONLY would move the hubs instead): refused here, it stays a primary
+            acl = ("ACL", "SETUSER", "default", "-slaveof", "-replicaof")
+            assert redis_command(old.port, *acl) == b"OK"
             sentinel = deployment.sentinels[0].port
             assert redis_command(sentinel, "SENTINEL", "FAILOVER", deployment.service) == b"OK"
             await trio.to_thread.run_sync(deployment.wait_failover)
             await wait_until(lambda: all(moved(caplog, hub) for hub in hubs), timeout=10)
             left.set()
-            assert redis_command(old.port, "ROLE")[0] == b"master"  # not demoted yet
+            streams = [f"{hub.name}:count" for hub in hubs]
+            on_old = [redis_command(old.port, "XLEN", stream) for stream in streams]
             await wait_until(caught_up, timeout=30)
             nursery.cancel_scope.cancel()
+        # what the hubs sent once they moved went to the new primary, none to the old one
+        assert [redis_command(old.port, "XLEN", stream) for stream in streams] == on_old
+        assert redis_command(old.port, "ROLE")[0] == b"master"
     for hub in hubs:
         assert outage_lines(caplog, hub) in ([], ["redis unreachable", "redis reachable again"])
 
