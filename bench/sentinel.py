@@ -3,13 +3,13 @@ and how long a failover keeps messages from running.
 
     python -m bench.sentinel                  # its own primary + replica + 3 sentinels
     python -m bench.sentinel -n 20000 -r 3 --failovers 3
-    python -m bench.sentinel --durable 1      # adds ?durable=1 to both URLs (issue 20, part 2)
 
 Throughput: per round, one hub publishes N no-op messages (8 publishing tasks, each awaiting its
 publish) and runs them; the clock runs from the first publish until the last message is run and
 acknowledged. Once with ``redis+sentinel://`` (the hub finds the primary through the sentinels),
-once with ``redis://`` straight to the same primary, order alternating per round; ratio per
-round, medians reported. Target: sentinel / direct >= 0.9.
+once with ``redis://`` straight to the same primary, and once through the sentinels with
+``durable=1`` (each publish confirmed by the replica), order rotating per round; ratios to direct
+per round, medians reported. Target: sentinel / direct >= 0.9.
 
 Failover: a hub runs messages that a publisher sends every millisecond; the primary is
 SIGKILLed; the time until the first message published after the kill has run (it can only be on
@@ -107,28 +107,29 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("-n", "--messages", type=int, default=20_000)
     parser.add_argument("-r", "--rounds", type=int, default=3)
     parser.add_argument("--failovers", type=int, default=3)
-    parser.add_argument("--durable", type=int, help="add ?durable=N to both URLs (default: none)")
     args = parser.parse_args(argv)
-    query = "" if args.durable is None else f"?durable={args.durable}"
 
-    rates: dict[str, list[float]] = {"direct": [], "sentinel": []}
+    kinds = ("direct", "sentinel", "sentinel, durable=1")
+    rates: dict[str, list[float]] = {kind: [] for kind in kinds}
     with RedisSentinels() as deployment:
         urls = {
-            "direct": f"redis://127.0.0.1:{deployment.primary.port}/0{query}",
-            "sentinel": f"{deployment.url}{query}",
+            "direct": f"redis://127.0.0.1:{deployment.primary.port}/0",
+            "sentinel": deployment.url,
+            "sentinel, durable=1": f"{deployment.url}?durable=1",
         }
         for round_no in range(args.rounds):
-            for kind in ("direct", "sentinel") if round_no % 2 == 0 else ("sentinel", "direct"):
+            for kind in kinds[round_no % 3 :] + kinds[: round_no % 3]:
                 rates[kind].append(throughput(urls[kind], args.messages))
-    ratios = [s / d for s, d in zip(rates["sentinel"], rates["direct"], strict=True)]
-    durable = "" if args.durable is None else f", durable={args.durable}"
     print(
         f"{args.messages:,} no-op messages x {args.rounds} rounds, published and run by one hub "
-        f"({PUBLISHERS} publishing tasks, {WORKERS} workers{durable}); primary + 1 replica + 3 sentinels"
+        f"({PUBLISHERS} publishing tasks, {WORKERS} workers); primary + 1 replica + 3 sentinels"
     )
-    for kind in ("direct", "sentinel"):
-        print(f"  {kind:>8}: {spread(rates[kind], '{:,.0f}')} msg/s")
-    print(f"  ratio sentinel/direct: {spread(ratios, '{:.2f}')}")
+    for kind in kinds:
+        print(f"  {kind:>19}: {spread(rates[kind], '{:,.0f}')} msg/s")
+    for kind in kinds[1:]:
+        ratios = [s / d for s, d in zip(rates[kind], rates["direct"], strict=True)]
+        target = "  (target >= 0.9)" if kind == "sentinel" else ""
+        print(f"  ratio {kind} / direct: {spread(ratios, '{:.2f}')}{target}")
 
     if args.failovers:
         named, ran = [], []
