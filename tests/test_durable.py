@@ -138,7 +138,7 @@ def monitored(pair: Pair) -> Iterator[Monitor]:
 
 def assert_confirmed(monitor: Monitor, write: str) -> None:
     """The connection that sent ``write`` sent ``WAIT 1`` right after it (a mark between them)."""
-    following = [c for c in monitor.after(write) if not c.startswith("SET") or ":mark:" not in c]
+    following = [c for c in monitor.after(write) if not c.startswith("SET") or "#mark:" not in c]
     assert following and following[0].startswith("WAIT 1 "), (write, following[:3])
 
 
@@ -243,10 +243,27 @@ async def test_publishes_at_once_share_their_waits_and_each_returns_confirmed(pa
     assert missing == []
     assert pair.on_replica.xlen(f"{prefix}t") == 40
     waits = [c for _, c in monitor.commands if c.startswith("WAIT")]
-    rounds = [c for _, c in monitor.commands if c.startswith(f"SET {prefix}mark ")]
+    rounds = [c for _, c in monitor.commands if c.startswith(f"SET {prefix}#mark ")]
     assert rounds and len(waits) < 40  # some shared a WAIT (how many: the timing's)
     for write in range(len(rounds)):  # a round is its mark then its WAIT, on the round's connection
-        assert monitor.after(f"SET {prefix}mark ", write)[0].startswith("WAIT 1 ")
+        assert monitor.after(f"SET {prefix}#mark ", write)[0].startswith("WAIT 1 ")
+
+
+async def test_marks_never_replace_the_streams_of_topics_named_like_them(pair: Pair) -> None:
+    """Topics ``mark`` and ``mark:x`` are legal: the marks of durable publishes to ``x`` (a
+    script's, and the rounds') must not write over their streams."""
+    url = pair.url("durable=1")
+    prefix = prefix_of(url)
+    async with ActionHub(url).running() as hub:
+        for topic in ("mark", "mark:x"):
+            await hub.publish(topic, "kept")
+        async with trio.open_nursery() as nursery:  # at once: rounds of confirmations
+            for n in range(20):
+                nursery.start_soon(partial(hub.publish, "x", n, dedupe_key=f"k{n}"))
+        assert [m.payload for _, m in await hub.bus.history("mark:x")] == ["kept"]
+        assert [m.payload for _, m in await hub.bus.history("mark")] == ["kept"]
+    for topic in ("mark", "mark:x"):
+        assert pair.on_replica.type(f"{prefix}{topic}") == b"stream"
 
 
 async def test_per_publish_durable_overrides_the_url(pair: Pair) -> None:

@@ -83,10 +83,11 @@ def publish_confirm(keys: Keys, topic: str, replicas: int) -> Confirm | None:
     return Confirm(replicas, mark_command(keys, topic)) if replicas else None
 
 
-def mark_command(keys: Keys, topic: str | None = None) -> Command:
+def mark_command(keys: Keys, topic: str | None = None, target: str | None = None) -> Command:
     """One write that always replicates (see the module's docstring), next to ``topic``'s keys
-    (None: the one of the rounds of confirmations, `Replication`)."""
-    return ("SET", keys.durable_mark(topic), "1", "PX", MARK_TTL_MS)
+    (None: the one of the rounds of confirmations, `Replication`); ``target``: the stream written
+    (`Keys.durable_mark`)."""
+    return ("SET", keys.durable_mark(topic, target), "1", "PX", MARK_TTL_MS)
 
 
 def confirm_tail(replicas: int, timeout: float, mark: Command | None) -> list[Command]:
