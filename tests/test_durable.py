@@ -24,10 +24,12 @@ import orjson
 import pytest
 import redis
 import trio
+import trio.testing
 
 from actionhub import ActionHub, BusError, ConfigurationError
 from actionhub.bus.base import Delivery
 from actionhub.bus.redis import scripts
+from actionhub.bus.redis.durable import confirmed_move
 from actionhub.bus.redis.options import split_url
 from actionhub.bus.redis.streams import RedisStreamsBus
 from actionhub.bus.ticks import Tick
@@ -493,6 +495,54 @@ async def test_an_unconfirmed_move_is_said_once_and_not_undone(
     said = [r.getMessage() for r in caplog.records if "replicas" in r.getMessage()]
     assert said[0].startswith("writes not confirmed by the replicas (schedule retry): 0 of 1")
     assert said[1] == "replicas confirm writes again (publish)"
+
+
+class RoundFails:
+    """The confirming connection's first call (a writer's write and ``WAIT``) holds until
+    `release`; its second (the next round's mark and ``WAIT``) fails, as a lost reply would."""
+
+    def __init__(self, bus: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+        wire = bus.confirming_wire()
+        self.real = wire.execute
+        self.calls: list[tuple[Any, ...]] = []
+        self.release = trio.Event()
+        monkeypatch.setattr(wire, "execute", self.execute)
+
+    async def execute(self, *commands: Any, timeout: float | None = None) -> list[Any]:
+        self.calls.append(commands)
+        if len(self.calls) == 1:
+            await self.release.wait()
+        elif len(self.calls) == 2:
+            raise redis.ConnectionError("the round's reply was lost")
+        return await self.real(*commands, timeout=timeout)
+
+
+async def test_a_failed_round_leaves_its_writes_unconfirmed_not_written_twice(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Writes that joined a round got their own replies: when the round fails, a move is not
+    made again (one dead letter, said to be short) and a publish is resent (written once)."""
+    url = pair.url("durable=1")
+    prefix = prefix_of(url)
+    async with ActionHub(url).running() as hub:
+        bus = hub.bus
+        assert isinstance(bus, RedisStreamsBus)
+        await hub.publish("warm-up", 0)  # the confirming connection is made
+        fails = RoundFails(bus, monkeypatch)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(hub.publish, "first", 1)  # holds the confirming connection
+            await trio.testing.wait_all_tasks_blocked()
+            move = [("MULTI",), ("XADD", f"{prefix}dead:t", "*", "message", "m"), ("EXEC",)]
+            nursery.start_soon(partial(confirmed_move, bus, move, what="dead-letter"))
+            nursery.start_soon(hub.publish, "joined", 2)
+            await trio.testing.wait_all_tasks_blocked()  # both wrote, and wait for the round
+            assert len(fails.calls) == 1
+            fails.release.set()
+        assert len(fails.calls) >= 3  # the round failed; the publish was resent and confirmed
+    assert pair.on_replica.xlen(f"{prefix}dead:t") == 1
+    assert pair.on_replica.xlen(f"{prefix}joined") == 1
+    said = [r.getMessage() for r in caplog.records if "replicas" in r.getMessage()]
+    assert said[0].startswith("writes not confirmed by the replicas")  # the move's or the publish's
 
 
 async def test_durable_schedule_ticks_are_confirmed(pair: Pair) -> None:

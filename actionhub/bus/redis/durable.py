@@ -168,7 +168,8 @@ class Replication:
         self, commands: Sequence[Command], replicas: int, mark: Command | None
     ) -> tuple[list[Any], int]:
         """``commands`` confirmed by ``replicas`` on the trio-driven path: (their replies, the
-        replicas that confirmed them)."""
+        replicas that confirmed them). Raises only if the replies of ``commands`` did not come:
+        a round that fails after they did confirms them by no replica."""
         bus = self._bus
         confirming, shared = bus.confirming_wire(), bus.wire
         assert confirming is not None and shared is not None, "the trio-driven path is closed"
@@ -186,7 +187,11 @@ class Replication:
             self._ended()
         await round_.done.wait()
         if round_.error is not None:
-            raise round_.error
+            # this write's own reply came: raising would have the caller write it again (a
+            # second dead letter, a message requeued twice); unconfirmed, it resends only if
+            # that is idempotent (a publish) and otherwise is said to be short
+            log.debug("a round of confirmations failed: %r", round_.error)
+            return replies, 0
         return replies, round_.count
 
     def _ended(self) -> None:
@@ -211,7 +216,7 @@ class Replication:
             if confirming is None:
                 raise redis.ConnectionError("the bus closed")
             round_.count = int((await confirming.execute(*tail))[-1])
-        except Exception as error:  # each writer that joined it retries as it would
+        except Exception as error:  # each writer that joined it counts as unconfirmed
             round_.error = error
         except BaseException:  # cancelled: the bus is closing
             round_.error = redis.ConnectionError("the bus closed")
