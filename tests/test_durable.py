@@ -497,13 +497,15 @@ async def test_an_unconfirmed_move_is_said_once_and_not_undone(
     assert said[1] == "replicas confirm writes again (publish)"
 
 
-class RoundFails:
+class Held:
     """The confirming connection's first call (a writer's write and ``WAIT``) holds until
-    `release`; its second (the next round's mark and ``WAIT``) fails, as a lost reply would."""
+    `release`, so later writes join a round; the second (that round's mark and ``WAIT``) fails,
+    as a lost reply would, if ``fail_round``."""
 
-    def __init__(self, bus: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    def __init__(self, bus: Any, monkeypatch: pytest.MonkeyPatch, *, fail_round: bool = True) -> None:
         wire = bus.confirming_wire()
         self.real = wire.execute
+        self.fail_round = fail_round
         self.calls: list[tuple[Any, ...]] = []
         self.release = trio.Event()
         monkeypatch.setattr(wire, "execute", self.execute)
@@ -512,9 +514,50 @@ class RoundFails:
         self.calls.append(commands)
         if len(self.calls) == 1:
             await self.release.wait()
-        elif len(self.calls) == 2:
+        elif len(self.calls) == 2 and self.fail_round:
             raise redis.ConnectionError("the round's reply was lost")
         return await self.real(*commands, timeout=timeout)
+
+
+@pytest.mark.parametrize(
+    "then", ["nothing", "the confirming connection reconnects", "the write went elsewhere"]
+)
+async def test_a_round_confirms_only_writes_to_the_server_it_waits_on(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch, then: str
+) -> None:
+    """A round's WAIT counts its own server's writes: if the confirming connection was made again
+    after a joined write went out (under Sentinel, perhaps to a new primary), or the write went
+    to another address, the round confirms it by no replica (a publish then resends)."""
+    url = pair.url("durable=1")
+    prefix = prefix_of(url)
+    async with ActionHub(url).running() as hub:
+        bus = hub.bus
+        assert isinstance(bus, RedisStreamsBus) and bus.wire is not None
+        await hub.publish("warm-up", 0)  # both connections are made
+        await bus.wire.execute(("PING",))
+        confirming = bus.confirming_wire()
+        assert confirming is not None
+        held = Held(bus, monkeypatch, fail_round=False)
+        counts: list[int] = []
+
+        async def join() -> None:
+            _, count = await bus.replication.write([("XADD", f"{prefix}t", "*", "m", "1")], 1, None)
+            counts.append(count)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(hub.publish, "first", 1)  # holds the confirming connection
+            await trio.testing.wait_all_tasks_blocked()
+            if then == "the write went elsewhere":
+                monkeypatch.setattr(bus.wire, "address", ("127.0.0.2", pair.primary.port))
+            nursery.start_soon(join)
+            await trio.testing.wait_all_tasks_blocked()  # written, waiting for the round
+            if then == "the confirming connection reconnects":
+                generation = confirming.generation
+                confirming.close()  # the held call and the round connect again
+            held.release.set()
+        assert counts == [1 if then == "nothing" else 0]
+        if then == "the confirming connection reconnects":
+            assert confirming.generation == generation + 1
 
 
 async def test_a_failed_round_leaves_its_writes_unconfirmed_not_written_twice(
@@ -528,7 +571,7 @@ async def test_a_failed_round_leaves_its_writes_unconfirmed_not_written_twice(
         bus = hub.bus
         assert isinstance(bus, RedisStreamsBus)
         await hub.publish("warm-up", 0)  # the confirming connection is made
-        fails = RoundFails(bus, monkeypatch)
+        fails = Held(bus, monkeypatch)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(hub.publish, "first", 1)  # holds the confirming connection
             await trio.testing.wait_all_tasks_blocked()

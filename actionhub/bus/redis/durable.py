@@ -37,7 +37,7 @@ from redis._parsers.base import BaseParser
 from ...errors import BusError, ConfigurationError
 from ..url import redact
 from .keys import Keys
-from .wire import Command
+from .wire import Command, Connection
 
 if TYPE_CHECKING:
     from .common import RedisBusBase
@@ -135,11 +135,12 @@ def check_options(mode: str, durable: int, durable_timeout: float, *, socket_tim
 class _Round:
     """One ``WAIT`` that confirms the writes of every caller that joined it."""
 
-    __slots__ = ("count", "done", "error", "replicas")
+    __slots__ = ("count", "done", "error", "on", "replicas")
 
     def __init__(self) -> None:
         self.replicas = 0
         self.count = 0
+        self.on: Connection | None = None  # the confirming connection its WAIT went out on
         self.error: BaseException | None = None
         self.done = trio.Event()
 
@@ -180,7 +181,17 @@ class Replication:
                 return confirmed_count(await confirming.execute(*commands, *tail), tail)
             finally:
                 self._ended()
+        # a WAIT counts the writes of its own server: the round confirms this write only on the
+        # confirming connection open when it went out (not one made since: under Sentinel perhaps
+        # to a new primary; but the first one, if being made) and to the server it went to
+        confirming_at = confirming.connection or (None if confirming.generation else (1, None))
+        shared_at, generation = shared.connection, shared.generation
         replies = await shared.execute(*commands)
+        written_at = shared.connection  # where the write went, if it stayed open or was made for it
+        if written_at != shared_at and not (
+            shared_at is None and written_at and written_at[0] == generation + 1
+        ):
+            written_at = None
         round_ = self._next = self._next or _Round()
         round_.replicas = max(round_.replicas, replicas)
         if not self._busy:  # the round under way ended while this write went out
@@ -191,6 +202,11 @@ class Replication:
             # second dead letter, a message requeued twice); unconfirmed, it resends only if
             # that is idempotent (a publish) and otherwise is said to be short
             log.debug("a round of confirmations failed: %r", round_.error)
+            return replies, 0
+        on = round_.on
+        if on is None or confirming_at is None or written_at is None:
+            return replies, 0  # not known to be on the server that confirmed: resent or said short
+        if on[0] != confirming_at[0] or on[1] != written_at[1]:
             return replies, 0
         return replies, round_.count
 
@@ -215,7 +231,12 @@ class Replication:
             confirming = bus.confirming_wire()
             if confirming is None:
                 raise redis.ConnectionError("the bus closed")
-            round_.count = int((await confirming.execute(*tail))[-1])
+            on = confirming.connection
+            if on is None:  # lost since the writes went out: a WAIT elsewhere confirms nothing of theirs
+                raise redis.ConnectionError("the confirming connection was lost")
+            count = int((await confirming.execute(*tail))[-1])
+            if confirming.connection == on:  # else it reconnected: its WAIT's server is unknown
+                round_.on, round_.count = on, count
         except Exception as error:  # each writer that joined it counts as unconfirmed
             round_.error = error
         except BaseException:  # cancelled: the bus is closing
