@@ -154,7 +154,15 @@ def assert_confirmed(monitor: Monitor, write: str) -> None:
         ("durable=one", "bad value 'one' for durable"),
         ("durable=1&mode=pubsub", "durable needs mode=stream"),
         ("durable_timeout=0", "durable_timeout must be a finite number > 0"),
-        ("durable_timeout=11", r"durable_timeout must be under block \+ 10"),
+        ("durable_timeout=11", r"durable_timeout must be under the socket timeout \(block \+ 10: 11 s\)"),
+        (
+            "socket_timeout=0.5&durable=1&durable_timeout=2",
+            r"durable_timeout must be under the socket timeout \(socket_timeout: 0.5 s\)",
+        ),
+        (
+            "socket_timeout=0.5&durable=1",
+            r"durable_timeout must be under the socket timeout",
+        ),  # its 1 s default
     ],
 )
 def test_bad_durable_options_are_refused_clearly(query: str, says: str) -> None:

@@ -117,8 +117,11 @@ def raise_nested(reply: Any) -> Any:
     return reply
 
 
-def check_options(mode: str, durable: int, durable_timeout: float, *, socket_timeout: float) -> None:
-    """`ConfigurationError` for ``durable`` options that cannot work with the rest of the URL."""
+def check_options(
+    mode: str, durable: int, durable_timeout: float, *, socket_timeout: float, timeout_is: str = "block + 10"
+) -> None:
+    """`ConfigurationError` for ``durable`` options that cannot work with the rest of the URL;
+    ``socket_timeout``: the connections', which is ``timeout_is``."""
     if isinstance(durable, bool) or not isinstance(durable, int) or durable < 0:
         raise ConfigurationError(f"durable must be a whole number of replicas >= 0, not {durable!r}")
     if durable and mode == "pubsub":
@@ -127,8 +130,8 @@ def check_options(mode: str, durable: int, durable_timeout: float, *, socket_tim
         raise ConfigurationError(f"durable_timeout must be a finite number > 0, not {durable_timeout!r}")
     if durable_timeout >= socket_timeout:
         raise ConfigurationError(
-            f"durable_timeout must be under block + 10 s ({socket_timeout:g} s, the socket timeout), "
-            f"not {durable_timeout!r}"
+            f"durable_timeout must be under the socket timeout ({timeout_is}: {socket_timeout:g} s), "
+            f"not {durable_timeout!r}: every WAIT it let run longer would fail as a lost connection"
         )
 
 
