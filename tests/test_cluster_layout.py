@@ -93,6 +93,7 @@ def test_cluster_names_are_the_single_names_tagged_after_the_prefix() -> None:
         ("results_group", ("orders",)),
         ("dedupe", ("orders", "k{x}")),
         ("limit_reply", ("orders", "g", "hub")),
+        ("durable_mark", ("orders",)),
     ]:
         tagged = getattr(K, name)(*args)
         tag = K.tag_of(tagged)
@@ -127,6 +128,7 @@ def test_every_key_of_a_topic_shares_its_streams_slot() -> None:
             K.schedule("s{1}", topic=topic),
             K.dedupe(topic, "k}"),
             K.doorbell("hub", near=K.stream(topic)),
+            K.durable_mark(topic),
         ]
         assert len({key_slot(name) for name in names}) == 1, topic
 
@@ -143,6 +145,9 @@ def operations(topic: str, message_id: str) -> dict[str, list[list[Command]]]:
     def script(*keys: str) -> list[Command]:
         return [("EVALSHA", "0" * 40, len(keys), *keys, "arg")]
 
+    def mark(key: str) -> Command:
+        return ("SET", key, "1", "PX", 60_000)
+
     return {
         "SCHEDULE (retry)": [
             script(K.delayed_of(stream), stream),
@@ -151,6 +156,13 @@ def operations(topic: str, message_id: str) -> dict[str, list[list[Command]]]:
         "PUBLISH_ONCE_C": [
             script(stream, K.dedupe(topic, "k"), K.delayed_of(stream)),
             script(partition, K.dedupe(topic, "k", target=partition), K.delayed_of(partition)),
+        ],
+        "durable publish (a script, its mark, WAIT: one connection, so one node)": [
+            [*script(stream, K.dedupe(topic, "k"), K.delayed_of(stream)), mark(K.durable_mark(topic))],
+            [
+                *script(partition, K.dedupe(topic, "k", target=partition), K.delayed_of(partition)),
+                mark(K.durable_mark(topic, target=partition)),
+            ],
         ],
         "CLAIM_LEASES / RELEASE_LEASES": [script(*(K.lease(topic, "g", p) for p in range(64)))],
         "WRITE_STATUS": [script(K.status(message_id), K.status_bell(message_id))],
@@ -226,6 +238,8 @@ def test_misuse_is_refused() -> None:
         K.schedule("nightly")
     with pytest.raises(ValueError, match="doorbell"):
         K.doorbell("hub")
+    with pytest.raises(ValueError, match="mark"):
+        K.durable_mark()
     with pytest.raises(ValueError, match="not a hash-tagged key"):
         K.delayed_of("app:orders")
     with pytest.raises(ValueError, match="not a hash-tagged key"):

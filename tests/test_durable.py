@@ -24,10 +24,12 @@ import orjson
 import pytest
 import redis
 import trio
+import trio.testing
 
 from actionhub import ActionHub, BusError, ConfigurationError
 from actionhub.bus.base import Delivery
 from actionhub.bus.redis import scripts
+from actionhub.bus.redis.durable import confirmed_move
 from actionhub.bus.redis.options import split_url
 from actionhub.bus.redis.streams import RedisStreamsBus
 from actionhub.bus.ticks import Tick
@@ -138,7 +140,7 @@ def monitored(pair: Pair) -> Iterator[Monitor]:
 
 def assert_confirmed(monitor: Monitor, write: str) -> None:
     """The connection that sent ``write`` sent ``WAIT 1`` right after it (a mark between them)."""
-    following = [c for c in monitor.after(write) if not c.startswith("SET") or ":mark:" not in c]
+    following = [c for c in monitor.after(write) if not c.startswith("SET") or "#mark:" not in c]
     assert following and following[0].startswith("WAIT 1 "), (write, following[:3])
 
 
@@ -152,7 +154,15 @@ def assert_confirmed(monitor: Monitor, write: str) -> None:
         ("durable=one", "bad value 'one' for durable"),
         ("durable=1&mode=pubsub", "durable needs mode=stream"),
         ("durable_timeout=0", "durable_timeout must be a finite number > 0"),
-        ("durable_timeout=11", r"durable_timeout must be under block \+ 10"),
+        ("durable_timeout=11", r"durable_timeout must be under the socket timeout \(block \+ 10: 11 s\)"),
+        (
+            "socket_timeout=0.5&durable=1&durable_timeout=2",
+            r"durable_timeout must be under the socket timeout \(socket_timeout: 0.5 s\)",
+        ),
+        (
+            "socket_timeout=0.5&durable=1",
+            r"durable_timeout must be under the socket timeout",
+        ),  # its 1 s default
     ],
 )
 def test_bad_durable_options_are_refused_clearly(query: str, says: str) -> None:
@@ -243,10 +253,27 @@ async def test_publishes_at_once_share_their_waits_and_each_returns_confirmed(pa
     assert missing == []
     assert pair.on_replica.xlen(f"{prefix}t") == 40
     waits = [c for _, c in monitor.commands if c.startswith("WAIT")]
-    rounds = [c for _, c in monitor.commands if c.startswith(f"SET {prefix}mark ")]
+    rounds = [c for _, c in monitor.commands if c.startswith(f"SET {prefix}#mark ")]
     assert rounds and len(waits) < 40  # some shared a WAIT (how many: the timing's)
     for write in range(len(rounds)):  # a round is its mark then its WAIT, on the round's connection
-        assert monitor.after(f"SET {prefix}mark ", write)[0].startswith("WAIT 1 ")
+        assert monitor.after(f"SET {prefix}#mark ", write)[0].startswith("WAIT 1 ")
+
+
+async def test_marks_never_replace_the_streams_of_topics_named_like_them(pair: Pair) -> None:
+    """Topics ``mark`` and ``mark:x`` are legal: the marks of durable publishes to ``x`` (a
+    script's, and the rounds') must not write over their streams."""
+    url = pair.url("durable=1")
+    prefix = prefix_of(url)
+    async with ActionHub(url).running() as hub:
+        for topic in ("mark", "mark:x"):
+            await hub.publish(topic, "kept")
+        async with trio.open_nursery() as nursery:  # at once: rounds of confirmations
+            for n in range(20):
+                nursery.start_soon(partial(hub.publish, "x", n, dedupe_key=f"k{n}"))
+        assert [m.payload for _, m in await hub.bus.history("mark:x")] == ["kept"]
+        assert [m.payload for _, m in await hub.bus.history("mark")] == ["kept"]
+    for topic in ("mark", "mark:x"):
+        assert pair.on_replica.type(f"{prefix}{topic}") == b"stream"
 
 
 async def test_per_publish_durable_overrides_the_url(pair: Pair) -> None:
@@ -476,6 +503,97 @@ async def test_an_unconfirmed_move_is_said_once_and_not_undone(
     said = [r.getMessage() for r in caplog.records if "replicas" in r.getMessage()]
     assert said[0].startswith("writes not confirmed by the replicas (schedule retry): 0 of 1")
     assert said[1] == "replicas confirm writes again (publish)"
+
+
+class Held:
+    """The confirming connection's first call (a writer's write and ``WAIT``) holds until
+    `release`, so later writes join a round; the second (that round's mark and ``WAIT``) fails,
+    as a lost reply would, if ``fail_round``."""
+
+    def __init__(self, bus: Any, monkeypatch: pytest.MonkeyPatch, *, fail_round: bool = True) -> None:
+        wire = bus.confirming_wire()
+        self.real = wire.execute
+        self.fail_round = fail_round
+        self.calls: list[tuple[Any, ...]] = []
+        self.release = trio.Event()
+        monkeypatch.setattr(wire, "execute", self.execute)
+
+    async def execute(self, *commands: Any, timeout: float | None = None) -> list[Any]:
+        self.calls.append(commands)
+        if len(self.calls) == 1:
+            await self.release.wait()
+        elif len(self.calls) == 2 and self.fail_round:
+            raise redis.ConnectionError("the round's reply was lost")
+        return await self.real(*commands, timeout=timeout)
+
+
+@pytest.mark.parametrize(
+    "then", ["nothing", "the confirming connection reconnects", "the write went elsewhere"]
+)
+async def test_a_round_confirms_only_writes_to_the_server_it_waits_on(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch, then: str
+) -> None:
+    """A round's WAIT counts its own server's writes: if the confirming connection was made again
+    after a joined write went out (under Sentinel, perhaps to a new primary), or the write went
+    to another address, the round confirms it by no replica (a publish then resends)."""
+    url = pair.url("durable=1")
+    prefix = prefix_of(url)
+    async with ActionHub(url).running() as hub:
+        bus = hub.bus
+        assert isinstance(bus, RedisStreamsBus) and bus.wire is not None
+        await hub.publish("warm-up", 0)  # both connections are made
+        await bus.wire.execute(("PING",))
+        confirming = bus.confirming_wire()
+        assert confirming is not None
+        held = Held(bus, monkeypatch, fail_round=False)
+        counts: list[int] = []
+
+        async def join() -> None:
+            _, count = await bus.replication.write([("XADD", f"{prefix}t", "*", "m", "1")], 1, None)
+            counts.append(count)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(hub.publish, "first", 1)  # holds the confirming connection
+            await trio.testing.wait_all_tasks_blocked()
+            if then == "the write went elsewhere":
+                monkeypatch.setattr(bus.wire, "address", ("127.0.0.2", pair.primary.port))
+            nursery.start_soon(join)
+            await trio.testing.wait_all_tasks_blocked()  # written, waiting for the round
+            if then == "the confirming connection reconnects":
+                generation = confirming.generation
+                confirming.close()  # the held call and the round connect again
+            held.release.set()
+        assert counts == [1 if then == "nothing" else 0]
+        if then == "the confirming connection reconnects":
+            assert confirming.generation == generation + 1
+
+
+async def test_a_failed_round_leaves_its_writes_unconfirmed_not_written_twice(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Writes that joined a round got their own replies: when the round fails, a move is not
+    made again (one dead letter, said to be short) and a publish is resent (written once)."""
+    url = pair.url("durable=1")
+    prefix = prefix_of(url)
+    async with ActionHub(url).running() as hub:
+        bus = hub.bus
+        assert isinstance(bus, RedisStreamsBus)
+        await hub.publish("warm-up", 0)  # the confirming connection is made
+        fails = Held(bus, monkeypatch)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(hub.publish, "first", 1)  # holds the confirming connection
+            await trio.testing.wait_all_tasks_blocked()
+            move = [("MULTI",), ("XADD", f"{prefix}dead:t", "*", "message", "m"), ("EXEC",)]
+            nursery.start_soon(partial(confirmed_move, bus, move, what="dead-letter"))
+            nursery.start_soon(hub.publish, "joined", 2)
+            await trio.testing.wait_all_tasks_blocked()  # both wrote, and wait for the round
+            assert len(fails.calls) == 1
+            fails.release.set()
+        assert len(fails.calls) >= 3  # the round failed; the publish was resent and confirmed
+    assert pair.on_replica.xlen(f"{prefix}dead:t") == 1
+    assert pair.on_replica.xlen(f"{prefix}joined") == 1
+    said = [r.getMessage() for r in caplog.records if "replicas" in r.getMessage()]
+    assert said[0].startswith("writes not confirmed by the replicas")  # the move's or the publish's
 
 
 async def test_durable_schedule_ticks_are_confirmed(pair: Pair) -> None:

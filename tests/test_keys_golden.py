@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from actionhub.bus.redis.keys import Keys
+from actionhub.errors import ConfigurationError
+from actionhub.message import check_topic
 
 #: (expression, name) for prefix ``app:``; the expressions read attributes of ``k``.
 GOLDEN = [
@@ -34,6 +38,9 @@ GOLDEN = [
     ("k.results_group('orders')", "app:keepgroup:orders"),
     ("k.dedupe('orders', 'invoice-42')", "app:dedupe:orders#invoice-42"),
     ("k.dedupe('orders', 'invoice-42', target='app:orders:p3')", "app:dedupe:orders#invoice-42"),
+    ("k.durable_mark()", "app:#mark"),
+    ("k.durable_mark('orders')", "app:#mark:orders"),
+    ("k.durable_mark('orders', target='app:orders:p3')", "app:#mark:orders"),
     ("k.schedule('nightly')", "app:schedule:nightly"),
     ("k.schedule('nightly', topic='orders')", "app:schedule:nightly"),
     ("k.schedules", "app:schedule:*"),
@@ -62,6 +69,15 @@ def test_reply_lists_are_fresh_names_under_the_reply_prefix() -> None:
     k = Keys("app:")
     first, second = k.new_reply(), k.new_reply()
     assert re.fullmatch(r"app:reply:[0-9a-f]{24}", first) and first != second
+
+
+def test_no_mark_is_a_topics_stream() -> None:
+    """A mark's ``SET`` must never replace a stream: ``#`` is in no topic."""
+    k = Keys("app:")
+    with pytest.raises(ConfigurationError):
+        check_topic(k.durable_mark("orders")[len("app:") :])
+    with pytest.raises(ConfigurationError):
+        check_topic(k.durable_mark()[len("app:") :])
 
 
 def test_every_public_name_is_pinned() -> None:

@@ -37,7 +37,7 @@ from redis._parsers.base import BaseParser
 from ...errors import BusError, ConfigurationError
 from ..url import redact
 from .keys import Keys
-from .wire import Command
+from .wire import Command, Connection
 
 if TYPE_CHECKING:
     from .common import RedisBusBase
@@ -83,10 +83,11 @@ def publish_confirm(keys: Keys, topic: str, replicas: int) -> Confirm | None:
     return Confirm(replicas, mark_command(keys, topic)) if replicas else None
 
 
-def mark_command(keys: Keys, topic: str | None = None) -> Command:
+def mark_command(keys: Keys, topic: str | None = None, target: str | None = None) -> Command:
     """One write that always replicates (see the module's docstring), next to ``topic``'s keys
-    (None: the one of the rounds of confirmations, `Replication`)."""
-    return ("SET", keys.durable_mark(topic), "1", "PX", MARK_TTL_MS)
+    (None: the one of the rounds of confirmations, `Replication`); ``target``: the stream written
+    (`Keys.durable_mark`)."""
+    return ("SET", keys.durable_mark(topic, target), "1", "PX", MARK_TTL_MS)
 
 
 def confirm_tail(replicas: int, timeout: float, mark: Command | None) -> list[Command]:
@@ -116,8 +117,11 @@ def raise_nested(reply: Any) -> Any:
     return reply
 
 
-def check_options(mode: str, durable: int, durable_timeout: float, *, socket_timeout: float) -> None:
-    """`ConfigurationError` for ``durable`` options that cannot work with the rest of the URL."""
+def check_options(
+    mode: str, durable: int, durable_timeout: float, *, socket_timeout: float, timeout_is: str = "block + 10"
+) -> None:
+    """`ConfigurationError` for ``durable`` options that cannot work with the rest of the URL;
+    ``socket_timeout``: the connections', which is ``timeout_is``."""
     if isinstance(durable, bool) or not isinstance(durable, int) or durable < 0:
         raise ConfigurationError(f"durable must be a whole number of replicas >= 0, not {durable!r}")
     if durable and mode == "pubsub":
@@ -126,19 +130,20 @@ def check_options(mode: str, durable: int, durable_timeout: float, *, socket_tim
         raise ConfigurationError(f"durable_timeout must be a finite number > 0, not {durable_timeout!r}")
     if durable_timeout >= socket_timeout:
         raise ConfigurationError(
-            f"durable_timeout must be under block + 10 s ({socket_timeout:g} s, the socket timeout), "
-            f"not {durable_timeout!r}"
+            f"durable_timeout must be under the socket timeout ({timeout_is}: {socket_timeout:g} s), "
+            f"not {durable_timeout!r}: every WAIT it let run longer would fail as a lost connection"
         )
 
 
 class _Round:
     """One ``WAIT`` that confirms the writes of every caller that joined it."""
 
-    __slots__ = ("count", "done", "error", "replicas")
+    __slots__ = ("count", "done", "error", "on", "replicas")
 
     def __init__(self) -> None:
         self.replicas = 0
         self.count = 0
+        self.on: Connection | None = None  # the confirming connection its WAIT went out on
         self.error: BaseException | None = None
         self.done = trio.Event()
 
@@ -167,7 +172,8 @@ class Replication:
         self, commands: Sequence[Command], replicas: int, mark: Command | None
     ) -> tuple[list[Any], int]:
         """``commands`` confirmed by ``replicas`` on the trio-driven path: (their replies, the
-        replicas that confirmed them)."""
+        replicas that confirmed them). Raises only if the replies of ``commands`` did not come:
+        a round that fails after they did confirms them by no replica."""
         bus = self._bus
         confirming, shared = bus.confirming_wire(), bus.wire
         assert confirming is not None and shared is not None, "the trio-driven path is closed"
@@ -178,14 +184,33 @@ class Replication:
                 return confirmed_count(await confirming.execute(*commands, *tail), tail)
             finally:
                 self._ended()
+        # a WAIT counts the writes of its own server: the round confirms this write only on the
+        # confirming connection open when it went out (not one made since: under Sentinel perhaps
+        # to a new primary; but the first one, if being made) and to the server it went to
+        confirming_at = confirming.connection or (None if confirming.generation else (1, None))
+        shared_at, generation = shared.connection, shared.generation
         replies = await shared.execute(*commands)
+        written_at = shared.connection  # where the write went, if it stayed open or was made for it
+        if written_at != shared_at and not (
+            shared_at is None and written_at and written_at[0] == generation + 1
+        ):
+            written_at = None
         round_ = self._next = self._next or _Round()
         round_.replicas = max(round_.replicas, replicas)
         if not self._busy:  # the round under way ended while this write went out
             self._ended()
         await round_.done.wait()
         if round_.error is not None:
-            raise round_.error
+            # this write's own reply came: raising would have the caller write it again (a
+            # second dead letter, a message requeued twice); unconfirmed, it resends only if
+            # that is idempotent (a publish) and otherwise is said to be short
+            log.debug("a round of confirmations failed: %r", round_.error)
+            return replies, 0
+        on = round_.on
+        if on is None or confirming_at is None or written_at is None:
+            return replies, 0  # not known to be on the server that confirmed: resent or said short
+        if on[0] != confirming_at[0] or on[1] != written_at[1]:
+            return replies, 0
         return replies, round_.count
 
     def _ended(self) -> None:
@@ -209,8 +234,13 @@ class Replication:
             confirming = bus.confirming_wire()
             if confirming is None:
                 raise redis.ConnectionError("the bus closed")
-            round_.count = int((await confirming.execute(*tail))[-1])
-        except Exception as error:  # each writer that joined it retries as it would
+            on = confirming.connection
+            if on is None:  # lost since the writes went out: a WAIT elsewhere confirms nothing of theirs
+                raise redis.ConnectionError("the confirming connection was lost")
+            count = int((await confirming.execute(*tail))[-1])
+            if confirming.connection == on:  # else it reconnected: its WAIT's server is unknown
+                round_.on, round_.count = on, count
+        except Exception as error:  # each writer that joined it counts as unconfirmed
             round_.error = error
         except BaseException:  # cancelled: the bus is closing
             round_.error = redis.ConnectionError("the bus closed")

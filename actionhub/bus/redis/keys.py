@@ -126,11 +126,13 @@ class Keys:
         ``target``: the stream published to (the cluster layout puts the key in its slot)."""
         return f"{self.prefix}dedupe:{topic}#{key}"
 
-    def durable_mark(self, topic: str | None = None) -> str:
+    def durable_mark(self, topic: str | None = None, target: str | None = None) -> str:
         """Written (``SET``, short-lived) before a ``WAIT`` that confirms a script's write to
         ``topic``, so the ``WAIT`` covers it even if the script wrote nothing, or (None) before
-        the one ``WAIT`` of a round of confirmations (redis/durable.py)."""
-        return f"{self.prefix}mark" if topic is None else f"{self.prefix}mark:{topic}"
+        the one ``WAIT`` of a round of confirmations (redis/durable.py). ``#`` starts the name:
+        no topic holds one, so no mark is ever a topic's stream. ``target``: the stream written
+        (the cluster layout puts the mark in its slot)."""
+        return f"{self.prefix}#mark" if topic is None else f"{self.prefix}#mark:{topic}"
 
     def schedule(self, name: str, topic: str | None = None) -> str:
         """A schedule's state: ``<digest>:<last>:<fired>``, its definition's digest, the last tick

@@ -172,6 +172,18 @@ class ClusterKeys(Keys):
         tag = self._topic_tag(topic) if target is None else self.tag_of(target)
         return self._under(tag, super().dedupe(topic, key))
 
+    def durable_mark(self, topic: str | None = None, target: str | None = None) -> str:
+        # on the node of the write it follows: a WAIT counts the writes of its own connection
+        if target is not None:
+            tag = self.tag_of(target)
+        elif topic is not None:
+            tag = self._topic_tag(topic)
+        else:
+            raise ValueError(
+                "the cluster layout puts a mark in the slot of the stream it covers: give the topic or stream"
+            )
+        return self._under(tag, super().durable_mark(topic))
+
     def schedule(self, name: str, topic: str | None = None) -> str:
         if topic is None:
             raise ValueError(

@@ -114,9 +114,33 @@ def split_url(url: str) -> tuple[str, RedisOptions]:
         options = RedisOptions(**ours)  # type: ignore[arg-type]
     except ValueError as exc:
         raise ConfigurationError(f"{redact(url)!r}: {exc}") from None
+    _check_socket_timeout(
+        dict(theirs).get("socket_timeout"), options, durable_given=bool(_DURABLE & ours.keys())
+    )
     query = f"?{urlencode(theirs)}" if theirs else ""
     # urlunsplit would turn unix:///path into unix:/path, which redis-py rejects
     return f"{parts.scheme}://{parts.netloc}{parts.path}{query}", options
+
+
+_DURABLE = frozenset({"durable", "durable_timeout"})
+
+
+def _check_socket_timeout(given: str | None, options: RedisOptions, *, durable_given: bool) -> None:
+    """The URL's ``socket_timeout`` replaces block + 10 s (`client_options`): a ``durable_timeout``
+    the URL sets must be under it too."""
+    if not (given and durable_given):
+        return
+    try:
+        timeout = float(given)
+    except ValueError:
+        return  # redis-py says so
+    check_options(
+        options.mode,
+        options.durable,
+        options.durable_timeout,
+        socket_timeout=timeout,
+        timeout_is="socket_timeout",
+    )
 
 
 @functools.cache

@@ -53,6 +53,9 @@ _UNDERSTOOD = frozenset(
 
 Command = Sequence[bytes | str | int | float]
 
+#: Which connection of a `WireConnection`: (its generation, its address).
+Connection = tuple[int, tuple[str, int] | None]
+
 #: What a primary turning into a replica answers the clients blocked in it (BLPOP, XREADGROUP).
 _UNBLOCKED = "UNBLOCKED force unblock from blocking operation, instance state changed"
 
@@ -126,7 +129,14 @@ class WireConnection:
         self._send_lock = trio.Lock()  # commands go out whole, in the order their replies come
         self._socket: trio.SocketStream | None = None
         self.address: tuple[str, int] | None = None  # (host, port) of the latest TCP connection
+        self.generation = 0  # counts (re)connects
         self._waiting: deque[_Waiter] = deque()
+
+    @property
+    def connection(self) -> Connection | None:
+        """The connection now open, None if there is none (the next call connects): the same
+        before and after a call if the call went out on it."""
+        return None if self._socket is None else (self.generation, self.address)
 
     async def execute(self, *commands: Command, timeout: float | None = None) -> list[Any]:
         """Send ``commands`` in one write; their replies, in order. A reply that is an error is
@@ -162,6 +172,7 @@ class WireConnection:
         except OSError as exc:
             raise redis.ConnectionError(f"cannot connect to Redis: {exc}") from exc
         self._socket = sock
+        self.generation += 1
         self._nursery.start_soon(self._read_replies, sock)
         handshake: list[Command] = []
         if params.password is not None:
