@@ -23,6 +23,7 @@ from bench import memory_bus, process_pool
 from bench import ordered as ordered_bench
 from bench import otel as otel_bench
 from bench import publish as publish_bench
+from bench import redis_cost as redis_cost_bench
 from bench import redis_streams as redis_streams_bench
 from bench import typed as typed_bench
 from tests.polling import wait_until
@@ -95,6 +96,12 @@ def test_publish_benchmark(redis_server: RedisServer, capsys: pytest.CaptureFixt
 def test_redis_streams_benchmark(redis_server: RedisServer, capsys: pytest.CaptureFixture[str]) -> None:
     redis_streams_bench.main(["-n", "300", "-r", "1", "--url", redis_server.url])
     assert "ratio hub/bare" in capsys.readouterr().out
+
+
+def test_redis_cost_benchmark(redis_server: RedisServer, capsys: pytest.CaptureFixture[str]) -> None:
+    redis_cost_bench.main(["-n", "300", "-r", "1", "--url", redis_server.url])
+    out = capsys.readouterr().out
+    assert out.count("Redis CPU per message") == 2 and "one Redis core's ceiling" in out
 
 
 def test_limits_benchmark(redis_server: RedisServer, capsys: pytest.CaptureFixture[str]) -> None:
