@@ -39,6 +39,7 @@ from actionhub.client._ops import sha_of
 from actionhub.message import Message
 from actionhub.supervision.inbox import GroupInbox
 from actionhub.testing import RedisServer
+from tests.polling import wait_until
 from tests.servers import private_redis
 from tests.test_clients import FLAVOURS, Flavour
 
@@ -83,11 +84,13 @@ def pair() -> Iterator[Pair]:
         replica_of = ("--replicaof", "127.0.0.1", str(primary.port))
         with private_redis(appendonly=False, extra_args=replica_of) as replica:
             linked = Pair(primary, replica)
-            deadline = time.monotonic() + 20
-            while linked.on_replica.info("replication").get("master_link_status") != "up":
-                assert time.monotonic() < deadline, "the replica did not link to the primary"
-                time.sleep(0.02)
+            trio.run(partial(wait_until, partial(is_linked, linked.on_replica), 20, 0.02))
             yield linked
+
+
+def is_linked(replica: redis.Redis) -> bool:
+    """Whether ``replica`` has linked to its primary (made its first sync)."""
+    return bool(replica.info("replication").get("master_link_status") == "up")
 
 
 def prefix_of(url: str) -> str:
@@ -233,11 +236,14 @@ def _partition(key: str) -> int:
     return partition_of(key, DEFAULT_PARTITIONS)
 
 
-async def test_publishes_at_once_share_their_waits_and_each_returns_confirmed(pair: Pair) -> None:
+async def test_publishes_at_once_share_their_waits_and_each_returns_confirmed(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """While a WAIT is under way, publishes go out on the shared connection and the next round
     (a mark and one WAIT) confirms them all: each is on the replica when it returns."""
     url = pair.url("durable=1")
     prefix = prefix_of(url)
+    on_primary = redis.Redis(port=pair.primary.port)
     missing: list[str] = []
 
     async def publish(hub: ActionHub, n: int) -> None:
@@ -246,17 +252,23 @@ async def test_publishes_at_once_share_their_waits_and_each_returns_confirmed(pa
         if not any(f'"id":"{message_id}"'.encode() in fields[b"message"] for _, fields in entries):
             missing.append(message_id)
 
-    with monitored(pair) as monitor:
-        async with ActionHub(url).running() as hub, trio.open_nursery() as nursery:
-            for n in range(40):
-                nursery.start_soon(publish, hub, n)
+    async with ActionHub(url).running() as hub:
+        await hub.publish("warm-up", 0)  # the confirming connection is made
+        held = Held(hub.bus, monkeypatch, fail_round=False)
+        with monitored(pair) as monitor:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(publish, hub, 0)  # holds the confirming connection
+                await trio.testing.wait_all_tasks_blocked()
+                for n in range(1, 40):
+                    nursery.start_soon(publish, hub, n)
+                await wait_until(lambda: on_primary.xlen(f"{prefix}t") == 39)  # all joined the round
+                held.release.set()
     assert missing == []
     assert pair.on_replica.xlen(f"{prefix}t") == 40
     waits = [c for _, c in monitor.commands if c.startswith("WAIT")]
     rounds = [c for _, c in monitor.commands if c.startswith(f"SET {prefix}#mark ")]
-    assert rounds and len(waits) < 40  # some shared a WAIT (how many: the timing's)
-    for write in range(len(rounds)):  # a round is its mark then its WAIT, on the round's connection
-        assert monitor.after(f"SET {prefix}#mark ", write)[0].startswith("WAIT 1 ")
+    assert (len(waits), len(rounds)) == (2, 1)  # the held write's own WAIT, and one for 39 writes
+    assert monitor.after(f"SET {prefix}#mark ")[0].startswith("WAIT 1 ")  # on the round's connection
 
 
 async def test_marks_never_replace_the_streams_of_topics_named_like_them(pair: Pair) -> None:
@@ -327,10 +339,10 @@ async def test_a_resend_after_a_failover_that_lost_the_entry_writes_it_again(pai
     async with ActionHub(url).running() as hub, trio.open_nursery() as nursery:
         with pair.replica_paused():
             nursery.start_soon(hub.publish, "t", "lost once")
-            while not on_primary.xlen(f"{prefix}t"):  # noqa: ASYNC110 - the write is in Redis
-                await trio.sleep(0.01)
+            await wait_until(lambda: on_primary.xlen(f"{prefix}t") == 1, poll=0.01)  # the first attempt
             on_primary.delete(f"{prefix}t")  # the failover: the unconfirmed entry is gone
-            await trio.sleep(0.3)  # a WAIT timed out meanwhile: the publish is being resent
+            # its WAIT times out: the resend writes the entry again (still unconfirmed)
+            await wait_until(lambda: on_primary.xlen(f"{prefix}t") == 1, poll=0.01)
     assert [f[b"message"].count(b"lost once") for _, f in pair.on_replica.xrange(f"{prefix}t")] == [1]
 
 
@@ -341,8 +353,7 @@ async def test_a_primary_killed_mid_flow_loses_no_confirmed_publish() -> None:
         replica_of = ("--replicaof", "127.0.0.1", str(primary.port))
         with private_redis(appendonly=False, extra_args=replica_of) as replica:
             on_replica = redis.Redis(port=replica.port)
-            while on_replica.info("replication").get("master_link_status") != "up":  # noqa: ASYNC110
-                await trio.sleep(0.02)
+            await wait_until(partial(is_linked, on_replica), poll=0.02)
             returned: list[str] = []
             failed: list[BusError] = []
 
@@ -404,14 +415,14 @@ async def test_a_client_publish_confirmed_late_is_resent_and_written_once(pair: 
     client = Flavour(flavour, url)
     try:
         async with trio.open_nursery() as nursery:
-            with pair.replica_paused():
+            with monitored(pair) as monitor, pair.replica_paused():
                 nursery.start_soon(partial(client.call, "publish", "t", "late"))
-                while not on_primary.xlen(f"{prefix}t"):  # noqa: ASYNC110 - the first attempt is in
-                    await trio.sleep(0.01)
-                await trio.sleep(0.3)  # its WAIT timed out: a resend is on its way
+                resend = f"EVALSHA {sha_of(scripts.PUBLISH_ONCE)}"
+                # the first attempt (an XADD) is not confirmed: its WAIT times out, and it is resent
+                await wait_until(lambda: any(c.startswith(resend) for _, c in monitor.commands), poll=0.01)
     finally:
         await client.close()
-    assert pair.on_replica.xlen(f"{prefix}t") == 1
+    assert on_primary.xlen(f"{prefix}t") == pair.on_replica.xlen(f"{prefix}t") == 1
 
 
 async def test_per_publish_durable_on_a_client(pair: Pair) -> None:
