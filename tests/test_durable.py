@@ -320,8 +320,28 @@ async def test_an_unconfirmed_hub_publish_fails_clearly_and_a_plain_one_succeeds
         await hub.publish("t", "confirmed again")
     said = [r.getMessage() for r in caplog.records if "replicas" in r.getMessage()]
     assert said[0].startswith("writes not confirmed by the replicas (publish)")
-    assert said[-1] == "replicas confirm writes again (publish)"
+    assert said[-1] == "replicas confirm durable=1 writes again (publish)"
     assert len(said) == 2  # once at the start of the spell, once at its end
+
+
+def test_each_number_of_replicas_asked_is_said_short_once_and_confirmed_again_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Writers of one bus asking 2 and 1 of one replica: the first are short, the others are
+    confirmed all along, at once; neither ends the other's spell nor starts it again."""
+    bus = open_bus("redis://127.0.0.1:1/0")  # not opened: nothing is sent
+    assert isinstance(bus, RedisStreamsBus)
+    for _ in range(2):
+        assert bus.replication.note("publish", 1, 2) is False
+        assert bus.replication.note("schedule retry", 1, 1) is True
+    for _ in range(2):
+        assert bus.replication.note("publish", 2, 2) is True
+    said = [r.getMessage() for r in caplog.records if "replicas" in r.getMessage()]
+    assert said == [
+        "writes not confirmed by the replicas (publish): 1 of 2 within durable_timeout=1 s; "
+        "a failover now could undo them",
+        "replicas confirm durable=2 writes again (publish)",
+    ]
 
 
 async def test_durable_without_any_replica_fails_clearly(redis_url: str) -> None:
@@ -513,7 +533,7 @@ async def test_an_unconfirmed_move_is_said_once_and_not_undone(
         assert on_primary.xlen(f"{prefix}dead:t") == 0  # requeued on the primary all the same
     said = [r.getMessage() for r in caplog.records if "replicas" in r.getMessage()]
     assert said[0].startswith("writes not confirmed by the replicas (schedule retry): 0 of 1")
-    assert said[1] == "replicas confirm writes again (publish)"
+    assert said[1] == "replicas confirm durable=1 writes again (publish)"
 
 
 class Held:
@@ -604,7 +624,10 @@ async def test_a_failed_round_leaves_its_writes_unconfirmed_not_written_twice(
     assert pair.on_replica.xlen(f"{prefix}dead:t") == 1
     assert pair.on_replica.xlen(f"{prefix}joined") == 1
     said = [r.getMessage() for r in caplog.records if "replicas" in r.getMessage()]
-    assert said[0].startswith("writes not confirmed by the replicas")  # the move's or the publish's
+    assert len(said) == 2, said  # the move and the publish ask as many replicas: one spell
+    # both learn at once that the round failed: which says so first is the scheduler's choice
+    assert re.match(r"writes not confirmed by the replicas \((dead-letter|publish)\): 0 of 1 ", said[0])
+    assert said[1] == "replicas confirm durable=1 writes again (publish)"  # the publish's resend
 
 
 async def test_durable_schedule_ticks_are_confirmed(pair: Pair) -> None:

@@ -157,14 +157,17 @@ class Replication:
     round trip on the confirming connection; while a round is under way, writes go out at once on
     the shared connection, and each joins the next round: the mark and one ``WAIT``, sent when
     the round under way returns, confirm all of them (Redis replicates in order, and the mark is
-    written after their replies came). One round per replica round trip, however many writes.
+    written after their replies came). One round per replica round trip, however many writes. A
+    round waits for the most replicas its writers asked: one asking fewer may wait out
+    ``durable_timeout`` beside one asking more than there are.
 
     Said: once when writes stop being confirmed, once when they are again (a replica down or
-    lagging is an outage of its own)."""
+    lagging is an outage of its own), for each number of replicas asked (writers asking 1 and 2
+    of one replica are confirmed and not, at once: not a spell that ends and starts again)."""
 
     def __init__(self, bus: RedisBusBase) -> None:
         self._bus = bus
-        self.short = False
+        self._short: set[int] = set()  # the numbers of replicas asked that are not confirmed
         self._busy = False  # a round is under way on the confirming connection
         self._next: _Round | None = None  # the round the writes made meanwhile joined
 
@@ -253,12 +256,12 @@ class Replication:
         """Record how a confirmation went; whether it was confirmed."""
         extra = {"bus": redact(self._bus.url), "operation": what}
         if confirmed >= wanted:
-            if self.short:
-                self.short = False
-                log.warning("replicas confirm writes again (%s)", what, extra=extra)
+            if wanted in self._short:
+                self._short.discard(wanted)
+                log.warning("replicas confirm durable=%d writes again (%s)", wanted, what, extra=extra)
             return True
-        if not self.short:
-            self.short = True
+        if wanted not in self._short:
+            self._short.add(wanted)
             log.warning(
                 "writes not confirmed by the replicas (%s): %d of %d within durable_timeout=%g s; "
                 "a failover now could undo them",
