@@ -29,8 +29,8 @@ import trio.testing
 from actionhub import ActionHub, BusError, ConfigurationError
 from actionhub.bus.base import Delivery
 from actionhub.bus.redis import scripts
-from actionhub.bus.redis.durable import confirmed_move
 from actionhub.bus.redis.options import split_url
+from actionhub.bus.redis.replication import confirmed_move
 from actionhub.bus.redis.streams import RedisStreamsBus
 from actionhub.bus.ticks import Tick
 from actionhub.bus.url import open_bus
