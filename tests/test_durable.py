@@ -258,7 +258,7 @@ async def test_publishes_at_once_share_their_waits_and_each_returns_confirmed(
         with monitored(pair) as monitor:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(publish, hub, 0)  # holds the confirming connection
-                await trio.testing.wait_all_tasks_blocked()
+                await held.holding.wait()
                 for n in range(1, 40):
                     nursery.start_soon(publish, hub, n)
                 await wait_until(lambda: on_primary.xlen(f"{prefix}t") == 39)  # all joined the round
@@ -546,12 +546,14 @@ class Held:
         self.real = wire.execute
         self.fail_round = fail_round
         self.calls: list[tuple[Any, ...]] = []
+        self.holding = trio.Event()  # the first call is held
         self.release = trio.Event()
         monkeypatch.setattr(wire, "execute", self.execute)
 
     async def execute(self, *commands: Any, timeout: float | None = None) -> list[Any]:
         self.calls.append(commands)
         if len(self.calls) == 1:
+            self.holding.set()
             await self.release.wait()
         elif len(self.calls) == 2 and self.fail_round:
             raise redis.ConnectionError("the round's reply was lost")
@@ -585,7 +587,7 @@ async def test_a_round_confirms_only_writes_to_the_server_it_waits_on(
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(hub.publish, "first", 1)  # holds the confirming connection
-            await trio.testing.wait_all_tasks_blocked()
+            await held.holding.wait()  # (not all tasks blocked: it may be reading from Redis)
             if then == "the write went elsewhere":
                 monkeypatch.setattr(bus.wire, "address", ("127.0.0.2", pair.primary.port))
             nursery.start_soon(join)
@@ -613,7 +615,7 @@ async def test_a_failed_round_leaves_its_writes_unconfirmed_not_written_twice(
         fails = Held(bus, monkeypatch)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(hub.publish, "first", 1)  # holds the confirming connection
-            await trio.testing.wait_all_tasks_blocked()
+            await fails.holding.wait()
             move = [("MULTI",), ("XADD", f"{prefix}dead:t", "*", "message", "m"), ("EXEC",)]
             nursery.start_soon(partial(confirmed_move, bus, move, what="dead-letter"))
             nursery.start_soon(hub.publish, "joined", 2)
