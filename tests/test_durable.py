@@ -29,8 +29,8 @@ import trio.testing
 from actionhub import ActionHub, BusError, ConfigurationError
 from actionhub.bus.base import Delivery
 from actionhub.bus.redis import scripts
-from actionhub.bus.redis.durable import confirmed_move
 from actionhub.bus.redis.options import split_url
+from actionhub.bus.redis.replication import confirmed_move
 from actionhub.bus.redis.streams import RedisStreamsBus
 from actionhub.bus.ticks import Tick
 from actionhub.bus.url import open_bus
@@ -39,6 +39,7 @@ from actionhub.client._ops import sha_of
 from actionhub.message import Message
 from actionhub.supervision.inbox import GroupInbox
 from actionhub.testing import RedisServer
+from tests.polling import wait_until
 from tests.servers import private_redis
 from tests.test_clients import FLAVOURS, Flavour
 
@@ -83,11 +84,13 @@ def pair() -> Iterator[Pair]:
         replica_of = ("--replicaof", "127.0.0.1", str(primary.port))
         with private_redis(appendonly=False, extra_args=replica_of) as replica:
             linked = Pair(primary, replica)
-            deadline = time.monotonic() + 20
-            while linked.on_replica.info("replication").get("master_link_status") != "up":
-                assert time.monotonic() < deadline, "the replica did not link to the primary"
-                time.sleep(0.02)
+            trio.run(partial(wait_until, partial(is_linked, linked.on_replica), 20, 0.02))
             yield linked
+
+
+def is_linked(replica: redis.Redis) -> bool:
+    """Whether ``replica`` has linked to its primary (made its first sync)."""
+    return bool(replica.info("replication").get("master_link_status") == "up")
 
 
 def prefix_of(url: str) -> str:
@@ -233,11 +236,14 @@ def _partition(key: str) -> int:
     return partition_of(key, DEFAULT_PARTITIONS)
 
 
-async def test_publishes_at_once_share_their_waits_and_each_returns_confirmed(pair: Pair) -> None:
+async def test_publishes_at_once_share_their_waits_and_each_returns_confirmed(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """While a WAIT is under way, publishes go out on the shared connection and the next round
     (a mark and one WAIT) confirms them all: each is on the replica when it returns."""
     url = pair.url("durable=1")
     prefix = prefix_of(url)
+    on_primary = redis.Redis(port=pair.primary.port)
     missing: list[str] = []
 
     async def publish(hub: ActionHub, n: int) -> None:
@@ -246,17 +252,23 @@ async def test_publishes_at_once_share_their_waits_and_each_returns_confirmed(pa
         if not any(f'"id":"{message_id}"'.encode() in fields[b"message"] for _, fields in entries):
             missing.append(message_id)
 
-    with monitored(pair) as monitor:
-        async with ActionHub(url).running() as hub, trio.open_nursery() as nursery:
-            for n in range(40):
-                nursery.start_soon(publish, hub, n)
+    async with ActionHub(url).running() as hub:
+        await hub.publish("warm-up", 0)  # the confirming connection is made
+        held = Held(hub.bus, monkeypatch, fail_round=False)
+        with monitored(pair) as monitor:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(publish, hub, 0)  # holds the confirming connection
+                await held.holding.wait()
+                for n in range(1, 40):
+                    nursery.start_soon(publish, hub, n)
+                await wait_until(lambda: on_primary.xlen(f"{prefix}t") == 39)  # all joined the round
+                held.release.set()
     assert missing == []
     assert pair.on_replica.xlen(f"{prefix}t") == 40
     waits = [c for _, c in monitor.commands if c.startswith("WAIT")]
     rounds = [c for _, c in monitor.commands if c.startswith(f"SET {prefix}#mark ")]
-    assert rounds and len(waits) < 40  # some shared a WAIT (how many: the timing's)
-    for write in range(len(rounds)):  # a round is its mark then its WAIT, on the round's connection
-        assert monitor.after(f"SET {prefix}#mark ", write)[0].startswith("WAIT 1 ")
+    assert (len(waits), len(rounds)) == (2, 1)  # the held write's own WAIT, and one for 39 writes
+    assert monitor.after(f"SET {prefix}#mark ")[0].startswith("WAIT 1 ")  # on the round's connection
 
 
 async def test_marks_never_replace_the_streams_of_topics_named_like_them(pair: Pair) -> None:
@@ -308,8 +320,28 @@ async def test_an_unconfirmed_hub_publish_fails_clearly_and_a_plain_one_succeeds
         await hub.publish("t", "confirmed again")
     said = [r.getMessage() for r in caplog.records if "replicas" in r.getMessage()]
     assert said[0].startswith("writes not confirmed by the replicas (publish)")
-    assert said[-1] == "replicas confirm writes again (publish)"
+    assert said[-1] == "replicas confirm durable=1 writes again (publish)"
     assert len(said) == 2  # once at the start of the spell, once at its end
+
+
+def test_each_number_of_replicas_asked_is_said_short_once_and_confirmed_again_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Writers of one bus asking 2 and 1 of one replica: the first are short, the others are
+    confirmed all along, at once; neither ends the other's spell nor starts it again."""
+    bus = open_bus("redis://127.0.0.1:1/0")  # not opened: nothing is sent
+    assert isinstance(bus, RedisStreamsBus)
+    for _ in range(2):
+        assert bus.replication.note("publish", 1, 2) is False
+        assert bus.replication.note("schedule retry", 1, 1) is True
+    for _ in range(2):
+        assert bus.replication.note("publish", 2, 2) is True
+    said = [r.getMessage() for r in caplog.records if "replicas" in r.getMessage()]
+    assert said == [
+        "writes not confirmed by the replicas (publish): 1 of 2 within durable_timeout=1 s; "
+        "a failover now could undo them",
+        "replicas confirm durable=2 writes again (publish)",
+    ]
 
 
 async def test_durable_without_any_replica_fails_clearly(redis_url: str) -> None:
@@ -327,10 +359,10 @@ async def test_a_resend_after_a_failover_that_lost_the_entry_writes_it_again(pai
     async with ActionHub(url).running() as hub, trio.open_nursery() as nursery:
         with pair.replica_paused():
             nursery.start_soon(hub.publish, "t", "lost once")
-            while not on_primary.xlen(f"{prefix}t"):  # noqa: ASYNC110 - the write is in Redis
-                await trio.sleep(0.01)
+            await wait_until(lambda: on_primary.xlen(f"{prefix}t") == 1, poll=0.01)  # the first attempt
             on_primary.delete(f"{prefix}t")  # the failover: the unconfirmed entry is gone
-            await trio.sleep(0.3)  # a WAIT timed out meanwhile: the publish is being resent
+            # its WAIT times out: the resend writes the entry again (still unconfirmed)
+            await wait_until(lambda: on_primary.xlen(f"{prefix}t") == 1, poll=0.01)
     assert [f[b"message"].count(b"lost once") for _, f in pair.on_replica.xrange(f"{prefix}t")] == [1]
 
 
@@ -341,8 +373,7 @@ async def test_a_primary_killed_mid_flow_loses_no_confirmed_publish() -> None:
         replica_of = ("--replicaof", "127.0.0.1", str(primary.port))
         with private_redis(appendonly=False, extra_args=replica_of) as replica:
             on_replica = redis.Redis(port=replica.port)
-            while on_replica.info("replication").get("master_link_status") != "up":  # noqa: ASYNC110
-                await trio.sleep(0.02)
+            await wait_until(partial(is_linked, on_replica), poll=0.02)
             returned: list[str] = []
             failed: list[BusError] = []
 
@@ -404,14 +435,14 @@ async def test_a_client_publish_confirmed_late_is_resent_and_written_once(pair: 
     client = Flavour(flavour, url)
     try:
         async with trio.open_nursery() as nursery:
-            with pair.replica_paused():
+            with monitored(pair) as monitor, pair.replica_paused():
                 nursery.start_soon(partial(client.call, "publish", "t", "late"))
-                while not on_primary.xlen(f"{prefix}t"):  # noqa: ASYNC110 - the first attempt is in
-                    await trio.sleep(0.01)
-                await trio.sleep(0.3)  # its WAIT timed out: a resend is on its way
+                resend = f"EVALSHA {sha_of(scripts.PUBLISH_ONCE)}"
+                # the first attempt (an XADD) is not confirmed: its WAIT times out, and it is resent
+                await wait_until(lambda: any(c.startswith(resend) for _, c in monitor.commands), poll=0.01)
     finally:
         await client.close()
-    assert pair.on_replica.xlen(f"{prefix}t") == 1
+    assert on_primary.xlen(f"{prefix}t") == pair.on_replica.xlen(f"{prefix}t") == 1
 
 
 async def test_per_publish_durable_on_a_client(pair: Pair) -> None:
@@ -502,7 +533,7 @@ async def test_an_unconfirmed_move_is_said_once_and_not_undone(
         assert on_primary.xlen(f"{prefix}dead:t") == 0  # requeued on the primary all the same
     said = [r.getMessage() for r in caplog.records if "replicas" in r.getMessage()]
     assert said[0].startswith("writes not confirmed by the replicas (schedule retry): 0 of 1")
-    assert said[1] == "replicas confirm writes again (publish)"
+    assert said[1] == "replicas confirm durable=1 writes again (publish)"
 
 
 class Held:
@@ -515,12 +546,14 @@ class Held:
         self.real = wire.execute
         self.fail_round = fail_round
         self.calls: list[tuple[Any, ...]] = []
+        self.holding = trio.Event()  # the first call is held
         self.release = trio.Event()
         monkeypatch.setattr(wire, "execute", self.execute)
 
     async def execute(self, *commands: Any, timeout: float | None = None) -> list[Any]:
         self.calls.append(commands)
         if len(self.calls) == 1:
+            self.holding.set()
             await self.release.wait()
         elif len(self.calls) == 2 and self.fail_round:
             raise redis.ConnectionError("the round's reply was lost")
@@ -554,7 +587,7 @@ async def test_a_round_confirms_only_writes_to_the_server_it_waits_on(
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(hub.publish, "first", 1)  # holds the confirming connection
-            await trio.testing.wait_all_tasks_blocked()
+            await held.holding.wait()  # (not all tasks blocked: it may be reading from Redis)
             if then == "the write went elsewhere":
                 monkeypatch.setattr(bus.wire, "address", ("127.0.0.2", pair.primary.port))
             nursery.start_soon(join)
@@ -582,7 +615,7 @@ async def test_a_failed_round_leaves_its_writes_unconfirmed_not_written_twice(
         fails = Held(bus, monkeypatch)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(hub.publish, "first", 1)  # holds the confirming connection
-            await trio.testing.wait_all_tasks_blocked()
+            await fails.holding.wait()
             move = [("MULTI",), ("XADD", f"{prefix}dead:t", "*", "message", "m"), ("EXEC",)]
             nursery.start_soon(partial(confirmed_move, bus, move, what="dead-letter"))
             nursery.start_soon(hub.publish, "joined", 2)
@@ -593,7 +626,10 @@ async def test_a_failed_round_leaves_its_writes_unconfirmed_not_written_twice(
     assert pair.on_replica.xlen(f"{prefix}dead:t") == 1
     assert pair.on_replica.xlen(f"{prefix}joined") == 1
     said = [r.getMessage() for r in caplog.records if "replicas" in r.getMessage()]
-    assert said[0].startswith("writes not confirmed by the replicas")  # the move's or the publish's
+    assert len(said) == 2, said  # the move and the publish ask as many replicas: one spell
+    # both learn at once that the round failed: which says so first is the scheduler's choice
+    assert re.match(r"writes not confirmed by the replicas \((dead-letter|publish)\): 0 of 1 ", said[0])
+    assert said[1] == "replicas confirm durable=1 writes again (publish)"  # the publish's resend
 
 
 async def test_durable_schedule_ticks_are_confirmed(pair: Pair) -> None:

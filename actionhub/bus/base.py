@@ -33,9 +33,7 @@ if TYPE_CHECKING:
 def check_durable(durable: int | None) -> int | None:
     """A publish's ``durable``: how many replicas must confirm it (None: as the bus's URL says)."""
     if durable is not None and (isinstance(durable, bool) or not isinstance(durable, int) or durable < 0):
-        raise ConfigurationError(
-            f"durable must be a whole number of replicas >= 0, or None (the bus URL's), not {durable!r}"
-        )
+        raise ConfigurationError(f"durable must be a whole number of replicas >= 0, not {durable!r}")
     return durable
 
 

@@ -142,20 +142,19 @@ class AsyncClient(AwaitedMethods):
 
     async def _confirmed(self, call: Command | Script | Transaction, confirm: Confirm) -> Any:
         """``call`` and its WAIT in one pipeline (`confirmed_call`): its reply."""
-        commands, reply = confirmed_call(call, confirm, self._ops.options.durable_timeout)
-
-        async def send() -> list[Any]:
-            async with self._client.pipeline(transaction=False) as pipe:
-                for args in commands:
-                    pipe.execute_command(*args)
-                return list(await pipe.execute())
-
+        timeout = self._ops.options.durable_timeout
         try:
-            return reply(await send())
-        except NoScriptError:  # not loaded yet, or Redis restarted: load it, once more
-            assert isinstance(call, Script)
-            await self._client.execute_command("SCRIPT", "LOAD", call.source)
-            return reply(await send())
+            commands, reply = confirmed_call(call, confirm, timeout)
+            return reply(await self._pipelined(commands))
+        except NoScriptError:  # a script not loaded yet, or Redis restarted: load it, once more
+            commands, reply = confirmed_call(call, confirm, timeout, load=True)
+            return reply(await self._pipelined(commands))
+
+    async def _pipelined(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        async with self._client.pipeline(transaction=False) as pipe:
+            for args in commands:
+                pipe.execute_command(*args)
+            return list(await pipe.execute())
 
     async def _execute(self, call: Call) -> Any:
         client = self._client

@@ -119,17 +119,20 @@ def resendable(error: BaseException) -> bool:
 
 
 def confirmed_call(
-    call: Command | Script | Transaction, confirm: Confirm, timeout: float
+    call: Command | Script | Transaction, confirm: Confirm, timeout: float, *, load: bool = False
 ) -> tuple[list[tuple[Any, ...]], Callable[[list[Any]], Any]]:
     """The commands of one confirmed write, for one pipeline (not a transaction: WAIT inside
     MULTI does not wait): the write, the mark after a script (it may write nothing:
     `actionhub.bus.redis.durable`), WAIT; and what makes the write's reply of their replies
-    (`NotReplicated` if too few replicas confirmed it)."""
+    (`NotReplicated` if too few replicas confirmed it). ``load``: the script's ``SCRIPT LOAD``
+    first (the write failed with NoScriptError: not loaded yet, or Redis restarted)."""
     mark = None
     if isinstance(call, Transaction):
         writes = [("MULTI",), *call.commands, ("EXEC",)]
     elif isinstance(call, Script):
         writes, mark = [evalsha(call)], confirm.mark
+        if load:
+            writes.insert(0, ("SCRIPT", "LOAD", call.source))
     else:
         writes = [call.args]
     tail = confirm_tail(confirm.replicas, timeout, mark)
@@ -137,7 +140,7 @@ def confirmed_call(
     def reply(replies: list[Any]) -> Any:
         written, count = confirmed_count(replies, tail)
         check_replicated(count, confirm.replicas, timeout)
-        return raise_nested(written[-1]) if isinstance(call, Transaction) else written[0]
+        return raise_nested(written[-1]) if isinstance(call, Transaction) else written[-1]
 
     return [*writes, *(tuple(command) for command in tail)], reply
 

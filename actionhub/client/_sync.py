@@ -12,7 +12,7 @@ from redis.exceptions import NoScriptError
 
 from ..bus.base import DeadLetter
 from ..bus.redis.durable import Confirm
-from ..bus.redis.options import connect
+from ..bus.redis.options import connect, pipelined
 from ..bus.redis.sentinel import close_client
 from ..bus.url import redis_url_options
 from ..inspect import CommandAnswer, HubSnapshot
@@ -224,20 +224,13 @@ class Client:
 
     def _confirmed(self, call: Command | Script | Transaction, confirm: Confirm) -> Any:
         """``call`` and its WAIT in one pipeline (`confirmed_call`): its reply."""
-        commands, reply = confirmed_call(call, confirm, self._ops.options.durable_timeout)
-
-        def send() -> list[Any]:
-            with self._client.pipeline(transaction=False) as pipe:
-                for args in commands:
-                    pipe.execute_command(*args)
-                return list(pipe.execute())
-
+        timeout = self._ops.options.durable_timeout
         try:
-            return reply(send())
-        except NoScriptError:  # not loaded yet, or Redis restarted: load it, once more
-            assert isinstance(call, Script)
-            self._client.execute_command("SCRIPT", "LOAD", call.source)
-            return reply(send())
+            commands, reply = confirmed_call(call, confirm, timeout)
+            return reply(pipelined(self._client, commands))
+        except NoScriptError:  # a script not loaded yet, or Redis restarted: load it, once more
+            commands, reply = confirmed_call(call, confirm, timeout, load=True)
+            return reply(pipelined(self._client, commands))
 
     def _execute(self, call: Call) -> Any:
         client = self._client

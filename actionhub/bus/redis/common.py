@@ -35,7 +35,7 @@ from ..base import Bus, ControlRequest, DeadLetter, ReplyChannel, TopicInfo
 from ..ticks import ScheduleState, Tick, TicksFired
 from ..url import redact
 from . import control, schedules, scripts
-from .durable import Confirm, NotReplicated, Replication, durably, publish_confirm, requeue_confirmed
+from .durable import Confirm, NotReplicated, publish_confirm
 from .entries import (
     PUBLISH_BATCH,
     Requeued,
@@ -46,7 +46,8 @@ from .entries import (
 )
 from .keys import Keys
 from .once import KeptTopics, look_back
-from .options import TRANSIENT, RedisOptions, connect, consumer_name, describe, text
+from .options import TRANSIENT, RedisOptions, connect, consumer_name, describe, pipelined, text
+from .replication import Replication, durably, requeue_confirmed
 from .results import RedisStatuses
 from .sentinel import close_client, follow_primary
 from .topics import topic_info_call, topic_info_of
@@ -91,7 +92,7 @@ class RedisBusBase(Bus):
         self._wire_params = wire_params(self.client)
         self.wire: WireConnection | None = None  # shared, pipelined, while open (if possible)
         self._wires: weakref.WeakSet[WireConnection] = weakref.WeakSet()  # every one made
-        self._confirming: WireConnection | None = None  # writes with their WAIT (durable.py)
+        self._confirming: WireConnection | None = None  # writes with their WAIT (replication.py)
         self.replication = Replication(self)
         self.consumer = ""
 
@@ -132,14 +133,7 @@ class RedisBusBase(Bus):
         wire = self.wire
         if wire is not None:
             return await self.call_async(partial(wire.execute, *commands), what=what, deadline=deadline)
-
-        def run() -> list[Any]:
-            with self.client.pipeline(transaction=False) as pipe:
-                for command in commands:
-                    pipe.execute_command(*command)
-                return cast(list[Any], pipe.execute())
-
-        return await self.call(run, what=what, deadline=deadline)
+        return await self.call(partial(pipelined, self.client, commands), what=what, deadline=deadline)
 
     async def run_scripts(
         self,

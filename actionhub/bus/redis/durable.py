@@ -1,4 +1,4 @@
-"""Writes confirmed by replicas (``durable=N``), sans I/O, and how a bus sends them.
+"""Writes confirmed by replicas (``durable=N``): the commands and checks, sans I/O.
 
 Redis replicates asynchronously: a write the primary acknowledged is lost if the primary dies
 before a replica has it. ``WAIT N timeout`` returns once N replicas have acknowledged the last
@@ -7,7 +7,7 @@ write and its ``WAIT`` on one connection, in one round trip: on the hub's trio-d
 for confirmed writes (a ``WAIT`` holds up every later command of its connection, so not the
 shared one that reads and acks), or on a pooled redis-py connection (the thread path), or in
 one pipeline (not a transaction: ``WAIT`` inside ``MULTI`` does not wait) in the clients. While
-the hub's ``WAIT`` is under way, its writes share the next one instead (`Replication`).
+the hub's ``WAIT`` is under way, its writes share the next one instead (`replication.Replication`).
 
 A ``WAIT`` covers every write that Redis made before its connection's last one (Redis replicates
 in order), but a script may write nothing (a resend that finds its first attempt's entry, a
@@ -19,30 +19,26 @@ as waiting for the last write; the mark holds either way.)
 Fewer replicas than asked, within ``durable_timeout``: `NotReplicated`. A publish treats it as a
 lost reply (the write is on the primary, and perhaps on no replica): it resends, which writes
 nothing if its entry is there and writes it again if a failover lost it, then waits again.
+
+The clients send these commands themselves; the hub's bus: `actionhub.bus.redis.replication`.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Sequence
-from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
 import attrs
 import redis
-import trio
 from redis._parsers.base import BaseParser
 
-from ...errors import BusError, ConfigurationError
-from ..url import redact
+from ...errors import ConfigurationError
+from ..base import check_durable
 from .keys import Keys
-from .wire import Command, Connection
 
 if TYPE_CHECKING:
-    from .common import RedisBusBase
-
-log = logging.getLogger("actionhub.redis")
+    from .wire import Command
 
 #: Milliseconds a mark lives: only its write matters, never its value.
 MARK_TTL_MS = 60_000
@@ -122,8 +118,7 @@ def check_options(
 ) -> None:
     """`ConfigurationError` for ``durable`` options that cannot work with the rest of the URL;
     ``socket_timeout``: the connections', which is ``timeout_is``."""
-    if isinstance(durable, bool) or not isinstance(durable, int) or durable < 0:
-        raise ConfigurationError(f"durable must be a whole number of replicas >= 0, not {durable!r}")
+    check_durable(durable)
     if durable and mode == "pubsub":
         raise ConfigurationError(f"durable needs mode=stream: {NO_PUBSUB}")
     if not (durable_timeout > 0 and math.isfinite(durable_timeout)):
@@ -133,223 +128,3 @@ def check_options(
             f"durable_timeout must be under the socket timeout ({timeout_is}: {socket_timeout:g} s), "
             f"not {durable_timeout!r}: every WAIT it let run longer would fail as a lost connection"
         )
-
-
-class _Round:
-    """One ``WAIT`` that confirms the writes of every caller that joined it."""
-
-    __slots__ = ("count", "done", "error", "on", "replicas")
-
-    def __init__(self) -> None:
-        self.replicas = 0
-        self.count = 0
-        self.on: Connection | None = None  # the confirming connection its WAIT went out on
-        self.error: BaseException | None = None
-        self.done = trio.Event()
-
-
-class Replication:
-    """A bus's replicas: its confirmed writes, in rounds, and what it says of them.
-
-    Rounds: a ``WAIT`` holds up every later command of its connection, so the confirmed writes of
-    one connection, each with its own ``WAIT``, would go one replica round trip at a time. So,
-    on the trio-driven path, a write finding no round under way goes out with its ``WAIT`` in one
-    round trip on the confirming connection; while a round is under way, writes go out at once on
-    the shared connection, and each joins the next round: the mark and one ``WAIT``, sent when
-    the round under way returns, confirm all of them (Redis replicates in order, and the mark is
-    written after their replies came). One round per replica round trip, however many writes.
-
-    Said: once when writes stop being confirmed, once when they are again (a replica down or
-    lagging is an outage of its own)."""
-
-    def __init__(self, bus: RedisBusBase) -> None:
-        self._bus = bus
-        self.short = False
-        self._busy = False  # a round is under way on the confirming connection
-        self._next: _Round | None = None  # the round the writes made meanwhile joined
-
-    async def write(
-        self, commands: Sequence[Command], replicas: int, mark: Command | None
-    ) -> tuple[list[Any], int]:
-        """``commands`` confirmed by ``replicas`` on the trio-driven path: (their replies, the
-        replicas that confirmed them). Raises only if the replies of ``commands`` did not come:
-        a round that fails after they did confirms them by no replica."""
-        bus = self._bus
-        confirming, shared = bus.confirming_wire(), bus.wire
-        assert confirming is not None and shared is not None, "the trio-driven path is closed"
-        if not self._busy:
-            self._busy = True
-            tail = confirm_tail(replicas, bus.options.durable_timeout, mark)
-            try:
-                return confirmed_count(await confirming.execute(*commands, *tail), tail)
-            finally:
-                self._ended()
-        # a WAIT counts the writes of its own server: the round confirms this write only on the
-        # confirming connection open when it went out (not one made since: under Sentinel perhaps
-        # to a new primary; but the first one, if being made) and to the server it went to
-        confirming_at = confirming.connection or (None if confirming.generation else (1, None))
-        shared_at, generation = shared.connection, shared.generation
-        replies = await shared.execute(*commands)
-        written_at = shared.connection  # where the write went, if it stayed open or was made for it
-        if written_at != shared_at and not (
-            shared_at is None and written_at and written_at[0] == generation + 1
-        ):
-            written_at = None
-        round_ = self._next = self._next or _Round()
-        round_.replicas = max(round_.replicas, replicas)
-        if not self._busy:  # the round under way ended while this write went out
-            self._ended()
-        await round_.done.wait()
-        if round_.error is not None:
-            # this write's own reply came: raising would have the caller write it again (a
-            # second dead letter, a message requeued twice); unconfirmed, it resends only if
-            # that is idempotent (a publish) and otherwise is said to be short
-            log.debug("a round of confirmations failed: %r", round_.error)
-            return replies, 0
-        on = round_.on
-        if on is None or confirming_at is None or written_at is None:
-            return replies, 0  # not known to be on the server that confirmed: resent or said short
-        if on[0] != confirming_at[0] or on[1] != written_at[1]:
-            return replies, 0
-        return replies, round_.count
-
-    def _ended(self) -> None:
-        """The round under way is over: send the next one, if writes joined it."""
-        self._busy = False
-        round_, self._next = self._next, None
-        nursery = self._bus._nursery
-        if round_ is None:
-            return
-        if nursery is None:
-            round_.error = redis.ConnectionError("the bus closed")
-            round_.done.set()
-            return
-        self._busy = True
-        nursery.start_soon(self._send, round_)
-
-    async def _send(self, round_: _Round) -> None:
-        bus = self._bus
-        tail = confirm_tail(round_.replicas, bus.options.durable_timeout, mark_command(bus.keys))
-        try:
-            confirming = bus.confirming_wire()
-            if confirming is None:
-                raise redis.ConnectionError("the bus closed")
-            on = confirming.connection
-            if on is None:  # lost since the writes went out: a WAIT elsewhere confirms nothing of theirs
-                raise redis.ConnectionError("the confirming connection was lost")
-            count = int((await confirming.execute(*tail))[-1])
-            if confirming.connection == on:  # else it reconnected: its WAIT's server is unknown
-                round_.on, round_.count = on, count
-        except Exception as error:  # each writer that joined it counts as unconfirmed
-            round_.error = error
-        except BaseException:  # cancelled: the bus is closing
-            round_.error = redis.ConnectionError("the bus closed")
-            raise
-        finally:
-            round_.done.set()
-            self._ended()
-
-    def note(self, what: str, confirmed: int, wanted: int) -> bool:
-        """Record how a confirmation went; whether it was confirmed."""
-        extra = {"bus": redact(self._bus.url), "operation": what}
-        if confirmed >= wanted:
-            if self.short:
-                self.short = False
-                log.warning("replicas confirm writes again (%s)", what, extra=extra)
-            return True
-        if not self.short:
-            self.short = True
-            log.warning(
-                "writes not confirmed by the replicas (%s): %d of %d within durable_timeout=%g s; "
-                "a failover now could undo them",
-                what,
-                confirmed,
-                wanted,
-                self._bus.options.durable_timeout,
-                extra=extra,
-            )
-        return False
-
-
-async def confirmed(
-    bus: RedisBusBase,
-    commands: Sequence[Command],
-    replicas: int,
-    *,
-    mark: Command | None = None,
-    scripts: Sequence[Any] = (),
-) -> tuple[list[Any], int]:
-    """``commands`` then (``mark`` and) ``WAIT replicas`` in one round trip, on one connection:
-    (the replies of ``commands``, the replicas that confirmed them). One attempt: the transient
-    errors are the caller's (`RedisBusBase.call_async`). ``scripts``: the registered scripts
-    whose EVALSHA ``commands`` hold, loaded again if Redis lost them."""
-    try:
-        return await _send(bus, commands, replicas, mark)
-    except redis.exceptions.NoScriptError:
-        if not scripts:
-            raise
-        await bus.execute([("SCRIPT", "LOAD", script.script) for script in scripts], what="load scripts")
-        return await _send(bus, commands, replicas, mark)
-
-
-async def durably(
-    bus: RedisBusBase,
-    commands: Sequence[Command],
-    confirm: Confirm,
-    *,
-    what: str,
-    scripts: Sequence[Any] = (),
-) -> list[Any]:
-    """`confirmed`, raising `NotReplicated` when short: one attempt of a publish."""
-    replicas = confirm.replicas
-    replies, count = await confirmed(bus, commands, replicas, mark=confirm.mark, scripts=scripts)
-    if not bus.replication.note(what, count, replicas):
-        raise NotReplicated(count, replicas, bus.options.durable_timeout)
-    return replies
-
-
-async def confirmed_move(
-    bus: RedisBusBase, commands: Sequence[Command], *, what: str, scripts: Sequence[Any] = ()
-) -> list[Any]:
-    """A move (a message's new place and the ack of its old one, atomically: a script or a
-    transaction) confirmed by the URL's ``durable`` replicas; their replies. Short is said (once),
-    not retried: a failover can only undo the whole move, so the message runs again, never is lost."""
-    replicas = bus.options.durable
-    replies, count = await bus.call_async(
-        partial(confirmed, bus, commands, replicas, scripts=scripts), what=what
-    )
-    bus.replication.note(what, count, replicas)
-    return replies
-
-
-async def requeue_confirmed(bus: RedisBusBase, commands: Sequence[Command]) -> None:
-    """Requeue dead letters (``commands``, one transaction) confirmed by the URL's ``durable``
-    replicas; `BusError` if fewer confirm (a failover now could put them back among the dead
-    letters: the operator is told, rather than a log)."""
-    what = "requeue dead letters"
-    replicas = bus.options.durable
-    replies, count = await bus.call_async(
-        partial(confirmed, bus, [("MULTI",), *commands, ("EXEC",)], replicas), what=what
-    )
-    raise_nested(replies[-1])
-    if not bus.replication.note(what, count, replicas):
-        error = NotReplicated(count, replicas, bus.options.durable_timeout)
-        raise BusError(f"{what} may not be durable: {error}; a failover now could undo it")
-
-
-async def _send(
-    bus: RedisBusBase, commands: Sequence[Command], replicas: int, mark: Command | None
-) -> tuple[list[Any], int]:
-    if bus.wire is not None:
-        return await bus.replication.write(commands, replicas, mark)
-    tail = confirm_tail(replicas, bus.options.durable_timeout, mark)
-
-    def run() -> list[Any]:  # the write and its WAIT on one pooled connection
-        with bus.client.pipeline(transaction=False) as pipe:
-            for command in [*commands, *tail]:
-                pipe.execute_command(*command)
-            return list(pipe.execute())
-
-    # a WAIT may block for durable_timeout: not among the few calls at once of the thread path
-    replies = await trio.to_thread.run_sync(run, abandon_on_cancel=True, limiter=bus._blocking_threads)
-    return confirmed_count(replies, tail)

@@ -129,7 +129,7 @@ class Keys:
     def durable_mark(self, topic: str | None = None, target: str | None = None) -> str:
         """Written (``SET``, short-lived) before a ``WAIT`` that confirms a script's write to
         ``topic``, so the ``WAIT`` covers it even if the script wrote nothing, or (None) before
-        the one ``WAIT`` of a round of confirmations (redis/durable.py). ``#`` starts the name:
+        the one ``WAIT`` of a round of confirmations (redis/replication.py). ``#`` starts the name:
         no topic holds one, so no mark is ever a topic's stream. ``target``: the stream written
         (the cluster layout puts the mark in its slot)."""
         return f"{self.prefix}#mark" if topic is None else f"{self.prefix}#mark:{topic}"

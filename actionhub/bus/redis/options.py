@@ -8,7 +8,7 @@ import inspect
 import math
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -169,6 +169,15 @@ def connect(redis_url: str, options: RedisOptions) -> Any:
         return redis.Redis.from_url(redis_url, **client_options(options))
     except (ValueError, TypeError) as exc:
         raise ConfigurationError(f"bad Redis URL: {exc}") from None
+
+
+def pipelined(client: Any, commands: Sequence[Sequence[Any]]) -> list[Any]:
+    """``commands`` in one round trip on one of ``client``'s connections (pipelined, not a
+    transaction): their replies."""
+    with client.pipeline(transaction=False) as pipe:
+        for command in commands:
+            pipe.execute_command(*command)
+        return list(pipe.execute())
 
 
 def client_options(options: RedisOptions) -> dict[str, Any]:

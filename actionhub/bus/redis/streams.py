@@ -45,7 +45,7 @@ from ..dedupe import Dedupe
 from ..limits import LimitSpec
 from . import scripts
 from .common import RedisBusBase
-from .durable import Confirm, durably
+from .durable import Confirm
 from .entries import (
     PUBLISH_BATCH,
     Requeued,
@@ -56,6 +56,7 @@ from .once import batches, publish_many_once, publish_once, trim_guard
 from .options import RedisOptions
 from .ordered import OrderedSubscription
 from .reader import Reader
+from .replication import durably
 from .results import RedisStatuses
 from .subscription import Letter, StreamSubscription
 from .watch import LazyWatch

@@ -16,13 +16,14 @@ from redis.exceptions import ResponseError
 from ...errors import HubStopped, MalformedMessage
 from ..base import Delivery, Inbox, Subscription
 from .common import RedisProgress, is_nogroup
-from .durable import confirmed_move, raise_nested
+from .durable import raise_nested
 from .entries import (
     dead_letter_fields,
     delayed_member,
 )
 from .options import text
 from .reader import BlockingReader, Entries, later_id, streams_of
+from .replication import confirmed_move
 from .wire import Command
 
 if TYPE_CHECKING:

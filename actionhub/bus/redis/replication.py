@@ -1,0 +1,240 @@
+"""How a bus confirms its writes by replicas (``durable=N``: `actionhub.bus.redis.durable`), with
+trio: on the trio-driven connection in rounds (`Replication`), or on redis-py's thread path."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import redis
+import trio
+
+from ...errors import BusError
+from ..url import redact
+from .durable import Confirm, NotReplicated, confirm_tail, confirmed_count, mark_command, raise_nested
+from .options import pipelined
+from .wire import Command, Connection
+
+if TYPE_CHECKING:
+    from .common import RedisBusBase
+
+log = logging.getLogger("actionhub.redis")
+
+
+class _Round:
+    """One ``WAIT`` that confirms the writes of every caller that joined it."""
+
+    __slots__ = ("count", "done", "error", "on", "replicas")
+
+    def __init__(self) -> None:
+        self.replicas = 0
+        self.count = 0
+        self.on: Connection | None = None  # the confirming connection its WAIT went out on
+        self.error: BaseException | None = None
+        self.done = trio.Event()
+
+
+class Replication:
+    """A bus's replicas: its confirmed writes, in rounds, and what it says of them.
+
+    Rounds: a ``WAIT`` holds up every later command of its connection, so the confirmed writes of
+    one connection, each with its own ``WAIT``, would go one replica round trip at a time. So,
+    on the trio-driven path, a write finding no round under way goes out with its ``WAIT`` in one
+    round trip on the confirming connection; while a round is under way, writes go out at once on
+    the shared connection, and each joins the next round: the mark and one ``WAIT``, sent when
+    the round under way returns, confirm all of them (Redis replicates in order, and the mark is
+    written after their replies came). One round per replica round trip, however many writes. A
+    round waits for the most replicas its writers asked: one asking fewer may wait out
+    ``durable_timeout`` beside one asking more than there are.
+
+    Said: once when writes stop being confirmed, once when they are again (a replica down or
+    lagging is an outage of its own), for each number of replicas asked (writers asking 1 and 2
+    of one replica are confirmed and not, at once: not a spell that ends and starts again)."""
+
+    def __init__(self, bus: RedisBusBase) -> None:
+        self._bus = bus
+        self._short: set[int] = set()  # the numbers of replicas asked that are not confirmed
+        self._busy = False  # a round is under way on the confirming connection
+        self._next: _Round | None = None  # the round the writes made meanwhile joined
+
+    async def write(
+        self, commands: Sequence[Command], replicas: int, mark: Command | None
+    ) -> tuple[list[Any], int]:
+        """``commands`` confirmed by ``replicas`` on the trio-driven path: (their replies, the
+        replicas that confirmed them). Raises only if the replies of ``commands`` did not come:
+        a round that fails after they did confirms them by no replica."""
+        bus = self._bus
+        confirming, shared = bus.confirming_wire(), bus.wire
+        assert confirming is not None and shared is not None, "the trio-driven path is closed"
+        if not self._busy:
+            self._busy = True
+            tail = confirm_tail(replicas, bus.options.durable_timeout, mark)
+            try:
+                return confirmed_count(await confirming.execute(*commands, *tail), tail)
+            finally:
+                self._ended()
+        # a WAIT counts the writes of its own server: the round confirms this write only on the
+        # confirming connection open when it went out (not one made since: under Sentinel perhaps
+        # to a new primary; but the first one, if being made) and to the server it went to
+        confirming_at = confirming.connection or (None if confirming.generation else (1, None))
+        shared_at, generation = shared.connection, shared.generation
+        replies = await shared.execute(*commands)
+        written_at = shared.connection  # where the write went, if it stayed open or was made for it
+        if written_at != shared_at and not (
+            shared_at is None and written_at and written_at[0] == generation + 1
+        ):
+            written_at = None
+        round_ = self._next = self._next or _Round()
+        round_.replicas = max(round_.replicas, replicas)
+        if not self._busy:  # the round under way ended while this write went out
+            self._ended()
+        await round_.done.wait()
+        if round_.error is not None:
+            # this write's own reply came: raising would have the caller write it again (a
+            # second dead letter, a message requeued twice); unconfirmed, it resends only if
+            # that is idempotent (a publish) and otherwise is said to be short
+            log.debug("a round of confirmations failed: %r", round_.error)
+            return replies, 0
+        on = round_.on
+        if on is None or confirming_at is None or written_at is None:
+            return replies, 0  # not known to be on the server that confirmed: resent or said short
+        if on[0] != confirming_at[0] or on[1] != written_at[1]:
+            return replies, 0
+        return replies, round_.count
+
+    def _ended(self) -> None:
+        """The round under way is over: send the next one, if writes joined it."""
+        self._busy = False
+        round_, self._next = self._next, None
+        nursery = self._bus._nursery
+        if round_ is None:
+            return
+        if nursery is None:
+            round_.error = redis.ConnectionError("the bus closed")
+            round_.done.set()
+            return
+        self._busy = True
+        nursery.start_soon(self._send, round_)
+
+    async def _send(self, round_: _Round) -> None:
+        bus = self._bus
+        tail = confirm_tail(round_.replicas, bus.options.durable_timeout, mark_command(bus.keys))
+        try:
+            confirming = bus.confirming_wire()
+            if confirming is None:
+                raise redis.ConnectionError("the bus closed")
+            on = confirming.connection
+            if on is None:  # lost since the writes went out: a WAIT elsewhere confirms nothing of theirs
+                raise redis.ConnectionError("the confirming connection was lost")
+            count = int((await confirming.execute(*tail))[-1])
+            if confirming.connection == on:  # else it reconnected: its WAIT's server is unknown
+                round_.on, round_.count = on, count
+        except Exception as error:  # each writer that joined it counts as unconfirmed
+            round_.error = error
+        except BaseException:  # cancelled: the bus is closing
+            round_.error = redis.ConnectionError("the bus closed")
+            raise
+        finally:
+            round_.done.set()
+            self._ended()
+
+    def note(self, what: str, confirmed: int, wanted: int) -> bool:
+        """Record how a confirmation went; whether it was confirmed."""
+        extra = {"bus": redact(self._bus.url), "operation": what}
+        if confirmed >= wanted:
+            if wanted in self._short:
+                self._short.discard(wanted)
+                log.warning("replicas confirm durable=%d writes again (%s)", wanted, what, extra=extra)
+            return True
+        if wanted not in self._short:
+            self._short.add(wanted)
+            log.warning(
+                "writes not confirmed by the replicas (%s): %d of %d within durable_timeout=%g s; "
+                "a failover now could undo them",
+                what,
+                confirmed,
+                wanted,
+                self._bus.options.durable_timeout,
+                extra=extra,
+            )
+        return False
+
+
+async def confirmed(
+    bus: RedisBusBase,
+    commands: Sequence[Command],
+    replicas: int,
+    *,
+    mark: Command | None = None,
+    scripts: Sequence[Any] = (),
+) -> tuple[list[Any], int]:
+    """``commands`` then (``mark`` and) ``WAIT replicas`` in one round trip, on one connection:
+    (the replies of ``commands``, the replicas that confirmed them). One attempt: the transient
+    errors are the caller's (`RedisBusBase.call_async`). ``scripts``: the registered scripts
+    whose EVALSHA ``commands`` hold, loaded again if Redis lost them."""
+    try:
+        return await _send(bus, commands, replicas, mark)
+    except redis.exceptions.NoScriptError:
+        if not scripts:
+            raise
+        await bus.execute([("SCRIPT", "LOAD", script.script) for script in scripts], what="load scripts")
+        return await _send(bus, commands, replicas, mark)
+
+
+async def durably(
+    bus: RedisBusBase,
+    commands: Sequence[Command],
+    confirm: Confirm,
+    *,
+    what: str,
+    scripts: Sequence[Any] = (),
+) -> list[Any]:
+    """`confirmed`, raising `NotReplicated` when short: one attempt of a publish."""
+    replicas = confirm.replicas
+    replies, count = await confirmed(bus, commands, replicas, mark=confirm.mark, scripts=scripts)
+    if not bus.replication.note(what, count, replicas):
+        raise NotReplicated(count, replicas, bus.options.durable_timeout)
+    return replies
+
+
+async def confirmed_move(
+    bus: RedisBusBase, commands: Sequence[Command], *, what: str, scripts: Sequence[Any] = ()
+) -> list[Any]:
+    """A move (a message's new place and the ack of its old one, atomically: a script or a
+    transaction) confirmed by the URL's ``durable`` replicas; their replies. Short is said (once),
+    not retried: a failover can only undo the whole move, so the message runs again, never is lost."""
+    replicas = bus.options.durable
+    replies, count = await bus.call_async(
+        partial(confirmed, bus, commands, replicas, scripts=scripts), what=what
+    )
+    bus.replication.note(what, count, replicas)
+    return replies
+
+
+async def requeue_confirmed(bus: RedisBusBase, commands: Sequence[Command]) -> None:
+    """Requeue dead letters (``commands``, one transaction) confirmed by the URL's ``durable``
+    replicas; `BusError` if fewer confirm (a failover now could put them back among the dead
+    letters: the operator is told, rather than a log)."""
+    what = "requeue dead letters"
+    replicas = bus.options.durable
+    replies, count = await bus.call_async(
+        partial(confirmed, bus, [("MULTI",), *commands, ("EXEC",)], replicas), what=what
+    )
+    raise_nested(replies[-1])
+    if not bus.replication.note(what, count, replicas):
+        error = NotReplicated(count, replicas, bus.options.durable_timeout)
+        raise BusError(f"{what} may not be durable: {error}; a failover now could undo it")
+
+
+async def _send(
+    bus: RedisBusBase, commands: Sequence[Command], replicas: int, mark: Command | None
+) -> tuple[list[Any], int]:
+    if bus.wire is not None:
+        return await bus.replication.write(commands, replicas, mark)
+    tail = confirm_tail(replicas, bus.options.durable_timeout, mark)
+    run = partial(pipelined, bus.client, [*commands, *tail])  # on one pooled connection
+    # a WAIT may block for durable_timeout: not among the few calls at once of the thread path
+    replies = await trio.to_thread.run_sync(run, abandon_on_cancel=True, limiter=bus._blocking_threads)
+    return confirmed_count(replies, tail)
