@@ -8,7 +8,7 @@ lost), the publisher sends the script instead, with the seconds since its first 
 (`look_back`): it looks for the message among the stream's entries added since then (an entry
 starts with ``{"id":"<id>",``: `entry_prefix`) and writes only if it is not there. The trim never
 removes entries younger than `trim_guard`, longer than any resend, so the first attempt's entry
-is there to be found. The resends: the hub's `RedisBusBase.call_async` (for ``publish_timeout``)
+is there to be found. The resends: the hub's `Publishing.send_once` (for ``publish_timeout``)
 and the clients' drivers (`actionhub.client._ops.RETRY_DELAYS`; redis-py's own retries are off).
 
 A deduplicated, delayed or kept publish (a topic whose group keeps results) runs the script from

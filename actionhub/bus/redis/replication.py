@@ -18,7 +18,7 @@ from .options import pipelined
 from .wire import Command, Connection
 
 if TYPE_CHECKING:
-    from .common import RedisBusBase
+    from .connection import RedisConnection
 
 log = logging.getLogger("actionhub.redis")
 
@@ -53,7 +53,7 @@ class Replication:
     lagging is an outage of its own), for each number of replicas asked (writers asking 1 and 2
     of one replica are confirmed and not, at once: not a spell that ends and starts again)."""
 
-    def __init__(self, bus: RedisBusBase) -> None:
+    def __init__(self, bus: RedisConnection) -> None:
         self._bus = bus
         self._short: set[int] = set()  # the numbers of replicas asked that are not confirmed
         self._busy = False  # a round is under way on the confirming connection
@@ -163,7 +163,7 @@ class Replication:
 
 
 async def confirmed(
-    bus: RedisBusBase,
+    bus: RedisConnection,
     commands: Sequence[Command],
     replicas: int,
     *,
@@ -172,7 +172,7 @@ async def confirmed(
 ) -> tuple[list[Any], int]:
     """``commands`` then (``mark`` and) ``WAIT replicas`` in one round trip, on one connection:
     (the replies of ``commands``, the replicas that confirmed them). One attempt: the transient
-    errors are the caller's (`RedisBusBase.call_async`). ``scripts``: the registered scripts
+    errors are the caller's (`RedisConnection.call_async`). ``scripts``: the registered scripts
     whose EVALSHA ``commands`` hold, loaded again if Redis lost them."""
     try:
         return await _send(bus, commands, replicas, mark)
@@ -184,7 +184,7 @@ async def confirmed(
 
 
 async def durably(
-    bus: RedisBusBase,
+    bus: RedisConnection,
     commands: Sequence[Command],
     confirm: Confirm,
     *,
@@ -200,7 +200,7 @@ async def durably(
 
 
 async def confirmed_move(
-    bus: RedisBusBase, commands: Sequence[Command], *, what: str, scripts: Sequence[Any] = ()
+    bus: RedisConnection, commands: Sequence[Command], *, what: str, scripts: Sequence[Any] = ()
 ) -> list[Any]:
     """A move (a message's new place and the ack of its old one, atomically: a script or a
     transaction) confirmed by the URL's ``durable`` replicas; their replies. Short is said (once),
@@ -213,7 +213,7 @@ async def confirmed_move(
     return replies
 
 
-async def requeue_confirmed(bus: RedisBusBase, commands: Sequence[Command]) -> None:
+async def requeue_confirmed(bus: RedisConnection, commands: Sequence[Command]) -> None:
     """Requeue dead letters (``commands``, one transaction) confirmed by the URL's ``durable``
     replicas; `BusError` if fewer confirm (a failover now could put them back among the dead
     letters: the operator is told, rather than a log)."""
@@ -229,7 +229,7 @@ async def requeue_confirmed(bus: RedisBusBase, commands: Sequence[Command]) -> N
 
 
 async def _send(
-    bus: RedisBusBase, commands: Sequence[Command], replicas: int, mark: Command | None
+    bus: RedisConnection, commands: Sequence[Command], replicas: int, mark: Command | None
 ) -> tuple[list[Any], int]:
     if bus.wire is not None:
         return await bus.replication.write(commands, replicas, mark)

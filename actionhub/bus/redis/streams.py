@@ -51,6 +51,7 @@ from .entries import (
     Requeued,
 )
 from .keys import DEFAULT_PARTITIONS, partition_count
+from .letters import Letter
 from .limits import RedisLimiter, give_back_slots, limiter_of, renew_slots
 from .once import batches, publish_many_once, publish_once, trim_guard
 from .options import RedisOptions
@@ -58,7 +59,7 @@ from .ordered import OrderedSubscription
 from .reader import Reader
 from .replication import durably
 from .results import RedisStatuses
-from .subscription import Letter, StreamSubscription
+from .subscription import StreamSubscription
 from .watch import LazyWatch
 from .wire import Command
 
@@ -279,6 +280,7 @@ class RedisStreamsBus(RedisBusBase):
         return watch
 
     async def _start_background(self, nursery: trio.Nursery) -> None:
+        await super()._start_background(nursery)
         nursery.start_soon(self.reader.run)
         nursery.start_soon(self.keep_running, "acknowledging", self._ack_when_due)
         nursery.start_soon(self.keep_running, "looking after the groups", self._look_after)

@@ -1,4 +1,5 @@
-"""One consumer group of a topic on Redis Streams: reading, reclaiming, delivering, settling."""
+"""One consumer group of a topic on Redis Streams: reading, delivering, settling. Reclaiming
+what dead hubs left: reclaim.py; the dead letters' commands: letters.py."""
 
 from __future__ import annotations
 
@@ -9,20 +10,17 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
 import attrs
-import orjson
 import trio
 from redis.exceptions import ResponseError
 
 from ...errors import HubStopped, MalformedMessage
 from ..base import Delivery, Inbox, Subscription
 from .common import RedisProgress, is_nogroup
-from .durable import raise_nested
-from .entries import (
-    dead_letter_fields,
-    delayed_member,
-)
+from .entries import delayed_member
+from .letters import Letter, malformed_letter, move_to_dead, settle_commands
 from .options import text
 from .reader import BlockingReader, Entries, later_id, streams_of
+from .reclaim import reclaim
 from .replication import confirmed_move
 from .wire import Command
 
@@ -30,19 +28,6 @@ if TYPE_CHECKING:
     from .streams import RedisStreamsBus
 
 log = logging.getLogger("actionhub.redis")
-
-
-@attrs.frozen
-class Letter:
-    """A stream entry on its way to the dead letters."""
-
-    stream: str
-    entry_id: bytes
-    raw: bytes
-    reason: str
-    attempts: int = 1
-    error: str | None = None
-    traceback: str | None = None
 
 
 #: Seconds a closing subscription lets a read under way finish (reads do not block in Redis).
@@ -255,7 +240,7 @@ class StreamSubscription(RedisProgress, Subscription, BlockingReader):
                     try:
                         if self.reclaim_due:
                             self.reclaim_due = False
-                            if await self._reclaim(credit):
+                            if await reclaim(self, credit):
                                 self.reclaim_due = True  # there may be more: reclaim again before reading
                                 continue
                         if self.follow_due:
@@ -324,85 +309,6 @@ class StreamSubscription(RedisProgress, Subscription, BlockingReader):
             self.read_in_progress = ()
             self._read_ended.unpark_all()
 
-    async def _reclaim(self, credit: int) -> bool:
-        """Take over entries idle past the visibility timeout (their hub died). True if any.
-
-        An entry on its first delivery was in a hub that died once: up to ``credit`` of them are
-        taken as one batch, so the work of a crashed hub comes back at full speed. An entry
-        delivered before was in a hub that died at least twice: it may be what kills them, so it
-        runs in quarantine, alone, once what this group holds is settled and acked, and nothing
-        else is read until it is settled. A message that kills every hub thus drags its
-        bystanders into one extra delivery at most, and ends in the dead letters by itself."""
-        bus = self.bus
-        options = bus.options
-        if trio.current_time() < bus.reachable_since + options.visibility_timeout:
-            return False  # after an outage, give every hub time to reconnect and renew its leases
-        streams = tuple(self.reclaimable())
-        self.read_in_progress = streams  # a hand-over waits for it, as for a read
-        try:
-            return await self._reclaim_from(streams, credit)
-        finally:
-            self.read_in_progress = ()
-            self._read_ended.unpark_all()
-
-    async def _reclaim_from(self, streams: tuple[str, ...], credit: int) -> bool:
-        bus = self.bus
-        min_idle = int(bus.options.visibility_timeout * 1000)
-        for stream in streams:
-            in_hand = self.in_hand.get(stream, set())
-
-            def abandoned(stream: str = stream, in_hand: set[bytes] = in_hand) -> list[dict[str, Any]]:
-                idle = bus.client.xpending_range(stream, self.group, "-", "+", credit, idle=min_idle)
-                # an entry of this hub's own whose renewal is late is still running here
-                return [entry for entry in idle if entry["message_id"] not in in_hand]
-
-            idle = await bus.call(abandoned, what=f"look for abandoned messages in {stream}")
-            if idle:
-                return await self._take_abandoned(stream, idle, min_idle)
-        if self._reclaimed:
-            log.warning(
-                "%s/%s: reclaimed %d message(s) left by a dead or stalled hub",
-                self.topic,
-                self.group,
-                self._reclaimed,
-            )
-            self._reclaimed = 0
-        return False
-
-    async def _take_abandoned(self, stream: str, idle: list[dict[str, Any]], min_idle: int) -> bool:
-        bus = self.bus
-        fresh = [entry["message_id"] for entry in idle if entry["times_delivered"] <= 1]
-        suspect = [entry["message_id"] for entry in idle if entry["times_delivered"] > 1][:1]
-        ids = fresh or suspect
-        # XCLAIM with the idle bound: an entry renewed or claimed by another hub meanwhile stays there
-        claimed = await bus.call(
-            lambda: bus.client.xclaim(stream, self.group, bus.consumer, min_idle, ids),
-            what=f"reclaim {stream}",
-        )
-        entries = [(entry_id, fields) for entry_id, fields in claimed if fields]
-        if not entries:  # all taken by other hubs meanwhile
-            return False
-        if not self.accepts(stream):  # the partition's lease was lost meanwhile
-            await self._give_back(stream, [entry_id for entry_id, _ in entries])
-            return False
-        self._reclaimed += len(entries)
-        deliveries = {entry["message_id"]: entry["times_delivered"] + 1 for entry in idle}
-        if fresh:
-            await self._deliver(stream, entries, deliveries)
-            return True
-        for entry_id, _ in entries:
-            log.info(
-                "%s/%s: reclaimed %s in quarantine (delivery %d)",
-                stream,
-                self.group,
-                text(entry_id),
-                deliveries[entry_id],
-            )
-        await self._settle(None)
-        await self._deliver(stream, entries, deliveries)
-        await self._settle(None)
-        return True
-
     async def _settle(self, stream: str | None) -> None:
         """Wait until every entry this subscription holds (of ``stream``, or of every stream) is
         settled, and its acks are sent."""
@@ -460,15 +366,9 @@ class StreamSubscription(RedisProgress, Subscription, BlockingReader):
     ) -> None:
         """Hand malformed entries to the acker, which dead-letters and acks them with the next
         batch of acks (reading goes on meanwhile); say so in one line."""
-        letters = self.letters
         for entry_id, fields, reason in malformed:
             self.inbox.note_malformed()
-            raw = fields.get(b"message")
-            if raw is None:
-                raw = orjson.dumps(
-                    {k.decode(errors="replace"): v.decode(errors="replace") for k, v in fields.items()}
-                )
-            letters.append(Letter(stream, entry_id, raw, f"malformed: {reason}"))
+            self.letters.append(malformed_letter(stream, entry_id, fields, reason))
         entry_id, _, reason = malformed[0]
         log.warning(
             "%s: dead-lettering %d malformed entr%s (the first, %s: %s)",
@@ -480,24 +380,6 @@ class StreamSubscription(RedisProgress, Subscription, BlockingReader):
         )
         self.bus.wake_acker()
 
-    async def _move_to_dead(self, letters: list[Letter]) -> None:
-        """Add the letters to the dead letters and acknowledge their entries, in one transaction
-        (confirmed by the URL's ``durable`` replicas: `confirmed_move`)."""
-        bus = self.bus
-        commands = self.settle_commands({}, letters)
-        if bus.options.durable:
-            *_, done = await confirmed_move(bus, [("MULTI",), *commands, ("EXEC",)], what="dead-letter")
-            raise_nested(done)
-            return
-
-        def move() -> None:
-            with bus.client.pipeline(transaction=True) as pipe:
-                for command in commands:
-                    pipe.execute_command(*command)
-                pipe.execute()
-
-        await bus.call(move, what="dead-letter")
-
     def add_to(self, pipe: Any, acks: dict[str, list[bytes]], letters: list[Letter]) -> None:
         """Queue `settle_commands` on ``pipe``."""
         for command in self.settle_commands(acks, letters):
@@ -506,25 +388,7 @@ class StreamSubscription(RedisProgress, Subscription, BlockingReader):
     def settle_commands(self, acks: dict[str, list[bytes]], letters: list[Letter]) -> list[Command]:
         """The letters into the dead letters, then the acks of the acked entries and of the
         letters' entries."""
-        bus = self.bus
-        owed = {stream: list(ids) for stream, ids in acks.items()}
-        commands: list[Command] = []
-        for letter in letters:
-            fields = dead_letter_fields(
-                letter.raw,
-                topic=self.topic,
-                group=self.group,
-                reason=letter.reason,
-                attempts=letter.attempts,
-                error=letter.error,
-                traceback=letter.traceback,
-            )
-            flat: list[str | bytes] = [part for pair in fields.items() for part in pair]
-            dead = bus.keys.dead(self.topic)
-            commands.append(("XADD", dead, "MAXLEN", "~", bus.options.max_dead_letters, "*", *flat))
-            owed.setdefault(letter.stream, []).append(letter.entry_id)
-        commands += [("XACK", stream, self.group, *ids) for stream, ids in owed.items()]
-        return commands
+        return settle_commands(self.bus, self.topic, self.group, acks, letters)
 
     # ------------------------------------------------------------------ settling
 
@@ -561,7 +425,7 @@ class StreamSubscription(RedisProgress, Subscription, BlockingReader):
     ) -> None:
         stream, entry_id, raw = token_of(delivery)
         letter = Letter(stream, entry_id, raw, reason, delivery.message.attempt, error, traceback)
-        await self._move_to_dead([letter])
+        await move_to_dead(self.bus, self.settle_commands({}, [letter]))
         self._forget_entry(stream, entry_id)
 
     async def close(self) -> None:

@@ -4,7 +4,7 @@ Through redis-py's synchronous client every call costs two thread hops, which at
 most of a message's latency. A `WireConnection` speaks RESP2 over a trio socket (TCP or unix),
 parses replies with hiredis and pipelines: concurrent callers share it, their commands go out
 whole and in order, and one reader task hands each reply to its caller. Errors are redis-py's
-own exceptions, so the retry logic in ``common`` treats both paths alike.
+own exceptions, so the retry logic in ``connection`` treats both paths alike.
 
 It is used only where it can stand in for redis-py exactly: a `redis.Redis` on a plain TCP or
 unix connection, or on a primary found through sentinels, RESP2, and no URL option it does not

@@ -1,0 +1,256 @@
+"""How a Redis bus talks to Redis from trio: the connection, thread hops, retries, lifecycle.
+
+redis-py's client is synchronous; its calls run in a worker thread (``trio.to_thread``), one
+hop per batch, never one per message on the consuming path. The hot path (publish, read, ack)
+runs on `WireConnection`s instead, driven by trio itself, where the client's options allow.
+A dropped connection or a Redis restart is retried with backoff and logged once per outage;
+nothing in flight is acked meanwhile.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any, TypeVar
+
+import redis
+import trio
+from redis.exceptions import AuthenticationError, AuthorizationError, NoScriptError
+
+from ...errors import BusError
+from ...supervision.policy import Backoff
+from ..base import Bus
+from ..url import redact
+from .durable import NotReplicated
+from .keys import Keys
+from .options import TRANSIENT, RedisOptions, connect, consumer_name, describe, pipelined
+from .replication import Replication
+from .sentinel import close_client, follow_primary
+from .wire import Command, WireConnection, wire_params
+
+log = logging.getLogger("actionhub.redis")
+
+#: redis-py calls a bus runs in threads at once (each holds a pooled connection meanwhile).
+CALLS_AT_ONCE = 4
+
+T = TypeVar("T")
+
+
+class RedisConnection(Bus):
+    """A Redis bus's connection: calls from trio (in threads, or on the trio-driven
+    connections), retried through outages, and the bus's lifecycle around them."""
+
+    def __init__(self, url: str, redis_url: str, options: RedisOptions, *, client: Any = None) -> None:
+        self.url = url
+        self.options = options
+        self.prefix = options.prefix
+        self.keys = Keys(options.prefix)
+        # redis-py's stubs type replies loosely; `client` lets tests pass a fakeredis client
+        self.client: Any = client if client is not None else connect(redis_url, options)
+        self._backoff = Backoff(0.05, 5.0, 0.2)
+        # each call in a thread holds one of the client's pooled connections: a few at once
+        # whatever the number of groups; calls that block in Redis have threads of their own
+        self._threads = trio.CapacityLimiter(CALLS_AT_ONCE)
+        self._blocking_threads = trio.CapacityLimiter(512)
+        self._outage = False
+        self._outage_began = -math.inf  # trio time at which the current (or last) outage began
+        self.reachable_since = -math.inf  # trio time at which the last outage ended
+        self._nursery: trio.Nursery | None = None
+        self._wire_params = wire_params(self.client)
+        self.wire: WireConnection | None = None  # shared, pipelined, while open (if possible)
+        self._wires: weakref.WeakSet[WireConnection] = weakref.WeakSet()  # every one made
+        self._confirming: WireConnection | None = None  # writes with their WAIT (replication.py)
+        self.replication = Replication(self)
+        self.consumer = ""
+
+    @property
+    def connected(self) -> bool:
+        return not self._outage
+
+    # ------------------------------------------------------------------ calls from trio
+
+    async def call(
+        self,
+        fn: Callable[[], T],
+        *,
+        what: str,
+        deadline: float | None = None,
+        blocks: bool = False,
+        again: Callable[[float], Awaitable[T]] | None = None,
+    ) -> T:
+        """Run the blocking ``fn`` in a thread; while Redis is unreachable, retry with backoff
+        (until ``deadline``, a trio time, then `BusError`). ``blocks``: ``fn`` waits in Redis
+        (BLPOP, a pub/sub read), so it does not count against the calls at once. ``again``: see
+        `call_async`."""
+        limiter = self._blocking_threads if blocks else self._threads
+        return await self.call_async(
+            partial(trio.to_thread.run_sync, fn, abandon_on_cancel=True, limiter=limiter),
+            what=what,
+            deadline=deadline,
+            again=again,
+        )
+
+    async def execute(
+        self, commands: Sequence[Command], *, what: str, deadline: float | None = None
+    ) -> list[Any]:
+        """``commands`` in one round trip (pipelined, not a transaction): their replies. On the
+        shared wire connection when there is one."""
+        if not commands:  # nothing sent proves nothing: an outage must not seem to end here
+            return []
+        wire = self.wire
+        if wire is not None:
+            return await self.call_async(partial(wire.execute, *commands), what=what, deadline=deadline)
+        return await self.call(partial(pipelined, self.client, commands), what=what, deadline=deadline)
+
+    async def run_scripts(
+        self,
+        calls: Sequence[tuple[Any, Sequence[Any], Sequence[Any]]],
+        *,
+        what: str,
+        also: Sequence[Command] = (),
+        deadline: float | None = None,
+    ) -> list[Any]:
+        """Run registered scripts, each ``(script, keys, args)``, and then the commands ``also``,
+        in one round trip; their replies."""
+        commands: list[Command] = [
+            ("EVALSHA", script.sha, len(keys), *keys, *args) for script, keys, args in calls
+        ]
+        commands += also
+        try:
+            return await self.execute(commands, what=what, deadline=deadline)
+        except NoScriptError:  # Redis restarted, or SCRIPT FLUSH: load them again
+            sources = {script.sha: script.script for script, _, _ in calls}
+            load: list[Command] = [("SCRIPT", "LOAD", source) for source in sources.values()]
+            await self.execute(load, what=what, deadline=deadline)
+            return await self.execute(commands, what=what, deadline=deadline)
+
+    async def call_async(
+        self,
+        fn: Callable[[], Awaitable[T]],
+        *,
+        what: str,
+        deadline: float | None = None,
+        again: Callable[[float], Awaitable[T]] | None = None,
+    ) -> T:
+        """`call` for a call that needs no thread (say, on a `WireConnection`). ``again``: what
+        a retry runs instead of ``fn``, given the seconds since ``fn`` was first sent (a write that
+        must not happen twice: `send_once`)."""
+        failures = 0
+        started = 0.0 if again is None else trio.current_time()
+        while True:
+            attempt = trio.current_time()
+            try:
+                if failures and again is not None:
+                    result = await again(trio.current_time() - started)
+                else:
+                    result = await fn()
+            except (AuthenticationError, AuthorizationError) as error:  # retrying will not help
+                raise BusError(f"redis refused {what}: {error}") from error
+            except TRANSIENT as error:
+                failures += 1
+                if not self._outage:
+                    self._outage = True
+                    self._outage_began = trio.current_time()
+                    log.warning(
+                        "redis unreachable (%s): %s; retrying with backoff",
+                        what,
+                        describe(error),
+                        extra={"bus": redact(self.url), "operation": what},
+                    )
+                if deadline is not None and trio.current_time() >= deadline:
+                    raise BusError(f"redis unreachable for {what}: {describe(error)}") from error
+                await trio.sleep(self._backoff.delay(failures))
+                continue
+            except NotReplicated as error:  # on the primary, maybe on no replica: resend
+                failures += 1
+                if deadline is None or trio.current_time() >= deadline:
+                    raise BusError(
+                        f"{what} may not be durable: {error}, each time for publish_timeout="
+                        f"{self.options.publish_timeout:g} s; are {error.wanted} replica(s) attached "
+                        "to the primary and in sync (INFO replication)?"
+                    ) from error
+                await trio.sleep(self._backoff.delay(failures))
+                continue
+            # a call sent before the outage began may still succeed (its reply was on its way):
+            # only one sent since says that Redis is back
+            if self._outage and attempt >= self._outage_began:
+                self._outage = False
+                self.reachable_since = trio.current_time()
+                log.warning(
+                    "redis reachable again (%s)", what, extra={"bus": redact(self.url), "operation": what}
+                )
+            return result
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @asynccontextmanager
+    async def open(
+        self, consumer: str = "actionhub", *, connect_timeout: float = 10.0, serving: bool = True
+    ) -> AsyncIterator[None]:
+        self.consumer = consumer_name(consumer)
+        await self.call(self.client.ping, what="connect", deadline=trio.current_time() + connect_timeout)
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                self.wire = self.new_wire()
+                nursery.start_soon(follow_primary, self.client, self._leave, redact(self.url))
+                if serving:
+                    await self._start_background(nursery)
+                try:
+                    yield
+                finally:
+                    with trio.CancelScope(shield=True), trio.move_on_after(10):
+                        await self._before_close()
+                    nursery.cancel_scope.cancel()
+        finally:
+            self._nursery = None
+            self.wire = self._confirming = None
+            close_client(self.client)
+
+    def new_wire(self) -> WireConnection | None:
+        """A connection of its own driven by trio, if the client's options allow one and the
+        bus is open (its reader runs in the bus's nursery); None: use the thread path."""
+        if self._wire_params is None or self._nursery is None:
+            return None
+        wire = WireConnection(self._wire_params, self._nursery)
+        self._wires.add(wire)
+        return wire
+
+    def _leave(self, primary: tuple[str, int]) -> None:
+        """The sentinels name ``primary``: drop the trio-driven connections to anything else
+        (`follow_primary` drops redis-py's); each connects again when next used."""
+        for wire in list(self._wires):
+            wire.close(unless=primary)
+
+    def confirming_wire(self) -> WireConnection | None:
+        """The trio-driven connection of writes confirmed by ``WAIT`` (made on first use), None
+        on the thread path. Not `wire`: a ``WAIT`` holds up the commands after it, reads and acks."""
+        if self.wire is None:
+            return None
+        if self._confirming is None:
+            self._confirming = self.new_wire()
+        return self._confirming
+
+    async def _start_background(self, nursery: trio.Nursery) -> None:
+        """Hook: the bus's background tasks, run while it serves (an override starts its base's)."""
+
+    async def _before_close(self) -> None:
+        """Hook: settle what is owed to Redis (acks) before the connection goes."""
+
+    async def keep_running(self, what: str, step: Callable[[], Awaitable[None]]) -> None:
+        """Run ``step`` over and over. A Redis error (other than the connection ones `call`
+        already rides out) is logged and retried after a pause: a background task never takes
+        the hub down."""
+        failures = 0
+        while True:
+            try:
+                await step()
+                failures = 0
+            except redis.RedisError as error:
+                failures += 1
+                log.error("%s failed: %r; retrying", what, error)
+                await trio.sleep(self._backoff.delay(failures))
