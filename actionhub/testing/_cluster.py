@@ -12,10 +12,10 @@ from typing import Any
 
 import hiredis
 
-from ._server import RedisServer, _free, _pairs
+from ._server import Deployment, RedisServer, _free, _pairs
 
 
-class RedisCluster:
+class RedisCluster(Deployment):
     """A private Redis Cluster on loopback, for tests and benchmarks: ``primaries`` nodes sharing
     the 16384 slots, each with ``replicas`` replicas, every node a `RedisServer` in its own
     temporary directory. One primary holds every slot itself (cheap, and it still refuses
@@ -275,14 +275,3 @@ class RedisCluster:
         for node in self.nodes:
             node.close()
         self._dead.clear()
-
-    def __enter__(self) -> RedisCluster:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()

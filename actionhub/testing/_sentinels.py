@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ._server import RedisServer, _pairs, redis_command
+from ._server import Deployment, RedisServer, _pairs, redis_command
 
 
 class SentinelServer(RedisServer):
@@ -25,7 +25,7 @@ class SentinelServer(RedisServer):
         return [binary, self.config, "--sentinel", *options]
 
 
-class RedisSentinels:
+class RedisSentinels(Deployment):
     """A primary, its replicas and the sentinels that watch them, each a private server on a free
     loopback port: a Sentinel deployment for tests and benchmarks. `url` is its
     ``redis+sentinel://`` URL; `kill_primary` and `wait_failover` make a failover happen.
@@ -154,17 +154,6 @@ class RedisSentinels:
         """Stop every server and remove their directories."""
         for server in [*self.sentinels, *self.servers]:
             server.close()
-
-    def __enter__(self) -> RedisSentinels:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
 
 def _text(fields: dict[str, Any]) -> dict[str, str]:

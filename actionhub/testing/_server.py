@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import os
 import shutil
 import signal
@@ -10,12 +11,35 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any, Self, cast
 
 import hiredis
 
 
-class RedisServer:
+class Deployment(abc.ABC):
+    """Started on entry, stopped and its files removed on exit: also when starting fails."""
+
+    @abc.abstractmethod
+    def start(self, timeout: float = 10.0) -> None:
+        """Start and wait until ready (each deployment has its own default ``timeout``)."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Stop and remove the files."""
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class RedisServer(Deployment):
     """A private ``redis-server`` on a free loopback port (and a unix socket) in a temporary
     directory, for tests and benchmarks. Blocking methods; from trio use ``trio.to_thread``.
 
@@ -139,13 +163,6 @@ class RedisServer:
         """Stop the server and remove its directory."""
         self.stop()
         shutil.rmtree(self.directory, ignore_errors=True)
-
-    def __enter__(self) -> RedisServer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
 
 def _pairs(flat: Sequence[Any]) -> dict[str, Any]:
