@@ -26,7 +26,7 @@ import redis
 import trio
 import trio.testing
 
-from actionhub import ActionHub, BusError, ConfigurationError
+from actionhub import ActionHub, BusError, ConfigurationError, Job
 from actionhub.bus.base import Delivery
 from actionhub.bus.redis import scripts
 from actionhub.bus.redis.options import split_url
@@ -38,7 +38,7 @@ from actionhub.client import Client
 from actionhub.client._ops import sha_of
 from actionhub.message import Message
 from actionhub.supervision.inbox import GroupInbox
-from actionhub.testing import RedisServer
+from actionhub.testing import EscalationLog, RedisServer
 from tests.polling import wait_until
 from tests.servers import private_redis
 from tests.test_clients import FLAVOURS, Flavour
@@ -693,3 +693,41 @@ def test_cli_publish_durable(pair: Pair) -> None:
     assert "publish may not be durable" in unconfirmed.stderr and "Traceback" not in unconfirmed.stderr
     bad = cli("t", "1", "--durable", "-1")
     assert bad.returncode != 0 and "--durable: must be >= 0" in bad.stderr
+
+
+async def test_a_primary_short_of_its_min_replicas_holds_writes_back_until_one_is_attached(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``min-replicas-to-write``: a primary with fewer replicas refuses every write (``NOREPLICAS``),
+    XREADGROUP and XACK included. Hubs wait for it as for an outage, said once as it starts and once
+    as it ends, and go on once a replica is attached; a client's publish fails with one clear line."""
+    with private_redis(
+        appendonly=False, extra_args=("--min-replicas-to-write", "1", "--repl-diskless-sync-delay", "0")
+    ) as primary:
+        with pytest.raises(BusError, match="NOREPLICAS"), Client(primary.url) as client:
+            client.publish("held", 0)
+        escalations = EscalationLog()
+        hub = ActionHub(primary.url, on_escalation=escalations)
+        ran = trio.Event()
+
+        @hub.action("held")
+        async def held(job: Job) -> None:
+            ran.set()
+
+        async def run_hub() -> None:
+            async with hub.running():
+                await hub.publish("held", 1)
+                await ran.wait()
+
+        replica = RedisServer(appendonly=False, extra_args=("--replicaof", "127.0.0.1", str(primary.port)))
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(run_hub)
+                await wait_until(lambda: "redis refuses writes" in caplog.text)
+                await trio.to_thread.run_sync(replica.start)
+        finally:
+            replica.close()
+    said = [r.getMessage() for r in caplog.records if r.name == "actionhub.redis"]
+    assert sum("redis refuses writes" in line for line in said) == 1, said
+    assert sum("redis takes writes again" in line for line in said) == 1, said
+    assert not escalations

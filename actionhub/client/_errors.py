@@ -5,7 +5,7 @@ from __future__ import annotations
 import redis
 
 from ..bus.redis.durable import NotReplicated
-from ..bus.redis.options import TRANSIENT, describe
+from ..bus.redis.options import describe, is_transient
 from ..bus.url import redact
 from ..errors import BusError
 
@@ -16,6 +16,6 @@ def bus_error(error: redis.RedisError, what: str, url: str) -> BusError:
         return BusError(
             f"{what} may not be durable: {error}; a failover now could undo it (bus {redact(url)})"
         )
-    if isinstance(error, TRANSIENT) and not isinstance(error, redis.AuthenticationError):
+    if is_transient(error):
         return BusError(f"redis unreachable for {what}: {describe(error)} (bus {redact(url)})")
     return BusError(f"redis refused {what}: {error} (bus {redact(url)})")

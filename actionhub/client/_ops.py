@@ -14,7 +14,6 @@ from collections.abc import Callable, Generator, Iterable, Sequence
 from typing import Any, TypeVar
 
 import attrs
-import redis
 
 from .. import tracing
 from ..bus.base import DeadLetter, check_durable, no_replicas
@@ -31,7 +30,7 @@ from ..bus.redis.durable import (
     raise_nested,
 )
 from ..bus.redis.keys import DEFAULT_PARTITIONS, Keys, partition_count
-from ..bus.redis.options import TRANSIENT, RedisOptions
+from ..bus.redis.options import RedisOptions, is_transient
 from ..bus.statuses import outcome
 from ..errors import MalformedMessage
 from ..inspect import CommandAnswer, HubSnapshot, command_document, decode_answer, snapshots_from
@@ -112,10 +111,8 @@ RETRY_DELAYS = (0.05, 0.25, 1.0)
 
 def resendable(error: BaseException) -> bool:
     """Whether a `Once` that failed with ``error`` may be resent (the connection broke or timed
-    out, or too few replicas confirmed it)."""
-    if isinstance(error, NotReplicated):
-        return True
-    return isinstance(error, TRANSIENT) and not isinstance(error, redis.AuthenticationError)
+    out, too few replicas confirmed it, or too few are attached to write at all)."""
+    return isinstance(error, NotReplicated) or is_transient(error)
 
 
 def confirmed_call(

@@ -27,7 +27,7 @@ from ..base import Bus
 from ..url import redact
 from .durable import NotReplicated
 from .keys import Keys
-from .options import TRANSIENT, RedisOptions, connect, consumer_name, describe, pipelined
+from .options import RedisOptions, connect, consumer_name, describe, is_transient, pipelined, refuses_writes
 from .replication import Replication
 from .sentinel import close_client, follow_primary
 from .wire import Command, WireConnection, wire_params
@@ -57,6 +57,7 @@ class RedisConnection(Bus):
         self._threads = trio.CapacityLimiter(CALLS_AT_ONCE)
         self._blocking_threads = trio.CapacityLimiter(512)
         self._outage = False
+        self._refusing: str | None = None  # the call that met NOREPLICAS first, until it goes through
         self._outage_began = -math.inf  # trio time at which the current (or last) outage began
         self.reachable_since = -math.inf  # trio time at which the last outage ended
         self._nursery: trio.Nursery | None = None
@@ -150,21 +151,6 @@ class RedisConnection(Bus):
                     result = await fn()
             except (AuthenticationError, AuthorizationError) as error:  # retrying will not help
                 raise BusError(f"redis refused {what}: {error}") from error
-            except TRANSIENT as error:
-                failures += 1
-                if not self._outage:
-                    self._outage = True
-                    self._outage_began = trio.current_time()
-                    log.warning(
-                        "redis unreachable (%s): %s; retrying with backoff",
-                        what,
-                        describe(error),
-                        extra={"bus": redact(self.url), "operation": what},
-                    )
-                if deadline is not None and trio.current_time() >= deadline:
-                    raise BusError(f"redis unreachable for {what}: {describe(error)}") from error
-                await trio.sleep(self._backoff.delay(failures))
-                continue
             except NotReplicated as error:  # on the primary, maybe on no replica: resend
                 failures += 1
                 if deadline is None or trio.current_time() >= deadline:
@@ -175,8 +161,44 @@ class RedisConnection(Bus):
                     ) from error
                 await trio.sleep(self._backoff.delay(failures))
                 continue
+            except redis.RedisError as error:
+                if not is_transient(error):
+                    raise
+                failures += 1
+                if refuses_writes(error):  # Redis answers, but takes no write: its own spell
+                    if self._refusing is None:
+                        self._refusing = what
+                        log.warning(
+                            "redis refuses writes (%s): %s; retrying with backoff",
+                            what,
+                            describe(error),
+                            extra={"bus": redact(self.url), "operation": what},
+                        )
+                elif not self._outage:
+                    self._outage = True
+                    self._outage_began = trio.current_time()
+                    log.warning(
+                        "redis unreachable (%s): %s; retrying with backoff",
+                        what,
+                        describe(error),
+                        extra={"bus": redact(self.url), "operation": what},
+                    )
+                if deadline is not None and trio.current_time() >= deadline:
+                    if refuses_writes(error):
+                        raise BusError(
+                            f"redis refused {what} until its deadline: {describe(error)} (fewer "
+                            "replicas attached than its min-replicas-to-write asks for)"
+                        ) from error
+                    raise BusError(f"redis unreachable for {what}: {describe(error)}") from error
+                await trio.sleep(self._backoff.delay(failures))
+                continue
             # a call sent before the outage began may still succeed (its reply was on its way):
             # only one sent since says that Redis is back
+            if what == self._refusing:  # the write refused first went through: the spell is over
+                self._refusing = None
+                log.warning(
+                    "redis takes writes again (%s)", what, extra={"bus": redact(self.url), "operation": what}
+                )
             if self._outage and attempt >= self._outage_began:
                 self._outage = False
                 self.reachable_since = trio.current_time()

@@ -24,10 +24,26 @@ from .durable import check_options
 from .layout import check_shards
 from .sentinel import SENTINEL_OPTIONS, LockedSentinel, is_sentinel_url, parse_sentinel_url
 
-#: Errors that mean "Redis is not reachable right now": retried, never surfaced per message
-#: (a failover's too: a demoted primary's READONLY; no primary known to the sentinels yet,
+#: Errors that mean "Redis is not reachable right now" (`is_transient`; a failover's too: a
+#: demoted primary's READONLY; no primary known to the sentinels yet,
 #: `redis.sentinel.MasterNotFoundError`, is a ConnectionError).
 TRANSIENT = (redis.ConnectionError, redis.TimeoutError, BusyLoadingError, ReadOnlyError)
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether ``error`` means Redis cannot take calls right now, so they are retried with
+    backoff and never surfaced per message: unreachable, loading, a demoted primary, or a primary
+    with fewer replicas than its ``min-replicas-to-write`` (``NOREPLICAS``: it refuses every
+    write, XREADGROUP and XACK included, until one is back). A wrong password is not."""
+    if isinstance(error, redis.AuthenticationError):
+        return False
+    return refuses_writes(error) or isinstance(error, TRANSIENT)
+
+
+def refuses_writes(error: BaseException) -> bool:
+    """Whether ``error`` is Redis refusing writes for want of replicas (``NOREPLICAS``; redis-py
+    has no class of its own for it): reads still go through."""
+    return isinstance(error, redis.ResponseError) and str(error).startswith("NOREPLICAS")
 
 
 def describe(error: BaseException) -> str:
