@@ -128,7 +128,8 @@ class Messaging:
     ) -> str:
         """Publish ``payload`` (JSON) to ``topic``; every consumer group of the topic gets it.
         Returns the message id. Raises `Overloaded` if a group's buffer stays full for its
-        ``accept_wait`` (in-process bus), `HubStopped` once the hub stops. ``key``: ordered
+        ``accept_wait`` (in-process bus), `HubStopped` once the hub stops, `BusError` if Redis
+        refuses it or stays unreachable for ``publish_timeout``. ``key``: ordered
         groups run the messages of one key one at a time, in publish order (docs/ordering.md).
         ``dedupe_key``: a publish of the same key to ``topic`` within ``dedupe_for`` seconds
         (default 3600) of the first writes nothing and returns the first message's id.

@@ -553,6 +553,24 @@ async def test_publish_gives_up_with_bus_error_when_redis_stays_down() -> None:
         await trio.to_thread.run_sync(server.close)
 
 
+@pytest.mark.parametrize("how", ["plain", "dedupe", "delayed", "many"])
+async def test_a_publish_redis_refuses_raises_a_bus_error_as_the_clients_do(how: str) -> None:
+    """Out of memory (and any refusal retrying cannot mend) is a `BusError` naming the refusal,
+    not redis-py's own exception."""
+    with private_redis(appendonly=False, extra_args=("--maxmemory-policy", "noeviction")) as server:
+        admin = redis.Redis.from_url(server.url)
+        hub = ActionHub(server.url)
+        async with hub.running():
+            admin.config_set("maxmemory", 1)
+            with pytest.raises(BusError, match="redis refused publish: command not allowed when used memory"):
+                if how == "many":
+                    await hub.publish_many("full", [1, 2])
+                else:
+                    dedupe_key = "k" if how == "dedupe" else None
+                    await hub.publish("full", 1, dedupe_key=dedupe_key, delay=5 if how == "delayed" else None)
+            admin.config_set("maxmemory", 0)
+
+
 async def test_a_refused_announcement_is_logged_and_the_hub_goes_on(caplog: pytest.LogCaptureFixture) -> None:
     """Redis refusing the snapshot's SET (out of memory, say) costs a warning, not the hub: it
     goes on serving and announces again once Redis takes writes."""

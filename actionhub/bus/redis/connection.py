@@ -9,13 +9,14 @@ nothing in flight is acked meanwhile.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar, cast
 
 import redis
 import trio
@@ -38,6 +39,28 @@ log = logging.getLogger("actionhub.redis")
 CALLS_AT_ONCE = 4
 
 T = TypeVar("T")
+P = ParamSpec("P")
+
+
+def refusals_as_bus_errors(
+    what: str,
+) -> Callable[[Callable[P, Coroutine[Any, Any, T]]], Callable[P, Coroutine[Any, Any, T]]]:
+    """A bus call (its first argument the bus) raising `BusError` for what Redis refuses (out of
+    memory, a wrong type), as the clients do, instead of redis-py's own exceptions: what Redis
+    cannot take right now is retried and becomes a `BusError` at its deadline already."""
+
+    def decorate(call: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
+        @functools.wraps(call)
+        async def refusing(*args: P.args, **kwargs: P.kwargs) -> T:
+            try:
+                return await call(*args, **kwargs)
+            except redis.RedisError as error:
+                bus = cast(RedisConnection, args[0])
+                raise BusError(f"redis refused {what}: {error} (bus {redact(bus.url)})") from error
+
+        return refusing
+
+    return decorate
 
 
 class RedisConnection(Bus):

@@ -20,6 +20,7 @@ from ...message import Message
 from ..base import Delivery, Inbox, Subscription, no_replicas
 from ..dedupe import Dedupe
 from .common import RedisBusBase, RedisProgress
+from .connection import refusals_as_bus_errors
 from .durable import NO_PUBSUB
 from .entries import (
     Requeued,
@@ -39,6 +40,7 @@ class RedisPubSubBus(RedisBusBase):
     def channel(self, topic: str) -> str:
         return self.keys.stream(topic)
 
+    @refusals_as_bus_errors("publish")
     async def publish(
         self,
         message: Message,

@@ -45,6 +45,7 @@ from ..dedupe import Dedupe
 from ..limits import LimitSpec
 from . import scripts
 from .common import RedisBusBase
+from .connection import refusals_as_bus_errors
 from .durable import Confirm
 from .entries import (
     PUBLISH_BATCH,
@@ -130,6 +131,7 @@ class RedisStreamsBus(RedisBusBase):
 
     # ------------------------------------------------------------------ publishing
 
+    @refusals_as_bus_errors("publish")
     async def publish(
         self,
         message: Message,
@@ -181,6 +183,7 @@ class RedisStreamsBus(RedisBusBase):
             )
         return message.id
 
+    @refusals_as_bus_errors("publish")
     async def publish_many(self, messages: Sequence[Message], *, durable: int | None = None) -> list[str]:
         writes = [(await self._stream_of(m), m.id, self.encode(m)) for m in messages]
         for topic, batch in batches(messages, writes, PUBLISH_BATCH):
