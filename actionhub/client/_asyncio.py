@@ -13,12 +13,11 @@ import redis.asyncio.sentinel
 from redis.exceptions import NoScriptError
 
 from ..bus.redis.durable import Confirm
-from ..bus.redis.options import client_options
+from ..bus.redis.options import bus_error, client_options
 from ..bus.redis.sentinel import is_sentinel_url, parse_sentinel_url
 from ..bus.url import redis_url_options
 from ..errors import ConfigurationError
 from ._awaited import AwaitedMethods
-from ._errors import bus_error
 from ._ops import (
     RETRY_DELAYS,
     Call,

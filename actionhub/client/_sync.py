@@ -12,14 +12,13 @@ from redis.exceptions import NoScriptError
 
 from ..bus.base import DeadLetter
 from ..bus.redis.durable import Confirm
-from ..bus.redis.options import connect, pipelined
+from ..bus.redis.options import bus_error, connect, pipelined
 from ..bus.redis.sentinel import close_client
 from ..bus.url import redis_url_options
 from ..inspect import CommandAnswer, HubSnapshot
 from ..message import Message
 from ..payloads import decode_reply
 from ..results import MessageStatus
-from ._errors import bus_error
 from ._ops import (
     RETRY_DELAYS,
     Call,

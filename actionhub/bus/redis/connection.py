@@ -28,7 +28,16 @@ from ..base import Bus
 from ..url import redact
 from .durable import NotReplicated
 from .keys import Keys
-from .options import RedisOptions, connect, consumer_name, describe, is_transient, pipelined, refuses_writes
+from .options import (
+    RedisOptions,
+    bus_error,
+    connect,
+    consumer_name,
+    describe,
+    is_transient,
+    pipelined,
+    refuses_writes,
+)
 from .replication import Replication
 from .sentinel import close_client, follow_primary
 from .wire import Command, WireConnection, wire_params
@@ -55,8 +64,7 @@ def refusals_as_bus_errors(
             try:
                 return await call(*args, **kwargs)
             except redis.RedisError as error:
-                bus = cast(RedisConnection, args[0])
-                raise BusError(f"redis refused {what}: {error} (bus {redact(bus.url)})") from error
+                raise bus_error(error, what, cast(RedisConnection, args[0]).url) from error
 
         return refusing
 

@@ -17,10 +17,10 @@ import redis
 import redis.sentinel
 from redis.exceptions import BusyLoadingError, ReadOnlyError
 
-from ...errors import ConfigurationError
+from ...errors import BusError, ConfigurationError
 from ...message import DEFAULT_MAX_MESSAGE_BYTES
 from ..url import redact
-from .durable import check_options
+from .durable import NotReplicated, check_options
 from .layout import check_shards
 from .sentinel import SENTINEL_OPTIONS, LockedSentinel, is_sentinel_url, parse_sentinel_url
 
@@ -44,6 +44,18 @@ def refuses_writes(error: BaseException) -> bool:
     """Whether ``error`` is Redis refusing writes for want of replicas (``NOREPLICAS``; redis-py
     has no class of its own for it): reads still go through."""
     return isinstance(error, redis.ResponseError) and str(error).startswith("NOREPLICAS")
+
+
+def bus_error(error: redis.RedisError, what: str, url: str) -> BusError:
+    """``error`` met doing ``what`` on the bus at ``url`` (redacted), as the library's own: one
+    clear `BusError` (the clients' errors, and what a hub's publish meets that no retry mends)."""
+    if isinstance(error, NotReplicated):
+        return BusError(
+            f"{what} may not be durable: {error}; a failover now could undo it (bus {redact(url)})"
+        )
+    if is_transient(error):
+        return BusError(f"redis unreachable for {what}: {describe(error)} (bus {redact(url)})")
+    return BusError(f"redis refused {what}: {error} (bus {redact(url)})")
 
 
 def describe(error: BaseException) -> str:
