@@ -1,5 +1,5 @@
 """Choosing a transport by URL: ``memory://``, ``redis://``, ``rediss://``, ``unix://``,
-``redis+sentinel://``."""
+``redis+sentinel://``, ``redis+cluster://``."""
 
 from __future__ import annotations
 
@@ -32,6 +32,22 @@ def redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
+def host_port(host: str, shown: str, default_port: int, what: str) -> tuple[str, int]:
+    """``host[:port]`` (``[v6]:port`` too) of one of the hosts of a multi-host URL (``shown``,
+    redacted), the port defaulting to ``default_port``; ``what``: what the host is, for errors."""
+    name, port = host, ""
+    if host.startswith("["):
+        name, _, port = host[1:].partition("]")
+        if port and not port.startswith(":"):
+            name = ""
+        port = port[1:]
+    elif ":" in host:
+        name, _, port = host.rpartition(":")
+    if not name or not (port == "" or (port.isdigit() and 0 < int(port) < 65536)):
+        raise ConfigurationError(f"{shown!r}: bad {what} address {host!r} (host:port, the port 1-65535)")
+    return name, int(port or default_port)
+
+
 def parse_query(url: str, *, allowed: set[str]) -> dict[str, str]:
     """The URL's query parameters; an unknown one is a `ConfigurationError`, not a silent no-op."""
     params = dict(parse_qsl(urlsplit(url).query, keep_blank_values=True))
@@ -41,7 +57,16 @@ def parse_query(url: str, *, allowed: set[str]) -> dict[str, str]:
     return params
 
 
-REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel")  # the last: a clear refusal
+#: rediss+sentinel: a clear refusal (sentinel.py)
+REDIS_SCHEMES = (
+    "redis",
+    "rediss",
+    "unix",
+    "redis+sentinel",
+    "rediss+sentinel",
+    "redis+cluster",
+    "rediss+cluster",
+)
 
 
 def redis_url_options(url: str) -> tuple[str, RedisOptions]:
@@ -52,8 +77,8 @@ def redis_url_options(url: str) -> tuple[str, RedisOptions]:
     scheme = urlsplit(url).scheme
     if scheme not in REDIS_SCHEMES:
         raise ConfigurationError(
-            f"unknown bus URL scheme {scheme!r} in {redact(url)!r}; the clients take redis://, "
-            "rediss://, unix:// or redis+sentinel:// (memory:// exists inside one process only)"
+            f"unknown bus URL scheme {scheme!r} in {redact(url)!r}; the clients take redis://, rediss://, "
+            "unix://, redis+sentinel:// or redis+cluster:// (memory:// exists inside one process only)"
         )
     return split_url(url)
 
@@ -75,5 +100,5 @@ def open_bus(url: str) -> Bus:
 
         return RedisStreamsBus(url, redis_url, options)
     raise ConfigurationError(
-        f"unknown bus URL scheme {scheme!r} in {redact(url)!r}; use memory://, redis:// or redis+sentinel://"
+        f"unknown bus URL scheme {scheme!r} in {redact(url)!r}; use memory://, redis://, redis+sentinel:// or redis+cluster://"
     )

@@ -11,7 +11,6 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import partial
 from typing import Any, cast
 
-import redis
 import trio
 from redis.exceptions import ResponseError
 
@@ -20,6 +19,7 @@ from ...message import Message, decode
 from ..base import ControlRequest, DeadLetter, ReplyChannel, TopicInfo
 from ..ticks import ScheduleState, Tick, TicksFired
 from . import control, schedules, scripts
+from .cluster import REDIS_ERRORS
 from .entries import (
     PUBLISH_BATCH,
     Requeued,
@@ -197,13 +197,13 @@ class RedisBusBase(Publishing):
         key = self.keys.hub(hub)
         try:
             await self.call(lambda: self.client.set(key, snapshot, px=int(ttl * 1000)), what="announce")
-        except redis.RedisError as error:  # refused (out of memory, say): the hub goes on, says so
+        except REDIS_ERRORS as error:  # refused (out of memory, say): the hub goes on, says so
             raise BusError(f"redis refused announce: {error}") from error
 
     async def withdraw(self, hub: str) -> None:
         try:
             await self.call(lambda: self.client.delete(self.keys.hub(hub)), what="withdraw")
-        except redis.RedisError as error:  # the announcement expires anyway: say so, stop cleanly
+        except REDIS_ERRORS as error:  # the announcement expires anyway: say so, stop cleanly
             raise BusError(f"could not withdraw hub {hub}: {error!r}") from error
 
     async def announcements(self) -> list[bytes]:

@@ -18,7 +18,6 @@ from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any, ParamSpec, TypeVar, cast
 
-import redis
 import trio
 from redis.exceptions import AuthenticationError, AuthorizationError, NoScriptError
 
@@ -26,8 +25,9 @@ from ...errors import BusError
 from ...supervision.policy import Backoff
 from ..base import Bus
 from ..url import redact
+from .cluster import REDIS_ERRORS
 from .durable import NotReplicated
-from .keys import Keys
+from .layout import check_layout, keys_for
 from .options import (
     RedisOptions,
     bus_error,
@@ -63,7 +63,7 @@ def refusals_as_bus_errors(
         async def refusing(*args: P.args, **kwargs: P.kwargs) -> T:
             try:
                 return await call(*args, **kwargs)
-            except redis.RedisError as error:
+            except REDIS_ERRORS as error:
                 raise bus_error(error, what, cast(RedisConnection, args[0]).url) from error
 
         return refusing
@@ -79,7 +79,7 @@ class RedisConnection(Bus):
         self.url = url
         self.options = options
         self.prefix = options.prefix
-        self.keys = Keys(options.prefix)
+        self.keys = keys_for(options)
         # redis-py's stubs type replies loosely; `client` lets tests pass a fakeredis client
         self.client: Any = client if client is not None else connect(redis_url, options)
         self._backoff = Backoff(0.05, 5.0, 0.2)
@@ -192,7 +192,7 @@ class RedisConnection(Bus):
                     ) from error
                 await trio.sleep(self._backoff.delay(failures))
                 continue
-            except redis.RedisError as error:
+            except REDIS_ERRORS as error:
                 if not is_transient(error):
                     raise
                 failures += 1
@@ -246,6 +246,7 @@ class RedisConnection(Bus):
     ) -> AsyncIterator[None]:
         self.consumer = consumer_name(consumer)
         await self.call(self.client.ping, what="connect", deadline=trio.current_time() + connect_timeout)
+        await self.call(partial(check_layout, self.client, self.keys), what="check the key layout")
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -303,7 +304,7 @@ class RedisConnection(Bus):
             try:
                 await step()
                 failures = 0
-            except redis.RedisError as error:
+            except REDIS_ERRORS as error:
                 failures += 1
                 log.error("%s failed: %r; retrying", what, error)
                 await trio.sleep(self._backoff.delay(failures))

@@ -1,8 +1,8 @@
 """The cluster layout of key names, sans I/O: every key a script or transaction touches together
 shares one Redis Cluster slot (docs/design/cluster.md §2-3).
 
-Groundwork with no user yet: used by the cluster transport (issue 20 part 3), which is what will
-choose `ClusterKeys` through `keys_for`. The single-node names (`keys.Keys`) never change.
+A bus chooses `ClusterKeys` through `keys_for` for a ``redis+cluster://`` URL (or
+``layout=cluster``); the single-node names (`keys.Keys`) never change.
 
 A fixed set of ``shards`` hash tags, not one per topic: shard k's tag is the first ``"k.n"``
 (n = 0, 1, ...) whose slot lies in the k-th ``shards``-th of the slot ring, so the shards spread
@@ -14,7 +14,7 @@ further on, so a keyed topic's partitions spread over the nodes.
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -205,6 +205,24 @@ class ClusterKeys(Keys):
 
     def limit_reply(self, topic: str, group: str, hub: str) -> str:
         return self._under(self._topic_tag(topic), super().limit_reply(topic, group, hub))
+
+
+def check_layout(client: Any, keys: Keys) -> None:
+    """Refuse (`ConfigurationError`) to use data laid out otherwise under the same prefix: the
+    cluster layout records itself (``<prefix>layout`` = `ClusterKeys.layout_record`, written once);
+    the single layout writes nothing, as before, and refuses a prefix that holds such a record.
+    ``client``: a redis-py client (blocking: run it in a thread)."""
+    wanted = keys.layout_record if isinstance(keys, ClusterKeys) else None
+    if wanted is not None:
+        client.set(keys.layout, wanted, nx=True)
+    (found,) = client.mget([keys.layout])  # MGET: the README's least-privilege user has it
+    found = None if found is None else found.decode()
+    if found != wanted:
+        raise ConfigurationError(
+            f"the data under prefix {keys.prefix!r} is laid out as {found or 'single'!r}, this bus "
+            f"as {wanted or 'single'!r}: the URL's options (redis+cluster://, layout=, shards=) "
+            "must match the deployment's (changing them needs a drain: docs/scaling.md)"
+        )
 
 
 def keys_for(options: RedisOptions) -> Keys:

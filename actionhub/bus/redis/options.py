@@ -1,5 +1,5 @@
-"""A ``redis://`` (or ``redis+sentinel://``) URL: actionhub's options in its query, and the redis-py
-client made from the rest."""
+"""A ``redis://`` (or ``redis+sentinel://``, ``redis+cluster://``) URL: actionhub's options in
+its query, and the redis-py client made from the rest."""
 
 from __future__ import annotations
 
@@ -20,14 +20,15 @@ from redis.exceptions import BusyLoadingError, ReadOnlyError
 from ...errors import BusError, ConfigurationError
 from ...message import DEFAULT_MAX_MESSAGE_BYTES
 from ..url import redact
+from .cluster import CLUSTER_TRANSIENT, is_cluster_url, parse_cluster_url
 from .durable import NotReplicated, check_options
 from .layout import check_shards
 from .sentinel import SENTINEL_OPTIONS, LockedSentinel, is_sentinel_url, parse_sentinel_url
 
 #: Errors that mean "Redis is not reachable right now" (`is_transient`; a failover's too: a
 #: demoted primary's READONLY; no primary known to the sentinels yet,
-#: `redis.sentinel.MasterNotFoundError`, is a ConnectionError).
-TRANSIENT = (redis.ConnectionError, redis.TimeoutError, BusyLoadingError, ReadOnlyError)
+#: `redis.sentinel.MasterNotFoundError`, is a ConnectionError; a cluster in transition's).
+TRANSIENT = (redis.ConnectionError, redis.TimeoutError, BusyLoadingError, ReadOnlyError, *CLUSTER_TRANSIENT)
 
 
 def is_transient(error: BaseException) -> bool:
@@ -46,7 +47,7 @@ def refuses_writes(error: BaseException) -> bool:
     return isinstance(error, redis.ResponseError) and str(error).startswith("NOREPLICAS")
 
 
-def bus_error(error: redis.RedisError, what: str, url: str) -> BusError:
+def bus_error(error: Exception, what: str, url: str) -> BusError:
     """``error`` met doing ``what`` on the bus at ``url`` (redacted), as the library's own: one
     clear `BusError` (the clients' errors, and what a hub's publish meets that no retry mends)."""
     if isinstance(error, NotReplicated):
@@ -77,8 +78,8 @@ class RedisOptions:
     trim_interval: float = 60.0  # seconds between two trims of each consumed stream
     publish_timeout: float = 30.0  # how long publish keeps retrying while Redis is unreachable
     progress_ttl: float = 7 * 86400.0  # seconds a checkpoint outlives its last save, at most
-    # The key layout (layout.keys_for). Not URL options yet: the cluster transport (issue 20
-    # part 3) exposes them once it honours them.
+    # The key layout (layout.keys_for): "cluster" for redis+cluster:// URLs, which may not say
+    # otherwise; a single node may take it too (tests, a copy before a move to a cluster)
     layout: str = attrs.field(default="single", validator=attrs.validators.in_(("single", "cluster")))
     shards: int | None = attrs.field(default=None, validator=lambda self, _, shards: _shards(self, shards))
     durable: int = 0  # replicas that must confirm a publish (WAIT) before it returns (durable.py)
@@ -115,6 +116,8 @@ _OPTION_TYPES: dict[str, Callable[[str], object]] = {
     "progress_ttl": float,
     "durable": int,
     "durable_timeout": float,
+    "layout": str,
+    "shards": int,
 }
 
 
@@ -138,6 +141,8 @@ def split_url(url: str) -> tuple[str, RedisOptions]:
             f"unknown option(s) {sorted(unknown)} in bus URL; actionhub's: {sorted(_OPTION_TYPES)}, "
             "and redis-py's connection options"
         )
+    if is_cluster_url(url) and ours.setdefault("layout", "cluster") != "cluster":
+        raise ConfigurationError(f"{redact(url)!r}: a Redis Cluster takes layout=cluster only")
     try:
         options = RedisOptions(**ours)  # type: ignore[arg-type]
     except ValueError as exc:
@@ -185,7 +190,8 @@ def _redis_py_url_options() -> frozenset[str]:
 
 def connect(redis_url: str, options: RedisOptions) -> Any:
     """A redis-py client whose socket timeout outlasts a blocking read (of the primary, found
-    through the sentinels, for a ``redis+sentinel://`` URL).
+    through the sentinels, for a ``redis+sentinel://`` URL; of a cluster's nodes for a
+    ``redis+cluster://`` one).
 
     RESP2 unless the URL asks otherwise: redis-py 8 defaults to RESP3, whose handshake adds
     round trips (HELLO, CLIENT MAINT_NOTIFICATIONS) on every connect and needs Redis 6+. No
@@ -194,6 +200,8 @@ def connect(redis_url: str, options: RedisOptions) -> Any:
     try:
         if is_sentinel_url(redis_url):
             return parse_sentinel_url(redis_url).master_for(LockedSentinel, client_options(options))
+        if is_cluster_url(redis_url):
+            return parse_cluster_url(redis_url).client(client_options(options))
         return redis.Redis.from_url(redis_url, **client_options(options))
     except (ValueError, TypeError) as exc:
         raise ConfigurationError(f"bad Redis URL: {exc}") from None

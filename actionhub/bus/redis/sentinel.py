@@ -31,7 +31,7 @@ import redis.sentinel
 import trio
 
 from ...errors import ConfigurationError
-from ..url import redact
+from ..url import host_port, redact
 
 if TYPE_CHECKING:
     import redis.asyncio.sentinel
@@ -124,7 +124,7 @@ def parse_sentinel_url(url: str) -> SentinelUrl:
     credentials, _, hosts = parts.netloc.rpartition("@")
     if not hosts:
         raise ConfigurationError(f"{shown!r} names no sentinel: {SCHEME}://host1:26379,host2:26379/service/0")
-    sentinels = tuple(_address(host.strip(), shown) for host in hosts.split(","))
+    sentinels = tuple(host_port(host.strip(), shown, DEFAULT_PORT, "sentinel") for host in hosts.split(","))
     service, *rest = parts.path.lstrip("/").split("/")
     if not service:
         raise ConfigurationError(f"{shown!r} names no service: {SCHEME}://host1:26379,host2:26379/service/0")
@@ -149,21 +149,6 @@ def parse_sentinel_url(url: str) -> SentinelUrl:
         raise ConfigurationError(f"{shown!r}: {exc}") from None
     connection: dict[str, Any] = {key: value for key, value in url_kwargs.items() if key != "host"}
     return SentinelUrl(sentinels, unquote(service), connection, auth)
-
-
-def _address(host: str, shown: str) -> tuple[str, int]:
-    """``host[:port]`` (``[v6]:port`` too), the port defaulting to Sentinel's."""
-    name, port = host, ""
-    if host.startswith("["):
-        name, _, port = host[1:].partition("]")
-        if port and not port.startswith(":"):
-            name = ""
-        port = port[1:]
-    elif ":" in host:
-        name, _, port = host.rpartition(":")
-    if not name or not (port == "" or (port.isdigit() and 0 < int(port) < 65536)):
-        raise ConfigurationError(f"{shown!r}: bad sentinel address {host!r} (host:port, the port 1-65535)")
-    return name, int(port or DEFAULT_PORT)
 
 
 def close_client(client: redis.Redis) -> None:
