@@ -15,6 +15,7 @@ import trio
 
 from actionhub.testing import RedisServer
 from bench import clients as clients_bench
+from bench import cluster as cluster_bench
 from bench import dashboard as dashboard_bench
 from bench import durable as durable_bench
 from bench import limits as limits_bench
@@ -54,6 +55,12 @@ HARNESS_COMMON = textwrap.dedent(
 def test_memory_bus_benchmark(capsys: pytest.CaptureFixture[str]) -> None:
     memory_bus.main(["-n", "300", "-r", "1", "-w", "1", "--warmup", "10", "--metrics"])
     assert "ratio hub/bare" in capsys.readouterr().out
+
+
+def test_cluster_benchmark(capsys: pytest.CaptureFixture[str]) -> None:
+    cluster_bench.main(["-n", "300", "-r", "1", "--topics", "8", "--failovers", "1"])
+    out = capsys.readouterr().out
+    assert "ratio cluster / single" in out and "busiest / idlest" in out and "promoted replica" in out
 
 
 def test_durable_benchmark(capsys: pytest.CaptureFixture[str]) -> None:

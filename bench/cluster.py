@@ -1,0 +1,178 @@
+"""Redis Cluster: throughput over many topics on 3 primaries against one node, how evenly the
+primaries share Redis's work, and how long a primary's failover keeps messages from running.
+
+    python -m bench.cluster                   # its own single node and cluster of 3 primaries
+    python -m bench.cluster -n 20000 -r 3 --topics 64 --failovers 3
+
+Throughput: per round, one hub publishes N no-op messages spread round-robin over T topics (8
+publishing tasks, each awaiting its publish) and runs them; the clock runs from the first publish
+until the last message is run and acknowledged. Once on a single redis-server (``redis://``) and
+once on a cluster of 3 primaries without replicas (``redis+cluster://``), order alternating per
+round; the ratio cluster / single per round, medians reported. Target: >= 1. Every Redis node and
+the hub share this machine's cores (2 here): the cluster's three servers compete with the hub for
+them, so this says what the cluster costs a hub, not how far three machines would go.
+
+Spread: Redis's own CPU time (``INFO cpu``) of each primary over the cluster rounds, per message.
+Target: the busiest primary within 20 % of the idlest.
+
+Failover: on 3 primaries with a replica each (``cluster-node-timeout`` 2000 ms), a hub runs
+messages that a publisher sends every millisecond to a topic; the primary of its slot is
+SIGKILLed; the time until its replica serves the slot, and until the first message published
+after the kill has run (it can only be on the promoted replica). A fresh cluster per failover.
+This is a benchmark, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import uuid
+from collections.abc import Sequence
+
+import trio
+
+from actionhub import ActionHub, Job
+from actionhub.bus.redis.layout import ClusterKeys
+from actionhub.bus.redis.slots import key_slot
+from actionhub.testing import RedisCluster, RedisServer, redis_command
+
+WORKERS = 10
+PUBLISHERS = 8
+
+
+def throughput(url: str, n: int, topics: int) -> float:
+    """Messages per second through one hub that publishes and runs ``n`` of them over ``topics``."""
+    prefix = f"bench{uuid.uuid4().hex[:8]}:"
+    joiner = "&" if "?" in url else "?"
+    names = [f"topic-{t}" for t in range(topics)]
+
+    async def run() -> float:
+        finished = trio.Event()
+        count = 0
+        hub = ActionHub(f"{url}{joiner}prefix={prefix}")
+
+        async def noop(job: Job) -> None:
+            nonlocal count
+            count += 1
+            if count == n:
+                finished.set()
+
+        for name in names:
+            hub.bind(name, noop, min_workers=1, max_workers=WORKERS, buffer=100)
+
+        async def publish(numbers: range) -> None:
+            for number in numbers:
+                await hub.publish(names[number % topics], number)
+
+        async with hub.running():
+            started = time.perf_counter()
+            async with trio.open_nursery() as nursery:
+                for first in range(PUBLISHERS):
+                    nursery.start_soon(publish, range(first, n, PUBLISHERS))
+            await finished.wait()
+            await hub.bus.flush_acks()  # type: ignore[attr-defined]  # all acked inside the clock
+            return n / (time.perf_counter() - started)
+
+    return trio.run(run)
+
+
+def cpu_seconds(node: RedisServer) -> float:
+    """Redis's own CPU time so far (user + system), from ``INFO cpu``."""
+    info = dict(
+        line.split(":", 1)
+        for line in redis_command(node.port, "INFO", "cpu").decode().splitlines()
+        if ":" in line
+    )
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def failover(cluster: RedisCluster) -> tuple[float, float]:
+    """Seconds from the SIGKILL of the primary of a topic's slot until (its replica serves the
+    slot, the first message published after the kill ran)."""
+    url = f"{cluster.url}?prefix=failover:"
+    primary = cluster.primary_of(key_slot(ClusterKeys("failover:").stream("tick")))
+
+    async def run() -> tuple[float, float]:
+        first_after = trio.Event()
+        killed_at = 0.0
+        hub = ActionHub(url)
+
+        @hub.action("tick", max_workers=WORKERS)
+        async def tick(job: Job) -> None:
+            if job.payload["after"]:
+                first_after.set()
+
+        async def publish() -> None:
+            while True:
+                await hub.publish("tick", {"after": killed_at > 0})
+                await trio.sleep(0.001)
+
+        async with hub.running(), trio.open_nursery() as nursery:
+            nursery.start_soon(publish)
+            await trio.sleep(1.0)  # steady state
+            killed_at = trio.current_time()
+            await trio.to_thread.run_sync(cluster.kill, primary)
+            await trio.to_thread.run_sync(cluster.wait_for_promotion, primary)
+            promoted = trio.current_time() - killed_at
+            await first_after.wait()
+            ran = trio.current_time() - killed_at
+            nursery.cancel_scope.cancel()
+        return promoted, ran
+
+    return trio.run(run)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.cluster")
+    parser.add_argument("-n", "--messages", type=int, default=20_000)
+    parser.add_argument("-r", "--rounds", type=int, default=3)
+    parser.add_argument("--topics", type=int, default=64)
+    parser.add_argument("--failovers", type=int, default=3)
+    args = parser.parse_args(argv)
+
+    kinds = ("single", "cluster")
+    rates: dict[str, list[float]] = {kind: [] for kind in kinds}
+    with RedisServer(appendonly=False) as single, RedisCluster(primaries=3, replicas=0) as cluster:
+        urls = {"single": f"redis://127.0.0.1:{single.port}/0", "cluster": cluster.url}
+        primaries = cluster.primaries()
+        cpu_before = [cpu_seconds(node) for node in primaries]
+        for round_no in range(args.rounds):
+            for kind in kinds[round_no % 2 :] + kinds[: round_no % 2]:
+                rates[kind].append(throughput(urls[kind], args.messages, args.topics))
+        cpu = [cpu_seconds(node) - before for node, before in zip(primaries, cpu_before, strict=True)]
+    print(
+        f"{args.messages:,} no-op messages over {args.topics} topics x {args.rounds} rounds, published "
+        f"and run by one hub ({PUBLISHERS} publishing tasks); single node vs 3 primaries, one machine"
+    )
+    for kind in kinds:
+        print(f"  {kind:>7}: {spread(rates[kind], '{:,.0f}')} msg/s")
+    ratios = [c / s for c, s in zip(rates["cluster"], rates["single"], strict=True)]
+    print(f"  ratio cluster / single: {spread(ratios, '{:.2f}')}  (target >= 1)")
+    per_message = [seconds * 1e6 / (args.messages * args.rounds) for seconds in cpu]
+    shown = ", ".join(f"{us:.2f}" for us in per_message)
+    print(
+        f"  Redis CPU per message on each primary: {shown} us; busiest / idlest "
+        f"{max(per_message) / min(per_message):.2f}  (target <= 1.20)"
+    )
+
+    if args.failovers:
+        promoted, ran = [], []
+        for _ in range(args.failovers):
+            with RedisCluster(primaries=3, replicas=1) as cluster:
+                seconds = failover(cluster)
+            promoted.append(seconds[0])
+            ran.append(seconds[1])
+        print(f"{args.failovers} failovers (SIGKILL of a primary, cluster-node-timeout 2000 ms)")
+        print(f"  its replica serves the slots: {spread(promoted, '{:.2f}')} s")
+        print(f"  first message run on the promoted replica: {spread(ran, '{:.2f}')} s")
+
+
+def spread(values: Sequence[float], form: str) -> str:
+    """``median (min-max)``, each formatted with ``form``."""
+    median, low, high = (form.format(v) for v in (statistics.median(values), min(values), max(values)))
+    return f"{median} ({low}-{high})"
+
+
+if __name__ == "__main__":
+    main()
