@@ -91,7 +91,7 @@ class RedisBusBase(Publishing):
         await self.call(lambda: self.client.set(key, state, ex=ttl), what="save a checkpoint")
 
     async def clear_progress(self, key: str) -> None:
-        await self.call(lambda: self.client.delete(key), what="clear a checkpoint")
+        await self.call(lambda: self.client.execute_command("DEL", key), what="clear a checkpoint")
 
     # ------------------------------------------------------------------ delayed messages
 
@@ -230,7 +230,7 @@ class RedisBusBase(Publishing):
         key = self.keys.dead(topic)
         if ids is None:
             count = await self.call(lambda: self.client.xlen(key), what="purge dead letters")
-            await self.call(lambda: self.client.delete(key), what="purge dead letters")
+            await self.call(lambda: self.client.execute_command("DEL", key), what="purge dead letters")
             return int(count)
         if not ids:
             return 0
@@ -245,7 +245,9 @@ class RedisBusBase(Publishing):
             yield channel
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(5):
-                await self.call(lambda: self.client.delete(channel.address), what="drop reply key")
+                await self.call(
+                    lambda: self.client.execute_command("DEL", channel.address), what="drop reply key"
+                )
 
     async def send_reply(self, address: str, message: Message) -> None:
         raw = message.encode()
@@ -275,7 +277,7 @@ class RedisBusBase(Publishing):
 
     async def withdraw(self, hub: str) -> None:
         try:
-            await self.call(lambda: self.client.delete(self.keys.hub(hub)), what="withdraw")
+            await self.call(lambda: self.client.execute_command("DEL", self.keys.hub(hub)), what="withdraw")
         except REDIS_ERRORS as error:  # the announcement expires anyway: say so, stop cleanly
             raise BusError(f"could not withdraw hub {hub}: {error!r}") from error
 

@@ -79,7 +79,7 @@ async def send_control(bus: RedisBusBase, command: bytes, *, timeout: float, exp
                 answers.append(popped[1])
     finally:
         with trio.CancelScope(shield=True):
-            await bus.call(lambda: bus.client.delete(reply_to), what="drop answer key")
+            await bus.call(lambda: bus.client.execute_command("DEL", reply_to), what="drop answer key")
     return answers
 
 
