@@ -17,6 +17,7 @@ import signal
 import trio
 
 from actionhub import ActionHub, Job
+from tests import cluster_stopgap
 
 
 async def serve(url: str, out: str, work: float, name: str, die_on: str | None, max_attempts: int) -> None:
@@ -53,6 +54,7 @@ def main() -> None:
     parser.add_argument("--die-on")
     parser.add_argument("--max-attempts", type=int, default=5)
     args = parser.parse_args()
+    cluster_stopgap.install()
     trio.run(serve, args.url, args.out, args.work, args.name, args.die_on, args.max_attempts)
 
 
