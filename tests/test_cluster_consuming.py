@@ -7,10 +7,14 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import redis
 import trio
 
 from actionhub import ActionHub, Job, WorkerTemplateRegistry
+from actionhub.bus.redis import scripts
+from actionhub.bus.redis.keys import Keys
 from actionhub.bus.redis.layout import ClusterKeys
+from actionhub.bus.redis.scripts_slots import register, source
 from tests.layouts import client_of, keys_of, layouts_fixture  # noqa: F401 - the fixture
 from tests.polling import wait_until
 
@@ -81,3 +85,24 @@ async def test_lazy_templates_start_on_a_backlog_and_on_a_first_keyed_message(cl
         with trio.fail_after(10):
             await hub.publish("keyed", 1, key="k")  # the topic's partition streams appear now
         await wait_until(lambda: ran == [("backlog", 0), ("k", 1)])
+
+
+def test_consuming_scripts_run_with_a_shebang_in_the_cluster_layout_only() -> None:
+    """``#!lua`` makes Redis refuse an undeclared key (of another slot, say); the single layout
+    keeps its scripts byte for byte."""
+    single, cluster = Keys("app:"), ClusterKeys("app:")
+    for script in (scripts.RENEW, scripts.TRIM, scripts.ABANDONED, scripts.CLAIM_LEASES, scripts.LIMIT):
+        assert source(single, script) is script
+        assert source(cluster, script).startswith("#!lua")
+    assert source(cluster, scripts.TRIM).startswith("#!lua flags=allow-oom\n")  # trimming frees memory
+    assert source(cluster, scripts.BACKLOG).startswith("#!lua flags=no-writes\n")
+    assert source(cluster, scripts.HEARTBEAT).startswith("#!lua\n")
+
+
+def test_a_shebang_script_refuses_an_undeclared_key_of_another_slot(cluster_url: str) -> None:
+    keys = keys_of(cluster_url)
+    stray = keys.stream("other")
+    assert keys.slot_of(stray) != keys.slot_of(keys.members("orders", "g"))
+    sneaky = register(client_of(cluster_url), keys, f"return redis.call('XLEN', '{stray}')")
+    with pytest.raises(redis.ResponseError, match="same slot"):
+        sneaky(keys=[keys.members("orders", "g")])
