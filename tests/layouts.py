@@ -1,5 +1,5 @@
-"""A test's view of the keys of a bus URL in either layout (single node or cluster): a redis-py
-client of the URL's servers and the URL's key names (`keys_for`), for assertions on Redis."""
+"""Tests that run on both key layouts (the ``bus_url`` fixture): the names and a client of the
+bus a URL names, whichever layout and server it has, for assertions on Redis."""
 
 from __future__ import annotations
 
@@ -24,3 +24,13 @@ def on_redis(url: str) -> OnRedis:
     """The client and key names of bus URL ``url`` (close ``client`` when done)."""
     redis_url, options = split_url(url)
     return OnRedis(connect(redis_url, options), keys_for(options))
+
+
+def keys_of(url: str) -> Keys:
+    """The key names of the bus at ``url``: `Keys`, or `ClusterKeys` in the cluster layout."""
+    return keys_for(split_url(url)[1])
+
+
+def client_of(url: str) -> Any:
+    """A redis-py client of the bus at ``url`` (a `RedisCluster` for a ``redis+cluster://`` one)."""
+    return connect(*split_url(url))

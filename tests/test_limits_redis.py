@@ -20,9 +20,9 @@ import trio
 
 from actionhub import ActionHub, Job
 from actionhub.bus.redis import scripts
-from actionhub.bus.redis.keys import Keys
 from actionhub.bus.redis.options import split_url
 from tests.chaos.proxy import ChaosProxy
+from tests.layouts import client_of, keys_of
 from tests.limited_hub import run_keys
 from tests.polling import wait_until
 
@@ -59,10 +59,9 @@ class Runs:
     """What the test actions recorded in Redis."""
 
     def __init__(self, url: str) -> None:
-        redis_url, options = split_url(url)
-        self.client = redis.Redis.from_url(redis_url)
-        self.running, self.most, self.list = run_keys(options.prefix)
-        self.keys = Keys(options.prefix)
+        self.client = client_of(url)
+        self.running, self.most, self.list = run_keys(split_url(url)[1].prefix)
+        self.keys = keys_of(url)
 
     def count(self) -> int:
         return int(self.client.llen(self.list))
@@ -171,11 +170,11 @@ async def test_a_killed_hubs_slots_lapse_within_its_visibility_timeout(redis_url
     assert sorted(ran, key=str) == [(0, 2), (1, 2), (2, 2)]
 
 
-async def test_a_run_waiting_for_the_rate_keeps_its_lease(redis_url: str) -> None:
+async def test_a_run_waiting_for_the_rate_keeps_its_lease(bus_url: str) -> None:
     """Three messages read by one hub at once, ``1/s``: the last waits two seconds, past the
     visibility timeout; another hub of the group, looking for abandoned messages meanwhile,
     takes none (the waiting ones' leases are renewed), so each runs once, at attempt 1."""
-    url = f"{redis_url}&visibility_timeout=1&block=0.2"
+    url = f"{bus_url}&visibility_timeout=1&block=0.2"
     ran: list[tuple[str, object, int]] = []
     one, two = ActionHub(url, name="one"), ActionHub(url, name="two")
     for hub in (one, two):
@@ -214,8 +213,8 @@ def _limit(client: redis.Redis, keys: list[str], hub: str, **fields: object) -> 
     return [int(x) for x in reply[:4]]
 
 
-def test_the_limit_script_shares_slots_with_hubs_that_wait(redis_url: str) -> None:
-    runs = Runs(redis_url)
+def test_the_limit_script_shares_slots_with_hubs_that_wait(bus_url: str) -> None:
+    runs = Runs(bus_url)
     keys = list(runs.keys.limits("t", "g"))
     # a alone takes all 4 slots; b asks in vain: it waits (nobody else does: not contended)
     assert _limit(runs.client, keys, "a", limit=4, slots=4, firm=4)[::3] == [4, 0]
@@ -244,13 +243,13 @@ def test_the_limit_script_is_gcra_and_takes_tokens_back(redis_url: str) -> None:
     assert _limit(runs.client, fresh, "c", **both, slots=3, firm=3)[:2] == [3, 2]
 
 
-async def test_a_stop_ends_the_waits_and_gives_back_slots_and_messages(redis_url: str) -> None:
+async def test_a_stop_ends_the_waits_and_gives_back_slots_and_messages(bus_url: str) -> None:
     """One slot, one run holding it past shutdown_timeout, two runs waiting: the stop ends the
     waits at once, the slot goes back to Redis, and every message runs on the next hub."""
-    runs = Runs(redis_url)
+    runs = Runs(bus_url)
     slots = runs.keys.limits("limited", "limited")[1]
     ran: list[tuple[str, object]] = []
-    one, two = ActionHub(redis_url, name="one"), ActionHub(redis_url, name="two")
+    one, two = ActionHub(bus_url, name="one"), ActionHub(bus_url, name="two")
     for hub in (one, two):
 
         async def limited(job: Job, name: str = hub.name) -> None:

@@ -14,9 +14,11 @@ import trio
 from actionhub import ActionHub, Behaviour, ConfigurationError, Job, MemoryBus, Reject, Retry
 from actionhub.bus.redis.common import RedisBusBase
 from actionhub.bus.redis.keys import partition_of
+from actionhub.bus.redis.layout import ClusterKeys
 from actionhub.bus.redis.ordered import assign
 from actionhub.message import MalformedMessage, decode
 from actionhub.testing import EscalationLog, RedisServer
+from tests.layouts import client_of, keys_of
 from tests.polling import wait_until
 
 
@@ -185,6 +187,12 @@ def ordered_url(redis_server: RedisServer) -> str:
     return f"{redis_server.url}?prefix=o{uuid.uuid4().hex[:8]}:&visibility_timeout=2&block=0.2"
 
 
+@pytest.fixture
+def any_ordered_url(bus_url: str) -> str:
+    """`ordered_url` on either layout (a single node, a cluster)."""
+    return f"{bus_url}&visibility_timeout=2&block=0.2"
+
+
 def _prefix(url: str) -> str:
     return url.split("prefix=")[1].split("&")[0]
 
@@ -233,6 +241,70 @@ async def test_two_hubs_split_the_partitions_and_keep_each_key_in_order(ordered_
     assert runs.most_keys_at_once > 1
 
 
+async def test_a_keyed_topic_s_partitions_lie_in_several_slots_of_a_cluster_and_keep_each_key_in_order(
+    cluster_url: str,
+) -> None:
+    """In the cluster layout the partitions of one topic carry the tags of different shards (so
+    they spread over the nodes); two hubs reading them still run each key in publish order."""
+    url = f"{cluster_url}&visibility_timeout=2&block=0.2"
+    keys = keys_of(url)
+    assert isinstance(keys, ClusterKeys)
+    slots = {keys.slot_of(keys.partition("orders", p)) for p in range(8)}
+    assert len(slots) == 8 and keys.slot_of(keys.stream("orders")) not in slots
+    runs = Runs()
+    runs.expected = 12 * 10
+    hubs = [ActionHub(url, name=f"hub-{n}") for n in range(2)]
+
+    async def orders(job: Job) -> None:
+        await runs.run(job, 0.001)
+
+    for hub in hubs:
+        hub.bind("orders", orders, ordered=True, partitions=8, max_workers=8)
+
+    def owned() -> list[int]:
+        return [hub.stats()[0].partitions_owned for hub in hubs]
+
+    async with hubs[0].running(), hubs[1].running():
+        await wait_until(lambda: sum(owned()) == 8 and min(owned()) > 0)
+        for seq in range(10):
+            for key in range(12):
+                await hubs[seq % 2].publish("orders", {"seq": seq}, key=f"k{key}")
+        with trio.fail_after(30):
+            await runs.all_done.wait()
+        stats = [hub.stats()[0] for hub in hubs]
+    client = client_of(url)
+    used = [p for p in range(8) if client.xlen(keys.partition("orders", p))]
+    assert len({keys.slot_of(keys.partition("orders", p)) for p in used}) > 1
+    assert runs.same_key_at_once == 0
+    assert all(order == list(range(10)) for order in runs.order.values())
+    assert all(s.total_message_processed > 0 for s in stats)
+
+
+async def test_dead_letters_of_partition_entries_are_filed_before_their_acks(any_ordered_url: str) -> None:
+    """A keyed message that fails for good and a malformed entry of a partition end in the topic's
+    dead letters and leave nothing pending (in a cluster the dead letters lie in another slot)."""
+    keys, client = keys_of(any_ordered_url), client_of(any_ordered_url)
+    ran: list[int] = []
+
+    async def orders(job: Job) -> None:
+        ran.append(job.payload)
+        if job.payload == 1:
+            raise RuntimeError("no")
+
+    async with ActionHub(any_ordered_url).running() as hub:
+        hub.bind("orders", orders, ordered=True, partitions=2, max_attempts=1)
+        await wait_until(lambda: hub.stats() != [] and hub.stats()[0].partitions_owned == 2)
+        await hub.publish("orders", 1, key="k")
+        stream = keys.partition("orders", partition_of("k", 2))
+        client.xadd(stream, {"message": b"{not json"})
+        await hub.publish("orders", 2, key="k")
+        await wait_until(lambda: ran == [1, 2])
+        await wait_until(lambda: client.xlen(keys.dead("orders")) == 2)
+        await wait_until(lambda: client.xpending(stream, "orders")["pending"] == 0)
+        letters = await hub.dead_letters("orders")
+    assert sorted(letter.reason.split(":")[0] for letter in letters) == ["malformed", "max_attempts"]
+
+
 async def test_partitions_settle_where_the_assignment_puts_them_long_before_a_lease_lapses(
     redis_server: RedisServer,
 ) -> None:
@@ -273,14 +345,14 @@ async def test_a_partition_count_is_fixed_once_set(ordered_url: str, escalations
 
 
 async def test_an_unordered_group_reads_every_partition_even_one_made_after_it_started(
-    ordered_url: str,
+    any_ordered_url: str,
 ) -> None:
     seen: list[int] = []
 
     async def audit(job: Job) -> None:
         seen.append(job.payload)
 
-    async with ActionHub(ordered_url).running() as hub:
+    async with ActionHub(any_ordered_url).running() as hub:
         hub.bind("audit", audit, topic="orders")
         await wait_until(lambda: bool(hub.stats()))
         await hub.publish("orders", 1)
@@ -291,24 +363,23 @@ async def test_an_unordered_group_reads_every_partition_even_one_made_after_it_s
     assert sorted(message.payload for _, message in history) == [1, 2, 3]
 
 
-async def test_a_new_owner_runs_a_dead_hub_s_unacked_entries_first_in_order(ordered_url: str) -> None:
-    prefix = _prefix(ordered_url)
-    client = redis.Redis.from_url(ordered_url.split("?")[0])
-    client.set(f"{prefix}partitions:orders", 1)
-    stream = f"{prefix}orders:p0"
+async def test_a_new_owner_runs_a_dead_hub_s_unacked_entries_first_in_order(any_ordered_url: str) -> None:
+    keys, client = keys_of(any_ordered_url), client_of(any_ordered_url)
+    client.set(keys.partitions("orders"), 1)
+    stream = keys.partition("orders", 0)
     client.xgroup_create(stream, "orders", id="0", mkstream=True)
     for seq in range(5):
         client.xadd(stream, {"message": f'{{"payload": {seq}, "key": "a"}}'})
     # a hub that died holding seq 0..2 (read, never acked) and the partition's lease
     client.xreadgroup("orders", "dead-hub", {stream: ">"}, count=3)
-    client.set(f"{prefix}lease:orders:orders:0", "dead-hub", px=1500)
-    client.zadd(f"{prefix}members:orders:orders", {"dead-hub": 0})
+    client.set(keys.lease("orders", "orders", 0), "dead-hub", px=1500)
+    client.zadd(keys.members("orders", "orders"), {"dead-hub": 0})
     seen: list[tuple[int, int]] = []
 
     async def orders(job: Job) -> None:
         seen.append((job.payload, job.attempt))
 
-    async with ActionHub(ordered_url).running() as hub:
+    async with ActionHub(any_ordered_url).running() as hub:
         hub.bind("orders", orders, ordered=True)
         await wait_until(lambda: len(seen) == 5)
         await wait_until(lambda: client.xpending(stream, "orders")["pending"] == 0)

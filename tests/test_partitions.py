@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
-import redis
 from hypothesis import given
 from hypothesis import strategies as st
 
-from actionhub.bus.redis.keys import Keys, partition_of
+from actionhub.bus.redis.keys import partition_of
 from actionhub.bus.redis.ordered import PartitionLeases, assign
-from actionhub.testing import RedisServer
+from tests.layouts import client_of, keys_of
 
 members_st = st.sets(st.text(min_size=1, max_size=12), min_size=1, max_size=8)
 
@@ -53,10 +50,10 @@ def test_a_join_moves_few_partitions_besides_the_newcomer_s() -> None:
 
 
 @pytest.fixture
-def leases(redis_server: RedisServer) -> PartitionLeases:
-    return PartitionLeases(
-        redis.Redis(port=redis_server.port), Keys(f"t-{uuid.uuid4().hex[:6]}:"), "orders", "g"
-    )
+def leases(bus_url: str) -> PartitionLeases:
+    """Leases of a group on either layout: in a cluster, every lease and the members of a group
+    share the topic's slot (one script claims many)."""
+    return PartitionLeases(client_of(bus_url), keys_of(bus_url), "orders", "g")
 
 
 def test_members_lapse_by_the_redis_clock(leases: PartitionLeases) -> None:

@@ -24,7 +24,7 @@ import trio
 from actionhub import ActionHub, BusError, Job, Retry
 from actionhub.bus.redis import streams as redis_streams
 from actionhub.testing import RedisServer
-from tests.layouts import OnRedis, on_redis
+from tests.layouts import OnRedis, client_of, keys_of, on_redis
 from tests.polling import wait_until
 from tests.servers import private_redis, tls_redis
 
@@ -71,12 +71,12 @@ async def test_redis_cli_xadd_runs_the_action(redis_server: RedisServer, redis_u
     assert stat.total_message_processed == 1
 
 
-async def test_publish_before_the_hub_starts_is_not_lost(redis_url: str) -> None:
+async def test_publish_before_the_hub_starts_is_not_lost(bus_url: str) -> None:
     got = trio.Event()
-    first = ActionHub(redis_url)
+    first = ActionHub(bus_url)
     async with first.running():
         await first.publish("early", {"n": 1})  # nobody consumes "early" yet
-    hub = ActionHub(redis_url)
+    hub = ActionHub(bus_url)
 
     @hub.action("early")
     async def early(job: Job) -> None:
@@ -258,8 +258,9 @@ MALFORMED: list[tuple[dict[str, bytes], str]] = [
 ]
 
 
-async def test_malformed_entries_are_dead_lettered_with_a_reason(redis_url: str, client: redis.Redis) -> None:
-    url = redis_url + "&max_message_bytes=1000"
+async def test_malformed_entries_are_dead_lettered_with_a_reason(bus_url: str) -> None:
+    url = bus_url + "&max_message_bytes=1000"
+    client = client_of(bus_url)
     good: list[object] = []
     hub = ActionHub(url)
 
@@ -267,7 +268,7 @@ async def test_malformed_entries_are_dead_lettered_with_a_reason(redis_url: str,
     async def intake(job: Job) -> None:
         good.append(job.payload)
 
-    stream = f"{prefix_of(redis_url)}intake"
+    stream = keys_of(bus_url).stream("intake")
     async with hub.running():
         for fields, _ in MALFORMED:
             client.xadd(stream, fields)  # type: ignore[arg-type]
@@ -282,8 +283,8 @@ async def test_malformed_entries_are_dead_lettered_with_a_reason(redis_url: str,
     assert client.xpending(stream, "intake")["pending"] == 0  # all of them were acked
 
 
-async def test_a_long_job_is_not_stolen_while_its_hub_lives(redis_url: str) -> None:
-    url = redis_url + "&visibility_timeout=1&block=0.2"
+async def test_a_long_job_is_not_stolen_while_its_hub_lives(bus_url: str) -> None:
+    url = bus_url + "&visibility_timeout=1&block=0.2"
     runs: list[str] = []
     hubs = [ActionHub(url, name=f"h{i}") for i in range(2)]
     for hub in hubs:
@@ -308,7 +309,7 @@ def _spawn(url: str, out: Path, name: str, work: float = 0.0, *extra: str) -> su
     return process
 
 
-def _publish_many(client: redis.Redis, stream: str, count: int, start: int = 0) -> None:
+def _publish_many(client: Any, stream: str, count: int, start: int = 0) -> None:
     with client.pipeline(transaction=False) as pipe:
         for i in range(start, start + count):
             pipe.xadd(stream, {"message": b'{"payload": %d}' % i})
@@ -320,10 +321,9 @@ def _lines(path: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("kill", [False, True], ids=["share", "kill-9-one"])
-async def test_two_hub_processes_share_the_work(
-    redis_url: str, client: redis.Redis, tmp_path: Path, kill: bool
-) -> None:
-    url = redis_url + "&visibility_timeout=2&block=0.5"
+async def test_two_hub_processes_share_the_work(bus_url: str, tmp_path: Path, kill: bool) -> None:
+    url = bus_url + "&visibility_timeout=2&block=0.5"
+    client = client_of(bus_url)
     total = 10_000
     outs = [tmp_path / "a.txt", tmp_path / "b.txt"]
     processes = [
@@ -331,7 +331,7 @@ async def test_two_hub_processes_share_the_work(
         for i, out in enumerate(outs)
     ]
     try:
-        stream = f"{prefix_of(redis_url)}count"
+        stream = keys_of(bus_url).stream("count")
         await trio.to_thread.run_sync(_publish_many, client, stream, total)
         if kill:
             await wait_until(lambda: len(_lines(outs[0])) > 500)
@@ -391,13 +391,13 @@ async def test_a_crash_loop_ends_in_the_dead_letters(
     assert orjson.loads(letter[b"message"]) == {"payload": "deadly"}  # the original envelope
 
 
-async def test_a_stopping_hub_hands_unstarted_messages_over_at_once(redis_url: str) -> None:
+async def test_a_stopping_hub_hands_unstarted_messages_over_at_once(bus_url: str) -> None:
     """Read-but-unstarted messages of a hub that stops gracefully are claimable at once, not only
     after the visibility timeout (30 s here)."""
     first_done: list[int] = []
     second_done: list[int] = []
     gate = trio.Event()
-    first = ActionHub(redis_url, name="first")
+    first = ActionHub(bus_url, name="first")
 
     @first.action("handover", max_workers=1, shutdown_timeout=5)
     async def slow(job: Job) -> None:
@@ -410,7 +410,7 @@ async def test_a_stopping_hub_hands_unstarted_messages_over_at_once(redis_url: s
         await wait_until(lambda: first.stats()[0].buffered == 19)
         gate.set()  # finish the one in hand; the 19 buffered are released at the stop
         await first.stop()
-    second = ActionHub(redis_url, name="second")
+    second = ActionHub(bus_url, name="second")
 
     @second.action("handover")
     async def fast(job: Job) -> None:
@@ -452,11 +452,10 @@ async def test_redis_restart_mid_run_loses_nothing(
     assert any("redis reachable again" in line for line in logged)
 
 
-async def test_streams_are_trimmed_but_never_below_an_unacked_entry(
-    redis_url: str, client: redis.Redis
-) -> None:
+async def test_streams_are_trimmed_but_never_below_an_unacked_entry(bus_url: str) -> None:
     # entries younger than publish_timeout + 10 s are never trimmed (a resend looks for them)
-    url = redis_url + "&trim_interval=0.2&publish_timeout=0.5"
+    url = bus_url + "&trim_interval=0.2&publish_timeout=0.5"
+    client = client_of(bus_url)
     release = trio.Event()
     done: list[int] = []
     hub = ActionHub(url)
@@ -467,7 +466,7 @@ async def test_streams_are_trimmed_but_never_below_an_unacked_entry(
             await release.wait()  # the oldest entry stays unacked for a while
         done.append(job.payload)
 
-    stream = f"{prefix_of(redis_url)}trimmed"
+    stream = keys_of(bus_url).stream("trimmed")
     async with hub.running():
         await hub.publish("trimmed", 0)
         await wait_until(lambda: hub.stats()[0].in_flight == 1)

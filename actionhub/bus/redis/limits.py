@@ -29,6 +29,7 @@ import trio
 
 from ..limits import LimitSpec
 from . import scripts
+from .scripts_slots import register
 
 if TYPE_CHECKING:
     from .streams import RedisStreamsBus
@@ -73,7 +74,7 @@ class RedisLimiter:
         self.keys = [*bus.keys.limits(topic, group), bus.keys.limit_reply(topic, group, self.hub)]
         self._calls = 0  # numbers this hub's calls: a call resent after a lost reply is known
         self._warned = False  # that another hub of the group has other limits
-        self._script = bus.client.register_script(scripts.LIMIT)
+        self._script = register(bus.client, bus.keys, scripts.LIMIT)
         self._next_slot = 0  # slots are named <hub>:<number>
         self._held: set[str] = set()  # every slot this hub holds in Redis (renewed)
         self._free: list[str] = []  # held, no run uses it
@@ -368,7 +369,7 @@ async def renew_slots(bus: RedisStreamsBus) -> None:
     held = [(limiter, call) for limiter, call in calls if call is not None]
     if not held:
         return
-    script = bus.client.register_script(scripts.LIMIT_RENEW)
+    script = register(bus.client, bus.keys, scripts.LIMIT_RENEW)
     replies = await bus.run_scripts(
         [(script, keys, args) for _, (keys, args) in held], what="renew concurrency slots"
     )

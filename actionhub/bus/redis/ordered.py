@@ -30,6 +30,7 @@ from . import scripts
 from .keys import Keys
 from .options import text
 from .reader import Entries
+from .scripts_slots import register
 from .subscription import StreamSubscription, token_of
 
 if TYPE_CHECKING:
@@ -80,9 +81,9 @@ class PartitionLeases:
         self.client = client
         self.keys, self.topic, self.group = keys, topic, group
         self.members_key = keys.members(topic, group)
-        self._heartbeat = client.register_script(scripts.HEARTBEAT)
-        self._claim = client.register_script(scripts.CLAIM_LEASES)
-        self._release = client.register_script(scripts.RELEASE_LEASES)
+        self._heartbeat = register(client, keys, scripts.HEARTBEAT)
+        self._claim = register(client, keys, scripts.CLAIM_LEASES)
+        self._release = register(client, keys, scripts.RELEASE_LEASES)
 
     def lease_key(self, partition: int) -> str:
         return self.keys.lease(self.topic, self.group, partition)

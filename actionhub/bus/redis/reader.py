@@ -148,7 +148,7 @@ class Reader:
         of that slot, next to which its doorbell goes."""
         tier = self.tiers.get(slot)
         if tier is None:
-            tier = self.tiers[slot] = _Tier(self, str(slot), reads_for=True, near=stream)
+            tier = self.tiers[slot] = _Tier(self, str(slot), reads_for=True, near=stream, slot=slot)
             if self._nursery is not None:
                 self._nursery.start_soon(tier.run)
         return tier
@@ -212,14 +212,18 @@ class Reader:
 
 class _Tier:
     """One blocking ``XREAD`` over some streams, on a connection of its own, with a doorbell.
-    ``reads_for``: it may block in one subscription's ``XREADGROUP`` instead (`Reader`); ``near``:
-    a stream of its slot (cluster layout), whose slot its doorbell shares."""
+    ``reads_for``: it may block in one subscription's ``XREADGROUP`` instead (`Reader`); ``slot``
+    (cluster layout): the slot of every stream it asks about, and ``near`` one of them, whose slot
+    its doorbell shares."""
 
-    def __init__(self, reader: Reader, name: str, *, reads_for: bool, near: str | None = None) -> None:
+    def __init__(
+        self, reader: Reader, name: str, *, reads_for: bool, near: str | None = None, slot: int | None = None
+    ) -> None:
         self.reader = reader
         self.name = name
         self.reads_for = reads_for
         self._near = near
+        self.slot = slot
         self._from: dict[str, tuple[Position, bytes]] = {}  # per stream, where to ask from
         self._version = 0  # bumped whenever `_from` changes
         self._question: tuple[int, Command, dict[str, Position]] | None = None  # the last XREAD
@@ -288,7 +292,8 @@ class _Tier:
         bus = self.reader.bus
         self._doorbell = bus.keys.doorbell(f"{bus.consumer}:{self.name}", near=self._near)
         # a blocking read holds a connection: one of its own (in the cluster layout, to the node
-        # of this tier's slot: the thread path's client routes each read there by its keys)
+        # of this tier's slot: on the thread path redis-py routes each read there by its keys; a
+        # trio cluster wire would give one for `self.slot` here)
         wire = bus.new_wire()
         try:
             await bus.keep_running(f"waiting for messages ({self.name})", partial(self._wake_once, wire))

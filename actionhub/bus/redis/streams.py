@@ -62,6 +62,7 @@ from .ordered import OrderedSubscription
 from .reader import Reader
 from .replication import durably
 from .results import RedisStatuses
+from .scripts_slots import register
 from .slots import key_slot
 from .subscription import StreamSubscription
 from .watch import LazyWatch
@@ -87,12 +88,12 @@ class RedisStreamsBus(RedisBusBase):
 
     def __init__(self, url: str, redis_url: str, options: RedisOptions, *, client: Any = None) -> None:
         super().__init__(url, redis_url, options, client=client)
-        self._renew = self.client.register_script(scripts.RENEW)
-        self._release = self.client.register_script(scripts.RELEASE_UNSTARTED)
-        self._trim = self.client.register_script(scripts.TRIM)
-        self._create_group = self.client.register_script(scripts.CREATE_GROUP)
-        self._abandoned = self.client.register_script(scripts.ABANDONED)
-        self._backlog = self.client.register_script(scripts.BACKLOG)
+        self._renew = register(self.client, self.keys, scripts.RENEW)
+        self._release = register(self.client, self.keys, scripts.RELEASE_UNSTARTED)
+        self._trim = register(self.client, self.keys, scripts.TRIM)
+        self._create_group = register(self.client, self.keys, scripts.CREATE_GROUP)
+        self._abandoned = register(self.client, self.keys, scripts.ABANDONED)
+        self._backlog = register(self.client, self.keys, scripts.BACKLOG)
         self._publish_many_once = self.client.register_script(publish_many_script(self.keys))
         self._subscriptions: list[StreamSubscription] = []
         self._watches: list[LazyWatch] = []
