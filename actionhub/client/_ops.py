@@ -18,7 +18,7 @@ import attrs
 from .. import tracing
 from ..bus.base import DeadLetter, check_durable, no_replicas
 from ..bus.dedupe import Dedupe, MessageIds, check_dedupe
-from ..bus.redis import entries, once, results, scripts
+from ..bus.redis import entries, once, results, scripts, slots
 from ..bus.redis.durable import (
     NO_PUBSUB,
     Confirm,
@@ -29,10 +29,11 @@ from ..bus.redis.durable import (
     publish_confirm,
     raise_nested,
 )
-from ..bus.redis.keys import DEFAULT_PARTITIONS, Keys, partition_count
+from ..bus.redis.keys import DEFAULT_PARTITIONS, partition_count
+from ..bus.redis.layout import ClusterKeys, check_layout, keys_for
 from ..bus.redis.options import RedisOptions, is_transient
 from ..bus.statuses import outcome
-from ..errors import MalformedMessage
+from ..errors import ConfigurationError, MalformedMessage
 from ..inspect import CommandAnswer, HubSnapshot, command_document, decode_answer, snapshots_from
 from ..message import Message, check_key, check_topic, decode
 from ..payloads import to_json
@@ -68,8 +69,16 @@ class Script:
 
 
 @attrs.frozen
+class Pipeline:
+    """Commands sent together, not atomically: on a cluster each to the node of its keys (so
+    they may touch any slots); their replies, in order."""
+
+    commands: tuple[tuple[Any, ...], ...]
+
+
+@attrs.frozen
 class Scan:
-    """Every key matching ``pattern`` (SCAN)."""
+    """Every key matching ``pattern`` (SCAN; on a cluster, of every primary)."""
 
     pattern: str
 
@@ -88,7 +97,7 @@ class Once:
     confirm: Confirm | None = None
 
 
-Call = Command | Transaction | Script | Scan | Once
+Call = Command | Transaction | Script | Pipeline | Scan | Once
 Op = Generator[Call, Any, T]
 
 
@@ -167,15 +176,43 @@ class Operations:
 
     def __init__(self, options: RedisOptions) -> None:
         self.options = options
-        self.keys = Keys(options.prefix)
+        self.keys = keys_for(options)
+        #: the cluster layout: every script and transaction touches one slot (docs/design/cluster.md)
+        self.cluster = isinstance(self.keys, ClusterKeys)
         self.pubsub = options.mode == "pubsub"
+        if self.cluster:
+            _no_cluster_durable(options.durable)
+        #: the layout of the data under the prefix was found to be this client's (`check_layout`)
+        self.layout_checked = False
         self._partitions: dict[str, int] = {}
         self._ids = MessageIds()  # thread-safe, and fork-safe (a resend looks for its unique id)
         self._kept = once.KeptTopics()
 
+    def check_layout(self) -> Op[None]:
+        """Refuse (`ConfigurationError`) data laid out otherwise under the prefix, as a hub does
+        (`layout.check_layout`: the cluster layout records itself once); a driver runs it before
+        its first call."""
+        keys = self.keys
+        if isinstance(keys, ClusterKeys):
+            yield Command(("SET", keys.layout, keys.layout_record, "NX"))
+        (found,) = yield Command(("MGET", keys.layout))
+        check_layout(_Read(found), keys)
+        self.layout_checked = True
+
+    def _transaction(
+        self, commands: Sequence[tuple[Any, ...]], confirm: Confirm | None = None
+    ) -> Transaction:
+        """A `Transaction` of ``commands``; in the cluster layout they must share a slot (a
+        `BusError` here, never a CROSSSLOT from Redis: keys of two slots in one is a bug)."""
+        if self.cluster:
+            slots.slot_of(*commands)
+        return Transaction(tuple(commands), confirm)
+
     def _confirm(self, topic: str, durable: int | None) -> Confirm | None:
         """How a publish to ``topic`` is confirmed: by ``durable`` replicas (None: the URL's)."""
         durable = check_durable(durable)
+        if self.cluster and durable:
+            _no_cluster_durable(durable)
         count = self.options.durable if durable is None else durable
         if self.pubsub:
             no_replicas(count, NO_PUBSUB)
@@ -207,7 +244,7 @@ class Operations:
         count = self._partitions.get(topic)
         if count is None:
             name = self.keys.partitions(topic)
-            _, (raw,) = yield Transaction((("SET", name, DEFAULT_PARTITIONS, "NX"), ("MGET", name)))
+            _, (raw,) = yield self._transaction((("SET", name, DEFAULT_PARTITIONS, "NX"), ("MGET", name)))
             count = partition_count(name, raw)
             assert count is not None
             self._partitions[topic] = count
@@ -388,6 +425,7 @@ class Operations:
         taken = yield from self._take_dead(topic, ids)
         durable = self.options.durable  # a transaction always writes: no mark
         confirm = Confirm(durable) if durable else None
+        dead = self.keys.dead(topic)
         count = None
         for entry_id, fields in taken:
             again = entries.requeued(topic, fields)
@@ -403,13 +441,20 @@ class Operations:
                     stream = self.keys.keyed_stream(topic, again.key, count)
                 flat = [part for item in again.fields.items() for part in item]
                 command = ("XADD", stream, "*", *flat)
-            yield Transaction((command, ("XDEL", self.keys.dead(topic), entry_id)), confirm)
+            undead = ("XDEL", dead, entry_id)
+            if self.cluster and (self.pubsub or slots.key_slot(stream) != slots.key_slot(dead)):
+                # a partition (or a channel) is not in the dead letters' slot: requeued, then
+                # deleted; a crash between the two may requeue it twice (docs/design/cluster.md §4)
+                yield Command(command)
+                yield Command(undead)
+            else:
+                yield self._transaction((command, undead), confirm)
         return len(taken)
 
     def purge_dead_letters(self, topic: str, ids: Sequence[str] | None = None) -> Op[int]:
         dead = self.keys.dead(check_topic(topic))
         if ids is None:
-            length, _ = yield Transaction((("XLEN", dead), ("DEL", dead)))
+            length, _ = yield self._transaction((("XLEN", dead), ("DEL", dead)))
             return int(length)
         if not ids:
             return 0
@@ -421,7 +466,10 @@ class Operations:
         names = yield Scan(self.keys.hubs)
         if not names:
             return []
-        documents = yield Command(("MGET", *names))
+        if self.cluster:  # the snapshots lie in any slots: one MGET each, on their nodes
+            documents = [found for (found,) in (yield Pipeline(tuple(("MGET", name) for name in names)))]
+        else:
+            documents = yield Command(("MGET", *names))
         return snapshots_from(documents)
 
     def command(self, verb: str, group: str, *, timeout: float, **arguments: int) -> Op[list[CommandAnswer]]:
@@ -443,3 +491,25 @@ class Operations:
         for hub in live - answers.keys():
             answers[hub] = CommandAnswer(hub, "silent", f"no answer within {timeout}s")
         return sorted(answers.values(), key=lambda a: a.hub)
+
+
+def _no_cluster_durable(durable: int) -> None:
+    if durable:
+        raise ConfigurationError(
+            "durable= is not supported by the clients on a Redis Cluster yet: WAIT must follow the "
+            "write on its node's connection (docs/design/cluster.md §9)"
+        )
+
+
+class _Read:
+    """What `check_layout` reads of Redis, answered from what an operation read (its writes are
+    the operation's own)."""
+
+    def __init__(self, found: bytes | None) -> None:
+        self._found = found
+
+    def set(self, *args: object, **kwargs: object) -> None:
+        pass
+
+    def mget(self, names: Sequence[str]) -> list[bytes | None]:
+        return [self._found]

@@ -7,10 +7,10 @@ from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import Any, TypeVar, overload
 
-import redis
 from redis.exceptions import NoScriptError
 
 from ..bus.base import DeadLetter
+from ..bus.redis.cluster import REDIS_ERRORS
 from ..bus.redis.durable import Confirm
 from ..bus.redis.options import bus_error, connect, pipelined
 from ..bus.redis.sentinel import close_client
@@ -26,6 +26,7 @@ from ._ops import (
     Once,
     Op,
     Operations,
+    Pipeline,
     Scan,
     Script,
     Transaction,
@@ -183,22 +184,33 @@ class Client:
         try:
             while True:
                 call = op.send(reply)
+                if not self._ops.layout_checked:  # after the op's checks of its input
+                    self._run_plain(self._ops.check_layout())
                 reply = self._send_once(call) if isinstance(call, Once) else self._execute(call)
         except StopIteration as done:
             return done.value  # type: ignore[no-any-return]
-        except redis.RedisError as error:
+        except REDIS_ERRORS as error:
             abandon(op, error)
             raise bus_error(error, what, self.url) from error
         except BaseException as error:  # KeyboardInterrupt, or a bug: the operation ends here
             abandon(op, error)
             raise
 
+    def _run_plain(self, op: Op[None]) -> None:
+        """``op``, whose calls are neither `Once` nor to be abandoned."""
+        reply: Any = None
+        try:
+            while True:
+                reply = self._execute(op.send(reply))
+        except StopIteration:
+            return
+
     def _send_once(self, call: Once) -> Any:
         """``call.first``; after a broken connection or a timeout, its resends (see `Once`)."""
         started = time.monotonic()
         try:
             return self._attempt(call, call.first)
-        except redis.RedisError as error:
+        except REDIS_ERRORS as error:
             if not resendable(error):
                 raise
             failure = error
@@ -209,7 +221,7 @@ class Client:
                 break
             try:
                 return self._attempt(call, call.again(elapsed))
-            except redis.RedisError as error:
+            except REDIS_ERRORS as error:
                 if not resendable(error):
                     raise
                 failure = error
@@ -248,5 +260,7 @@ class Client:
             except NoScriptError:  # not loaded yet, or Redis restarted: load it, once more
                 client.execute_command("SCRIPT", "LOAD", call.source)
                 return client.execute_command(*evalsha(call))
+        if isinstance(call, Pipeline):
+            return pipelined(client, call.commands)
         assert isinstance(call, Scan)
         return list(client.scan_iter(match=call.pattern, count=1000))
