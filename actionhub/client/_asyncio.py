@@ -195,7 +195,14 @@ class AsyncClient(AwaitedMethods):
                 await client.execute_command("SCRIPT", "LOAD", call.source)
                 return await client.execute_command(*evalsha(call))
         if isinstance(call, Pipeline):
-            return await self._pipelined(list(call.commands))
+            try:
+                return await self._pipelined(list(call.commands))
+            except NoScriptError:  # a script not loaded yet (on some node), or Redis restarted
+                if not call.load:
+                    raise
+                for source in call.load:
+                    await client.execute_command("SCRIPT", "LOAD", source)  # on a cluster: every primary
+                return await self._pipelined(list(call.commands))
         assert isinstance(call, Scan)
         return [name async for name in client.scan_iter(match=call.pattern, count=1000)]
 

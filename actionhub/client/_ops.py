@@ -5,33 +5,22 @@ Key names, scripts and routing come from `actionhub.bus.redis` (keys, scripts, e
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import hashlib
 import math
 import time
-from collections.abc import Callable, Generator, Iterable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import attrs
 
 from .. import tracing
 from ..bus.base import DeadLetter, check_durable, no_replicas
 from ..bus.dedupe import Dedupe, MessageIds, check_dedupe
-from ..bus.redis import entries, once, results, scripts, slots
-from ..bus.redis.durable import (
-    NO_PUBSUB,
-    Confirm,
-    NotReplicated,
-    check_replicated,
-    confirm_tail,
-    confirmed_count,
-    publish_confirm,
-    raise_nested,
-)
+from ..bus.redis import entries, once, results, scripts, scripts_cluster, slots
+from ..bus.redis.durable import NO_PUBSUB, Confirm, publish_confirm
 from ..bus.redis.keys import DEFAULT_PARTITIONS, partition_count
 from ..bus.redis.layout import ClusterKeys, check_layout, keys_for
-from ..bus.redis.options import RedisOptions, is_transient
+from ..bus.redis.options import RedisOptions
 from ..bus.statuses import outcome
 from ..errors import ConfigurationError, MalformedMessage
 from ..inspect import CommandAnswer, HubSnapshot, command_document, decode_answer, snapshots_from
@@ -39,135 +28,43 @@ from ..message import Message, check_key, check_topic, decode
 from ..payloads import to_json
 from ..results import MessageStatus
 from ..results import decode as decode_status
+from . import _cluster
+from ._calls import (
+    RETRY_DELAYS,
+    Call,
+    Command,
+    Once,
+    Op,
+    Pipeline,
+    Scan,
+    Script,
+    Transaction,
+    abandon,
+    confirmed_call,
+    evalsha,
+    resend_of,
+    resendable,
+    script_call,
+    sha_of,
+)
 
-T = TypeVar("T")
-
-
-@attrs.frozen
-class Command:
-    """One Redis command."""
-
-    args: tuple[Any, ...]
-
-
-@attrs.frozen
-class Transaction:
-    """Commands run in one MULTI/EXEC: all or none; with ``confirm``, `NotReplicated` unless that
-    many replicas confirm it (the transaction and its WAIT go in one pipeline: `confirmed_call`)."""
-
-    commands: tuple[tuple[Any, ...], ...]
-    confirm: Confirm | None = None
-
-
-@attrs.frozen
-class Script:
-    """A Lua script of `actionhub.bus.redis.scripts` (EVALSHA, loaded on first use)."""
-
-    source: str
-    keys: tuple[str, ...]
-    args: tuple[Any, ...]
-
-
-@attrs.frozen
-class Pipeline:
-    """Commands sent together, not atomically: on a cluster each to the node of its keys (so
-    they may touch any slots); their replies, in order."""
-
-    commands: tuple[tuple[Any, ...], ...]
-
-
-@attrs.frozen
-class Scan:
-    """Every key matching ``pattern`` (SCAN; on a cluster, of every primary)."""
-
-    pattern: str
-
-
-@attrs.frozen
-class Once:
-    """A publish that must not be written twice: ``first`` is sent; should its connection break or
-    time out (Redis may have run it, the reply lost), a driver sends ``again(seconds since first
-    was sent)`` instead after each of `RETRY_DELAYS`, within ``publish_timeout``: a script that
-    writes only if the first attempt did not (see `actionhub.bus.redis.once`)."""
-
-    first: Command | Script
-    again: Callable[[float], Script]
-    #: replicas that must confirm it (a driver sends each attempt with `confirmed_call`); one
-    #: confirmed by fewer is resent like one whose reply was lost
-    confirm: Confirm | None = None
-
-
-Call = Command | Transaction | Script | Pipeline | Scan | Once
-Op = Generator[Call, Any, T]
-
-
-@functools.cache
-def sha_of(source: str) -> str:
-    """The SHA1 that EVALSHA names ``source`` by."""
-    return hashlib.sha1(source.encode()).hexdigest()
-
-
-def evalsha(call: Script) -> tuple[Any, ...]:
-    """The EVALSHA command of ``call`` (the drivers send it themselves: redis-py's `Script`
-    objects cost a publish about a fifth of its time)."""
-    return ("EVALSHA", sha_of(call.source), len(call.keys), *call.keys, *call.args)
-
-
-#: Seconds before each resend of a `Once` whose connection broke or timed out (redis-py's
-#: clients are made without retries of their own: it would resend anything as it was).
-RETRY_DELAYS = (0.05, 0.25, 1.0)
-
-
-def resendable(error: BaseException) -> bool:
-    """Whether a `Once` that failed with ``error`` may be resent (the connection broke or timed
-    out, too few replicas confirmed it, or too few are attached to write at all)."""
-    return isinstance(error, NotReplicated) or is_transient(error)
-
-
-def confirmed_call(
-    call: Command | Script | Transaction, confirm: Confirm, timeout: float, *, load: bool = False
-) -> tuple[list[tuple[Any, ...]], Callable[[list[Any]], Any]]:
-    """The commands of one confirmed write, for one pipeline (not a transaction: WAIT inside
-    MULTI does not wait): the write, the mark after a script (it may write nothing:
-    `actionhub.bus.redis.durable`), WAIT; and what makes the write's reply of their replies
-    (`NotReplicated` if too few replicas confirmed it). ``load``: the script's ``SCRIPT LOAD``
-    first (the write failed with NoScriptError: not loaded yet, or Redis restarted)."""
-    mark = None
-    if isinstance(call, Transaction):
-        writes = [("MULTI",), *call.commands, ("EXEC",)]
-    elif isinstance(call, Script):
-        writes, mark = [evalsha(call)], confirm.mark
-        if load:
-            writes.insert(0, ("SCRIPT", "LOAD", call.source))
-    else:
-        writes = [call.args]
-    tail = confirm_tail(confirm.replicas, timeout, mark)
-
-    def reply(replies: list[Any]) -> Any:
-        written, count = confirmed_count(replies, tail)
-        check_replicated(count, confirm.replicas, timeout)
-        return raise_nested(written[-1]) if isinstance(call, Transaction) else written[-1]
-
-    return [*writes, *(tuple(command) for command in tail)], reply
-
-
-def script_call(source: str, build: Callable[[int], tuple[list[str], once.Args]], back: int) -> Script:
-    """The `Script` of ``source`` with the keys and arguments ``build(back)`` (once.py's builders)."""
-    keys, args = build(back)
-    return Script(source, tuple(keys), tuple(args))
-
-
-def resend_of(source: str, build: Callable[[int], tuple[list[str], once.Args]]) -> Callable[[float], Script]:
-    """`Once.again` for the script ``source``: it looks back the seconds since the first attempt."""
-    return lambda elapsed: script_call(source, build, once.look_back(elapsed))
-
-
-def abandon(op: Op[Any], error: BaseException) -> None:
-    """Tell ``op`` that its call failed with ``error`` and that it ends there, so that what it
-    holds (a span) ends failed; what it makes of the error is the driver's business."""
-    with contextlib.suppress(BaseException):
-        op.throw(error)
-    op.close()
+__all__ = [
+    "RETRY_DELAYS",
+    "Call",
+    "Command",
+    "Once",
+    "Op",
+    "Operations",
+    "Pipeline",
+    "Scan",
+    "Script",
+    "Transaction",
+    "abandon",
+    "confirmed_call",
+    "evalsha",
+    "resendable",
+    "sha_of",
+]
 
 
 class Operations:
@@ -177,8 +74,9 @@ class Operations:
     def __init__(self, options: RedisOptions) -> None:
         self.options = options
         self.keys = keys_for(options)
+        self._cluster_keys = self.keys if isinstance(self.keys, ClusterKeys) else None
         #: the cluster layout: every script and transaction touches one slot (docs/design/cluster.md)
-        self.cluster = isinstance(self.keys, ClusterKeys)
+        self.cluster = self._cluster_keys is not None
         self.pubsub = options.mode == "pubsub"
         if self.cluster:
             _no_cluster_durable(options.durable)
@@ -187,6 +85,7 @@ class Operations:
         self._partitions: dict[str, int] = {}
         self._ids = MessageIds()  # thread-safe, and fork-safe (a resend looks for its unique id)
         self._kept = once.KeptTopics()
+        self._keep_for: dict[str, bytes] = {}  # topic -> seconds it keeps results, as read
 
     def check_layout(self) -> Op[None]:
         """Refuse (`ConfigurationError`) data laid out otherwise under the prefix, as a hub does
@@ -282,28 +181,61 @@ class Operations:
         raw = entries.encode_entry(message, self.options.max_message_bytes)
         stream = yield from self._stream(message)
         topic = message.topic
-        kept = False if self.pubsub else self._kept.kept(topic)
-        if kept is None:
-            kept = yield from self._keeps_results(topic)
-        build = functools.partial(
-            once.publish_once, self.keys, target=stream, topic=topic, message_id=message.id, raw=raw,
-            kept=kept, delay=delay, dedupe=dedupe, kind="p" if self.pubsub else "x",
-        )  # fmt: skip
-        if delay or dedupe is not None or kept:  # the hub's own script from the first attempt
-            first = script_call(scripts.PUBLISH_ONCE, build, 0)
-            written = yield Once(first, resend_of(scripts.PUBLISH_ONCE, build), confirm)
-            return written.decode() if isinstance(written, bytes) else str(written)
-        if self.pubsub:  # not resent: at most once, as pub/sub delivers
+        kept = yield from self._kept_topic(topic)
+        kind = "p" if self.pubsub else "x"
+        ckeys = self._cluster_keys
+        if ckeys is not None:  # no status record in the publish's slot: `PENDING` after it
+            source = scripts_cluster.PUBLISH_ONCE_C
+            build = functools.partial(
+                _cluster.publish_once_c, ckeys, target=stream, topic=topic, message_id=message.id,
+                raw=raw, delay=delay, dedupe=dedupe, kind=kind,
+            )  # fmt: skip
+            scripted = bool(delay) or dedupe is not None
+        else:
+            source = scripts.PUBLISH_ONCE
+            build = functools.partial(
+                once.publish_once, self.keys, target=stream, topic=topic, message_id=message.id, raw=raw,
+                kept=kept, delay=delay, dedupe=dedupe, kind=kind,
+            )  # fmt: skip
+            scripted = bool(delay) or dedupe is not None or kept
+        written = message.id
+        if scripted:  # the hub's own script from the first attempt
+            first = script_call(source, build, 0)
+            reply = yield Once(first, resend_of(source, build), confirm)
+            written = reply.decode() if isinstance(reply, bytes) else str(reply)
+        elif self.pubsub:  # not resent: at most once, as pub/sub delivers
             yield Command(("PUBLISH", stream, raw))
         else:  # a bare XADD; its resend writes only if the XADD did not (once.py)
             xadd = Command(("XADD", stream, "*", "message", raw))
-            yield Once(xadd, resend_of(scripts.PUBLISH_ONCE, build), confirm)
-        return message.id
+            yield Once(xadd, resend_of(source, build), confirm)
+        if ckeys is not None and kept and written == message.id:  # not for a duplicate
+            yield from self._pending(ckeys, topic, [message.id])
+        return written
+
+    def _kept_topic(self, topic: str) -> Op[bool]:
+        """Whether ``topic`` keeps results, as far as this publisher knows (once.KeptTopics)."""
+        kept = False if self.pubsub else self._kept.kept(topic)
+        if kept is None:
+            kept = yield from self._keeps_results(topic)
+        return kept
 
     def _keeps_results(self, topic: str) -> Op[bool]:
         """Whether ``topic`` keeps results (read again when what is known is stale: once.py)."""
         (raw,) = yield Command(("MGET", self.keys.keeps_results(topic)))
+        if raw is not None:
+            self._keep_for[topic] = raw  # before it is known kept: a thread may use it then
         return self._kept.learn(topic, raw is not None)
+
+    def _pending(self, keys: ClusterKeys, topic: str, ids: Sequence[str]) -> Op[None]:
+        """The pending status records of messages just published to ``topic``, which keeps
+        results (cluster layout: each in its own slot, written after the publish, NX so never
+        over a consumer's own: docs/design/cluster.md §4). Resent as is: NX is idempotent."""
+        keep = self._keep_for[topic]
+        calls = [Script(scripts_cluster.PENDING, *_cluster.pending(keys, i, topic, keep)) for i in ids]
+        if len(calls) == 1:
+            yield Once(calls[0], lambda _: calls[0])
+        else:
+            yield Pipeline(tuple(evalsha(call) for call in calls), load=(scripts_cluster.PENDING,))
 
     def publish_many(
         self,
@@ -340,18 +272,25 @@ class Operations:
         for message in messages:
             streams.append((yield from self._stream(message)))
         writes = [(s, m.id, raw) for s, m, raw in zip(streams, messages, raws, strict=True)]
-        for batch_topic, batch in once.batches(messages, writes):
+        kind, ckeys = "p" if self.pubsub else "x", self._cluster_keys
+        # one topic (and on a cluster one slot) per batch
+        batches = once.batches if ckeys is None else _cluster.slot_batches
+        for batch_topic, batch in batches(messages, writes):
             # one script per batch: all of it or none; its resend writes nothing if the batch's
             # first message is in its stream (once.py); on pub/sub it is not resent
-            kept = False if self.pubsub else self._kept.kept(batch_topic)
-            if kept is None:
-                kept = yield from self._keeps_results(batch_topic)
-            build = functools.partial(
-                once.publish_many_once, self.keys, topic=batch_topic, writes=batch, kept=kept,
-                kind="p" if self.pubsub else "x",
-            )  # fmt: skip
-            first = script_call(scripts.PUBLISH_MANY_ONCE, build, 0)
-            yield first if self.pubsub else Once(first, resend_of(scripts.PUBLISH_MANY_ONCE, build), confirm)
+            kept = yield from self._kept_topic(batch_topic)
+            if ckeys is None:
+                source = scripts.PUBLISH_MANY_ONCE
+                build = functools.partial(
+                    once.publish_many_once, self.keys, topic=batch_topic, writes=batch, kept=kept, kind=kind
+                )
+            else:
+                source = scripts_cluster.PUBLISH_MANY_ONCE_C
+                build = functools.partial(_cluster.publish_many_once_c, ckeys, writes=batch, kind=kind)
+            first = script_call(source, build, 0)
+            yield first if self.pubsub else Once(first, resend_of(source, build), confirm)
+            if ckeys is not None and kept:
+                yield from self._pending(ckeys, batch_topic, [message_id for _, message_id, _ in batch])
         return [message.id for message in messages]
 
     # ------------------------------------------------------------------ request / reply

@@ -261,6 +261,13 @@ class Client:
                 client.execute_command("SCRIPT", "LOAD", call.source)
                 return client.execute_command(*evalsha(call))
         if isinstance(call, Pipeline):
-            return pipelined(client, call.commands)
+            try:
+                return pipelined(client, call.commands)
+            except NoScriptError:  # a script not loaded yet (on some node), or Redis restarted
+                if not call.load:
+                    raise
+                for source in call.load:
+                    client.execute_command("SCRIPT", "LOAD", source)  # on a cluster: every primary
+                return pipelined(client, call.commands)
         assert isinstance(call, Scan)
         return list(client.scan_iter(match=call.pattern, count=1000))
