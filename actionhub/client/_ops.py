@@ -399,6 +399,35 @@ class Operations:
             return 0
         return int((yield Command(("XDEL", dead, *ids))))
 
+    # ------------------------------------------------------------------ key names
+
+    def key_names(
+        self, topic: str, key: str | None = None, partitions: int | None = None
+    ) -> Op[list[tuple[str, str]]]:
+        """The keys of ``topic`` in this client's layout, as (what, name): its stream, dead
+        letters, partition count, delayed set and partition streams (of ``partitions``, else of
+        the count the topic has, read, not set); with ``key``, the partition stream of a message
+        with that ordering key (of the count a publish would set if the topic has none yet)."""
+        keys, topic = self.keys, check_topic(topic)
+        key = None if key is None else check_key(key)
+        stream = keys.stream(topic)
+        names = [("stream", stream), ("dead", keys.dead(topic)), ("partitions", keys.partitions(topic))]
+        names.append(("delayed", self._delayed_of(stream)))
+        count = partitions
+        if count is None:
+            name = keys.partitions(topic)
+            (raw,) = yield Command(("MGET", name))
+            count = partition_count(name, raw)
+        names += ((f"p{p}", keys.partition(topic, p)) for p in range(count or 0))
+        if key is not None:
+            keyed = keys.keyed_stream(topic, key, count or DEFAULT_PARTITIONS)
+            names += (("key", keyed), ("key delayed", self._delayed_of(keyed)))
+        return names
+
+    def _delayed_of(self, target: str) -> str:
+        ckeys = self._cluster_keys
+        return self.keys.delayed if ckeys is None else ckeys.delayed_of(target)
+
     # ------------------------------------------------------------------ operating hubs
 
     def hubs(self) -> Op[list[HubSnapshot]]:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterable, Sequence
+from functools import partial
 from types import TracebackType
 from typing import Any, TypeVar, overload
 
 from redis.exceptions import NoScriptError
 
 from ..bus.base import DeadLetter
-from ..bus.redis.cluster import REDIS_ERRORS
+from ..bus.redis.cluster import REDIS_ERRORS, is_cluster_url, parse_cluster_url
 from ..bus.redis.durable import Confirm
 from ..bus.redis.options import bus_error, connect, pipelined
 from ..bus.redis.sentinel import close_client
@@ -54,7 +56,23 @@ class Client:
         self.url = url
         redis_url, options = redis_url_options(url)
         self._ops = Operations(options)
-        self._client: Any = connect(redis_url, options)
+        self._connect = partial(connect, redis_url, options)
+        self._made = threading.Lock()
+        self._redis: Any = None
+        if is_cluster_url(redis_url):
+            parse_cluster_url(redis_url)  # a bad URL fails here; the client is made on first use
+        else:
+            self._redis = self._connect()  # connects on first use
+
+    @property
+    def _client(self) -> Any:
+        """The redis-py client: redis-py's `RedisCluster` connects as it is made, so it is made on
+        first use (an unreachable cluster is then a `BusError` of the call, as a single node's)."""
+        if self._redis is None:
+            with self._made:
+                if self._redis is None:
+                    self._redis = self._connect()
+        return self._redis
 
     def __enter__(self) -> Client:
         return self
@@ -63,7 +81,8 @@ class Client:
         self.close()
 
     def close(self) -> None:
-        close_client(self._client)
+        if self._redis is not None:
+            close_client(self._redis)
 
     def publish(
         self,
@@ -165,6 +184,15 @@ class Client:
     def purge_dead_letters(self, topic: str, ids: Sequence[str] | None = None) -> int:
         """Delete dead letters of ``topic`` (all, or those ids)."""
         return self._run(self._ops.purge_dead_letters(topic, ids), "purge dead letters")
+
+    def key_names(
+        self, topic: str, key: str | None = None, *, partitions: int | None = None
+    ) -> list[tuple[str, str]]:
+        """The Redis keys of ``topic`` in this client's layout, as (what, name), for debugging and
+        publishers in other languages (``actionhub keys``): its stream, dead letters, partition
+        count, delayed set and partition streams (of ``partitions``, else of the topic's count,
+        read); with ``key``, the partition stream a message with that ordering key goes to."""
+        return self._run(self._ops.key_names(topic, key, partitions), "read key names")
 
     def hubs(self) -> list[HubSnapshot]:
         """The latest snapshot of every live hub, as ``actionhub stats`` shows them."""
