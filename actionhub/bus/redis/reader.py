@@ -30,6 +30,11 @@ hot tier blocks in that subscription's own ``XREADGROUP`` instead of an ``XREAD`
 what it read: a message then costs one round trip, as with a blocking consumer of its own. The
 doorbell then needs a consumer group of the same name, which the tier creates on it.
 
+In the cluster layout (`layout.ClusterKeys`) Redis cannot block one ``XREAD`` over streams of
+several slots, so the reader keeps one tier per slot in use instead of hot and cold (a slot holds
+the streams of the topics of one shard: few per tier), each with its own doorbell in that slot
+and its own blocking connection, each reading for one subscription as the hot tier does.
+
 The periodic chores that used to run per group run once per hub, batched in scripts (see
 `RedisStreamsBus._look_after`).
 """
@@ -46,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 from redis.exceptions import NoPermissionError, ResponseError
 
+from .layout import ClusterKeys
 from .options import text
 from .wire import Command, WireConnection
 
@@ -64,6 +70,8 @@ HOT_FOR = 2.0
 DOORBELL_TTL = 600
 
 Position = tuple[int, int]
+#: which tier asks about a stream: "hot" or "cold" in the single layout, its slot in the cluster one
+TierKey = str | int
 #: a stream's entries as read: (id, fields)
 Entries = list[tuple[bytes, dict[bytes, bytes]]]
 
@@ -109,8 +117,13 @@ class Reader:
         self._waits: dict[str, dict[Watcher, Position]] = {}  # per stream, who waits, from where
         self._tier_of: dict[str, _Tier] = {}  # per waited-on stream, the XREAD that asks about it
         self._active_at: dict[str, float] = {}  # per stream, when it last had a message
-        self.hot = _Tier(self, "hot")
-        self.cold = _Tier(self, "cold")
+        keys = bus.keys
+        self._slots = keys if isinstance(keys, ClusterKeys) else None  # the cluster layout's
+        self.tiers: dict[TierKey, _Tier] = {}
+        self._nursery: trio.Nursery | None = None  # while running: where slot tiers run
+        if self._slots is None:
+            self.hot = self.tiers["hot"] = _Tier(self, "hot", reads_for=True)
+            self.cold = self.tiers["cold"] = _Tier(self, "cold", reads_for=False)
         self.polling = False  # XREAD refused (an ACL without it): poll every `block` instead
 
     # ------------------------------------------------------------------ watchers
@@ -122,9 +135,23 @@ class Reader:
         self._waits.setdefault(stream, {})[watcher] = at
         tier = self._tier_of.get(stream)
         if tier is None:
-            recent = trio.current_time() - self._active_at.get(stream, -math.inf) < HOT_FOR
-            tier = self._tier_of[stream] = self.hot if recent else self.cold
+            if self._slots is not None:
+                tier = self._slot_tier(self._slots.slot_of(stream), stream)
+            else:
+                recent = trio.current_time() - self._active_at.get(stream, -math.inf) < HOT_FOR
+                tier = self.hot if recent else self.cold
+            self._tier_of[stream] = tier
         tier.ask_from(stream, at, position, watcher)
+
+    def _slot_tier(self, slot: int, stream: str) -> _Tier:
+        """The tier of ``slot`` (cluster layout), made and started on first use; ``stream``: one
+        of that slot, next to which its doorbell goes."""
+        tier = self.tiers.get(slot)
+        if tier is None:
+            tier = self.tiers[slot] = _Tier(self, str(slot), reads_for=True, near=stream)
+            if self._nursery is not None:
+                self._nursery.start_soon(tier.run)
+        return tier
 
     def stop_waiting(self, stream: str, watcher: Watcher) -> None:
         waits = self._waits.get(stream)
@@ -147,7 +174,7 @@ class Reader:
                 watcher.nudge(stream)
 
     def cool_down(self, now: float) -> None:
-        """Move the hot streams that had no message for `HOT_FOR` to the cold tier."""
+        """Move the hot streams that had no message for `HOT_FOR` to the cold tier (single layout)."""
         for stream in [s for s in self.hot.streams() if now - self._active_at.get(s, -math.inf) >= HOT_FOR]:
             at, position = self.hot.forget(stream)
             self._tier_of[stream] = self.cold
@@ -155,7 +182,8 @@ class Reader:
 
     async def let_go(self, watcher: Watcher) -> None:
         """Return once no read for ``watcher`` is under way (one is cut short): it is closing."""
-        await self.hot.let_go(watcher)
+        for tier in list(self.tiers.values()):
+            await tier.let_go(watcher)
 
     def _blocking_reader(self, streams: Iterable[str]) -> BlockingReader | None:
         """The one watcher waiting on every one of ``streams``, if it is the only one waiting on
@@ -173,16 +201,25 @@ class Reader:
     async def run(self) -> None:
         """Wait for new entries and nudge their watchers, until cancelled."""
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self.hot.run)
-            nursery.start_soon(self.cold.run)
+            self._nursery = nursery
+            try:
+                for tier in list(self.tiers.values()):
+                    nursery.start_soon(tier.run)
+                await trio.sleep_forever()
+            finally:
+                self._nursery = None
 
 
 class _Tier:
-    """One blocking ``XREAD`` over some streams, on a connection of its own, with a doorbell."""
+    """One blocking ``XREAD`` over some streams, on a connection of its own, with a doorbell.
+    ``reads_for``: it may block in one subscription's ``XREADGROUP`` instead (`Reader`); ``near``:
+    a stream of its slot (cluster layout), whose slot its doorbell shares."""
 
-    def __init__(self, reader: Reader, name: str) -> None:
+    def __init__(self, reader: Reader, name: str, *, reads_for: bool, near: str | None = None) -> None:
         self.reader = reader
         self.name = name
+        self.reads_for = reads_for
+        self._near = near
         self._from: dict[str, tuple[Position, bytes]] = {}  # per stream, where to ask from
         self._version = 0  # bumped whenever `_from` changes
         self._question: tuple[int, Command, dict[str, Position]] | None = None  # the last XREAD
@@ -249,8 +286,10 @@ class _Tier:
 
     async def run(self) -> None:
         bus = self.reader.bus
-        self._doorbell = bus.keys.doorbell(f"{bus.consumer}:{self.name}")
-        wire = bus.new_wire()  # a blocking read holds a connection: one of its own
+        self._doorbell = bus.keys.doorbell(f"{bus.consumer}:{self.name}", near=self._near)
+        # a blocking read holds a connection: one of its own (in the cluster layout, to the node
+        # of this tier's slot: the thread path's client routes each read there by its keys)
+        wire = bus.new_wire()
         try:
             await bus.keep_running(f"waiting for messages ({self.name})", partial(self._wake_once, wire))
         finally:
@@ -259,7 +298,7 @@ class _Tier:
 
     async def _wake_once(self, wire: WireConnection | None) -> None:
         reader, bus = self.reader, self.reader.bus
-        if self is reader.hot:
+        if reader._slots is None and self is reader.hot:
             reader.cool_down(trio.current_time())
         if not self._from:
             await self._changed.wait()
@@ -271,7 +310,7 @@ class _Tier:
             for stream in list(self._from):
                 reader.nudge(stream, (1 << 62, 0))
             return
-        if self is reader.hot and (blocking := reader._blocking_reader(self._from)) is not None:
+        if self.reads_for and (blocking := reader._blocking_reader(self._from)) is not None:
             count = blocking.blocking_count(len(self._from))
             if count:
                 await self._read_for(blocking, count, wire)

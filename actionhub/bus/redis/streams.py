@@ -44,6 +44,7 @@ from ..base import Inbox, Subscription
 from ..dedupe import Dedupe
 from ..limits import LimitSpec
 from . import scripts
+from .by_slot import by_slot, chunks_by_slot
 from .common import RedisBusBase
 from .connection import refusals_as_bus_errors
 from .durable import Confirm
@@ -52,7 +53,8 @@ from .entries import (
     Requeued,
 )
 from .keys import DEFAULT_PARTITIONS, partition_count
-from .letters import Letter
+from .layout import ClusterKeys
+from .letters import Letter, settle
 from .limits import RedisLimiter, give_back_slots, limiter_of, renew_slots
 from .once import batches, publish_many_once, publish_once, trim_guard
 from .options import RedisOptions
@@ -330,7 +332,11 @@ class RedisStreamsBus(RedisBusBase):
 
         wire = self.wire
         try:
-            if wire is not None and not any(letters for _, _, letters in batch):
+            if isinstance(self.keys, ClusterKeys) and any(letters for _, _, letters in batch):
+                # a transaction touches one slot: letters with their acks where they share it
+                plans = [s.settlement(acks, letters) for s, acks, letters in batch]
+                await self.call(partial(settle, self.client, plans), what="ack")
+            elif wire is not None and not any(letters for _, _, letters in batch):
                 commands: list[Command] = [
                     ("XACK", stream, s.group, *ids) for s, acks, _ in batch for stream, ids in acks.items()
                 ]
@@ -354,7 +360,8 @@ class RedisStreamsBus(RedisBusBase):
         come back within visibility_timeout + this interval."""
         subscriptions = list(self._subscriptions)
         pairs = [(s, stream) for s in subscriptions for stream in s.reclaimable()]
-        chunks = [pairs[start : start + SCAN_BATCH] for start in range(0, len(pairs), SCAN_BATCH)]
+        # a script touches one slot in the cluster layout: chunks per slot there
+        chunks = chunks_by_slot(self.keys, pairs, lambda pair: pair[1], SCAN_BATCH)
         idle = int(self.options.visibility_timeout * 1000)
         scans = [
             (self._abandoned, [stream for _, stream in chunk], [idle, *(s.group for s, _ in chunk)])
@@ -364,14 +371,23 @@ class RedisStreamsBus(RedisBusBase):
         watching = [w for w in self._watches if w.follows_partitions()]
         topics = sorted({s.topic for s in following} | {w.topic for w in watching})
         keys = [self.keys.partitions(topic) for topic in topics]
+        gets = by_slot(self.keys, keys, lambda key: key) if keys else []  # one MGET per slot
         replies = await self.run_scripts(
-            scans, also=[("MGET", *keys)] if keys else [], what="look after the groups"
+            scans, also=[("MGET", *group) for group in gets], what="look after the groups"
         )
         for chunk, positions in zip(chunks, replies, strict=False):
             for position in positions:
                 chunk[int(position) - 1][0].reclaim_soon()
         if keys:
-            for topic, key, raw in zip(topics, keys, replies[-1], strict=True):
+            counts = dict(
+                zip(
+                    [k for group in gets for k in group],
+                    [raw for r in replies[len(scans) :] for raw in r],
+                    strict=True,
+                )
+            )
+            for topic, key in zip(topics, keys, strict=True):
+                raw = counts[key]
                 count = partition_count(key, raw)
                 if count is not None:
                     self._partitions[topic] = count

@@ -15,9 +15,10 @@ from redis.exceptions import ResponseError
 
 from ...errors import HubStopped, MalformedMessage
 from ..base import Delivery, Inbox, Subscription
+from .by_slot import by_slot
 from .common import RedisProgress, is_nogroup
 from .entries import delayed_member
-from .letters import Letter, malformed_letter, move_to_dead, settle_commands
+from .letters import Letter, Settlement, malformed_letter, move_to_dead, settle_commands, settlement
 from .options import text
 from .reader import BlockingReader, Entries, later_id, streams_of
 from .reclaim import reclaim
@@ -285,13 +286,18 @@ class StreamSubscription(RedisProgress, Subscription, BlockingReader):
         nudges = [self._nudges.get(stream, 0) for stream in streams]
         probed = [stream for stream in streams if stream in self._probe]
         ends: list[Command] = [("XREVRANGE", stream, "+", "-", "COUNT", 1) for stream in probed]
-        read: Command = ("XREADGROUP", "GROUP", self.group, bus.consumer, "COUNT", count, "STREAMS", *streams)
+        read: Command = ("XREADGROUP", "GROUP", self.group, bus.consumer, "COUNT", count, "STREAMS")
+        # one XREADGROUP per slot in the cluster layout (one in all in the single one)
+        reads: list[Command] = [
+            (*read, *group, *(">",) * len(group)) for group in by_slot(bus.keys, streams, lambda s: s)
+        ]
         self.read_in_progress = tuple(streams)
         try:
-            *lasts, reply = await bus.execute(
-                [*ends, (*read, *(">",) * len(streams))], what=f"read {self.stream}"
-            )
-            found = dict(streams_of(reply))
+            replies = await bus.execute([*ends, *reads], what=f"read {self.stream}")
+            lasts = replies[: len(ends)]
+            found = {
+                stream: entries for reply in replies[len(ends) :] for stream, entries in streams_of(reply)
+            }
             last_of = {
                 stream: (last[0][0] if last else b"0-0") for stream, last in zip(probed, lasts, strict=True)
             }
@@ -390,6 +396,10 @@ class StreamSubscription(RedisProgress, Subscription, BlockingReader):
         letters' entries."""
         return settle_commands(self.bus, self.topic, self.group, acks, letters)
 
+    def settlement(self, acks: dict[str, list[bytes]], letters: list[Letter]) -> Settlement:
+        """`settle_commands` split by slot, for the cluster layout (letters.py)."""
+        return settlement(self.bus, self.topic, self.group, acks, letters)
+
     # ------------------------------------------------------------------ settling
 
     def _forget_entry(self, stream: str, entry_id: bytes) -> None:
@@ -410,7 +420,7 @@ class StreamSubscription(RedisProgress, Subscription, BlockingReader):
         stream, entry_id, _ = token_of(delivery)
         entry = attrs.evolve(delivery.message, attempt=delivery.message.attempt + 1).encode()
         member = delayed_member("x", stream, self.group, entry)
-        keys = [bus.keys.delayed, stream]
+        keys = [bus.keys.delayed_of(stream), stream]  # one slot in the cluster layout
         args: list[str | bytes | float] = [delay, member, self.group, entry_id]
         if bus.options.durable:
             script = bus._schedule
@@ -425,7 +435,7 @@ class StreamSubscription(RedisProgress, Subscription, BlockingReader):
     ) -> None:
         stream, entry_id, raw = token_of(delivery)
         letter = Letter(stream, entry_id, raw, reason, delivery.message.attempt, error, traceback)
-        await move_to_dead(self.bus, self.settle_commands({}, [letter]))
+        await move_to_dead(self.bus, self.topic, self.group, letter)
         self._forget_entry(stream, entry_id)
 
     async def close(self) -> None:

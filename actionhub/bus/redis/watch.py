@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from ..base import Watch
+from .by_slot import by_slot
 from .reader import Watcher
 from .subscription import ensure_group
 
@@ -48,15 +49,17 @@ class LazyWatch(Watch, Watcher):
         ]
         for stream in streams:
             await ensure_group(bus, stream, self.group, earliest=self.earliest)
-        (states,) = await bus.run_scripts(
-            [(bus._backlog, streams, [self.group] * len(streams))],
+        slotted = by_slot(bus.keys, streams, lambda s: s)  # a script per slot in the cluster layout
+        replies = await bus.run_scripts(
+            [(bus._backlog, group, [self.group] * len(group)) for group in slotted],
             what=f"look at {self.topic} for {self.group}",
         )
+        states = [state for reply in replies for state in reply]
         if any(int(backlog) for backlog, _ in states):
             self._fire()
             return
         bus._watches.append(self)
-        for stream, (_, last) in zip(streams, states, strict=True):
+        for stream, (_, last) in zip([s for group in slotted for s in group], states, strict=True):
             self.streams.append(stream)
             bus.reader.wait(stream, self, last)
 
