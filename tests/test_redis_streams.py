@@ -11,6 +11,7 @@ import logging
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -23,6 +24,7 @@ import trio
 from actionhub import ActionHub, BusError, Job, Retry
 from actionhub.bus.redis import streams as redis_streams
 from actionhub.testing import RedisServer
+from tests.layouts import OnRedis, on_redis
 from tests.polling import wait_until
 from tests.servers import private_redis, tls_redis
 
@@ -36,6 +38,14 @@ def prefix_of(url: str) -> str:
 @pytest.fixture
 def client(redis_server: RedisServer) -> redis.Redis:
     return redis.Redis(port=redis_server.port)
+
+
+@pytest.fixture
+def on_bus(bus_url: str) -> Iterator[OnRedis]:
+    """The client and key names of ``bus_url`` (single node or cluster)."""
+    found = on_redis(bus_url)
+    yield found
+    found.client.close()
 
 
 async def test_redis_cli_xadd_runs_the_action(redis_server: RedisServer, redis_url: str) -> None:
@@ -78,8 +88,9 @@ async def test_publish_before_the_hub_starts_is_not_lost(redis_url: str) -> None
 
 
 async def test_publish_many_is_on_redis_in_order_when_it_returns(
-    redis_url: str, client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+    bus_url: str, on_bus: OnRedis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    redis_url = bus_url
     monkeypatch.setattr(redis_streams, "PUBLISH_BATCH", 7)  # several round trips
     seen: list[int] = []
     all_seen = trio.Event()
@@ -96,7 +107,7 @@ async def test_publish_many_is_on_redis_in_order_when_it_returns(
         monkeypatch.setattr(bus, "run_script_once", counted)
         ids = await hub.publish_many("batch", [{"n": n} for n in range(20)])
         assert round_trips.count(True) == 3  # 7 + 7 + 6: one round trip (one script) each
-    entries = client.xrange(f"{prefix_of(redis_url)}batch")
+    entries = on_bus.client.xrange(on_bus.keys.stream("batch"))
     assert [orjson.loads(fields[b"message"])["id"] for _, fields in entries] == ids
 
     consumer = ActionHub(redis_url)
@@ -113,7 +124,8 @@ async def test_publish_many_is_on_redis_in_order_when_it_returns(
     assert seen == list(range(20))
 
 
-async def test_request_reply_and_timeout_leave_no_keys(redis_url: str, client: redis.Redis) -> None:
+async def test_request_reply_and_timeout_leave_no_keys(bus_url: str, on_bus: OnRedis) -> None:
+    redis_url, client = bus_url, on_bus.client
     hub = ActionHub(redis_url)
 
     @hub.action("double")
@@ -134,8 +146,9 @@ async def test_request_reply_and_timeout_leave_no_keys(redis_url: str, client: r
 
 
 async def test_poison_message_is_retried_with_growing_delays_then_dead_lettered(
-    redis_url: str, client: redis.Redis
+    bus_url: str, on_bus: OnRedis
 ) -> None:
+    redis_url, client = bus_url, on_bus.client
     attempts: list[tuple[int, float]] = []
     fine: list[int] = []
     hub = ActionHub(redis_url)
@@ -152,7 +165,7 @@ async def test_poison_message_is_retried_with_growing_delays_then_dead_lettered(
         for i in range(20):
             await hub.publish("work", i)
         await wait_until(lambda: len(attempts) == 4 and len(fine) == 20)
-        await wait_until(lambda: client.xlen(f"{prefix_of(redis_url)}dead:work") == 1)
+        await wait_until(lambda: client.xlen(on_bus.keys.dead("work")) == 1)
         letters = await hub.dead_letters("work")
     assert [a for a, _ in attempts] == [1, 2, 3, 4]
     gaps = [later - earlier for (_, earlier), (_, later) in itertools.pairwise(attempts)]
@@ -186,7 +199,8 @@ async def test_retry_goes_only_to_the_group_that_asked(redis_url: str) -> None:
     assert seen == {("audit", 1): 1, ("charge", 1): 1, ("charge", 2): 1}
 
 
-async def test_delayed_message_fires_once_after_its_delay(redis_url: str) -> None:
+async def test_delayed_message_fires_once_after_its_delay(bus_url: str) -> None:
+    redis_url = bus_url
     runs: list[float] = []
     hub = ActionHub(redis_url)
     other = ActionHub(redis_url)  # a second hub moving due messages too: still exactly once
@@ -203,7 +217,8 @@ async def test_delayed_message_fires_once_after_its_delay(redis_url: str) -> Non
     assert len(runs) == 1 and runs[0] - sent >= 1.0
 
 
-async def test_dead_letters_requeue_and_purge(redis_url: str, client: redis.Redis) -> None:
+async def test_dead_letters_requeue_and_purge(bus_url: str, on_bus: OnRedis) -> None:
+    redis_url, client = bus_url, on_bus.client
     calls: list[object] = []
     hub = ActionHub(redis_url)
 
@@ -216,7 +231,7 @@ async def test_dead_letters_requeue_and_purge(redis_url: str, client: redis.Redi
     async with hub.running():
         await hub.publish("flaky", "a")
         await hub.publish("flaky", "b")
-        await wait_until(lambda: client.xlen(f"{prefix_of(redis_url)}dead:flaky") == 2)
+        await wait_until(lambda: client.xlen(on_bus.keys.dead("flaky")) == 2)
         letters = {letter.message.payload: letter for letter in await hub.dead_letters("flaky")}
         first, second = letters["a"], letters["b"]  # a and b run concurrently: either may fail first
         assert await hub.requeue_dead_letters("flaky", [first.id]) == 1

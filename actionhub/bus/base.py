@@ -362,12 +362,13 @@ class Bus(abc.ABC):
         raise ConfigurationError(f"{self.url} keeps no message status or results")
 
     async def fire_ticks(
-        self, schedule: str, digest: str, catch_up: str, ticks: Sequence[Tick]
+        self, schedule: str, digest: str, catch_up: str, ticks: Sequence[Tick], *, topic: str | None = None
     ) -> TicksFired:
         """Publish each of ``ticks`` of ``schedule`` (definition ``digest``) that no hub published
         yet, once across every hub of the bus, deciding on the bus's clock (see
         `actionhub.bus.ticks`); no ticks: read the state (starting it afresh if it is not
-        ``digest``'s)."""
+        ``digest``'s). ``topic``: the schedule's (a Redis Cluster keeps the state in its slot,
+        and reading it has no tick to take the topic from)."""
         raise ConfigurationError(f"{type(self).__name__} cannot run schedules")
 
     async def schedule_states(self, names: Sequence[str] | None = None) -> dict[str, ScheduleState]:

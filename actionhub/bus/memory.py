@@ -355,7 +355,7 @@ class MemoryBus(Bus):
         return trio.current_time() + self._wall_offset
 
     async def fire_ticks(
-        self, schedule: str, digest: str, catch_up: str, ticks: Sequence[Tick]
+        self, schedule: str, digest: str, catch_up: str, ticks: Sequence[Tick], *, topic: str | None = None
     ) -> TicksFired:
         # decided and recorded with no await in between: hubs sharing this bus fire each tick once
         before = self._ticks.states([schedule]).get(schedule)

@@ -258,7 +258,9 @@ class Scheduler:
         return wake
 
     async def _fire(self, schedule: Schedule, ticks: list[Tick]) -> TicksFired:
-        fired = await self._hub.bus.fire_ticks(schedule.name, schedule.digest, schedule.catch_up, ticks)
+        fired = await self._hub.bus.fire_ticks(
+            schedule.name, schedule.digest, schedule.catch_up, ticks, topic=schedule.topic
+        )
         self._learn(fired)
         return fired
 

@@ -18,8 +18,9 @@ from ...errors import BusError, ConfigurationError, MalformedMessage
 from ...message import Message, decode
 from ..base import ControlRequest, DeadLetter, ReplyChannel, TopicInfo
 from ..ticks import ScheduleState, Tick, TicksFired
-from . import control, schedules, scripts
+from . import control, due, schedules, scripts, scripts_cluster
 from .cluster import REDIS_ERRORS
+from .durable import raise_nested
 from .entries import (
     PUBLISH_BATCH,
     Requeued,
@@ -28,11 +29,13 @@ from .entries import (
     encode_entry,
     requeued,
 )
+from .layout import ClusterKeys
 from .options import RedisOptions, text
 from .publishing import Publishing
 from .replication import requeue_confirmed
 from .results import RedisStatuses
-from .topics import topic_info_call, topic_info_of
+from .slots import key_slot
+from .topics import merged, topic_info_call, topic_info_calls, topic_info_of
 from .wire import Command
 
 
@@ -46,8 +49,15 @@ class RedisBusBase(Publishing):
     def __init__(self, url: str, redis_url: str, options: RedisOptions, *, client: Any = None) -> None:
         super().__init__(url, redis_url, options, client=client)
         self._schedule = self.client.register_script(scripts.SCHEDULE)
-        self._move_due_script = self.client.register_script(scripts.MOVE_DUE)
-        self._topic_info = self.client.register_script(scripts.TOPIC_INFO)
+        self.cluster = isinstance(self.keys, ClusterKeys)  # the cluster layout (layout.py)
+        if self.cluster:
+            self._due = self.client.register_script(scripts_cluster.DUE)
+            self._move_due_script = self.client.register_script(scripts_cluster.MOVE_DUE_C)
+            self._topic_info = self.client.register_script(scripts_cluster.TOPIC_INFO_SLOT)
+        else:
+            self._move_due_script = self.client.register_script(scripts.MOVE_DUE)
+            self._topic_info = self.client.register_script(scripts.TOPIC_INFO)
+        self._sweep_at = -math.inf  # trio time of the cluster layout's next sweep of every delayed set
 
     def encode(self, message: Message) -> bytes:
         """The wire-format entry of ``message``, within the size limit."""
@@ -81,15 +91,16 @@ class RedisBusBase(Publishing):
         await self.call(lambda: self.client.set(key, state, ex=ttl), what="save a checkpoint")
 
     async def clear_progress(self, key: str) -> None:
-        await self.call(lambda: self.client.delete(key), what="clear a checkpoint")
+        await self.call(lambda: self.client.execute_command("DEL", key), what="clear a checkpoint")
 
     # ------------------------------------------------------------------ delayed messages
 
     async def schedule(self, kind: str, target: str, group: str, entry: bytes, delay: float) -> None:
         """Deliver ``entry`` after ``delay`` seconds (atomically: it is never lost nor doubled)."""
         member = delayed_member(kind, target, group, entry)
+        delayed = self.keys.delayed_of(target)
         await self.call(
-            lambda: self._schedule(keys=[self.keys.delayed], args=[delay, member]),
+            lambda: self._schedule(keys=[delayed], args=[delay, member]),
             what="schedule",
             deadline=trio.current_time() + self.options.publish_timeout,
         )
@@ -97,12 +108,42 @@ class RedisBusBase(Publishing):
     async def _move_due(self) -> None:
         """Move due delayed messages to their stream/channel; every hub runs this, the script's
         atomicity makes that safe."""
+        if self.cluster:
+            await self._move_due_sets()
+            return
         ((moved, wait),) = await self.run_scripts(
             [(self._move_due_script, [self.keys.delayed], [500])], what="move delayed"
         )
         if int(moved) < 500:
             seconds = float(wait)
             await trio.sleep(0.25 if seconds < 0 else min(max(seconds, 0.005), 0.25))
+
+    async def _move_due_sets(self) -> None:
+        """The cluster layout's `_move_due` (due.py): the delayed sets of the shards in use, and
+        every set once per sweep; `DUE` then `MOVE_DUE_C` per set with members due."""
+        now = trio.current_time()
+        if now >= self._sweep_at:
+            self._sweep_at = now + due.SWEEP_EVERY
+            sets = list(self.keys.delayed_sets())
+        else:
+            sets = sorted(self.delayed_in_use())
+        if not sets:
+            await trio.sleep(due.POLL_EVERY)
+            return
+        replies = await self.run_scripts(
+            [(self._due, [key], [due.DUE_BATCH]) for key in sets], what="move delayed"
+        )
+        moves = due.move_calls(sets, replies)
+        if moves:
+            await self.run_scripts(
+                [(self._move_due_script, keys, members) for keys, members in moves], what="move delayed"
+            )
+        await trio.sleep(due.pause(replies))
+
+    def delayed_in_use(self) -> set[str]:
+        """The cluster layout: the delayed sets of the shards this hub's subscriptions read (their
+        retries and delayed publishes), polled more often than the others."""
+        return set()
 
     async def _start_background(self, nursery: trio.Nursery) -> None:
         nursery.start_soon(self.keep_running, "moving delayed messages", self._move_due)
@@ -136,6 +177,9 @@ class RedisBusBase(Publishing):
             # a chunk is all back, or none: one transaction
             chunk = [c for entry_id, fields in taken[start : start + PUBLISH_BATCH]
                      for c in self._requeue(topic, requeued(topic, fields), entry_id)]  # fmt: skip
+            if self.cluster:
+                await self._requeue_in_slots(chunk)
+                continue
             if self.options.durable:
                 await requeue_confirmed(self, chunk)
                 continue
@@ -149,6 +193,35 @@ class RedisBusBase(Publishing):
             await self.call(requeue, what="requeue dead letters")
         return len(taken)
 
+    async def _requeue_in_slots(self, chunk: list[Command]) -> None:
+        """The cluster layout's requeue of ``chunk`` (pairs: the write putting a dead letter back,
+        its ``XDEL``): those written in the dead letters' slot in one transaction, as in the
+        single layout; the others (a keyed letter back to its partition, design §4) written
+        first, then deleted, so a crash between can only requeue one twice, never lose it."""
+        together: list[Command] = []
+        writes: list[Command] = []
+        deletes: list[Command] = []
+        for write, delete in zip(chunk[::2], chunk[1::2], strict=True):
+            if key_slot(str(write[1])) == key_slot(str(delete[1])):
+                together += (write, delete)
+            else:
+                writes.append(write)
+                deletes.append(delete)
+        durable = self.options.durable
+        if together:
+            if durable:
+                await requeue_confirmed(self, together)
+            else:
+                replies = await self.execute([("MULTI",), *together, ("EXEC",)], what="requeue dead letters")
+                raise_nested(replies[-1])
+        for write in writes:
+            if durable:  # one at a time: each on the node it goes to, with its WAIT
+                await requeue_confirmed(self, [write], transaction=False)
+            else:
+                await self.execute([write], what="requeue dead letters")
+        if deletes:
+            await self.execute(deletes, what="requeue dead letters")
+
     @abc.abstractmethod
     def _requeue(self, topic: str, again: Requeued, entry_id: bytes) -> list[Command]:
         """The commands putting one dead letter back and removing it from the dead letters."""
@@ -157,7 +230,7 @@ class RedisBusBase(Publishing):
         key = self.keys.dead(topic)
         if ids is None:
             count = await self.call(lambda: self.client.xlen(key), what="purge dead letters")
-            await self.call(lambda: self.client.delete(key), what="purge dead letters")
+            await self.call(lambda: self.client.execute_command("DEL", key), what="purge dead letters")
             return int(count)
         if not ids:
             return 0
@@ -172,7 +245,9 @@ class RedisBusBase(Publishing):
             yield channel
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(5):
-                await self.call(lambda: self.client.delete(channel.address), what="drop reply key")
+                await self.call(
+                    lambda: self.client.execute_command("DEL", channel.address), what="drop reply key"
+                )
 
     async def send_reply(self, address: str, message: Message) -> None:
         raw = message.encode()
@@ -202,11 +277,17 @@ class RedisBusBase(Publishing):
 
     async def withdraw(self, hub: str) -> None:
         try:
-            await self.call(lambda: self.client.delete(self.keys.hub(hub)), what="withdraw")
+            await self.call(lambda: self.client.execute_command("DEL", self.keys.hub(hub)), what="withdraw")
         except REDIS_ERRORS as error:  # the announcement expires anyway: say so, stop cleanly
             raise BusError(f"could not withdraw hub {hub}: {error!r}") from error
 
     async def announcements(self) -> list[bytes]:
+        if self.cluster:  # SCAN every primary (redis-py's scan_iter does), then one MGET per key
+            keys = await self.call(lambda: list(self.client.scan_iter(match=self.keys.hubs, count=1000)),
+                                   what="read announcements")  # fmt: skip
+            replies = await self.execute([("MGET", key) for key in keys], what="read announcements")
+            return [doc for (doc,) in replies if doc is not None]
+
         def read() -> list[bytes]:
             keys = list(self.client.scan_iter(match=self.keys.hubs, count=1000))
             return [doc for doc in self.client.mget(keys) if doc is not None] if keys else []
@@ -221,9 +302,9 @@ class RedisBusBase(Publishing):
         return await control.send_control(self, command, timeout=timeout, expect=expect)
 
     async def fire_ticks(
-        self, schedule: str, digest: str, catch_up: str, ticks: Sequence[Tick]
+        self, schedule: str, digest: str, catch_up: str, ticks: Sequence[Tick], *, topic: str | None = None
     ) -> TicksFired:
-        return await schedules.fire_ticks(self, schedule, digest, catch_up, ticks)
+        return await schedules.fire_ticks(self, schedule, digest, catch_up, ticks, topic=topic)
 
     async def schedule_states(self, names: Sequence[str] | None = None) -> dict[str, ScheduleState]:
         return await schedules.schedule_states(self, names)
@@ -249,7 +330,13 @@ class RedisBusBase(Publishing):
 
     async def topic_info(self, topic: str) -> TopicInfo:
         partitions = await self.topic_partitions(topic)
-        keys, args = topic_info_call(self.keys, topic, partitions, pubsub=self.options.mode == "pubsub")
+        pubsub = self.options.mode == "pubsub"
+        if self.cluster:  # one call per slot, merged
+            found = topic_info_calls(self.keys, topic, partitions, pubsub=pubsub)
+            calls = [(self._topic_info, keys, args) for keys, args in found]
+            replies = await self.run_scripts(calls, what=f"read the state of {topic}")
+            return topic_info_of(topic, partitions, merged(replies))
+        keys, args = topic_info_call(self.keys, topic, partitions, pubsub=pubsub)
         (reply,) = await self.run_scripts([(self._topic_info, keys, args)], what=f"read the state of {topic}")
         return topic_info_of(topic, partitions, reply)
 

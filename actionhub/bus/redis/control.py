@@ -16,6 +16,7 @@ import trio
 from ...errors import MalformedMessage
 from ...message import Message, decode
 from ..base import ControlRequest, ReplyChannel
+from .channels import Channel
 from .entries import control_document
 
 if TYPE_CHECKING:
@@ -29,9 +30,9 @@ async def control_requests(bus: RedisBusBase) -> AsyncIterator[trio.MemoryReceiv
     """Commands arrive on the pub/sub channel ``<prefix>control``; answers go to the list
     key the sender named, so none is lost to a late BLPOP."""
     send, receive = trio.open_memory_channel[ControlRequest](100)
-    pubsub = bus.client.pubsub(ignore_subscribe_messages=True)
     channel = bus.keys.control
-    await bus.call(lambda: pubsub.subscribe(channel), what="subscribe to control")
+    pubsub = Channel(bus.client, channel)  # made again if its cluster node fails
+    await bus.call(pubsub.subscribe, what="subscribe to control")
 
     async def listen() -> None:
         while True:
@@ -78,7 +79,7 @@ async def send_control(bus: RedisBusBase, command: bytes, *, timeout: float, exp
                 answers.append(popped[1])
     finally:
         with trio.CancelScope(shield=True):
-            await bus.call(lambda: bus.client.delete(reply_to), what="drop answer key")
+            await bus.call(lambda: bus.client.execute_command("DEL", reply_to), what="drop answer key")
     return answers
 
 

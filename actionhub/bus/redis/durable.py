@@ -73,10 +73,11 @@ def wait_command(replicas: int, timeout: float) -> Command:
     return ("WAIT", replicas, max(1, round(timeout * 1000)))
 
 
-def publish_confirm(keys: Keys, topic: str, replicas: int) -> Confirm | None:
+def publish_confirm(keys: Keys, topic: str, replicas: int, target: str | None = None) -> Confirm | None:
     """How a publish to ``topic`` is confirmed: by ``replicas`` replicas (its mark in case it is a
-    script); None if by none."""
-    return Confirm(replicas, mark_command(keys, topic)) if replicas else None
+    script); None if by none. ``target``: the stream written (the cluster layout puts the mark
+    in its slot, so on the node the write and its ``WAIT`` go to)."""
+    return Confirm(replicas, mark_command(keys, topic, target)) if replicas else None
 
 
 def mark_command(keys: Keys, topic: str | None = None, target: str | None = None) -> Command:

@@ -13,7 +13,13 @@ and the clients' drivers (`actionhub.client._ops.RETRY_DELAYS`; redis-py's own r
 
 A deduplicated, delayed or kept publish (a topic whose group keeps results) runs the script from
 the first attempt; its resend finds the dedupe key, the delayed member or the pending status
-record the first attempt wrote, or its entry."""
+record the first attempt wrote, or its entry.
+
+In the cluster layout (`ClusterKeys`) a message's status record is in a slot of its own: the
+publish runs `scripts_cluster.PUBLISH_ONCE_C` (only if deduplicated, delayed or resent) or
+`PUBLISH_MANY_ONCE_C` (per topic and slot), which write no status, and a kept topic's pending
+records follow once the publish succeeded (`pending`: NX, so never over a consumer's later
+record). A crash between leaves the status ``unknown`` until the run starts."""
 
 from __future__ import annotations
 
@@ -24,8 +30,10 @@ import orjson
 
 from ...message import Message
 from ..dedupe import Dedupe
+from . import scripts, scripts_cluster
 from .entries import PUBLISH_BATCH, delayed_member
 from .keys import Keys
+from .layout import ClusterKeys
 
 Args = list[str | bytes | int | float]
 
@@ -60,6 +68,22 @@ def entry_prefix(message_id: str) -> bytes:
     return b'{"id":' + orjson.dumps(message_id) + b","
 
 
+def publish_script(keys: Keys) -> str:
+    """The source of the script `publish_once` builds the call of, for ``keys``'s layout."""
+    return scripts_cluster.PUBLISH_ONCE_C if isinstance(keys, ClusterKeys) else scripts.PUBLISH_ONCE
+
+
+def publish_many_script(keys: Keys) -> str:
+    """The source of the script `publish_many_once` builds the call of, for ``keys``'s layout."""
+    return scripts_cluster.PUBLISH_MANY_ONCE_C if isinstance(keys, ClusterKeys) else scripts.PUBLISH_MANY_ONCE
+
+
+def writes_status(keys: Keys) -> bool:
+    """Whether ``keys``'s publish scripts write the pending status records themselves (the single
+    layout); else the publisher runs `pending` after the publish."""
+    return not isinstance(keys, ClusterKeys)
+
+
 def publish_once(
     keys: Keys,
     back: int = 0,
@@ -75,15 +99,22 @@ def publish_once(
 ) -> tuple[list[str], Args]:
     """(KEYS, ARGV) of `PUBLISH_ONCE` writing ``raw`` to stream (kind ``x``) or channel (``p``)
     ``target``; ``back``: 0 for a first attempt, else a resend's `look_back`; ``kept``: the topic
-    may keep results (False: the publisher knows it does not, so no pending record is written)."""
+    may keep results (False: the publisher knows it does not, so no pending record is written).
+    In the cluster layout: of `PUBLISH_ONCE_C` (``kept`` is then `pending`'s business)."""
     window = 0 if dedupe is None else max(1, round(dedupe.seconds * 1000))
+    if isinstance(keys, ClusterKeys):
+        dedupe_key = target if dedupe is None else keys.dedupe(topic, dedupe.key, target=target)
+        member = delayed_member(kind, target, "", raw) if delay else b""
+        prefix = entry_prefix(message_id) if back else b""
+        args: Args = [raw, message_id, kind, window, back, prefix, delay or 0, member]
+        return [target, dedupe_key, keys.delayed_of(target) if delay else target], args
     script_keys = [target, target if dedupe is None else keys.dedupe(topic, dedupe.key)]
-    args: Args = [raw, message_id, kind, topic if kept else "", window]
+    args = [raw, message_id, kind, topic if kept else "", window]
     if kept or back or delay:
         script_keys += (keys.keeps_results(topic), keys.status(message_id))
         args += (back, entry_prefix(message_id) if back else b"")
         if delay:
-            script_keys.append(keys.delayed)
+            script_keys.append(keys.delayed_of(target))
             args += (delay, delayed_member(kind, target, "", raw))
     return script_keys, args
 
@@ -99,27 +130,48 @@ def publish_many_once(
 ) -> tuple[list[str], Args]:
     """(KEYS, ARGV) of `PUBLISH_MANY_ONCE` writing each ``(target, message id, raw)`` of ``writes``
     (all of ``topic``) in order; ``kept``: write pending status records (the topic keeps results);
-    ``back``: as for `publish_once` (a resend looks for the batch's first message)."""
+    ``back``: as for `publish_once` (a resend looks for the batch's first message). In the
+    cluster layout: of `PUBLISH_MANY_ONCE_C`, ``writes`` all in one slot (`batches` with its
+    ``slot``), ``kept`` then `pending`'s business."""
+    prefix = entry_prefix(writes[0][1]) if back else b""
+    if isinstance(keys, ClusterKeys):
+        return [target for target, _, _ in writes], [kind, back, prefix, *(raw for _, _, raw in writes)]
     script_keys = [keys.keeps_results(topic)]
     if kept:
         for target, message_id, _ in writes:
             script_keys += (target, keys.status(message_id))
     else:
         script_keys += (target for target, _, _ in writes)
-    prefix = entry_prefix(writes[0][1]) if back else b""
     args: Args = [kind, topic, "1" if kept else "0", back, prefix]
     args += (raw for _, _, raw in writes)
     return script_keys, args
 
 
+def pending(keys: Keys, topic: str, message_id: str, keep: float) -> tuple[list[str], Args]:
+    """(KEYS, ARGV) of `scripts_cluster.PENDING`: the pending status record of ``message_id``,
+    published to ``topic``, whose group keeps results for ``keep`` seconds (cluster layout)."""
+    return [keys.status(message_id)], [topic, repr(float(keep))]
+
+
 def batches(
-    messages: Sequence[Message], writes: Sequence[Write], size: int = PUBLISH_BATCH
+    messages: Sequence[Message],
+    writes: Sequence[Write],
+    size: int = PUBLISH_BATCH,
+    slot: Callable[[str], int] | None = None,
 ) -> Iterator[tuple[str, list[Write]]]:
-    """``writes`` (one per message) in batches of one topic, at most ``size`` each: (topic, batch)."""
+    """``writes`` (one per message) in batches of one topic, at most ``size`` each: (topic, batch).
+    ``slot`` (the cluster layout: `ClusterKeys.slot_of`): each batch's targets also share one slot
+    (a run of one topic's messages whose targets change slot is cut there)."""
     start = 0
     while start < len(writes):
         topic, end = messages[start].topic, start + 1
-        while end < len(writes) and end - start < size and messages[end].topic == topic:
+        first = None if slot is None else slot(writes[start][0])
+        while (
+            end < len(writes)
+            and end - start < size
+            and messages[end].topic == topic
+            and (slot is None or slot(writes[end][0]) == first)
+        ):
             end += 1
         yield topic, list(writes[start:end])
         start = end
@@ -136,6 +188,7 @@ class KeptTopics:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._known: dict[str, tuple[bool, float]] = {}  # topic -> (kept, trusted until)
+        self._seconds: dict[str, float] = {}  # topic -> the seconds its group keeps results, if known
 
     def kept(self, topic: str) -> bool | None:
         """Whether ``topic`` keeps results; None: unknown or stale (read `Keys.keeps_results`
@@ -145,7 +198,15 @@ class KeptTopics:
             return None
         return known[0]
 
-    def learn(self, topic: str, kept: bool) -> bool:
-        """Record what was read (or, on a hub, that one of its groups keeps ``topic``); ``kept``."""
+    def learn(self, topic: str, kept: bool, seconds: float | None = None) -> bool:
+        """Record what was read (or, on a hub, that one of its groups keeps ``topic``); ``kept``.
+        ``seconds``: how long the group keeps results (`Keys.keeps_results`'s value), if known."""
         self._known[topic] = (kept, self._clock() + KEPT_RECHECK)
+        if seconds is not None:
+            self._seconds[topic] = seconds
         return kept
+
+    def seconds(self, topic: str) -> float:
+        """The seconds ``topic``'s group keeps results, as last learnt (0 if never: its pending
+        records then live a day, as every record does beyond its results)."""
+        return self._seconds.get(topic, 0.0)

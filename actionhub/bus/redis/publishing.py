@@ -4,20 +4,25 @@ transports' publishes and the schedules' ticks."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
 import trio
 from redis.exceptions import NoScriptError
 
-from . import scripts
+from ...errors import BusError
+from . import scripts_cluster
+from .cluster import REDIS_ERRORS
 from .connection import RedisConnection
 from .durable import Confirm, publish_confirm
-from .once import KeptTopics, look_back
+from .once import KeptTopics, look_back, pending, publish_script, writes_status
 from .options import RedisOptions
 from .replication import durably
 from .wire import Command
+
+log = logging.getLogger("actionhub.redis")
 
 
 class Publishing(RedisConnection):
@@ -25,13 +30,42 @@ class Publishing(RedisConnection):
 
     def __init__(self, url: str, redis_url: str, options: RedisOptions, *, client: Any = None) -> None:
         super().__init__(url, redis_url, options, client=client)
-        self._publish_once = self.client.register_script(scripts.PUBLISH_ONCE)  # both transports' publish
+        # both transports' publish; in the cluster layout PUBLISH_ONCE_C, then PENDING if kept
+        self._publish_once = self.client.register_script(publish_script(self.keys))
+        self.writes_status = writes_status(self.keys)  # False: `write_pending` after a kept publish
+        self._pending = None if self.writes_status else self.client.register_script(scripts_cluster.PENDING)
         self.kept_topics = KeptTopics()  # which topics keep results: their publishes run the script
 
-    def confirm(self, topic: str, replicas: int | None = None) -> Confirm | None:
+    def confirm(
+        self, topic: str, replicas: int | None = None, *, target: str | None = None
+    ) -> Confirm | None:
         """How a publish to ``topic`` is confirmed: by ``replicas`` (None: the URL's ``durable``)
-        replicas; None if by none."""
-        return publish_confirm(self.keys, topic, self.options.durable if replicas is None else replicas)
+        replicas; None if by none. ``target``: the stream written (the cluster layout's mark
+        goes in its slot)."""
+        wanted = self.options.durable if replicas is None else replicas
+        return publish_confirm(self.keys, topic, wanted, None if self.writes_status else target)
+
+    async def write_pending(self, topic: str, message_ids: Sequence[str]) -> None:
+        """The cluster layout: the pending status records of ``message_ids``, just published to
+        ``topic``, which keeps results (`scripts_cluster.PENDING`, NX; one round trip, each in its
+        own slot). Not written in time (or refused) is said, not raised: the messages are
+        published, and their status reads ``unknown`` until their run starts."""
+        if self._pending is None or not message_ids:
+            return
+        keep = self.kept_topics.seconds(topic)
+        calls = [(self._pending, *pending(self.keys, topic, message_id, keep)) for message_id in message_ids]
+        try:
+            await self.run_scripts(
+                calls, what="publish", deadline=trio.current_time() + self.options.publish_timeout
+            )
+        except (BusError, *REDIS_ERRORS) as error:
+            log.warning(
+                "%d message(s) of %s published, but not their pending status: %s (it reads unknown "
+                "until their run starts)",
+                len(message_ids),
+                topic,
+                error,
+            )
 
     async def run_script_once(
         self,
@@ -101,5 +135,5 @@ class Publishing(RedisConnection):
                 what="publish",  # read as part of one, for as long as one retries
                 deadline=trio.current_time() + self.options.publish_timeout,
             )
-            kept = self.kept_topics.learn(topic, raw is not None)
+            kept = self.kept_topics.learn(topic, raw is not None, None if raw is None else float(raw))
         return kept

@@ -9,6 +9,7 @@ dead-letter stream, like those of the streams transport.
 from __future__ import annotations
 
 import logging
+import weakref
 from functools import partial
 from typing import Any
 
@@ -19,6 +20,7 @@ from ...errors import ConfigurationError, HubStopped, MalformedMessage
 from ...message import Message
 from ..base import Delivery, Inbox, Subscription, no_replicas
 from ..dedupe import Dedupe
+from .channels import Channel
 from .common import RedisBusBase, RedisProgress
 from .connection import refusals_as_bus_errors
 from .durable import NO_PUBSUB
@@ -27,6 +29,7 @@ from .entries import (
     dead_letter_fields,
 )
 from .once import publish_once
+from .options import RedisOptions
 from .wire import Command
 
 log = logging.getLogger("actionhub.redis")
@@ -36,6 +39,13 @@ class RedisPubSubBus(RedisBusBase):
     """At-most-once fan-out transport on Redis pub/sub."""
 
     durable = False
+
+    def __init__(self, url: str, redis_url: str, options: RedisOptions, *, client: Any = None) -> None:
+        super().__init__(url, redis_url, options, client=client)
+        self._reading: weakref.WeakSet[_PubSubSubscription] = weakref.WeakSet()  # open subscriptions
+
+    def delayed_in_use(self) -> set[str]:
+        return {self.keys.delayed_of(s.channel) for s in self._reading if s.open}
 
     def channel(self, topic: str) -> str:
         return self.keys.stream(topic)
@@ -92,6 +102,7 @@ class RedisPubSubBus(RedisBusBase):
             raise HubStopped("redis bus is not open")
         subscription = _PubSubSubscription(self, topic, group, inbox)
         await self._nursery.start(subscription.read_loop)
+        self._reading.add(subscription)
         return subscription
 
     def later(self, delay: float, fn: Any, *args: Any) -> None:
@@ -115,7 +126,7 @@ class _PubSubSubscription(RedisProgress, Subscription):
         self.group = group
         self.inbox = inbox
         self.channel = bus.channel(topic)
-        self._pubsub: Any = bus.client.pubsub(ignore_subscribe_messages=True)
+        self._pubsub: Channel | None = Channel(bus.client, self.channel)  # made again if its node fails
         self._scope = trio.CancelScope()
         self._done = trio.Event()
 
@@ -123,8 +134,10 @@ class _PubSubSubscription(RedisProgress, Subscription):
         """Blocking: the messages that arrived, waiting up to ``block`` for the first one."""
         received: list[bytes] = []
         timeout = self.bus.options.block
+        pubsub = self._pubsub
+        assert pubsub is not None, "closed"
         while len(received) < limit:
-            item = self._pubsub.get_message(timeout=timeout)
+            item = pubsub.get_message(timeout=timeout)
             if item is None:
                 break
             if item["type"] == "message":
@@ -134,7 +147,9 @@ class _PubSubSubscription(RedisProgress, Subscription):
 
     async def read_loop(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         bus = self.bus
-        await bus.call(lambda: self._pubsub.subscribe(self.channel), what=f"subscribe {self.channel}")
+        pubsub = self._pubsub
+        assert pubsub is not None, "closed"
+        await bus.call(pubsub.subscribe, what=f"subscribe {self.channel}")
         task_status.started()
         try:
             with self._scope:
@@ -196,6 +211,10 @@ class _PubSubSubscription(RedisProgress, Subscription):
             lambda: bus.client.xadd(bus.keys.dead(self.topic), fields, maxlen=bus.options.max_dead_letters),
             what="dead-letter",
         )
+
+    @property
+    def open(self) -> bool:
+        return not self._done.is_set()
 
     async def close(self) -> None:
         if self._done.is_set() and self._pubsub is None:

@@ -10,11 +10,14 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 import trio
+from redis.cluster import RedisCluster
+from redis.exceptions import AskError, ClusterError, MovedError
 
 from ...errors import BusError
 from ..url import redact
 from .durable import Confirm, NotReplicated, confirm_tail, confirmed_count, mark_command, raise_nested
 from .options import pipelined
+from .slots import slot_of
 from .wire import Command, Connection
 
 if TYPE_CHECKING:
@@ -179,7 +182,10 @@ async def confirmed(
     except redis.exceptions.NoScriptError:
         if not scripts:
             raise
-        await bus.execute([("SCRIPT", "LOAD", script.script) for script in scripts], what="load scripts")
+        if isinstance(bus.client, RedisCluster):  # on every primary (a pipeline's goes to one)
+            await bus.call(lambda: [bus.client.script_load(s.script) for s in scripts], what="load scripts")
+        else:
+            await bus.execute([("SCRIPT", "LOAD", script.script) for script in scripts], what="load scripts")
         return await _send(bus, commands, replicas, mark)
 
 
@@ -213,16 +219,18 @@ async def confirmed_move(
     return replies
 
 
-async def requeue_confirmed(bus: RedisConnection, commands: Sequence[Command]) -> None:
-    """Requeue dead letters (``commands``, one transaction) confirmed by the URL's ``durable``
-    replicas; `BusError` if fewer confirm (a failover now could put them back among the dead
-    letters: the operator is told, rather than a log)."""
+async def requeue_confirmed(
+    bus: RedisConnection, commands: Sequence[Command], *, transaction: bool = True
+) -> None:
+    """Requeue dead letters (``commands``, one transaction unless ``transaction`` is False)
+    confirmed by the URL's ``durable`` replicas; `BusError` if fewer confirm (a failover now could
+    put them back among the dead letters: the operator is told, rather than a log)."""
     what = "requeue dead letters"
     replicas = bus.options.durable
-    replies, count = await bus.call_async(
-        partial(confirmed, bus, [("MULTI",), *commands, ("EXEC",)], replicas), what=what
-    )
-    raise_nested(replies[-1])
+    sent: list[Command] = [("MULTI",), *commands, ("EXEC",)] if transaction else list(commands)
+    replies, count = await bus.call_async(partial(confirmed, bus, sent, replicas), what=what)
+    if transaction:
+        raise_nested(replies[-1])
     if not bus.replication.note(what, count, replicas):
         error = NotReplicated(count, replicas, bus.options.durable_timeout)
         raise BusError(f"{what} may not be durable: {error}; a failover now could undo it")
@@ -234,7 +242,27 @@ async def _send(
     if bus.wire is not None:
         return await bus.replication.write(commands, replicas, mark)
     tail = confirm_tail(replicas, bus.options.durable_timeout, mark)
-    run = partial(pipelined, bus.client, [*commands, *tail])  # on one pooled connection
+    if isinstance(bus.client, RedisCluster):
+        run = partial(on_node, bus.client, [*commands, *tail])
+    else:
+        run = partial(pipelined, bus.client, [*commands, *tail])  # on one pooled connection
     # a WAIT may block for durable_timeout: not among the few calls at once of the thread path
     replies = await trio.to_thread.run_sync(run, abandon_on_cancel=True, limiter=bus._blocking_threads)
     return confirmed_count(replies, tail)
+
+
+def on_node(client: RedisCluster, commands: Sequence[Command]) -> list[Any]:
+    """``commands`` (a write and its ``WAIT``) pipelined on one connection of the primary of their
+    slot (blocking). redis-py's cluster pipeline cannot route ``WAIT`` (it has no key), and a
+    ``WAIT`` counts only the writes of its own connection, so the write and its ``WAIT`` go to
+    the node's own client. A redirection (the slot moved meanwhile) ran nothing there: the slot
+    map is refreshed and the call fails as transient, to be sent again (a publish as a resend)."""
+    slot = slot_of(*commands)
+    if slot is None:
+        raise ValueError("a confirmed write must touch a key")
+    node = client.nodes_manager.get_node_from_slot(slot)
+    try:
+        return pipelined(node.redis_connection, commands)
+    except (MovedError, AskError) as error:
+        client.nodes_manager.initialize()
+        raise ClusterError(f"slot {slot} moved: {error}") from error

@@ -135,7 +135,9 @@ class RedisStatuses(StatusStore):
         check_results_group(topic, group, keeping)
         held = self._kept.get(topic)
         self._kept[topic] = (group, max(seconds, 0.0 if held is None else held[1]))
-        self._bus.kept_topics.learn(topic, True)  # this hub's own publishes know at once
+        self._bus.kept_topics.learn(
+            topic, True, self._kept[topic][1]
+        )  # this hub's own publishes know at once
         await self._mark([topic])
         nursery = self._bus._nursery
         if not self._refreshing and nursery is not None:

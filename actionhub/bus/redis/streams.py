@@ -56,12 +56,13 @@ from .keys import DEFAULT_PARTITIONS, partition_count
 from .layout import ClusterKeys
 from .letters import Letter, settle
 from .limits import RedisLimiter, give_back_slots, limiter_of, renew_slots
-from .once import batches, publish_many_once, publish_once, trim_guard
+from .once import batches, publish_many_once, publish_many_script, publish_once, trim_guard
 from .options import RedisOptions
 from .ordered import OrderedSubscription
 from .reader import Reader
 from .replication import durably
 from .results import RedisStatuses
+from .slots import key_slot
 from .subscription import StreamSubscription
 from .watch import LazyWatch
 from .wire import Command
@@ -92,7 +93,7 @@ class RedisStreamsBus(RedisBusBase):
         self._create_group = self.client.register_script(scripts.CREATE_GROUP)
         self._abandoned = self.client.register_script(scripts.ABANDONED)
         self._backlog = self.client.register_script(scripts.BACKLOG)
-        self._publish_many_once = self.client.register_script(scripts.PUBLISH_MANY_ONCE)
+        self._publish_many_once = self.client.register_script(publish_many_script(self.keys))
         self._subscriptions: list[StreamSubscription] = []
         self._watches: list[LazyWatch] = []
         self.reader = Reader(self)
@@ -152,10 +153,15 @@ class RedisStreamsBus(RedisBusBase):
             publish_once, self.keys, target=stream, topic=topic, message_id=message.id, raw=raw,
             kept=kept, delay=delay, dedupe=dedupe,
         )  # fmt: skip
-        confirm = self.confirm(topic, durable)
-        if delay or dedupe is not None or kept:  # the script from the first attempt (once.py)
+        confirm = self.confirm(topic, durable, target=stream)
+        # the script from the first attempt (once.py); in the cluster layout a kept publish
+        # writes its pending status after (`write_pending`), so it needs no script for that
+        if delay or dedupe is not None or (kept and self.writes_status):
             first = await self.send_once(self._publish_once, build, what="publish", confirm=confirm)
-            return first.decode() if isinstance(first, bytes) else str(first)
+            first_id = first.decode() if isinstance(first, bytes) else str(first)
+            if kept and first_id == message.id:  # a duplicate (dedupe) has the first's record
+                await self.write_pending(topic, [first_id])
+            return first_id
         # a bare XADD; a retry (the reply may have been lost) is the script, written only if absent
         deadline = trio.current_time() + self.options.publish_timeout
         again = partial(self.resend, self._publish_once, build, confirm=confirm)
@@ -167,6 +173,8 @@ class RedisStreamsBus(RedisBusBase):
                 deadline=deadline,
                 again=again,
             )
+            if kept:
+                await self.write_pending(topic, [message.id])
             return message.id
         wire = self.wire
         if wire is not None:
@@ -183,19 +191,24 @@ class RedisStreamsBus(RedisBusBase):
                 deadline=deadline,
                 again=again,
             )
+        if kept:
+            await self.write_pending(topic, [message.id])
         return message.id
 
     @refusals_as_bus_errors("publish")
     async def publish_many(self, messages: Sequence[Message], *, durable: int | None = None) -> list[str]:
         writes = [(await self._stream_of(m), m.id, self.encode(m)) for m in messages]
-        for topic, batch in batches(messages, writes, PUBLISH_BATCH):
+        # the cluster layout: batches of one topic and slot (each all of it or none)
+        slot = None if self.writes_status else key_slot
+        for topic, batch in batches(messages, writes, PUBLISH_BATCH, slot):
             # one script per batch: all of it or none; a retry (the reply may have been lost)
             # writes nothing if the batch's first message is in its stream (once.py)
-            build = partial(
-                publish_many_once, self.keys, topic=topic, writes=batch, kept=await self.keeps_results(topic)
-            )
-            confirm = self.confirm(topic, durable)
+            kept = await self.keeps_results(topic)
+            build = partial(publish_many_once, self.keys, topic=topic, writes=batch, kept=kept)
+            confirm = self.confirm(topic, durable, target=batch[0][0])
             await self.send_once(self._publish_many_once, build, what="publish", confirm=confirm)
+            if kept:
+                await self.write_pending(topic, [message_id for _, message_id, _ in batch])
         return [message.id for message in messages]
 
     async def history(
@@ -444,6 +457,9 @@ class RedisStreamsBus(RedisBusBase):
     def limiter(self, topic: str, group: str, spec: LimitSpec) -> RedisLimiter:
         """Limits kept in Redis for every hub of the group (bus/redis/limits.py)."""
         return limiter_of(self, topic, group, spec)
+
+    def delayed_in_use(self) -> set[str]:
+        return {self.keys.delayed_of(stream) for s in self._subscriptions for stream in s.reading}
 
     def _forget(self, subscription: StreamSubscription) -> None:
         if subscription in self._subscriptions:

@@ -10,6 +10,7 @@ import orjson
 
 from ..base import ConsumerGroupInfo, TopicInfo
 from .keys import Keys
+from .slots import key_slot
 
 #: the most delayed members (of every topic of the prefix) one look goes through: the script
 #: runs in Redis, which serves nobody else meanwhile (10,000 members take about 5 ms)
@@ -27,11 +28,55 @@ def topic_info_call(
     main_start = orjson.dumps(["p" if pubsub else "x", main])[:-1] + b","
     partition_start = orjson.dumps(["x", keys.partition(topic, 0)])[:-3] if partitions else b""
     arguments = [len(streams), DELAYED_LOOK, main_start, partition_start]
-    return [*streams, keys.dead(topic), keys.delayed], arguments
+    return [*streams, keys.dead(topic), keys.delayed_of(main)], arguments
+
+
+def topic_info_calls(
+    keys: Keys, topic: str, partitions: int, *, pubsub: bool = False
+) -> list[tuple[list[str], list[Any]]]:
+    """The cluster layout: the keys and arguments of `scripts_cluster.TOPIC_INFO_SLOT` for each
+    slot holding one of ``topic``'s streams (or its channel and dead letters): merge their replies
+    with `merged`."""
+    main = keys.stream(topic)
+    streams = [] if pubsub else [main, *(keys.partition(topic, p) for p in range(partitions))]
+    dead = keys.dead(topic)
+    in_slot: dict[int, list[str]] = {key_slot(dead): []}  # the dead letters' slot is the topic's
+    for stream in streams:
+        in_slot.setdefault(key_slot(stream), []).append(stream)
+    calls: list[tuple[list[str], list[Any]]] = []
+    for slot, here in in_slot.items():
+        # where each delayed member bound for a stream (or the channel) of this slot starts
+        targets = here or [main]
+        starts = [orjson.dumps(["p" if pubsub else "x", target])[:-1] + b"," for target in targets]
+        with_dead = slot == key_slot(dead)
+        calls.append(
+            (
+                [*here, *((dead,) if with_dead else ()), keys.delayed_of(targets[0])],
+                [len(here), "1" if with_dead else "0", DELAYED_LOOK, *starts],
+            )
+        )
+    return calls
+
+
+def merged(replies: Sequence[bytes | str]) -> bytes:
+    """The `TOPIC_INFO` document of a topic from its slots' `TOPIC_INFO_SLOT` ``replies``."""
+    documents = [orjson.loads(reply) for reply in replies]
+    next_due = [d["next_due"] for d in documents if d["next_due"] is not False]
+    return orjson.dumps(
+        {
+            "streams": [stream for d in documents for stream in d["streams"] or ()],
+            "dead": sum(d["dead"] for d in documents),
+            "delayed": sum(d["delayed"] for d in documents),
+            "due": sum(d["due"] for d in documents),
+            "next_due": min(next_due) if next_due else False,
+            "complete": all(d["complete"] for d in documents),
+            "now": max(d["now"] for d in documents),
+        }
+    )
 
 
 def topic_info_of(topic: str, partitions: int, reply: bytes | str) -> TopicInfo:
-    """`TOPIC_INFO`'s reply for ``topic``: its groups summed over the topic's streams."""
+    """`TOPIC_INFO`'s reply for ``topic`` (or `merged`'s): its groups summed over the topic's streams."""
     document = orjson.loads(reply)
     now_ms = document["now"] * 1000
     length = 0
@@ -69,4 +114,4 @@ def topic_info_of(topic: str, partitions: int, reply: bytes | str) -> TopicInfo:
     )
 
 
-__all__: Sequence[str] = ["DELAYED_LOOK", "topic_info_call", "topic_info_of"]
+__all__: Sequence[str] = ["DELAYED_LOOK", "merged", "topic_info_call", "topic_info_calls", "topic_info_of"]
