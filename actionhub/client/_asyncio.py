@@ -69,6 +69,8 @@ class AsyncClient(AwaitedMethods):
         self._client: Any
         try:
             if is_cluster_url(redis_url):
+                self._ops.no_cluster_durable = True
+                self._ops.check_replicas()
                 self._client = _cluster_client(redis_url, options, max_connections)
             elif is_sentinel_url(redis_url):
                 client = parse_sentinel_url(redis_url).master_for(

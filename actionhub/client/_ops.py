@@ -16,7 +16,7 @@ import attrs
 from .. import tracing
 from ..bus.base import DeadLetter, check_durable, no_replicas
 from ..bus.dedupe import Dedupe, MessageIds, check_dedupe
-from ..bus.redis import entries, once, results, scripts, scripts_cluster, slots
+from ..bus.redis import entries, once, results, scripts_cluster, slots
 from ..bus.redis.durable import NO_PUBSUB, Confirm, publish_confirm
 from ..bus.redis.keys import DEFAULT_PARTITIONS, partition_count
 from ..bus.redis.layout import ClusterKeys, check_layout, keys_for
@@ -78,14 +78,14 @@ class Operations:
         #: the cluster layout: every script and transaction touches one slot (docs/design/cluster.md)
         self.cluster = self._cluster_keys is not None
         self.pubsub = options.mode == "pubsub"
-        if self.cluster:
-            _no_cluster_durable(options.durable)
+        #: the asyncio client does not send a write and its WAIT to one cluster node (yet)
+        self.no_cluster_durable = False
         #: the layout of the data under the prefix was found to be this client's (`check_layout`)
         self.layout_checked = False
         self._partitions: dict[str, int] = {}
         self._ids = MessageIds()  # thread-safe, and fork-safe (a resend looks for its unique id)
         self._kept = once.KeptTopics()
-        self._keep_for: dict[str, bytes] = {}  # topic -> seconds it keeps results, as read
+        self._keep_for: dict[str, float] = {}  # topic -> seconds it keeps results, as read
 
     def check_layout(self) -> Op[None]:
         """Refuse (`ConfigurationError`) data laid out otherwise under the prefix, as a hub does
@@ -107,15 +107,23 @@ class Operations:
             slots.slot_of(*commands)
         return Transaction(tuple(commands), confirm)
 
-    def _confirm(self, topic: str, durable: int | None) -> Confirm | None:
-        """How a publish to ``topic`` is confirmed: by ``durable`` replicas (None: the URL's)."""
+    def check_replicas(self) -> None:
+        """Refuse the URL's ``durable`` if this client cannot confirm it (`ConfigurationError`)."""
+        self._replicas(None)
+
+    def _replicas(self, durable: int | None) -> int:
+        """How many replicas confirm a publish: ``durable`` (None: the URL's)."""
         durable = check_durable(durable)
-        if self.cluster and durable:
-            _no_cluster_durable(durable)
         count = self.options.durable if durable is None else durable
+        if self.no_cluster_durable and count:
+            _no_cluster_durable(count)
         if self.pubsub:
             no_replicas(count, NO_PUBSUB)
-        return publish_confirm(self.keys, topic, count)
+        return count
+
+    def _confirm(self, topic: str, replicas: int, target: str) -> Confirm | None:
+        """How a publish to ``target`` is confirmed (the cluster layout marks it in its slot)."""
+        return publish_confirm(self.keys, topic, replicas, target if self.cluster else None)
 
     def _message(
         self,
@@ -168,38 +176,26 @@ class Operations:
             raise ValueError(f"delay must be a number of seconds >= 0, not {delay!r}")
         dedupe = None if dedupe_key is None and dedupe_for is None else check_dedupe(dedupe_key, dedupe_for)
         message = self._message(topic, payload, headers, key, reply_to)
-        confirm = self._confirm(topic, durable)
+        replicas = self._replicas(durable)
         span = tracing.start_send(topic, message.id, reply_to=reply_to, delay=delay, headers=message.headers)
         if span is None:
-            return (yield from self._write(message, delay, dedupe, confirm))
+            return (yield from self._write(message, delay, dedupe, replicas))
         message = attrs.evolve(message, headers=tracing.headers_with_context(span, message.headers))
-        return (yield from tracing.sent_op(span, self._write(message, delay, dedupe, confirm)))
+        return (yield from tracing.sent_op(span, self._write(message, delay, dedupe, replicas)))
 
-    def _write(
-        self, message: Message, delay: float | None, dedupe: Dedupe | None, confirm: Confirm | None
-    ) -> Op[str]:
+    def _write(self, message: Message, delay: float | None, dedupe: Dedupe | None, replicas: int) -> Op[str]:
         raw = entries.encode_entry(message, self.options.max_message_bytes)
         stream = yield from self._stream(message)
         topic = message.topic
         kept = yield from self._kept_topic(topic)
-        kind = "p" if self.pubsub else "x"
-        ckeys = self._cluster_keys
-        if ckeys is not None:  # no status record in the publish's slot: `PENDING` after it
-            source = scripts_cluster.PUBLISH_ONCE_C
-            build = functools.partial(
-                _cluster.publish_once_c, ckeys, target=stream, topic=topic, message_id=message.id,
-                raw=raw, delay=delay, dedupe=dedupe, kind=kind,
-            )  # fmt: skip
-            scripted = bool(delay) or dedupe is not None
-        else:
-            source = scripts.PUBLISH_ONCE
-            build = functools.partial(
-                once.publish_once, self.keys, target=stream, topic=topic, message_id=message.id, raw=raw,
-                kept=kept, delay=delay, dedupe=dedupe, kind=kind,
-            )  # fmt: skip
-            scripted = bool(delay) or dedupe is not None or kept
-        written = message.id
-        if scripted:  # the hub's own script from the first attempt
+        source = once.publish_script(self.keys)
+        build = functools.partial(
+            once.publish_once, self.keys, target=stream, topic=topic, message_id=message.id, raw=raw,
+            kept=kept, delay=delay, dedupe=dedupe, kind="p" if self.pubsub else "x",
+        )  # fmt: skip
+        # the cluster layout's script writes no status: `PENDING` follows the publish
+        written, confirm = message.id, self._confirm(topic, replicas, stream)
+        if delay or dedupe is not None or (kept and not self.cluster):  # the hub's script at once
             first = script_call(source, build, 0)
             reply = yield Once(first, resend_of(source, build), confirm)
             written = reply.decode() if isinstance(reply, bytes) else str(reply)
@@ -208,8 +204,8 @@ class Operations:
         else:  # a bare XADD; its resend writes only if the XADD did not (once.py)
             xadd = Command(("XADD", stream, "*", "message", raw))
             yield Once(xadd, resend_of(source, build), confirm)
-        if ckeys is not None and kept and written == message.id:  # not for a duplicate
-            yield from self._pending(ckeys, topic, [message.id])
+        if self.cluster and kept and written == message.id:  # not for a duplicate
+            yield from self._pending(topic, [message.id])
         return written
 
     def _kept_topic(self, topic: str) -> Op[bool]:
@@ -223,15 +219,18 @@ class Operations:
         """Whether ``topic`` keeps results (read again when what is known is stale: once.py)."""
         (raw,) = yield Command(("MGET", self.keys.keeps_results(topic)))
         if raw is not None:
-            self._keep_for[topic] = raw  # before it is known kept: a thread may use it then
+            self._keep_for[topic] = float(raw)  # before it is known kept: a thread may use it then
         return self._kept.learn(topic, raw is not None)
 
-    def _pending(self, keys: ClusterKeys, topic: str, ids: Sequence[str]) -> Op[None]:
+    def _pending(self, topic: str, ids: Sequence[str]) -> Op[None]:
         """The pending status records of messages just published to ``topic``, which keeps
         results (cluster layout: each in its own slot, written after the publish, NX so never
         over a consumer's own: docs/design/cluster.md §4). Resent as is: NX is idempotent."""
         keep = self._keep_for[topic]
-        calls = [Script(scripts_cluster.PENDING, *_cluster.pending(keys, i, topic, keep)) for i in ids]
+        calls = []
+        for message_id in ids:
+            keys, args = once.pending(self.keys, topic, message_id, keep)
+            calls.append(Script(scripts_cluster.PENDING, tuple(keys), tuple(args)))
         if len(calls) == 1:
             yield Once(calls[0], lambda _: calls[0])
         else:
@@ -250,12 +249,15 @@ class Operations:
         key_list = [None] * len(payloads) if keys is None else list(keys)
         if len(key_list) != len(payloads):
             raise ValueError(f"{len(key_list)} keys for {len(payloads)} payloads")
-        confirm = self._confirm(check_topic(topic), durable)
+        check_topic(topic)
+        replicas = self._replicas(durable)
         span = tracing.start_send(topic, batch=len(payloads), headers=headers)
         if span is None:
-            return (yield from self._write_many(topic, payloads, headers, key_list, confirm))
+            return (yield from self._write_many(topic, payloads, headers, key_list, replicas))
         # one span for the batch: its context is every message's parent
-        op = self._write_many(topic, payloads, tracing.headers_with_context(span, headers), key_list, confirm)
+        op = self._write_many(
+            topic, payloads, tracing.headers_with_context(span, headers), key_list, replicas
+        )
         return (yield from tracing.sent_op(span, op))
 
     def _write_many(
@@ -264,7 +266,7 @@ class Operations:
         payloads: list[object],
         headers: dict[str, str] | None,
         keys: Sequence[str | None],
-        confirm: Confirm | None,
+        replicas: int,
     ) -> Op[list[str]]:
         messages = [self._message(topic, p, headers, k) for p, k in zip(payloads, keys, strict=True)]
         raws = [entries.encode_entry(m, self.options.max_message_bytes) for m in messages]
@@ -272,25 +274,25 @@ class Operations:
         for message in messages:
             streams.append((yield from self._stream(message)))
         writes = [(s, m.id, raw) for s, m, raw in zip(streams, messages, raws, strict=True)]
-        kind, ckeys = "p" if self.pubsub else "x", self._cluster_keys
-        # one topic (and on a cluster one slot) per batch
-        batches = once.batches if ckeys is None else _cluster.slot_batches
+        # one topic (and in the cluster layout one slot) per batch
+        batches = _cluster.slot_batches if self.cluster else once.batches
         for batch_topic, batch in batches(messages, writes):
             # one script per batch: all of it or none; its resend writes nothing if the batch's
             # first message is in its stream (once.py); on pub/sub it is not resent
             kept = yield from self._kept_topic(batch_topic)
-            if ckeys is None:
-                source = scripts.PUBLISH_MANY_ONCE
-                build = functools.partial(
-                    once.publish_many_once, self.keys, topic=batch_topic, writes=batch, kept=kept, kind=kind
-                )
-            else:
-                source = scripts_cluster.PUBLISH_MANY_ONCE_C
-                build = functools.partial(_cluster.publish_many_once_c, ckeys, writes=batch, kind=kind)
+            source = once.publish_many_script(self.keys)
+            build = functools.partial(
+                once.publish_many_once, self.keys, topic=batch_topic, writes=batch, kept=kept,
+                kind="p" if self.pubsub else "x",
+            )  # fmt: skip
             first = script_call(source, build, 0)
-            yield first if self.pubsub else Once(first, resend_of(source, build), confirm)
-            if ckeys is not None and kept:
-                yield from self._pending(ckeys, batch_topic, [message_id for _, message_id, _ in batch])
+            if self.pubsub:
+                yield first
+            else:
+                confirm = self._confirm(batch_topic, replicas, batch[0][0])
+                yield Once(first, resend_of(source, build), confirm)
+            if self.cluster and kept:
+                yield from self._pending(batch_topic, [message_id for _, message_id, _ in batch])
         return [message.id for message in messages]
 
     # ------------------------------------------------------------------ request / reply
@@ -384,7 +386,8 @@ class Operations:
             if self.cluster and (self.pubsub or slots.key_slot(stream) != slots.key_slot(dead)):
                 # a partition (or a channel) is not in the dead letters' slot: requeued, then
                 # deleted; a crash between the two may requeue it twice (docs/design/cluster.md §4)
-                yield Command(command)
+                plain = self.pubsub or confirm is None
+                yield Command(command) if plain else self._transaction((command,), confirm)
                 yield Command(undead)
             else:
                 yield self._transaction((command, undead), confirm)
@@ -464,8 +467,8 @@ class Operations:
 def _no_cluster_durable(durable: int) -> None:
     if durable:
         raise ConfigurationError(
-            "durable= is not supported by the clients on a Redis Cluster yet: WAIT must follow the "
-            "write on its node's connection (docs/design/cluster.md §9)"
+            "durable= is not supported by the asyncio client on a Redis Cluster yet (WAIT must follow "
+            "the write on its node's connection: docs/design/cluster.md §9); Client and TrioClient do it"
         )
 
 

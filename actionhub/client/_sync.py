@@ -9,12 +9,14 @@ from functools import partial
 from types import TracebackType
 from typing import Any, TypeVar, overload
 
+from redis.cluster import RedisCluster
 from redis.exceptions import NoScriptError
 
 from ..bus.base import DeadLetter
 from ..bus.redis.cluster import REDIS_ERRORS, is_cluster_url, parse_cluster_url
 from ..bus.redis.durable import Confirm
 from ..bus.redis.options import bus_error, connect, pipelined
+from ..bus.redis.replication import on_node
 from ..bus.redis.sentinel import close_client
 from ..bus.url import redis_url_options
 from ..inspect import CommandAnswer, HubSnapshot
@@ -266,10 +268,18 @@ class Client:
         timeout = self._ops.options.durable_timeout
         try:
             commands, reply = confirmed_call(call, confirm, timeout)
-            return reply(pipelined(self._client, commands))
+            return reply(self._pipelined(commands))
         except NoScriptError:  # a script not loaded yet, or Redis restarted: load it, once more
             commands, reply = confirmed_call(call, confirm, timeout, load=True)
-            return reply(pipelined(self._client, commands))
+            return reply(self._pipelined(commands))
+
+    def _pipelined(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """A write and its WAIT on one connection: on a cluster, of the node of the write's slot
+        (redis-py's cluster pipeline cannot route a WAIT), as the hub's thread path does."""
+        client = self._client
+        if isinstance(client, RedisCluster):
+            return on_node(client, commands)
+        return pipelined(client, commands)
 
     def _execute(self, call: Call) -> Any:
         client = self._client
