@@ -1,5 +1,6 @@
 """``actionhub`` on both key layouts (`bus_url`): ``keys`` names a topic's keys as the hubs and
-clients lay them out, and the client-backed commands work on a ``redis+cluster://`` URL."""
+clients lay them out, and the commands work on a ``redis+cluster://`` URL (``stats`` and the
+controls: tests/test_clients.py's hubs and commands, which they call)."""
 
 from __future__ import annotations
 
@@ -71,10 +72,12 @@ async def test_keys_reads_the_partition_count_and_the_commands_work(bus_url: str
     assert (
         await cli("dead-letters", "requeue", "fail", "--bus", bus_url)
     ).stdout == b"requeued 1 dead letter(s) of fail\n"
-    assert orjson.loads((await cli("stats", "--json", "--bus", bus_url)).stdout) == []
-    published = await cli("publish", "record", '{"n": 1}', "--delay", "5", "--bus", bus_url)
+    published = await cli("publish", "record", '{"n": 1}', "--dedupe-key", "once", "--bus", bus_url)
     status = await cli("status", published.stdout.decode().strip(), "--bus", bus_url)
     assert b" unknown" in status.stdout  # no group keeps its results
+    # through the hub's bus, not a client: the topic's history
+    (line,) = (await cli("replay", "record", "--bus", bus_url)).stdout.decode().splitlines()
+    assert orjson.loads(line)["message"]["id"] == published.stdout.decode().strip()
 
 
 @pytest.mark.parametrize(
