@@ -24,6 +24,7 @@ from actionhub.bus.redis.once import KEPT_RECHECK, KeptTopics
 from actionhub.client import AsyncClient, Client, TrioClient
 from actionhub.testing import RedisServer
 from tests.chaos.proxy import ChaosProxy
+from tests.layouts import on_redis
 from tests.polling import wait_until
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
@@ -227,20 +228,38 @@ async def test_redis_ten_processes_publishing_one_key_at_once_write_one_entry(
     assert ids == {orjson.loads(entries[0][1][b"message"])["id"]}
 
 
-async def test_redis_hub_dedupes_within_the_window_and_not_after(redis_url: str, r: redis.Redis) -> None:
-    prefix = prefix_of(redis_url)
-    async with ActionHub(redis_url).running() as hub:
+async def test_redis_hub_dedupes_within_the_window_and_not_after(bus_url: str) -> None:
+    on = on_redis(bus_url)
+    r, keys = on.client, on.keys
+    async with ActionHub(bus_url).running() as hub:
         first = await hub.publish("invoices", 1, dedupe_key="invoice-42", dedupe_for=0.3)
         assert await hub.publish("invoices", 2, dedupe_key="invoice-42") == first
         assert await hub.publish("other", 2, dedupe_key="invoice-42") != first  # another topic
-        assert r.xlen(f"{prefix}invoices") == 1
-        dedupe_key = Keys(prefix).dedupe("invoices", "invoice-42")
+        assert r.xlen(keys.stream("invoices")) == 1
+        dedupe_key = keys.dedupe("invoices", "invoice-42", target=keys.stream("invoices"))
         assert r.get(dedupe_key) == first.encode()
         await wait_until(lambda: not r.exists(dedupe_key))  # the window lapses on the Redis clock
         later = await hub.publish("invoices", 3, dedupe_key="invoice-42")
         assert later != first
         assert 3500 < r.pttl(dedupe_key) <= 3_600_000  # the default window: an hour
-    assert [orjson.loads(f[b"message"])["payload"] for _, f in r.xrange(f"{prefix}invoices")] == [1, 3]
+    payloads = [orjson.loads(f[b"message"])["payload"] for _, f in r.xrange(keys.stream("invoices"))]
+    assert payloads == [1, 3]
+    r.close()
+
+
+async def test_redis_hub_keyed_and_delayed_publishes_dedupe_on_both_layouts(bus_url: str) -> None:
+    """The same dedupe key with the same ordering key is a duplicate in either layout (in the
+    cluster layout the dedupe key lives in the partition's slot: design §4); a delayed publish
+    holds its key too, and is delivered once."""
+    seen: list[Any] = []
+    hub = counting_hub(bus_url, "later", seen)
+    async with hub.running():
+        first = await hub.publish("orders", 1, key="customer-1", dedupe_key="order-7")
+        assert await hub.publish("orders", 2, key="customer-1", dedupe_key="order-7") == first
+        delayed = await hub.publish("later", "delayed", delay=0.2, dedupe_key="d")
+        assert await hub.publish("later", "again", dedupe_key="d") == delayed
+        await wait_until(lambda: len(seen) == 1)
+    assert seen == ["delayed"]
 
 
 @pytest.mark.parametrize("flavour", ["blocking", "asyncio", "trio"])

@@ -40,7 +40,7 @@ from actionhub.message import Message
 from actionhub.supervision.inbox import GroupInbox
 from actionhub.testing import EscalationLog, RedisServer
 from tests.polling import wait_until
-from tests.servers import private_redis
+from tests.servers import private_cluster, private_redis
 from tests.test_clients import FLAVOURS, Flavour
 
 README = Path(__file__).parents[1] / "README.md"
@@ -731,3 +731,34 @@ async def test_a_primary_short_of_its_min_replicas_holds_writes_back_until_one_i
     assert sum("redis refuses writes" in line for line in said) == 1, said
     assert sum("redis takes writes again" in line for line in said) == 1, said
     assert not escalations
+
+
+async def test_durable_publishes_on_a_cluster_are_confirmed_by_the_slots_replica() -> None:
+    """``durable=1`` on a Redis Cluster (the thread path): each write goes with its ``WAIT`` to
+    the primary of its slot, on one of that node's connections; a replica of each confirms it.
+    Plain, keyed (another slot), deduplicated (the mark in the target's slot), batched, a
+    scheduled tick, and a keyed requeue (XADD to the partition confirmed, then XDEL)."""
+
+    with private_cluster(primaries=3, replicas=1) as cluster:
+        url = f"{cluster.url}?prefix=durable-cluster:&durable=1&durable_timeout=5"
+        calls: list[object] = []
+        hub = ActionHub(url)
+
+        @hub.action("orders", max_attempts=1)
+        async def orders(job: Job) -> None:
+            calls.append(job.payload)
+            if job.payload == "fail":
+                raise RuntimeError("dead letter, then requeued")
+
+        with trio.fail_after(60):
+            async with hub.running():
+                await hub.publish("orders", 1)
+                await hub.publish("orders", 2, key="customer-2")
+                first = await hub.publish("orders", 3, dedupe_key="d")
+                assert await hub.publish("orders", 3, dedupe_key="d") == first
+                await hub.publish_many("orders", [4, 5])
+                await hub.publish("orders", "fail", key="customer-9")
+                await wait_until(lambda: len(calls) == 6, timeout=30)
+                assert await hub.requeue_dead_letters("orders") == 1
+                await wait_until(lambda: len(calls) == 7, timeout=30)
+        assert sorted(map(str, calls)) == sorted(map(str, [1, 2, 3, 4, 5, "fail", "fail"]))

@@ -18,7 +18,14 @@ def pubsub_url(redis_url: str) -> str:
     return redis_url + "&mode=pubsub&block=0.2"
 
 
-async def test_two_hubs_both_receive_each_message(pubsub_url: str) -> None:
+@pytest.fixture
+def either_pubsub_url(bus_url: str) -> str:
+    """Pub/sub on a single node, and on a cluster (classic PUBLISH/SUBSCRIBE)."""
+    return bus_url + "&mode=pubsub&block=0.2"
+
+
+async def test_two_hubs_both_receive_each_message(either_pubsub_url: str) -> None:
+    pubsub_url = either_pubsub_url
     received: dict[str, list[object]] = {"a": [], "b": []}
     hubs = []
     for name in received:
@@ -79,8 +86,8 @@ async def test_malformed_pubsub_messages_are_dead_lettered(
     assert "not JSON" in letters[0].reason and "no 'payload'" in letters[1].reason
 
 
-async def test_request_reply_over_pubsub(pubsub_url: str) -> None:
-    hub = ActionHub(pubsub_url)
+async def test_request_reply_over_pubsub(either_pubsub_url: str) -> None:
+    hub = ActionHub(either_pubsub_url)
 
     @hub.action("echo")
     async def echo(job: Job) -> None:
@@ -88,6 +95,22 @@ async def test_request_reply_over_pubsub(pubsub_url: str) -> None:
 
     async with hub.running():
         assert (await hub.request("echo", {"x": 1}, timeout=10)).payload == {"x": 1}
+
+
+async def test_a_delayed_pubsub_message_is_published_once(either_pubsub_url: str) -> None:
+    got: list[object] = []
+    hub = ActionHub(either_pubsub_url)
+    other = ActionHub(either_pubsub_url, name="other")  # moves due messages too: still once
+
+    @hub.action("later")
+    async def later(job: Job) -> None:
+        got.append(job.payload)
+
+    async with hub.running(), other.running():
+        await hub.publish("later", "soon", delay=0.3)
+        await wait_until(lambda: got == ["soon"])
+        info = await hub.bus.topic_info("later")
+    assert info.delayed == 0
 
 
 async def test_subscriptions_survive_a_redis_restart(redis_server: RedisServer, pubsub_url: str) -> None:

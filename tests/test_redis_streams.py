@@ -611,3 +611,33 @@ async def test_a_refused_announcement_is_logged_and_the_hub_goes_on(caplog: pyte
                 await hub.publish("work", 1)
                 await wait_until(lambda: done == [1])
         assert "redis refused announce: command not allowed when used memory" in caplog.text
+
+
+async def test_keyed_dead_letters_requeue_into_their_partition_and_topic_info_counts_them(
+    bus_url: str, on_bus: OnRedis
+) -> None:
+    """In the cluster layout a keyed letter goes back to a partition in another slot than the
+    dead letters: written there first, then deleted (design §4)."""
+    calls: list[tuple[str, int]] = []
+    hub = ActionHub(bus_url)
+
+    @hub.action("keyed", max_attempts=1)
+    async def keyed(job: Job) -> None:
+        calls.append((job.payload, job.attempt))
+        if len(calls) <= 3:
+            raise RuntimeError("not yet")
+
+    async with hub.running():
+        for n in range(3):
+            await hub.publish("keyed", f"k{n}", key=f"customer-{n}")
+        await hub.publish("keyed", "later", delay=60)
+        await wait_until(lambda: on_bus.client.xlen(on_bus.keys.dead("keyed")) == 3)
+        info = await hub.bus.topic_info("keyed")
+        assert (info.dead_letters, info.delayed, info.length) == (3, 1, 3)
+        assert await hub.requeue_dead_letters("keyed") == 3
+        await wait_until(lambda: len(calls) == 6)
+        assert await hub.dead_letters("keyed") == []
+    assert sorted(calls[3:]) == [("k0", 1), ("k1", 1), ("k2", 1)]
+    partitions = int(on_bus.client.get(on_bus.keys.partitions("keyed")))
+    lengths = [on_bus.client.xlen(on_bus.keys.partition("keyed", p)) for p in range(partitions)]
+    assert sum(lengths) == 6  # each back in its partition

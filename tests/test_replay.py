@@ -18,7 +18,8 @@ async def publish(url: str, topic: str, payloads: list[object]) -> list[str]:
         return [await hub.publish(topic, payload) for payload in payloads]
 
 
-async def test_earliest_sees_history_then_live_latest_only_new_ones(redis_url: str) -> None:
+async def test_earliest_sees_history_then_live_latest_only_new_ones(bus_url: str) -> None:
+    redis_url = bus_url
     seen: dict[str, list[object]] = {"first": [], "latest": [], "earliest": []}
     first = ActionHub(redis_url, name="first")
 
@@ -44,7 +45,8 @@ async def test_earliest_sees_history_then_live_latest_only_new_ones(redis_url: s
     assert seen["latest"] == ["live"]  # a new group on a topic others read starts at its end
 
 
-async def test_a_topic_nobody_reads_yet_keeps_its_messages_for_the_first_group(redis_url: str) -> None:
+async def test_a_topic_nobody_reads_yet_keeps_its_messages_for_the_first_group(bus_url: str) -> None:
+    redis_url = bus_url
     await publish(redis_url, "orders", [1, 2])  # no group exists: they wait for their first reader
     seen: list[object] = []
     hub = ActionHub(redis_url)

@@ -701,16 +701,16 @@ async def _replay(bus: Bus, base: int) -> list[tuple[tuple[int, ...], int, bool,
     return out
 
 
-async def test_the_redis_script_decides_as_memory_does(redis_url: str) -> None:
-    redis_bus = open_bus(redis_url)
+async def test_the_redis_script_decides_as_memory_does(bus_url: str) -> None:
+    redis_bus = open_bus(bus_url)
     assert isinstance(redis_bus, RedisStreamsBus)
     async with redis_bus.open("test", serving=False):
-        probe = await redis_bus.fire_ticks("probe", "x", "latest", [])
+        probe = await redis_bus.fire_ticks("probe", "x", "latest", [], topic="beats")
         assert probe.fresh and probe.published == () and probe.last == round(probe.now * 1000)
         assert abs(probe.now - time.time()) < 5  # Redis's clock, on this machine
         base = probe.last - 5_000  # every tick offered is past, but the one far ahead
         from_redis = await _replay(redis_bus, base)
-        read = await redis_bus.fire_ticks("beat", "d2", "latest", [])  # another definition's state
+        read = await redis_bus.fire_ticks("beat", "d2", "latest", [], topic="beats")  # another definition's
         states = await redis_bus.schedule_states()
         entries = await trio.to_thread.run_sync(redis_bus.client.xrange, redis_bus.keys.stream("beats"))
     memory = MemoryBus()
@@ -733,13 +733,13 @@ async def test_the_redis_script_decides_as_memory_does(redis_url: str) -> None:
     assert await memory.schedule_states(["beat", "nothing"]) == {"beat": states["beat"]}
 
 
-async def test_on_pubsub_the_script_publishes(redis_url: str) -> None:
-    bus = open_bus(redis_url + "&mode=pubsub")
+async def test_on_pubsub_the_script_publishes(bus_url: str) -> None:
+    bus = open_bus(bus_url + "&mode=pubsub")
     assert isinstance(bus, RedisBusBase)
     listener = bus.client.pubsub()
     await trio.to_thread.run_sync(listener.subscribe, bus.keys.stream("beats"))
     async with bus.open("test", serving=False):
-        state = await bus.fire_ticks("beat", "d", "latest", [])
+        state = await bus.fire_ticks("beat", "d", "latest", [], topic="beats")
         ahead = await bus.fire_ticks("beat", "d", "latest", [_tick(state.last + 60_000)])
         await wait_until(lambda: redis_ms(bus.client) > state.last, poll=0.001)  # its next ms is past
         due = await bus.fire_ticks("beat", "d", "latest", [_tick(state.last + 1)])
