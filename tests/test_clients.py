@@ -1,6 +1,7 @@
 """`Client`, `AsyncClient` and `TrioClient` against a live hub on a real Redis: every method,
-each flavour the same way. The blocking client runs in worker threads, the asyncio one on an
-event loop of its own in a thread, the trio one in the test's own loop."""
+each flavour the same way, on both key layouts (`bus_url`: a single node and a cluster). The
+blocking client runs in worker threads, the asyncio one on an event loop of its own in a thread,
+the trio one in the test's own loop."""
 
 from __future__ import annotations
 
@@ -20,9 +21,9 @@ import redis
 import trio
 
 from actionhub import ActionHub, BusError, ConfigurationError, Job
-from actionhub.bus.redis.keys import Keys
 from actionhub.client import AsyncClient, Client, TrioClient
 from actionhub.testing import RedisServer
+from tests.layouts import on_redis
 from tests.polling import wait_until
 from tests.servers import free_port, tls_redis
 
@@ -116,14 +117,14 @@ async def served(url: str) -> AsyncIterator[tuple[ActionHub, Shop]]:
 
 
 @pytest.fixture(params=FLAVOURS)
-async def flavour(request: pytest.FixtureRequest, redis_url: str) -> AsyncIterator[Flavour]:
-    client = Flavour(request.param, f"{redis_url}&block=0.2")
+async def flavour(request: pytest.FixtureRequest, bus_url: str) -> AsyncIterator[Flavour]:
+    client = Flavour(request.param, f"{bus_url}&block=0.2")
     yield client
     await client.close()
 
 
-async def test_publish_and_publish_many_reach_the_hub(flavour: Flavour, redis_url: str) -> None:
-    async with served(redis_url) as (_, shop):
+async def test_publish_and_publish_many_reach_the_hub(flavour: Flavour, bus_url: str) -> None:
+    async with served(bus_url) as (_, shop):
         one = await flavour.call("publish", "record", {"n": 0}, headers={"from": flavour.name})
         many = await flavour.call("publish_many", "record", [{"n": n} for n in range(1, 6)])
         await wait_until(lambda: len(shop.seen) == 6)
@@ -133,8 +134,8 @@ async def test_publish_and_publish_many_reach_the_hub(flavour: Flavour, redis_ur
     assert next(job for job in shop.seen if job.payload["n"] == 0).headers == {"from": flavour.name}
 
 
-async def test_a_delayed_message_arrives_after_its_delay(flavour: Flavour, redis_url: str) -> None:
-    async with served(redis_url) as (_, shop):
+async def test_a_delayed_message_arrives_after_its_delay(flavour: Flavour, bus_url: str) -> None:
+    async with served(bus_url) as (_, shop):
         sent = trio.current_time()
         await flavour.call("publish", "record", "later", delay=1.0)
         await wait_until(lambda: bool(shop.seen), timeout=10)
@@ -143,24 +144,23 @@ async def test_a_delayed_message_arrives_after_its_delay(flavour: Flavour, redis
 
 
 async def test_keyed_messages_go_to_the_partition_the_hub_computes_and_keep_their_order(
-    flavour: Flavour, redis_url: str
+    flavour: Flavour, bus_url: str
 ) -> None:
-    prefix = redis_url.split("prefix=")[1]
-    keys = Keys(prefix)
-    client = redis.Redis.from_url(redis_url.split("?")[0])
-    async with served(redis_url) as (_, shop):
+    bus = on_redis(bus_url)
+    async with served(bus_url) as (_, shop):
         for seq in range(10):
             await flavour.call("publish_many", "orders", [seq] * 3, keys=["a", "b", "c"])
         await flavour.call("publish", "orders", 10, key="a")
         await wait_until(lambda: sum(len(s) for s in shop.ordered.values()) == 31)
     assert shop.ordered == {"a": list(range(11)), "b": list(range(10)), "c": list(range(10))}
     # every message of "a" is in the partition stream the hub computes for "a"
-    entries = client.xrange(keys.keyed_stream("orders", "a", 4))
+    entries = bus.client.xrange(bus.keys.keyed_stream("orders", "a", 4))
     assert sum(orjson.loads(fields[b"message"]).get("key") == "a" for _, fields in entries) == 11
+    bus.client.close()
 
 
-async def test_request_gets_the_reply_and_times_out_without_one(flavour: Flavour, redis_url: str) -> None:
-    async with served(redis_url):
+async def test_request_gets_the_reply_and_times_out_without_one(flavour: Flavour, bus_url: str) -> None:
+    async with served(bus_url):
         answer = await flavour.call("request", "echo", {"x": 1}, timeout=10)
         assert answer.payload == {"echo": {"x": 1}}
         started = trio.current_time()
@@ -169,8 +169,8 @@ async def test_request_gets_the_reply_and_times_out_without_one(flavour: Flavour
         assert trio.current_time() - started >= 0.5
 
 
-async def test_dead_letters_list_requeue_and_purge(flavour: Flavour, redis_url: str) -> None:
-    async with served(redis_url):
+async def test_dead_letters_list_requeue_and_purge(flavour: Flavour, bus_url: str) -> None:
+    async with served(bus_url):
         await flavour.call("publish", "fail", "poison")
 
         async def letters() -> list[Any]:
@@ -194,8 +194,8 @@ async def test_dead_letters_list_requeue_and_purge(flavour: Flavour, redis_url: 
         assert await letters() == []
 
 
-async def test_hubs_and_commands(flavour: Flavour, redis_url: str) -> None:
-    async with served(redis_url) as (hub, _):
+async def test_hubs_and_commands(flavour: Flavour, bus_url: str) -> None:
+    async with served(bus_url) as (hub, _):
 
         async def announced() -> bool:
             return [s.hub for s in await flavour.call("hubs")] == ["served"]
@@ -212,8 +212,8 @@ async def test_hubs_and_commands(flavour: Flavour, redis_url: str) -> None:
             await flavour.call("command", "explode", "record")
 
 
-async def test_bad_input_is_refused_before_anything_is_written(flavour: Flavour, redis_url: str) -> None:
-    client = redis.Redis.from_url(redis_url.split("?")[0])
+async def test_bad_input_is_refused_before_anything_is_written(flavour: Flavour, bus_url: str) -> None:
+    client = on_redis(bus_url).client
     before = client.dbsize()
     with pytest.raises(ConfigurationError, match="invalid topic"):
         await flavour.call("publish", "bad topic", 1)
@@ -224,6 +224,7 @@ async def test_bad_input_is_refused_before_anything_is_written(flavour: Flavour,
     with pytest.raises(ConfigurationError, match="key must be"):
         await flavour.call("publish_many", "orders", [1, 2], keys=["a", ""])
     assert client.dbsize() == before
+    client.close()
 
 
 @pytest.mark.parametrize("name", FLAVOURS)

@@ -30,6 +30,7 @@ from ._common import (
     CliError,
     log,
 )
+from ._keys import _keys
 from ._operate import (
     _control,
     _dead_letters,
@@ -202,6 +203,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--into", metavar="TOPIC", help="publish the messages into TOPIC instead of printing them"
     )
     replay.add_argument("--limit", type=int, metavar="N", help="at most N messages")
+
+    keys = command(
+        "keys",
+        _keys,
+        "the Redis key names of a topic in the bus URL's layout (single node or cluster)",
+    )
+    keys.add_argument("topic", metavar="TOPIC")
+    keys.add_argument(
+        "--key", metavar="KEY", help="also the partition stream of a message with this ordering key"
+    )
+    keys.add_argument(
+        "--partitions",
+        type=int,
+        metavar="N",
+        help="the topic's partition count (default: read from the bus; given, nothing is read)",
+    )
+    keys.add_argument("--json", action="store_true", help="one JSON object: what -> key name")
 
     status = command(
         "status", _status, "where a message stands (a keep_result group): pending ... done, dead, unknown"

@@ -9,11 +9,15 @@ from typing import Any, TypeVar
 
 import redis
 import redis.asyncio
+import redis.asyncio.cluster
 import redis.asyncio.sentinel
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError
 
+from ..bus.redis.cluster import REDIS_ERRORS, is_cluster_url, parse_cluster_url
 from ..bus.redis.durable import Confirm
-from ..bus.redis.options import bus_error, client_options
+from ..bus.redis.options import RedisOptions, bus_error, client_options
 from ..bus.redis.sentinel import is_sentinel_url, parse_sentinel_url
 from ..bus.url import redis_url_options
 from ..errors import ConfigurationError
@@ -25,6 +29,7 @@ from ._ops import (
     Once,
     Op,
     Operations,
+    Pipeline,
     Scan,
     Script,
     Transaction,
@@ -61,14 +66,19 @@ class AsyncClient(AwaitedMethods):
         redis_url, options = redis_url_options(url)
         self._ops = Operations(options)
         self._sentinels: list[Any] = []  # a primary found through sentinels: their clients
+        self._client: Any
         try:
-            if is_sentinel_url(redis_url):
+            if is_cluster_url(redis_url):
+                self._ops.no_cluster_durable = True
+                self._ops.check_replicas()
+                self._client = _cluster_client(redis_url, options, max_connections)
+            elif is_sentinel_url(redis_url):
                 client = parse_sentinel_url(redis_url).master_for(
                     _LockedSentinel, client_options(options), max_connections=max_connections
                 )
                 assert isinstance(client.connection_pool, redis.asyncio.sentinel.SentinelConnectionPool)
                 self._sentinels = client.connection_pool.sentinel_manager.sentinels
-                self._client: Any = client
+                self._client = client
             else:
                 pool = redis.asyncio.ConnectionPool.from_url(
                     redis_url, max_connections=max_connections, **client_options(options)
@@ -86,7 +96,10 @@ class AsyncClient(AwaitedMethods):
         await self.aclose()
 
     async def aclose(self) -> None:
-        await self._client.aclose(close_connection_pool=True)
+        if isinstance(self._client, redis.asyncio.cluster.RedisCluster):
+            await self._client.aclose()
+        else:
+            await self._client.aclose(close_connection_pool=True)
         for sentinel in self._sentinels:
             await sentinel.aclose()
 
@@ -98,25 +111,36 @@ class AsyncClient(AwaitedMethods):
             async with self._slots:
                 while True:
                     call = op.send(reply)
+                    if not self._ops.layout_checked:  # after the op's checks of its input
+                        await self._run_plain(self._ops.check_layout())
                     if isinstance(call, Once):
                         reply = await self._send_once(call)
                     else:
                         reply = await self._execute(call)
         except StopIteration as done:
             return done.value  # type: ignore[no-any-return]
-        except redis.RedisError as error:
+        except REDIS_ERRORS as error:
             abandon(op, error)
             raise bus_error(error, what, self.url) from error
         except BaseException as error:  # cancelled (say, the request's client went away)
             abandon(op, error)
             raise
 
+    async def _run_plain(self, op: Op[None]) -> None:
+        """``op``, whose calls are neither `Once` nor to be abandoned."""
+        reply: Any = None
+        try:
+            while True:
+                reply = await self._execute(op.send(reply))
+        except StopIteration:
+            return
+
     async def _send_once(self, call: Once) -> Any:
         """``call.first``; after a broken connection or a timeout, its resends (see `Once`)."""
         started = time.monotonic()
         try:
             return await self._attempt(call, call.first)
-        except redis.RedisError as error:
+        except REDIS_ERRORS as error:
             if not resendable(error):
                 raise
             failure = error
@@ -127,7 +151,7 @@ class AsyncClient(AwaitedMethods):
                 break
             try:
                 return await self._attempt(call, call.again(elapsed))
-            except redis.RedisError as error:
+            except REDIS_ERRORS as error:
                 if not resendable(error):
                     raise
                 failure = error
@@ -172,5 +196,29 @@ class AsyncClient(AwaitedMethods):
             except NoScriptError:  # not loaded yet, or Redis restarted: load it, once more
                 await client.execute_command("SCRIPT", "LOAD", call.source)
                 return await client.execute_command(*evalsha(call))
+        if isinstance(call, Pipeline):
+            try:
+                return await self._pipelined(list(call.commands))
+            except NoScriptError:  # a script not loaded yet (on some node), or Redis restarted
+                if not call.load:
+                    raise
+                for source in call.load:
+                    await client.execute_command("SCRIPT", "LOAD", source)  # on a cluster: every primary
+                return await self._pipelined(list(call.commands))
         assert isinstance(call, Scan)
         return [name async for name in client.scan_iter(match=call.pattern, count=1000)]
+
+
+def _cluster_client(redis_url: str, options: RedisOptions, max_connections: int) -> Any:
+    """redis-py's asyncio `RedisCluster` for a ``redis+cluster://`` URL, made as the blocking
+    client's (`ClusterUrl.client`): the URL's seed nodes, no retries of redis-py's own (a cluster
+    in transition is an outage: `Once` resends what may not be lost), RESP2."""
+    parsed = parse_cluster_url(redis_url)
+    nodes = [redis.asyncio.cluster.ClusterNode(host, port) for host, port in parsed.nodes]
+    return redis.asyncio.cluster.RedisCluster(
+        startup_nodes=nodes,
+        retry=Retry(NoBackoff(), 0),
+        require_full_coverage=True,
+        max_connections=max_connections,
+        **{**client_options(options), **parsed.connection},
+    )

@@ -116,6 +116,12 @@ class AwaitedMethods(abc.ABC):
     async def purge_dead_letters(self, topic: str, ids: Sequence[str] | None = None) -> int:
         return await self._run(self._ops.purge_dead_letters(topic, ids), "purge dead letters")
 
+    async def key_names(
+        self, topic: str, key: str | None = None, *, partitions: int | None = None
+    ) -> list[tuple[str, str]]:
+        """See `Client.key_names`."""
+        return await self._run(self._ops.key_names(topic, key, partitions), "read key names")
+
     async def hubs(self) -> list[HubSnapshot]:
         return await self._run(self._ops.hubs(), "read hubs")
 

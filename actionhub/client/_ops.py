@@ -5,160 +5,66 @@ Key names, scripts and routing come from `actionhub.bus.redis` (keys, scripts, e
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import hashlib
 import math
 import time
-from collections.abc import Callable, Generator, Iterable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import attrs
 
 from .. import tracing
 from ..bus.base import DeadLetter, check_durable, no_replicas
 from ..bus.dedupe import Dedupe, MessageIds, check_dedupe
-from ..bus.redis import entries, once, results, scripts
-from ..bus.redis.durable import (
-    NO_PUBSUB,
-    Confirm,
-    NotReplicated,
-    check_replicated,
-    confirm_tail,
-    confirmed_count,
-    publish_confirm,
-    raise_nested,
-)
-from ..bus.redis.keys import DEFAULT_PARTITIONS, Keys, partition_count
-from ..bus.redis.options import RedisOptions, is_transient
+from ..bus.redis import entries, once, results, scripts_cluster, slots
+from ..bus.redis.durable import NO_PUBSUB, Confirm, publish_confirm
+from ..bus.redis.keys import DEFAULT_PARTITIONS, partition_count
+from ..bus.redis.layout import ClusterKeys, check_layout, keys_for
+from ..bus.redis.options import RedisOptions
 from ..bus.statuses import outcome
-from ..errors import MalformedMessage
+from ..errors import ConfigurationError, MalformedMessage
 from ..inspect import CommandAnswer, HubSnapshot, command_document, decode_answer, snapshots_from
 from ..message import Message, check_key, check_topic, decode
 from ..payloads import to_json
 from ..results import MessageStatus
 from ..results import decode as decode_status
+from . import _cluster
+from ._calls import (
+    RETRY_DELAYS,
+    Call,
+    Command,
+    Once,
+    Op,
+    Pipeline,
+    Scan,
+    Script,
+    Transaction,
+    abandon,
+    confirmed_call,
+    evalsha,
+    resend_of,
+    resendable,
+    script_call,
+    sha_of,
+)
 
-T = TypeVar("T")
-
-
-@attrs.frozen
-class Command:
-    """One Redis command."""
-
-    args: tuple[Any, ...]
-
-
-@attrs.frozen
-class Transaction:
-    """Commands run in one MULTI/EXEC: all or none; with ``confirm``, `NotReplicated` unless that
-    many replicas confirm it (the transaction and its WAIT go in one pipeline: `confirmed_call`)."""
-
-    commands: tuple[tuple[Any, ...], ...]
-    confirm: Confirm | None = None
-
-
-@attrs.frozen
-class Script:
-    """A Lua script of `actionhub.bus.redis.scripts` (EVALSHA, loaded on first use)."""
-
-    source: str
-    keys: tuple[str, ...]
-    args: tuple[Any, ...]
-
-
-@attrs.frozen
-class Scan:
-    """Every key matching ``pattern`` (SCAN)."""
-
-    pattern: str
-
-
-@attrs.frozen
-class Once:
-    """A publish that must not be written twice: ``first`` is sent; should its connection break or
-    time out (Redis may have run it, the reply lost), a driver sends ``again(seconds since first
-    was sent)`` instead after each of `RETRY_DELAYS`, within ``publish_timeout``: a script that
-    writes only if the first attempt did not (see `actionhub.bus.redis.once`)."""
-
-    first: Command | Script
-    again: Callable[[float], Script]
-    #: replicas that must confirm it (a driver sends each attempt with `confirmed_call`); one
-    #: confirmed by fewer is resent like one whose reply was lost
-    confirm: Confirm | None = None
-
-
-Call = Command | Transaction | Script | Scan | Once
-Op = Generator[Call, Any, T]
-
-
-@functools.cache
-def sha_of(source: str) -> str:
-    """The SHA1 that EVALSHA names ``source`` by."""
-    return hashlib.sha1(source.encode()).hexdigest()
-
-
-def evalsha(call: Script) -> tuple[Any, ...]:
-    """The EVALSHA command of ``call`` (the drivers send it themselves: redis-py's `Script`
-    objects cost a publish about a fifth of its time)."""
-    return ("EVALSHA", sha_of(call.source), len(call.keys), *call.keys, *call.args)
-
-
-#: Seconds before each resend of a `Once` whose connection broke or timed out (redis-py's
-#: clients are made without retries of their own: it would resend anything as it was).
-RETRY_DELAYS = (0.05, 0.25, 1.0)
-
-
-def resendable(error: BaseException) -> bool:
-    """Whether a `Once` that failed with ``error`` may be resent (the connection broke or timed
-    out, too few replicas confirmed it, or too few are attached to write at all)."""
-    return isinstance(error, NotReplicated) or is_transient(error)
-
-
-def confirmed_call(
-    call: Command | Script | Transaction, confirm: Confirm, timeout: float, *, load: bool = False
-) -> tuple[list[tuple[Any, ...]], Callable[[list[Any]], Any]]:
-    """The commands of one confirmed write, for one pipeline (not a transaction: WAIT inside
-    MULTI does not wait): the write, the mark after a script (it may write nothing:
-    `actionhub.bus.redis.durable`), WAIT; and what makes the write's reply of their replies
-    (`NotReplicated` if too few replicas confirmed it). ``load``: the script's ``SCRIPT LOAD``
-    first (the write failed with NoScriptError: not loaded yet, or Redis restarted)."""
-    mark = None
-    if isinstance(call, Transaction):
-        writes = [("MULTI",), *call.commands, ("EXEC",)]
-    elif isinstance(call, Script):
-        writes, mark = [evalsha(call)], confirm.mark
-        if load:
-            writes.insert(0, ("SCRIPT", "LOAD", call.source))
-    else:
-        writes = [call.args]
-    tail = confirm_tail(confirm.replicas, timeout, mark)
-
-    def reply(replies: list[Any]) -> Any:
-        written, count = confirmed_count(replies, tail)
-        check_replicated(count, confirm.replicas, timeout)
-        return raise_nested(written[-1]) if isinstance(call, Transaction) else written[-1]
-
-    return [*writes, *(tuple(command) for command in tail)], reply
-
-
-def script_call(source: str, build: Callable[[int], tuple[list[str], once.Args]], back: int) -> Script:
-    """The `Script` of ``source`` with the keys and arguments ``build(back)`` (once.py's builders)."""
-    keys, args = build(back)
-    return Script(source, tuple(keys), tuple(args))
-
-
-def resend_of(source: str, build: Callable[[int], tuple[list[str], once.Args]]) -> Callable[[float], Script]:
-    """`Once.again` for the script ``source``: it looks back the seconds since the first attempt."""
-    return lambda elapsed: script_call(source, build, once.look_back(elapsed))
-
-
-def abandon(op: Op[Any], error: BaseException) -> None:
-    """Tell ``op`` that its call failed with ``error`` and that it ends there, so that what it
-    holds (a span) ends failed; what it makes of the error is the driver's business."""
-    with contextlib.suppress(BaseException):
-        op.throw(error)
-    op.close()
+__all__ = [
+    "RETRY_DELAYS",
+    "Call",
+    "Command",
+    "Once",
+    "Op",
+    "Operations",
+    "Pipeline",
+    "Scan",
+    "Script",
+    "Transaction",
+    "abandon",
+    "confirmed_call",
+    "evalsha",
+    "resendable",
+    "sha_of",
+]
 
 
 class Operations:
@@ -167,19 +73,57 @@ class Operations:
 
     def __init__(self, options: RedisOptions) -> None:
         self.options = options
-        self.keys = Keys(options.prefix)
+        self.keys = keys_for(options)
+        self._cluster_keys = self.keys if isinstance(self.keys, ClusterKeys) else None
+        #: the cluster layout: every script and transaction touches one slot (docs/design/cluster.md)
+        self.cluster = self._cluster_keys is not None
         self.pubsub = options.mode == "pubsub"
+        #: the asyncio client does not send a write and its WAIT to one cluster node (yet)
+        self.no_cluster_durable = False
+        #: the layout of the data under the prefix was found to be this client's (`check_layout`)
+        self.layout_checked = False
         self._partitions: dict[str, int] = {}
         self._ids = MessageIds()  # thread-safe, and fork-safe (a resend looks for its unique id)
         self._kept = once.KeptTopics()
+        self._keep_for: dict[str, float] = {}  # topic -> seconds it keeps results, as read
 
-    def _confirm(self, topic: str, durable: int | None) -> Confirm | None:
-        """How a publish to ``topic`` is confirmed: by ``durable`` replicas (None: the URL's)."""
+    def check_layout(self) -> Op[None]:
+        """Refuse (`ConfigurationError`) data laid out otherwise under the prefix, as a hub does
+        (`layout.check_layout`: the cluster layout records itself once); a driver runs it before
+        its first call."""
+        keys = self.keys
+        if isinstance(keys, ClusterKeys):
+            yield Command(("SET", keys.layout, keys.layout_record, "NX"))
+        (found,) = yield Command(("MGET", keys.layout))
+        check_layout(_Read(found), keys)
+        self.layout_checked = True
+
+    def _transaction(
+        self, commands: Sequence[tuple[Any, ...]], confirm: Confirm | None = None
+    ) -> Transaction:
+        """A `Transaction` of ``commands``; in the cluster layout they must share a slot (a
+        `BusError` here, never a CROSSSLOT from Redis: keys of two slots in one is a bug)."""
+        if self.cluster:
+            slots.slot_of(*commands)
+        return Transaction(tuple(commands), confirm)
+
+    def check_replicas(self) -> None:
+        """Refuse the URL's ``durable`` if this client cannot confirm it (`ConfigurationError`)."""
+        self._replicas(None)
+
+    def _replicas(self, durable: int | None) -> int:
+        """How many replicas confirm a publish: ``durable`` (None: the URL's)."""
         durable = check_durable(durable)
         count = self.options.durable if durable is None else durable
+        if self.no_cluster_durable and count:
+            _no_cluster_durable(count)
         if self.pubsub:
             no_replicas(count, NO_PUBSUB)
-        return publish_confirm(self.keys, topic, count)
+        return count
+
+    def _confirm(self, topic: str, replicas: int, target: str) -> Confirm | None:
+        """How a publish to ``target`` is confirmed (the cluster layout marks it in its slot)."""
+        return publish_confirm(self.keys, topic, replicas, target if self.cluster else None)
 
     def _message(
         self,
@@ -207,7 +151,7 @@ class Operations:
         count = self._partitions.get(topic)
         if count is None:
             name = self.keys.partitions(topic)
-            _, (raw,) = yield Transaction((("SET", name, DEFAULT_PARTITIONS, "NX"), ("MGET", name)))
+            _, (raw,) = yield self._transaction((("SET", name, DEFAULT_PARTITIONS, "NX"), ("MGET", name)))
             count = partition_count(name, raw)
             assert count is not None
             self._partitions[topic] = count
@@ -232,41 +176,65 @@ class Operations:
             raise ValueError(f"delay must be a number of seconds >= 0, not {delay!r}")
         dedupe = None if dedupe_key is None and dedupe_for is None else check_dedupe(dedupe_key, dedupe_for)
         message = self._message(topic, payload, headers, key, reply_to)
-        confirm = self._confirm(topic, durable)
+        replicas = self._replicas(durable)
         span = tracing.start_send(topic, message.id, reply_to=reply_to, delay=delay, headers=message.headers)
         if span is None:
-            return (yield from self._write(message, delay, dedupe, confirm))
+            return (yield from self._write(message, delay, dedupe, replicas))
         message = attrs.evolve(message, headers=tracing.headers_with_context(span, message.headers))
-        return (yield from tracing.sent_op(span, self._write(message, delay, dedupe, confirm)))
+        return (yield from tracing.sent_op(span, self._write(message, delay, dedupe, replicas)))
 
-    def _write(
-        self, message: Message, delay: float | None, dedupe: Dedupe | None, confirm: Confirm | None
-    ) -> Op[str]:
+    def _write(self, message: Message, delay: float | None, dedupe: Dedupe | None, replicas: int) -> Op[str]:
         raw = entries.encode_entry(message, self.options.max_message_bytes)
         stream = yield from self._stream(message)
         topic = message.topic
-        kept = False if self.pubsub else self._kept.kept(topic)
-        if kept is None:
-            kept = yield from self._keeps_results(topic)
+        kept = yield from self._kept_topic(topic)
+        source = once.publish_script(self.keys)
         build = functools.partial(
             once.publish_once, self.keys, target=stream, topic=topic, message_id=message.id, raw=raw,
             kept=kept, delay=delay, dedupe=dedupe, kind="p" if self.pubsub else "x",
         )  # fmt: skip
-        if delay or dedupe is not None or kept:  # the hub's own script from the first attempt
-            first = script_call(scripts.PUBLISH_ONCE, build, 0)
-            written = yield Once(first, resend_of(scripts.PUBLISH_ONCE, build), confirm)
-            return written.decode() if isinstance(written, bytes) else str(written)
-        if self.pubsub:  # not resent: at most once, as pub/sub delivers
+        # the cluster layout's script writes no status: `PENDING` follows the publish
+        written, confirm = message.id, self._confirm(topic, replicas, stream)
+        if delay or dedupe is not None or (kept and not self.cluster):  # the hub's script at once
+            first = script_call(source, build, 0)
+            reply = yield Once(first, resend_of(source, build), confirm)
+            written = reply.decode() if isinstance(reply, bytes) else str(reply)
+        elif self.pubsub:  # not resent: at most once, as pub/sub delivers
             yield Command(("PUBLISH", stream, raw))
         else:  # a bare XADD; its resend writes only if the XADD did not (once.py)
             xadd = Command(("XADD", stream, "*", "message", raw))
-            yield Once(xadd, resend_of(scripts.PUBLISH_ONCE, build), confirm)
-        return message.id
+            yield Once(xadd, resend_of(source, build), confirm)
+        if self.cluster and kept and written == message.id:  # not for a duplicate
+            yield from self._pending(topic, [message.id])
+        return written
+
+    def _kept_topic(self, topic: str) -> Op[bool]:
+        """Whether ``topic`` keeps results, as far as this publisher knows (once.KeptTopics)."""
+        kept = False if self.pubsub else self._kept.kept(topic)
+        if kept is None:
+            kept = yield from self._keeps_results(topic)
+        return kept
 
     def _keeps_results(self, topic: str) -> Op[bool]:
         """Whether ``topic`` keeps results (read again when what is known is stale: once.py)."""
         (raw,) = yield Command(("MGET", self.keys.keeps_results(topic)))
+        if raw is not None:
+            self._keep_for[topic] = float(raw)  # before it is known kept: a thread may use it then
         return self._kept.learn(topic, raw is not None)
+
+    def _pending(self, topic: str, ids: Sequence[str]) -> Op[None]:
+        """The pending status records of messages just published to ``topic``, which keeps
+        results (cluster layout: each in its own slot, written after the publish, NX so never
+        over a consumer's own: docs/design/cluster.md §4). Resent as is: NX is idempotent."""
+        keep = self._keep_for[topic]
+        calls = []
+        for message_id in ids:
+            keys, args = once.pending(self.keys, topic, message_id, keep)
+            calls.append(Script(scripts_cluster.PENDING, tuple(keys), tuple(args)))
+        if len(calls) == 1:
+            yield Once(calls[0], lambda _: calls[0])
+        else:
+            yield Pipeline(tuple(evalsha(call) for call in calls), load=(scripts_cluster.PENDING,))
 
     def publish_many(
         self,
@@ -281,12 +249,15 @@ class Operations:
         key_list = [None] * len(payloads) if keys is None else list(keys)
         if len(key_list) != len(payloads):
             raise ValueError(f"{len(key_list)} keys for {len(payloads)} payloads")
-        confirm = self._confirm(check_topic(topic), durable)
+        check_topic(topic)
+        replicas = self._replicas(durable)
         span = tracing.start_send(topic, batch=len(payloads), headers=headers)
         if span is None:
-            return (yield from self._write_many(topic, payloads, headers, key_list, confirm))
+            return (yield from self._write_many(topic, payloads, headers, key_list, replicas))
         # one span for the batch: its context is every message's parent
-        op = self._write_many(topic, payloads, tracing.headers_with_context(span, headers), key_list, confirm)
+        op = self._write_many(
+            topic, payloads, tracing.headers_with_context(span, headers), key_list, replicas
+        )
         return (yield from tracing.sent_op(span, op))
 
     def _write_many(
@@ -295,7 +266,7 @@ class Operations:
         payloads: list[object],
         headers: dict[str, str] | None,
         keys: Sequence[str | None],
-        confirm: Confirm | None,
+        replicas: int,
     ) -> Op[list[str]]:
         messages = [self._message(topic, p, headers, k) for p, k in zip(payloads, keys, strict=True)]
         raws = [entries.encode_entry(m, self.options.max_message_bytes) for m in messages]
@@ -303,18 +274,25 @@ class Operations:
         for message in messages:
             streams.append((yield from self._stream(message)))
         writes = [(s, m.id, raw) for s, m, raw in zip(streams, messages, raws, strict=True)]
-        for batch_topic, batch in once.batches(messages, writes):
+        # one topic (and in the cluster layout one slot) per batch
+        batches = _cluster.slot_batches if self.cluster else once.batches
+        for batch_topic, batch in batches(messages, writes):
             # one script per batch: all of it or none; its resend writes nothing if the batch's
             # first message is in its stream (once.py); on pub/sub it is not resent
-            kept = False if self.pubsub else self._kept.kept(batch_topic)
-            if kept is None:
-                kept = yield from self._keeps_results(batch_topic)
+            kept = yield from self._kept_topic(batch_topic)
+            source = once.publish_many_script(self.keys)
             build = functools.partial(
                 once.publish_many_once, self.keys, topic=batch_topic, writes=batch, kept=kept,
                 kind="p" if self.pubsub else "x",
             )  # fmt: skip
-            first = script_call(scripts.PUBLISH_MANY_ONCE, build, 0)
-            yield first if self.pubsub else Once(first, resend_of(scripts.PUBLISH_MANY_ONCE, build), confirm)
+            first = script_call(source, build, 0)
+            if self.pubsub:
+                yield first
+            else:
+                confirm = self._confirm(batch_topic, replicas, batch[0][0])
+                yield Once(first, resend_of(source, build), confirm)
+            if self.cluster and kept:
+                yield from self._pending(batch_topic, [message_id for _, message_id, _ in batch])
         return [message.id for message in messages]
 
     # ------------------------------------------------------------------ request / reply
@@ -388,6 +366,7 @@ class Operations:
         taken = yield from self._take_dead(topic, ids)
         durable = self.options.durable  # a transaction always writes: no mark
         confirm = Confirm(durable) if durable else None
+        dead = self.keys.dead(topic)
         count = None
         for entry_id, fields in taken:
             again = entries.requeued(topic, fields)
@@ -403,17 +382,54 @@ class Operations:
                     stream = self.keys.keyed_stream(topic, again.key, count)
                 flat = [part for item in again.fields.items() for part in item]
                 command = ("XADD", stream, "*", *flat)
-            yield Transaction((command, ("XDEL", self.keys.dead(topic), entry_id)), confirm)
+            undead = ("XDEL", dead, entry_id)
+            if self.cluster and (self.pubsub or slots.key_slot(stream) != slots.key_slot(dead)):
+                # a partition (or a channel) is not in the dead letters' slot: requeued, then
+                # deleted; a crash between the two may requeue it twice (docs/design/cluster.md §4)
+                plain = self.pubsub or confirm is None
+                yield Command(command) if plain else self._transaction((command,), confirm)
+                yield Command(undead)
+            else:
+                yield self._transaction((command, undead), confirm)
         return len(taken)
 
     def purge_dead_letters(self, topic: str, ids: Sequence[str] | None = None) -> Op[int]:
         dead = self.keys.dead(check_topic(topic))
         if ids is None:
-            length, _ = yield Transaction((("XLEN", dead), ("DEL", dead)))
+            length, _ = yield self._transaction((("XLEN", dead), ("DEL", dead)))
             return int(length)
         if not ids:
             return 0
         return int((yield Command(("XDEL", dead, *ids))))
+
+    # ------------------------------------------------------------------ key names
+
+    def key_names(
+        self, topic: str, key: str | None = None, partitions: int | None = None
+    ) -> Op[list[tuple[str, str]]]:
+        """The keys of ``topic`` in this client's layout, as (what, name): its stream, dead
+        letters, partition count, delayed set and partition streams (of ``partitions``, else of
+        the count the topic has, read, not set); with ``key``, the partition stream of a message
+        with that ordering key (of the count a publish would set if the topic has none yet)."""
+        keys, topic = self.keys, check_topic(topic)
+        key = None if key is None else check_key(key)
+        stream = keys.stream(topic)
+        names = [("stream", stream), ("dead", keys.dead(topic)), ("partitions", keys.partitions(topic))]
+        names.append(("delayed", self._delayed_of(stream)))
+        count = partitions
+        if count is None:
+            name = keys.partitions(topic)
+            (raw,) = yield Command(("MGET", name))
+            count = partition_count(name, raw)
+        names += ((f"p{p}", keys.partition(topic, p)) for p in range(count or 0))
+        if key is not None:
+            keyed = keys.keyed_stream(topic, key, count or DEFAULT_PARTITIONS)
+            names += (("key", keyed), ("key delayed", self._delayed_of(keyed)))
+        return names
+
+    def _delayed_of(self, target: str) -> str:
+        ckeys = self._cluster_keys
+        return self.keys.delayed if ckeys is None else ckeys.delayed_of(target)
 
     # ------------------------------------------------------------------ operating hubs
 
@@ -421,7 +437,10 @@ class Operations:
         names = yield Scan(self.keys.hubs)
         if not names:
             return []
-        documents = yield Command(("MGET", *names))
+        if self.cluster:  # the snapshots lie in any slots: one MGET each, on their nodes
+            documents = [found for (found,) in (yield Pipeline(tuple(("MGET", name) for name in names)))]
+        else:
+            documents = yield Command(("MGET", *names))
         return snapshots_from(documents)
 
     def command(self, verb: str, group: str, *, timeout: float, **arguments: int) -> Op[list[CommandAnswer]]:
@@ -443,3 +462,25 @@ class Operations:
         for hub in live - answers.keys():
             answers[hub] = CommandAnswer(hub, "silent", f"no answer within {timeout}s")
         return sorted(answers.values(), key=lambda a: a.hub)
+
+
+def _no_cluster_durable(durable: int) -> None:
+    if durable:
+        raise ConfigurationError(
+            "durable= is not supported by the asyncio client on a Redis Cluster yet (WAIT must follow "
+            "the write on its node's connection: docs/design/cluster.md §9); Client and TrioClient do it"
+        )
+
+
+class _Read:
+    """What `check_layout` reads of Redis, answered from what an operation read (its writes are
+    the operation's own)."""
+
+    def __init__(self, found: bytes | None) -> None:
+        self._found = found
+
+    def set(self, *args: object, **kwargs: object) -> None:
+        pass
+
+    def mget(self, names: Sequence[str]) -> list[bytes | None]:
+        return [self._found]

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterable, Sequence
+from functools import partial
 from types import TracebackType
 from typing import Any, TypeVar, overload
 
-import redis
+from redis.cluster import RedisCluster
 from redis.exceptions import NoScriptError
 
 from ..bus.base import DeadLetter
+from ..bus.redis.cluster import REDIS_ERRORS, is_cluster_url, parse_cluster_url
 from ..bus.redis.durable import Confirm
 from ..bus.redis.options import bus_error, connect, pipelined
+from ..bus.redis.replication import on_node
 from ..bus.redis.sentinel import close_client
 from ..bus.url import redis_url_options
 from ..inspect import CommandAnswer, HubSnapshot
@@ -26,6 +30,7 @@ from ._ops import (
     Once,
     Op,
     Operations,
+    Pipeline,
     Scan,
     Script,
     Transaction,
@@ -53,7 +58,23 @@ class Client:
         self.url = url
         redis_url, options = redis_url_options(url)
         self._ops = Operations(options)
-        self._client: Any = connect(redis_url, options)
+        self._connect = partial(connect, redis_url, options)
+        self._made = threading.Lock()
+        self._redis: Any = None
+        if is_cluster_url(redis_url):
+            parse_cluster_url(redis_url)  # a bad URL fails here; the client is made on first use
+        else:
+            self._redis = self._connect()  # connects on first use
+
+    @property
+    def _client(self) -> Any:
+        """The redis-py client: redis-py's `RedisCluster` connects as it is made, so it is made on
+        first use (an unreachable cluster is then a `BusError` of the call, as a single node's)."""
+        if self._redis is None:
+            with self._made:
+                if self._redis is None:
+                    self._redis = self._connect()
+        return self._redis
 
     def __enter__(self) -> Client:
         return self
@@ -62,7 +83,8 @@ class Client:
         self.close()
 
     def close(self) -> None:
-        close_client(self._client)
+        if self._redis is not None:
+            close_client(self._redis)
 
     def publish(
         self,
@@ -165,6 +187,15 @@ class Client:
         """Delete dead letters of ``topic`` (all, or those ids)."""
         return self._run(self._ops.purge_dead_letters(topic, ids), "purge dead letters")
 
+    def key_names(
+        self, topic: str, key: str | None = None, *, partitions: int | None = None
+    ) -> list[tuple[str, str]]:
+        """The Redis keys of ``topic`` in this client's layout, as (what, name), for debugging and
+        publishers in other languages (``actionhub keys``): its stream, dead letters, partition
+        count, delayed set and partition streams (of ``partitions``, else of the topic's count,
+        read); with ``key``, the partition stream a message with that ordering key goes to."""
+        return self._run(self._ops.key_names(topic, key, partitions), "read key names")
+
     def hubs(self) -> list[HubSnapshot]:
         """The latest snapshot of every live hub, as ``actionhub stats`` shows them."""
         return self._run(self._ops.hubs(), "read hubs")
@@ -183,22 +214,33 @@ class Client:
         try:
             while True:
                 call = op.send(reply)
+                if not self._ops.layout_checked:  # after the op's checks of its input
+                    self._run_plain(self._ops.check_layout())
                 reply = self._send_once(call) if isinstance(call, Once) else self._execute(call)
         except StopIteration as done:
             return done.value  # type: ignore[no-any-return]
-        except redis.RedisError as error:
+        except REDIS_ERRORS as error:
             abandon(op, error)
             raise bus_error(error, what, self.url) from error
         except BaseException as error:  # KeyboardInterrupt, or a bug: the operation ends here
             abandon(op, error)
             raise
 
+    def _run_plain(self, op: Op[None]) -> None:
+        """``op``, whose calls are neither `Once` nor to be abandoned."""
+        reply: Any = None
+        try:
+            while True:
+                reply = self._execute(op.send(reply))
+        except StopIteration:
+            return
+
     def _send_once(self, call: Once) -> Any:
         """``call.first``; after a broken connection or a timeout, its resends (see `Once`)."""
         started = time.monotonic()
         try:
             return self._attempt(call, call.first)
-        except redis.RedisError as error:
+        except REDIS_ERRORS as error:
             if not resendable(error):
                 raise
             failure = error
@@ -209,7 +251,7 @@ class Client:
                 break
             try:
                 return self._attempt(call, call.again(elapsed))
-            except redis.RedisError as error:
+            except REDIS_ERRORS as error:
                 if not resendable(error):
                     raise
                 failure = error
@@ -226,10 +268,18 @@ class Client:
         timeout = self._ops.options.durable_timeout
         try:
             commands, reply = confirmed_call(call, confirm, timeout)
-            return reply(pipelined(self._client, commands))
+            return reply(self._pipelined(commands))
         except NoScriptError:  # a script not loaded yet, or Redis restarted: load it, once more
             commands, reply = confirmed_call(call, confirm, timeout, load=True)
-            return reply(pipelined(self._client, commands))
+            return reply(self._pipelined(commands))
+
+    def _pipelined(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """A write and its WAIT on one connection: on a cluster, of the node of the write's slot
+        (redis-py's cluster pipeline cannot route a WAIT), as the hub's thread path does."""
+        client = self._client
+        if isinstance(client, RedisCluster):
+            return on_node(client, commands)
+        return pipelined(client, commands)
 
     def _execute(self, call: Call) -> Any:
         client = self._client
@@ -248,5 +298,14 @@ class Client:
             except NoScriptError:  # not loaded yet, or Redis restarted: load it, once more
                 client.execute_command("SCRIPT", "LOAD", call.source)
                 return client.execute_command(*evalsha(call))
+        if isinstance(call, Pipeline):
+            try:
+                return pipelined(client, call.commands)
+            except NoScriptError:  # a script not loaded yet (on some node), or Redis restarted
+                if not call.load:
+                    raise
+                for source in call.load:
+                    client.execute_command("SCRIPT", "LOAD", source)  # on a cluster: every primary
+                return pipelined(client, call.commands)
         assert isinstance(call, Scan)
         return list(client.scan_iter(match=call.pattern, count=1000))
