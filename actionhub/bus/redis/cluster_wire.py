@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import weakref
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -49,7 +48,7 @@ from redis.exceptions import (
     TryAgainError,
 )
 
-from .slots import Address, SlotMap, slot_of
+from .slots import Address, SlotMap, command_keys, key_slot, slot_of
 from .wire import Command, Connection, WireConnection, WireParams
 
 log = logging.getLogger("actionhub.redis")
@@ -102,7 +101,10 @@ def units_of(commands: Sequence[Command]) -> list[_Unit]:
         if _name(commands[at]) == b"MULTI":
             while stop < len(commands) and _name(commands[stop - 1]) not in (b"EXEC", b"DISCARD"):
                 stop += 1
-        slot = slot_of(*commands[at:stop])
+        if stop == at + 1 and len(keys := command_keys(commands[at])) == 1:
+            slot: int | None = key_slot(keys[0])  # the common case, without slot_of's checks
+        else:
+            slot = slot_of(*commands[at:stop])
         unit = _Unit(at, stop, slot, anchor if slot is None else None)
         if slot is not None:
             anchor = unit
@@ -131,7 +133,7 @@ class ClusterWire:
         self._seeds = [(host, int(port)) for host, port in seeds]
         self._nursery = nursery
         self._nodes: dict[Address, WireConnection] = {}
-        self._dedicated: weakref.WeakSet[DedicatedWire] = weakref.WeakSet()
+        self._dedicated: set[DedicatedWire] = set()  # open: their readers run in ``nursery``
         self._scripts: dict[str, bytes] = {}
         for source in scripts:
             self.register(source)
@@ -162,9 +164,13 @@ class ClusterWire:
                 if address is not None:
                     groups.setdefault(address, []).append(unit)
             retry: list[_Unit] = []
-            async with trio.open_nursery() as nursery:
-                for address, group in groups.items():
-                    nursery.start_soon(self._send, address, group, commands, replies, retry, timeout)
+            if len(groups) == 1:  # no task to start
+                ((address, group),) = groups.items()
+                await self._send(address, group, commands, replies, retry, timeout)
+            else:
+                async with trio.open_nursery() as nursery:
+                    for address, group in groups.items():
+                        nursery.start_soon(self._send, address, group, commands, replies, retry, timeout)
             again = set(map(id, retry))
             again |= {id(u) for u in pending if u.anchor is not None and id(u.anchor) in again}
             pending = [unit for unit in pending if id(unit) in again]
@@ -217,14 +223,17 @@ class ClusterWire:
             for unit in group:
                 replies[unit.start : unit.stop] = [error] * (unit.stop - unit.start)
             return
+        clean = not any(isinstance(reply, ResponseError) for reply in got)  # the common case
         at = 0
         for unit in group:
             if unit.ask is not None:
                 at += 1  # ASKING's OK
                 unit.ask = None
-            part = got[at : at + unit.stop - unit.start]
-            at += len(part)
-            if await self._again(unit, part, commands, wire):
+            size = unit.stop - unit.start
+            part = got[at : at + size]
+            at += size
+            # a block's EXEC may hold a NOSCRIPT, nested
+            if not (clean and size == 1) and await self._again(unit, part, commands, wire):
                 retry.append(unit)
             else:
                 replies[unit.start : unit.stop] = part
@@ -408,9 +417,7 @@ class ClusterWire:
     def dedicated(self, slot: int | None) -> DedicatedWire:
         """A connection of its own for blocking reads of ``slot`` (XREAD BLOCK, ...), to the
         slot's owner, re-targeted when it moves or its node is lost."""
-        dedicated = DedicatedWire(self, slot)
-        self._dedicated.add(dedicated)
-        return dedicated
+        return DedicatedWire(self, slot)
 
     def close(self) -> None:
         """Close every connection, the dedicated ones too; callers waiting get ConnectionError."""
@@ -446,6 +453,7 @@ class DedicatedWire:
         for _ in range(MAX_HOPS + 1):
             address = ask or await self._cluster.owner(self.slot)
             wire = self._to(address)
+            self._cluster._dedicated.add(self)
             batch = [("ASKING",), *commands] if ask else list(commands)
             try:
                 got = await wire.execute(*batch, timeout=timeout, errors_in_place=True)
@@ -474,6 +482,8 @@ class DedicatedWire:
         return self._wire
 
     def close(self) -> None:
-        """Drop the connection; a call blocked on it gets ConnectionError."""
+        """Drop the connection; a call blocked on it gets ConnectionError. It can be used again."""
         if self._wire is not None:
             self._wire.close()
+            self._wire = self._address = None
+        self._cluster._dedicated.discard(self)
