@@ -138,16 +138,21 @@ class WireConnection:
         before and after a call if the call went out on it."""
         return None if self._socket is None else (self.generation, self.address)
 
-    async def execute(self, *commands: Command, timeout: float | None = None) -> list[Any]:
+    async def execute(
+        self, *commands: Command, timeout: float | None = None, errors_in_place: bool = False
+    ) -> list[Any]:
         """Send ``commands`` in one write; their replies, in order. A reply that is an error is
-        raised (the first one) as redis-py would; a connection lost or silent for ``timeout``
-        (default: the client's socket timeout) raises redis-py's ConnectionError/TimeoutError."""
+        raised (the first one) as redis-py would, or with ``errors_in_place`` left in its place
+        as redis-py's exception (not raised: so a cluster client can redirect one command of a
+        batch); a connection lost or silent for ``timeout`` (default: the client's socket
+        timeout) raises redis-py's ConnectionError/TimeoutError either way."""
         if not commands:
             return []
         async with self._send_lock:
             sock = self._socket or await self._connect()
             waiters = await self._send(sock, commands)
-        return await self._replies(sock, waiters, self._params.timeout if timeout is None else timeout)
+        timeout = self._params.timeout if timeout is None else timeout
+        return await self._replies(sock, waiters, timeout, errors_in_place=errors_in_place)
 
     def close(self, *, unless: tuple[str, int] | None = None) -> None:
         """Drop the connection (``unless`` it is to that address); callers waiting for replies
@@ -218,7 +223,14 @@ class WireConnection:
             raise
         return waiters
 
-    async def _replies(self, sock: trio.SocketStream, waiters: list[_Waiter], timeout: float) -> list[Any]:
+    async def _replies(
+        self,
+        sock: trio.SocketStream,
+        waiters: list[_Waiter],
+        timeout: float,
+        *,
+        errors_in_place: bool = False,
+    ) -> list[Any]:
         with trio.move_on_after(timeout) as scope:
             done = waiters[-1].done
             assert done is not None
@@ -227,7 +239,7 @@ class WireConnection:
             self._break(sock, TimeoutError("no reply"))
             raise redis.TimeoutError(f"Redis did not answer within {timeout} s")
         replies = [waiter.reply for waiter in waiters]
-        for reply in replies:
+        for at, reply in enumerate(replies):
             if isinstance(reply, redis.ConnectionError):
                 raise reply
             if isinstance(reply, hiredis.ReplyError):
@@ -236,7 +248,9 @@ class WireConnection:
                     # a primary demoted to a replica: reconnect (under Sentinel, to the new one)
                     self._break(sock, error)
                     raise redis.ConnectionError(f"the primary is now a replica: {reply}") from error
-                raise error
+                if not errors_in_place:
+                    raise error
+                replies[at] = error
         return replies
 
     async def _read_replies(self, sock: trio.SocketStream) -> None:
