@@ -14,7 +14,7 @@ a node gone) is an outage to the bus, retried with backoff and logged once, as a
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -89,3 +89,35 @@ def parse_cluster_url(url: str) -> ClusterUrl:
     if connection.pop("connection_class", None) is redis.connection.SSLConnection:
         connection["ssl"] = True
     return ClusterUrl(nodes, connection)
+
+
+def pipelined_on_cluster(client: redis.cluster.RedisCluster, commands: Sequence[Sequence[Any]]) -> list[Any]:
+    """`options.pipelined` on a cluster: redis-py routes each command of a cluster pipeline by
+    its own key, and ``MULTI``/``EXEC`` have none, so each ``MULTI ... EXEC`` block runs as a
+    transaction of its own (one slot), between the plain commands around it, in order. The
+    replies are those of one connection: ``OK``, ``QUEUED`` per command, then ``EXEC``'s list."""
+    replies: list[Any] = []
+    plain: list[Sequence[Any]] = []
+
+    def run(queued: Sequence[Sequence[Any]], *, transaction: bool) -> list[Any]:
+        with client.pipeline(transaction=transaction) as pipe:  # type: ignore[no-untyped-call]
+            for command in queued:
+                pipe.execute_command(*command)
+            return list(pipe.execute())
+
+    at = 0
+    while at < len(commands):
+        if str(commands[at][0]).upper() != "MULTI":
+            plain.append(commands[at])
+            at += 1
+            continue
+        end = next(i for i in range(at, len(commands)) if str(commands[i][0]).upper() == "EXEC")
+        if plain:
+            replies += run(plain, transaction=False)
+            plain = []
+        inner = commands[at + 1 : end]
+        replies += [b"OK", *[b"QUEUED"] * len(inner), run(inner, transaction=True)]
+        at = end + 1
+    if plain:
+        replies += run(plain, transaction=False)
+    return replies

@@ -14,13 +14,14 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import attrs
 import redis
+import redis.cluster
 import redis.sentinel
 from redis.exceptions import BusyLoadingError, ReadOnlyError
 
 from ...errors import BusError, ConfigurationError
 from ...message import DEFAULT_MAX_MESSAGE_BYTES
 from ..url import redact
-from .cluster import CLUSTER_TRANSIENT, is_cluster_url, parse_cluster_url
+from .cluster import CLUSTER_TRANSIENT, is_cluster_url, parse_cluster_url, pipelined_on_cluster
 from .durable import NotReplicated, check_options
 from .layout import check_shards
 from .sentinel import SENTINEL_OPTIONS, LockedSentinel, is_sentinel_url, parse_sentinel_url
@@ -209,7 +210,9 @@ def connect(redis_url: str, options: RedisOptions) -> Any:
 
 def pipelined(client: Any, commands: Sequence[Sequence[Any]]) -> list[Any]:
     """``commands`` in one round trip on one of ``client``'s connections (pipelined, not a
-    transaction): their replies."""
+    transaction): their replies. On a cluster, a round trip per node and per ``MULTI`` block."""
+    if isinstance(client, redis.cluster.RedisCluster):
+        return pipelined_on_cluster(client, commands)
     with client.pipeline(transaction=False) as pipe:
         for command in commands:
             pipe.execute_command(*command)
