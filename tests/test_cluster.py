@@ -286,7 +286,8 @@ async def test_a_migration_held_open_mid_run_loses_nothing() -> None:
 
 
 async def test_with_durable_1_a_primary_sigkill_loses_nothing() -> None:
-    with private_cluster(primaries=3, replicas=1) as cluster:
+    """Two replicas per primary: one is promoted, the other then confirms the writes."""
+    with private_cluster(primaries=3, replicas=2) as cluster:
         url = f"{cluster.url}?prefix=kill:&durable=1&visibility_timeout=3"
         slot = key_slot(keys_of(url).stream("flow"))
         primary = cluster.primary_of(slot)
