@@ -310,11 +310,17 @@ class ClusterWire:
         the connection now open to the node owning ``slot`` (the first primary for None), None if
         there is none. The same before and after a call if the call's commands of ``slot`` went
         out on it (not if they were redirected, or it reconnected)."""
+        wire = self.node(slot)
+        return None if wire is None else wire.connection
+
+    def node(self, slot: int | None) -> WireConnection | None:
+        """The connection (open or not) to the node owning ``slot`` (the first primary for
+        None), None if there is none yet: its `WireConnection.connection` and ``generation``
+        say whether a call's commands of ``slot`` went out on one connection."""
         if self._map is None:
             return None
         address = self._map.node_of(slot) if slot is not None else next(iter(self._primaries), None)
-        wire = self._nodes.get(address) if address is not None else None
-        return None if wire is None else wire.connection
+        return self._nodes.get(address) if address is not None else None
 
     async def owner(self, slot: int | None) -> Address:
         """The primary owning ``slot`` (any for None), after a first refresh if need be;
