@@ -7,7 +7,10 @@ speaks TLS to every node. ``user:password`` and redis-py's query options are for
 actionhub's own options (``prefix``, ``shards``, ...) are as with ``redis://``, and such a URL
 lays its keys out for a cluster (layout.py, docs/design/cluster.md).
 
-redis-py follows ``MOVED`` and ``ASK`` itself. Its own retries are off (``Retry(NoBackoff(), 0)``):
+A hub's hot path (publish, read, ack, scripts, confirmed writes) runs on trio-driven connections
+(`cluster_wire.ClusterWire`) where the URL's options allow (not TLS, nor an option they do not
+reproduce); the rest, and every call of another URL, goes through redis-py's `RedisCluster` in
+threads. Both follow ``MOVED`` and ``ASK``. redis-py's own retries are off (``Retry(NoBackoff(), 0)``):
 what a cluster in transition answers (``CLUSTERDOWN``, ``TRYAGAIN``, a slot no node serves yet,
 a node gone) is an outage to the bus, retried with backoff and logged once, as a single node's.
 """

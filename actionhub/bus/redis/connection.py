@@ -2,7 +2,8 @@
 
 redis-py's client is synchronous; its calls run in a worker thread (``trio.to_thread``), one
 hop per batch, never one per message on the consuming path. The hot path (publish, read, ack)
-runs on `WireConnection`s instead, driven by trio itself, where the client's options allow.
+runs on `WireConnection`s instead, driven by trio itself, where the client's options allow (on
+a Redis Cluster, a `ClusterWire` over every primary, with `DedicatedWire`s for blocking reads).
 A dropped connection or a Redis restart is retried with backoff and logged once per outage;
 nothing in flight is acked meanwhile.
 """
