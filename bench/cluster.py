@@ -141,6 +141,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             for kind in kinds[round_no % 2 :] + kinds[: round_no % 2]:
                 rates[kind].append(throughput(urls[kind], args.messages, args.topics))
         cpu = [cpu_seconds(node) - before for node, before in zip(primaries, cpu_before, strict=True)]
+        streams = [ClusterKeys("x:").stream(f"topic-{t}") for t in range(args.topics)]
+        owners = [cluster.primary_of(key_slot(stream)) for stream in streams]
+        topics_per_node = [sum(owner is node for owner in owners) for node in primaries]
     print(
         f"{args.messages:,} no-op messages over {args.topics} topics x {args.rounds} rounds, published "
         f"and run by one hub ({PUBLISHERS} publishing tasks); single node vs 3 primaries, one machine"
@@ -155,6 +158,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"  Redis CPU per message on each primary: {shown} us; busiest / idlest "
         f"{max(per_message) / min(per_message):.2f}  (target <= 1.20)"
     )
+    print(f"  topics on each primary: {', '.join(map(str, topics_per_node))}")
 
     if args.failovers:
         promoted, ran = [], []

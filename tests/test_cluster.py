@@ -6,6 +6,10 @@ lose nothing.
 The broad suites run on the one-node cluster of `conftest.cluster_url` (it refuses cross-slot
 commands as any cluster does); this module is about what only many nodes show. One cluster serves
 the module's tests that harm nothing; a test that kills or moves starts its own.
+
+The hub talks to a cluster on trio-driven connections (`ClusterWire`) where the URL's options
+allow; an option they do not reproduce (``socket_keepalive``) keeps redis-py's `RedisCluster` in
+threads. The tests marked with both paths run on each.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import trio
 import trio.lowlevel
 
 from actionhub import ActionHub, Job
+from actionhub.bus.redis.cluster_wire import ClusterWire
 from actionhub.bus.redis.layout import ClusterKeys
 from actionhub.bus.redis.options import split_url
 from actionhub.bus.redis.slots import key_slot
@@ -42,9 +47,23 @@ def cluster() -> Iterator[RedisCluster]:
         yield deployment
 
 
-@pytest.fixture
-def url(cluster: RedisCluster) -> str:
-    return f"{cluster.url}?prefix=test-{uuid.uuid4().hex[:8]}:"
+#: What a URL adds to take each path: nothing (the trio-driven one), or an option the trio-driven
+#: connections do not reproduce (redis-py's thread path).
+PATHS = {"wire": "", "thread": "&socket_keepalive=true"}
+
+
+@pytest.fixture(params=list(PATHS))
+def url(cluster: RedisCluster, request: pytest.FixtureRequest) -> str:
+    return f"{cluster.url}?prefix=test-{uuid.uuid4().hex[:8]}:{PATHS[request.param]}"
+
+
+@pytest.mark.parametrize("path", list(PATHS))
+async def test_the_hub_takes_the_path_its_options_allow(cluster: RedisCluster, path: str) -> None:
+    hub = ActionHub(f"{cluster.url}?prefix=path:{PATHS[path]}")
+    async with hub.running():
+        wire = hub.bus.wire  # type: ignore[attr-defined]
+        assert isinstance(wire, ClusterWire) if path == "wire" else wire is None
+        await hub.publish("t", 1)  # either way it works
 
 
 def keys_of(url: str) -> ClusterKeys:
@@ -285,10 +304,11 @@ async def test_a_migration_held_open_mid_run_loses_nothing() -> None:
     assert run.published == 20_000 and run.lost == 0 and run.dead == 0 and run.escalations == 0
 
 
-async def test_with_durable_1_a_primary_sigkill_loses_nothing() -> None:
+@pytest.mark.parametrize("path", list(PATHS))
+async def test_with_durable_1_a_primary_sigkill_loses_nothing(path: str) -> None:
     """Two replicas per primary: one is promoted, the other then confirms the writes."""
     with private_cluster(primaries=3, replicas=2) as cluster:
-        url = f"{cluster.url}?prefix=kill:&durable=1&visibility_timeout=3"
+        url = f"{cluster.url}?prefix=kill:&durable=1&visibility_timeout=3{PATHS[path]}"
         slot = key_slot(keys_of(url).stream("flow"))
         primary = cluster.primary_of(slot)
         seconds: list[float] = []

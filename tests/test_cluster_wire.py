@@ -166,3 +166,23 @@ async def test_a_dedicated_connection_follows_its_slot(world: FakeCluster, wire:
     assert dedicated.connection == (1, world.b.address)
     dedicated.close()
     assert dedicated.connection is None
+
+
+async def test_one_command_alone_is_redirected_and_reloaded_too(
+    world: FakeCluster, wire: ClusterWire
+) -> None:
+    """A batch of one command takes a shorter path (the hot path's publish, read and ack): it
+    follows MOVED, ASK and NOSCRIPT as a batch does."""
+    key = key_on(world.a, "one")
+    await wire.execute(("RPUSH", key, "0"))
+    world.owners[key_slot(key)] = world.b
+    assert await wire.execute(("RPUSH", key, "1")) == [1]  # MOVED, resent to b
+    assert world.b.store == {key.encode(): [b"1"]}
+    fresh = key_on(world.a, "two")
+    world.migrating[key_slot(fresh)] = world.b
+    assert await wire.execute(("RPUSH", fresh, "x")) == [1]  # ASK
+    assert world.b.names()[-2:] == [b"ASKING", b"RPUSH"]
+    sha = wire.register("return redis.call('RPUSH', KEYS[1], 'script')")
+    third = key_on(world.a, "three")
+    assert await wire.execute(("EVALSHA", sha, 1, third)) == [b"ran"]
+    assert world.a.names().count(b"SCRIPT") == 1

@@ -7,7 +7,10 @@ speaks TLS to every node. ``user:password`` and redis-py's query options are for
 actionhub's own options (``prefix``, ``shards``, ...) are as with ``redis://``, and such a URL
 lays its keys out for a cluster (layout.py, docs/design/cluster.md).
 
-redis-py follows ``MOVED`` and ``ASK`` itself. Its own retries are off (``Retry(NoBackoff(), 0)``):
+A hub's hot path (publish, read, ack, scripts, confirmed writes) runs on trio-driven connections
+(`cluster_wire.ClusterWire`) where the URL's options allow (not TLS, nor an option they do not
+reproduce); the rest, and every call of another URL, goes through redis-py's `RedisCluster` in
+threads. Both follow ``MOVED`` and ``ASK``. redis-py's own retries are off (``Retry(NoBackoff(), 0)``):
 what a cluster in transition answers (``CLUSTERDOWN``, ``TRYAGAIN``, a slot no node serves yet,
 a node gone) is an outage to the bus, retried with backoff and logged once, as a single node's.
 """
@@ -27,15 +30,24 @@ from redis.retry import Retry
 
 from ...errors import ConfigurationError
 from ..url import host_port, redact
+from .wire import WireParams, params_of
 
 SCHEMES = ("redis+cluster", "rediss+cluster")
 DEFAULT_PORT = 6379
 
+#: redis-py 8's error when no node answers a refresh of the slots (every node unreachable, or
+#: the seeds down while the cluster fails over); older versions raise a ConnectionError.
+_UNREACHABLE: tuple[type[Exception], ...] = tuple(
+    cls for cls in (getattr(redis.exceptions, "RedisClusterUnreachableError", None),) if cls is not None
+)
+
 #: What a cluster answers while it changes (a failover, a slot migrating), besides the
 #: connection errors of any node: retried as an outage (options.is_transient). ``ClusterError``
-#: covers CLUSTERDOWN and MASTERDOWN and redis-py's "TTL exhausted" (redirected too often); a
-#: `RedisClusterException` (a slot no node serves yet) is redis-py's own, not a `RedisError`.
-CLUSTER_TRANSIENT = (ClusterError, TryAgainError, SlotNotCoveredError)
+#: covers CLUSTERDOWN and MASTERDOWN (`ClusterDownError`, also what the trio-driven
+#: `cluster_wire.ClusterWire` raises for a slot no node serves) and redis-py's "TTL exhausted"
+#: (redirected too often); a `RedisClusterException` (a slot no node serves yet, every node
+#: unreachable) is redis-py's own, not a `RedisError`.
+CLUSTER_TRANSIENT = (ClusterError, TryAgainError, SlotNotCoveredError, *_UNREACHABLE)
 
 #: Every error a call to a cluster client may raise that is about Redis (redis-py raises a few of
 #: its own that are not `RedisError`s: a slot not covered, keys of two slots in one call).
@@ -54,6 +66,12 @@ class ClusterUrl:
     nodes: tuple[tuple[str, int], ...]
     #: redis-py keyword arguments of every node's connections: credentials, TLS, query options
     connection: Mapping[str, Any] = attrs.field(repr=False)  # holds the password
+
+    def wire_params(self, options: Mapping[str, Any]) -> WireParams | None:
+        """The nodes' connection parameters for the trio-driven `cluster_wire.ClusterWire`, as
+        `client` would connect with ``options``; None if the wire path cannot reproduce them (TLS,
+        an option it does not know): the thread path then."""
+        return params_of({**options, **self.connection})
 
     def client(self, options: Mapping[str, Any]) -> redis.cluster.RedisCluster:
         """A redis-py cluster client with ``options`` (`client_options`), overridden by the URL's."""

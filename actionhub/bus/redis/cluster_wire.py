@@ -155,8 +155,39 @@ class ClusterWire:
         replies are in (module docstring)."""
         if not commands:
             return []
-        pending = units_of(commands)
-        replies: list[Any] = [None] * len(commands)
+        if len(commands) == 1 and (got := await self._one(commands[0], timeout)) is not None:
+            return got
+        return await self._execute(commands, units_of(commands), [None] * len(commands), timeout)
+
+    async def _one(self, command: Command, timeout: float | None) -> list[Any] | None:
+        """The hot path's common call, one command of one key to a node known to own it: its
+        reply, without `execute`'s bookkeeping; None if it is not such a call (nothing sent)."""
+        slot_map = self._map
+        keys = command_keys(command)
+        if slot_map is None or len(keys) != 1 or _name(command) == b"MULTI":
+            return None
+        slot = key_slot(keys[0])
+        address = slot_map.node_of(slot)
+        if address is None:
+            return None
+        unit = _Unit(0, 1, slot, None, address)
+        wire = self._wire(address)
+        try:
+            got = await wire.execute(command, timeout=timeout, errors_in_place=True)
+        except _LOST:
+            self.refresh_soon()
+            raise
+        if not isinstance(got[0], Exception):
+            return got
+        if not await self._again(unit, got, (command,), wire):
+            raise got[0]
+        return await self._execute((command,), [unit], [None], timeout)  # redirected, TRYAGAIN, ...
+
+    async def _execute(
+        self, commands: Sequence[Command], pending: list[_Unit], replies: list[Any], timeout: float | None
+    ) -> list[Any]:
+        if any(unit.tries for unit in pending):
+            await trio.sleep(TRYAGAIN_BACKOFF * 2 ** (max(unit.tries for unit in pending) - 1))
         while pending:
             groups: dict[Address, list[_Unit]] = {}
             for unit in pending:
@@ -310,11 +341,17 @@ class ClusterWire:
         the connection now open to the node owning ``slot`` (the first primary for None), None if
         there is none. The same before and after a call if the call's commands of ``slot`` went
         out on it (not if they were redirected, or it reconnected)."""
+        wire = self.node(slot)
+        return None if wire is None else wire.connection
+
+    def node(self, slot: int | None) -> WireConnection | None:
+        """The connection (open or not) to the node owning ``slot`` (the first primary for
+        None), None if there is none yet: its `WireConnection.connection` and ``generation``
+        say whether a call's commands of ``slot`` went out on one connection."""
         if self._map is None:
             return None
         address = self._map.node_of(slot) if slot is not None else next(iter(self._primaries), None)
-        wire = self._nodes.get(address) if address is not None else None
-        return None if wire is None else wire.connection
+        return self._nodes.get(address) if address is not None else None
 
     async def owner(self, slot: int | None) -> Address:
         """The primary owning ``slot`` (any for None), after a first refresh if need be;

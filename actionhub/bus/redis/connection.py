@@ -2,7 +2,8 @@
 
 redis-py's client is synchronous; its calls run in a worker thread (``trio.to_thread``), one
 hop per batch, never one per message on the consuming path. The hot path (publish, read, ack)
-runs on `WireConnection`s instead, driven by trio itself, where the client's options allow.
+runs on `WireConnection`s instead, driven by trio itself, where the client's options allow (on
+a Redis Cluster, a `ClusterWire` over every primary, with `DedicatedWire`s for blocking reads).
 A dropped connection or a Redis restart is retried with backoff and logged once per outage;
 nothing in flight is acked meanwhile.
 """
@@ -19,18 +20,21 @@ from functools import partial
 from typing import Any, ParamSpec, TypeVar, cast
 
 import trio
+from redis.cluster import RedisCluster
 from redis.exceptions import AuthenticationError, AuthorizationError, NoScriptError
 
 from ...errors import BusError
 from ...supervision.policy import Backoff
 from ..base import Bus
 from ..url import redact
-from .cluster import REDIS_ERRORS
+from .cluster import REDIS_ERRORS, is_cluster_url, parse_cluster_url
+from .cluster_wire import ClusterWire, DedicatedWire
 from .durable import NotReplicated
 from .layout import check_layout, keys_for
 from .options import (
     RedisOptions,
     bus_error,
+    client_options,
     connect,
     consumer_name,
     describe,
@@ -40,12 +44,20 @@ from .options import (
 )
 from .replication import Replication
 from .sentinel import close_client, follow_primary
-from .wire import Command, WireConnection, wire_params
+from .wire import Command, WireConnection, WireParams, wire_params
 
 log = logging.getLogger("actionhub.redis")
 
 #: redis-py calls a bus runs in threads at once (each holds a pooled connection meanwhile).
 CALLS_AT_ONCE = 4
+
+#: The most seconds between two retries through an outage of a cluster: a failover promotes a
+#: replica within a few seconds, and its slots should take calls soon after (one node's outage
+#: costs the others nothing; the trio-driven connection refreshes the slots at most 4 times a second).
+CLUSTER_MAX_BACKOFF = 0.5
+
+#: A trio-driven connection shared by the hot path: to one server, or to a cluster's primaries.
+Wire = WireConnection | ClusterWire
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -82,7 +94,8 @@ class RedisConnection(Bus):
         self.keys = keys_for(options)
         # redis-py's stubs type replies loosely; `client` lets tests pass a fakeredis client
         self.client: Any = client if client is not None else connect(redis_url, options)
-        self._backoff = Backoff(0.05, 5.0, 0.2)
+        cluster = client is None and is_cluster_url(redis_url)
+        self._backoff = Backoff(0.05, CLUSTER_MAX_BACKOFF if cluster else 5.0, 0.2)
         # each call in a thread holds one of the client's pooled connections: a few at once
         # whatever the number of groups; calls that block in Redis have threads of their own
         self._threads = trio.CapacityLimiter(CALLS_AT_ONCE)
@@ -92,10 +105,17 @@ class RedisConnection(Bus):
         self._outage_began = -math.inf  # trio time at which the current (or last) outage began
         self.reachable_since = -math.inf  # trio time at which the last outage ended
         self._nursery: trio.Nursery | None = None
-        self._wire_params = wire_params(self.client)
-        self.wire: WireConnection | None = None  # shared, pipelined, while open (if possible)
+        self._wire_params: WireParams | None
+        self._seeds: tuple[tuple[str, int], ...] = ()  # a cluster's, on the trio-driven path
+        if cluster:
+            parsed = parse_cluster_url(redis_url)
+            self._wire_params, self._seeds = parsed.wire_params(client_options(options)), parsed.nodes
+        else:
+            self._wire_params = wire_params(self.client)
+        self.wire: Wire | None = None  # shared, pipelined, while open (if possible)
         self._wires: weakref.WeakSet[WireConnection] = weakref.WeakSet()  # every one made
-        self._confirming: WireConnection | None = None  # writes with their WAIT (replication.py)
+        self._confirming: Wire | None = None  # writes with their WAIT (replication.py)
+        self._registered: dict[str, bytes | str] = {}  # sha -> source: what a cluster wire loads again
         self.replication = Replication(self)
         self.consumer = ""
 
@@ -155,10 +175,27 @@ class RedisConnection(Bus):
         try:
             return await self.execute(commands, what=what, deadline=deadline)
         except NoScriptError:  # Redis restarted, or SCRIPT FLUSH: load them again
-            sources = {script.sha: script.script for script, _, _ in calls}
-            load: list[Command] = [("SCRIPT", "LOAD", source) for source in sources.values()]
-            await self.execute(load, what=what, deadline=deadline)
+            await self.load_scripts([script for script, _, _ in calls], what=what, deadline=deadline)
             return await self.execute(commands, what=what, deadline=deadline)
+
+    async def load_scripts(self, scripts: Sequence[Any], *, what: str, deadline: float | None = None) -> None:
+        """Have ``scripts`` (redis-py `Script`s) loaded again after a NOSCRIPT. On a cluster's
+        trio-driven connection they are registered with it, which loads each on the node that
+        lacks it when a call is sent again (a bare ``SCRIPT LOAD`` would reach one node); on the
+        thread path, redis-py's cluster client loads them on every primary."""
+        if isinstance(self.wire, ClusterWire):
+            self._registered.update((script.sha, script.script) for script in scripts)
+            for wire in (self.wire, self._confirming):
+                if isinstance(wire, ClusterWire):
+                    for source in self._registered.values():
+                        wire.register(source)
+            return
+        if self._seeds or isinstance(self.client, RedisCluster):
+            await self.call(lambda: [self.client.script_load(s.script) for s in scripts], what=what)
+            return
+        sources = {script.sha: script.script for script in scripts}
+        load: list[Command] = [("SCRIPT", "LOAD", source) for source in sources.values()]
+        await self.execute(load, what=what, deadline=deadline)
 
     async def call_async(
         self,
@@ -250,7 +287,7 @@ class RedisConnection(Bus):
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                self.wire = self.new_wire()
+                self.wire = self._shared_wire()
                 nursery.start_soon(follow_primary, self.client, self._leave, redact(self.url))
                 if serving:
                     await self._start_background(nursery)
@@ -262,15 +299,34 @@ class RedisConnection(Bus):
                     nursery.cancel_scope.cancel()
         finally:
             self._nursery = None
+            for wire in (self.wire, self._confirming):
+                if isinstance(wire, ClusterWire):
+                    wire.close()
             self.wire = self._confirming = None
             close_client(self.client)
 
-    def new_wire(self) -> WireConnection | None:
-        """A connection of its own driven by trio, if the client's options allow one and the
-        bus is open (its reader runs in the bus's nursery); None: use the thread path."""
+    def _shared_wire(self) -> Wire | None:
+        """A pipelined connection driven by trio (for a cluster, to every primary), if the
+        client's options allow one and the bus is open; None: use the thread path."""
         if self._wire_params is None or self._nursery is None:
             return None
-        wire = WireConnection(self._wire_params, self._nursery)
+        if not self._seeds:
+            return self._server_wire(self._wire_params, self._nursery)
+        return ClusterWire(self._wire_params, self._seeds, self._nursery, scripts=self._registered.values())
+
+    def new_wire(self, slot: int | None = None) -> WireConnection | DedicatedWire | None:
+        """A connection of its own driven by trio, if the client's options allow one and the
+        bus is open (its reader runs in the bus's nursery); None: use the thread path. On a
+        cluster, to the node owning ``slot`` (following it when it moves)."""
+        if self._wire_params is None or self._nursery is None:
+            return None
+        if self._seeds:
+            shared = self.wire
+            return shared.dedicated(slot) if isinstance(shared, ClusterWire) else None
+        return self._server_wire(self._wire_params, self._nursery)
+
+    def _server_wire(self, params: WireParams, nursery: trio.Nursery) -> WireConnection:
+        wire = WireConnection(params, nursery)
         self._wires.add(wire)
         return wire
 
@@ -280,13 +336,14 @@ class RedisConnection(Bus):
         for wire in list(self._wires):
             wire.close(unless=primary)
 
-    def confirming_wire(self) -> WireConnection | None:
+    def confirming_wire(self) -> Wire | None:
         """The trio-driven connection of writes confirmed by ``WAIT`` (made on first use), None
-        on the thread path. Not `wire`: a ``WAIT`` holds up the commands after it, reads and acks."""
+        on the thread path. Not `wire`: a ``WAIT`` holds up the commands after it, reads and acks.
+        On a cluster, a second `ClusterWire` (its own connection to each primary)."""
         if self.wire is None:
             return None
         if self._confirming is None:
-            self._confirming = self.new_wire()
+            self._confirming = self._shared_wire()
         return self._confirming
 
     async def _start_background(self, nursery: trio.Nursery) -> None:

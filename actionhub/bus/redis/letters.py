@@ -120,6 +120,20 @@ def settle(client: Any, settlements: Sequence[Settlement]) -> None:
             pipelined(client, step)
 
 
+async def settle_on(bus: RedisConnection, settlements: Sequence[Settlement], *, what: str) -> None:
+    """`settle` on the bus's trio-driven connection (a cluster's): one round trip per step, the
+    moves' transactions, then the files, then the acks, each step retried through an outage."""
+    blocks = [[("MULTI",), *move, ("EXEC",)] for s in settlements for move in s.moves]
+    if blocks:
+        replies = await bus.execute([c for block in blocks for c in block], what=what)
+        at = 0
+        for block in blocks:
+            at += len(block)
+            raise_nested(replies[at - 1])
+    for step in ([c for s in settlements for c in s.files], [c for s in settlements for c in s.acks]):
+        await bus.execute(step, what=what)
+
+
 def _transaction(client: Any, commands: Sequence[Command]) -> None:
     with client.pipeline(transaction=True) as pipe:
         for command in commands:
@@ -133,7 +147,10 @@ async def move_to_dead(bus: RedisConnection, topic: str, group: str, letter: Let
     other (`Settlement`)."""
     if isinstance(bus.keys, ClusterKeys) and not same_slot(bus.keys, letter.stream, bus.keys.dead(topic)):
         plan = settlement(bus, topic, group, {}, [letter])
-        await bus.call(lambda: settle(bus.client, [plan]), what="dead-letter")
+        if bus.wire is not None:
+            await settle_on(bus, [plan], what="dead-letter")
+        else:
+            await bus.call(lambda: settle(bus.client, [plan]), what="dead-letter")
         return
     commands = settle_commands(bus, topic, group, {}, [letter])
     if bus.options.durable:

@@ -15,6 +15,7 @@ from redis.exceptions import NoScriptError
 from ...errors import BusError
 from . import scripts_cluster
 from .cluster import REDIS_ERRORS
+from .cluster_wire import ClusterWire
 from .connection import RedisConnection
 from .durable import Confirm, publish_confirm
 from .once import KeptTopics, look_back, pending, publish_script, writes_status
@@ -91,7 +92,10 @@ class Publishing(RedisConnection):
         try:
             return await wire.execute(command)
         except NoScriptError:  # Redis restarted, or SCRIPT FLUSH
-            await wire.execute(("SCRIPT", "LOAD", script.script))
+            if isinstance(wire, ClusterWire):  # it loads it on the node that lacks it
+                await self.load_scripts([script], what=what)
+            else:
+                await wire.execute(("SCRIPT", "LOAD", script.script))
             return await wire.execute(command)
 
     async def resend(

@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 from redis.exceptions import NoPermissionError, ResponseError
 
+from .cluster_wire import DedicatedWire
 from .layout import ClusterKeys
 from .options import text
 from .wire import Command, WireConnection
@@ -292,16 +293,15 @@ class _Tier:
         bus = self.reader.bus
         self._doorbell = bus.keys.doorbell(f"{bus.consumer}:{self.name}", near=self._near)
         # a blocking read holds a connection: one of its own (in the cluster layout, to the node
-        # of this tier's slot: on the thread path redis-py routes each read there by its keys; a
-        # trio cluster wire would give one for `self.slot` here)
-        wire = bus.new_wire()
+        # of this tier's slot: on the thread path redis-py routes each read there by its keys)
+        wire = bus.new_wire(self.slot)
         try:
             await bus.keep_running(f"waiting for messages ({self.name})", partial(self._wake_once, wire))
         finally:
             if wire is not None:
                 wire.close()
 
-    async def _wake_once(self, wire: WireConnection | None) -> None:
+    async def _wake_once(self, wire: WireConnection | DedicatedWire | None) -> None:
         reader, bus = self.reader, self.reader.bus
         if reader._slots is None and self is reader.hot:
             reader.cool_down(trio.current_time())
@@ -359,7 +359,9 @@ class _Tier:
             else:
                 reader.nudge(stream, id_order(entry_id))
 
-    async def _read_for(self, blocking: BlockingReader, count: int, wire: WireConnection | None) -> None:
+    async def _read_for(
+        self, blocking: BlockingReader, count: int, wire: WireConnection | DedicatedWire | None
+    ) -> None:
         """Block in ``blocking``'s own XREADGROUP over this tier's streams and its doorbell, and
         hand it what comes."""
         reader, bus = self.reader, self.reader.bus

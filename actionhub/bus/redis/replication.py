@@ -15,13 +15,14 @@ from redis.exceptions import AskError, ClusterError, MovedError
 
 from ...errors import BusError
 from ..url import redact
+from .cluster_wire import ClusterWire
 from .durable import Confirm, NotReplicated, confirm_tail, confirmed_count, mark_command, raise_nested
 from .options import pipelined
-from .slots import slot_of
+from .slots import command_keys, slot_of
 from .wire import Command, Connection
 
 if TYPE_CHECKING:
-    from .connection import RedisConnection
+    from .connection import RedisConnection, Wire
 
 log = logging.getLogger("actionhub.redis")
 
@@ -29,9 +30,10 @@ log = logging.getLogger("actionhub.redis")
 class _Round:
     """One ``WAIT`` that confirms the writes of every caller that joined it."""
 
-    __slots__ = ("count", "done", "error", "on", "replicas")
+    __slots__ = ("count", "done", "error", "mark", "on", "replicas")
 
-    def __init__(self) -> None:
+    def __init__(self, mark: Command) -> None:
+        self.mark = mark  # on a cluster, in the slot of the writes
         self.replicas = 0
         self.count = 0
         self.on: Connection | None = None  # the confirming connection its WAIT went out on
@@ -52,6 +54,10 @@ class Replication:
     round waits for the most replicas its writers asked: one asking fewer may wait out
     ``durable_timeout`` beside one asking more than there are.
 
+    On a cluster (`ClusterWire`) rounds are per slot: a ``WAIT`` counts the writes of its own
+    node, so each slot's writes join a round whose mark is in that slot, and its ``WAIT`` follows
+    the mark to the slot's node.
+
     Said: once when writes stop being confirmed, once when they are again (a replica down or
     lagging is an outage of its own), for each number of replicas asked (writers asking 1 and 2
     of one replica are confirmed and not, at once: not a spell that ends and starts again)."""
@@ -59,8 +65,9 @@ class Replication:
     def __init__(self, bus: RedisConnection) -> None:
         self._bus = bus
         self._short: set[int] = set()  # the numbers of replicas asked that are not confirmed
-        self._busy = False  # a round is under way on the confirming connection
-        self._next: _Round | None = None  # the round the writes made meanwhile joined
+        # per slot (None: one server), a round is under way on the confirming connection
+        self._busy: set[int | None] = set()
+        self._next: dict[int | None, _Round] = {}  # per slot, the round the writes made meanwhile joined
 
     async def write(
         self, commands: Sequence[Command], replicas: int, mark: Command | None
@@ -71,28 +78,32 @@ class Replication:
         bus = self._bus
         confirming, shared = bus.confirming_wire(), bus.wire
         assert confirming is not None and shared is not None, "the trio-driven path is closed"
-        if not self._busy:
-            self._busy = True
+        slot = slot_of(*commands) if isinstance(shared, ClusterWire) else None
+        if slot not in self._busy:
+            self._busy.add(slot)
             tail = confirm_tail(replicas, bus.options.durable_timeout, mark)
             try:
                 return confirmed_count(await confirming.execute(*commands, *tail), tail)
             finally:
-                self._ended()
+                self._ended(slot)
         # a WAIT counts the writes of its own server: the round confirms this write only on the
         # confirming connection open when it went out (not one made since: under Sentinel perhaps
         # to a new primary; but the first one, if being made) and to the server it went to
-        confirming_at = confirming.connection or (None if confirming.generation else (1, None))
-        shared_at, generation = shared.connection, shared.generation
+        confirming_at, confirming_generation = _where(confirming, slot)
+        confirming_at = confirming_at or (None if confirming_generation else (1, None))
+        shared_at, generation = _where(shared, slot)
         replies = await shared.execute(*commands)
-        written_at = shared.connection  # where the write went, if it stayed open or was made for it
+        written_at, _ = _where(shared, slot)  # where the write went, if it stayed open or was made for it
         if written_at != shared_at and not (
             shared_at is None and written_at and written_at[0] == generation + 1
         ):
             written_at = None
-        round_ = self._next = self._next or _Round()
+        round_ = self._next.get(slot)
+        if round_ is None:
+            round_ = self._next[slot] = _Round(self._mark(slot, commands))
         round_.replicas = max(round_.replicas, replicas)
-        if not self._busy:  # the round under way ended while this write went out
-            self._ended()
+        if slot not in self._busy:  # the round under way ended while this write went out
+            self._ended(slot)
         await round_.done.wait()
         if round_.error is not None:
             # this write's own reply came: raising would have the caller write it again (a
@@ -107,10 +118,17 @@ class Replication:
             return replies, 0
         return replies, round_.count
 
-    def _ended(self) -> None:
-        """The round under way is over: send the next one, if writes joined it."""
-        self._busy = False
-        round_, self._next = self._next, None
+    def _mark(self, slot: int | None, commands: Sequence[Command]) -> Command:
+        """The mark of a round (of ``slot``'s writes, ``commands`` among them, on a cluster)."""
+        if slot is None:
+            return mark_command(self._bus.keys)
+        key = next(key for command in commands for key in command_keys(command))
+        return mark_command(self._bus.keys, target=_text(key))
+
+    def _ended(self, slot: int | None) -> None:
+        """The round under way (of ``slot``) is over: send the next one, if writes joined it."""
+        self._busy.discard(slot)
+        round_ = self._next.pop(slot, None)
         nursery = self._bus._nursery
         if round_ is None:
             return
@@ -118,21 +136,21 @@ class Replication:
             round_.error = redis.ConnectionError("the bus closed")
             round_.done.set()
             return
-        self._busy = True
-        nursery.start_soon(self._send, round_)
+        self._busy.add(slot)
+        nursery.start_soon(self._send, round_, slot)
 
-    async def _send(self, round_: _Round) -> None:
+    async def _send(self, round_: _Round, slot: int | None) -> None:
         bus = self._bus
-        tail = confirm_tail(round_.replicas, bus.options.durable_timeout, mark_command(bus.keys))
+        tail = confirm_tail(round_.replicas, bus.options.durable_timeout, round_.mark)
         try:
             confirming = bus.confirming_wire()
             if confirming is None:
                 raise redis.ConnectionError("the bus closed")
-            on = confirming.connection
+            on, _ = _where(confirming, slot)
             if on is None:  # lost since the writes went out: a WAIT elsewhere confirms nothing of theirs
                 raise redis.ConnectionError("the confirming connection was lost")
             count = int((await confirming.execute(*tail))[-1])
-            if confirming.connection == on:  # else it reconnected: its WAIT's server is unknown
+            if _where(confirming, slot)[0] == on:  # else it reconnected: its WAIT's server is unknown
                 round_.on, round_.count = on, count
         except Exception as error:  # each writer that joined it counts as unconfirmed
             round_.error = error
@@ -141,7 +159,7 @@ class Replication:
             raise
         finally:
             round_.done.set()
-            self._ended()
+            self._ended(slot)
 
     def note(self, what: str, confirmed: int, wanted: int) -> bool:
         """Record how a confirmation went; whether it was confirmed."""
@@ -182,10 +200,7 @@ async def confirmed(
     except redis.exceptions.NoScriptError:
         if not scripts:
             raise
-        if isinstance(bus.client, RedisCluster):  # on every primary (a pipeline's goes to one)
-            await bus.call(lambda: [bus.client.script_load(s.script) for s in scripts], what="load scripts")
-        else:
-            await bus.execute([("SCRIPT", "LOAD", script.script) for script in scripts], what="load scripts")
+        await bus.load_scripts(scripts, what="load scripts")  # on every primary of a cluster
         return await _send(bus, commands, replicas, mark)
 
 
@@ -249,6 +264,17 @@ async def _send(
     # a WAIT may block for durable_timeout: not among the few calls at once of the thread path
     replies = await trio.to_thread.run_sync(run, abandon_on_cancel=True, limiter=bus._blocking_threads)
     return confirmed_count(replies, tail)
+
+
+def _where(wire: Wire, slot: int | None) -> tuple[Connection | None, int]:
+    """The connection of ``wire`` that commands of ``slot`` go out on now, and its generation:
+    `WireConnection.connection`, or on a cluster that of the slot's node."""
+    node = wire.node(slot) if isinstance(wire, ClusterWire) else wire
+    return (None, 0) if node is None else (node.connection, node.generation)
+
+
+def _text(key: Any) -> str:
+    return key.decode() if isinstance(key, bytes) else str(key)
 
 
 def on_node(client: RedisCluster, commands: Sequence[Command]) -> list[Any]:

@@ -54,7 +54,7 @@ from .entries import (
 )
 from .keys import DEFAULT_PARTITIONS, partition_count
 from .layout import ClusterKeys
-from .letters import Letter, settle
+from .letters import Letter, settle, settle_on
 from .limits import RedisLimiter, give_back_slots, limiter_of, renew_slots
 from .once import batches, publish_many_once, publish_many_script, publish_once, trim_guard
 from .options import RedisOptions
@@ -349,7 +349,10 @@ class RedisStreamsBus(RedisBusBase):
             if isinstance(self.keys, ClusterKeys) and any(letters for _, _, letters in batch):
                 # a transaction touches one slot: letters with their acks where they share it
                 plans = [s.settlement(acks, letters) for s, acks, letters in batch]
-                await self.call(partial(settle, self.client, plans), what="ack")
+                if wire is not None:
+                    await settle_on(self, plans, what="ack")
+                else:
+                    await self.call(partial(settle, self.client, plans), what="ack")
             elif wire is not None and not any(letters for _, _, letters in batch):
                 commands: list[Command] = [
                     ("XACK", stream, s.group, *ids) for s, acks, _ in batch for stream, ids in acks.items()

@@ -93,10 +93,20 @@ def wire_params(client: Any) -> WireParams | None:
         redis.connection.UnixDomainSocketConnection,
     ):
         return None
+    tcp = pool.connection_class is redis.connection.Connection
+    return params_of(kwargs, tcp=tcp, primary=primary)
+
+
+def params_of(
+    kwargs: dict[str, Any], *, tcp: bool = True, primary: Callable[[], tuple[str, int]] | None = None
+) -> WireParams | None:
+    """The parameters for `WireConnection` equivalent to redis-py connection keyword arguments
+    ``kwargs`` (a cluster's nodes': host and port then come from the cluster), or None if they
+    cannot be (an option the wire path does not reproduce: TLS, say)."""
     if not kwargs.keys() <= _UNDERSTOOD or int(kwargs.get("protocol") or 2) != 2:
         return None
     return WireParams(
-        host=kwargs.get("host") if pool.connection_class is redis.connection.Connection else None,
+        host=kwargs.get("host") if tcp else None,
         port=int(kwargs.get("port", 6379)),
         path=kwargs.get("path"),
         db=int(kwargs.get("db") or 0),
