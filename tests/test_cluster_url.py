@@ -3,19 +3,22 @@ another layout under the same prefix."""
 
 from __future__ import annotations
 
+import re
 import uuid
+from pathlib import Path
 
 import pytest
 import redis
 import redis.cluster
 import trio
 
-from actionhub import ActionHub, ConfigurationError
+from actionhub import ActionHub, ConfigurationError, Job
 from actionhub.bus.redis.cluster import parse_cluster_url
 from actionhub.bus.redis.layout import ClusterKeys
 from actionhub.bus.redis.options import connect, is_transient, split_url
 from actionhub.bus.url import open_bus, redact
-from actionhub.testing import RedisCluster, RedisServer
+from actionhub.client import Client
+from actionhub.testing import RedisCluster, RedisServer, redis_command
 
 # --------------------------------------------------------------------------- the URL
 
@@ -121,3 +124,36 @@ async def test_a_hub_on_a_cluster_url_records_the_cluster_layout(redis_cluster: 
     with trio.fail_after(10), pytest.raises(ConfigurationError, match=refused):
         async with ActionHub(f"{redis_cluster.url}?prefix={prefix}&shards=16").running():
             pass
+
+
+async def test_the_readme_s_least_privilege_user_runs_a_hub_and_a_client_on_a_cluster(
+    redis_cluster: RedisCluster,
+) -> None:
+    """The README's ACL line, with what it says a cluster adds: a hub's publish, retry, delayed
+    message and dead letter, and a client's publish, leave ACL LOG empty."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    (line,) = re.findall(r"^ACL SETUSER .*$", readme, re.MULTILINE)
+    (extra,) = re.findall(r"On a \[cluster\]\(#redis-cluster\) add `([^`]+)`", readme)
+    name = f"user{uuid.uuid4().hex[:6]}"
+    port = redis_cluster.primaries()[0].port
+    command = line.replace("ACL SETUSER actionhub", f"ACL SETUSER {name}").replace("<password>", "pw")
+    assert redis_command(port, *command.split(), *extra.split()) == b"OK"
+    redis_command(port, "ACL", "LOG", "RESET")
+    url = redis_cluster.url.replace("redis+cluster://", f"redis+cluster://{name}:pw@") + "?prefix=actionhub:"
+    hub = ActionHub(url)
+    attempts: list[int] = []
+
+    @hub.action("acl.work", max_attempts=2, retry_backoff=(0.1, 1, 0))
+    async def work(job: Job) -> None:
+        attempts.append(job.attempt)
+        raise ValueError("always")
+
+    async with hub.running():
+        await hub.publish("acl.work", 1, delay=0.1)
+        with trio.fail_after(10):
+            while not await hub.dead_letters("acl.work"):  # noqa: ASYNC110 - the state is in Redis
+                await trio.sleep(0.05)
+        with Client(url) as client:
+            client.publish("acl.work", 2)
+    assert attempts[:2] == [1, 2]
+    assert redis_command(port, "ACL", "LOG") == []
