@@ -343,14 +343,24 @@ async def test_with_durable_1_a_primary_sigkill_loses_nothing(path: str) -> None
     assert run.published == 20_000 and run.lost == 0 and run.escalations == 0
 
 
-async def test_without_durable_a_primary_sigkill_s_loss_is_measured(record_property: Any) -> None:
+async def test_without_durable_a_primary_sigkill_s_loss_is_measured(
+    caplog: pytest.LogCaptureFixture, record_property: Any
+) -> None:
     """What the primary acknowledged but had not replicated when it died is gone: measured, not
-    hidden (docs/reliability.md); the group runs on and follows the promoted replica."""
+    hidden (docs/reliability.md); the group runs on and follows the promoted replica, and the
+    outage is logged once at its start and once at its end, though the other primaries answered
+    all along."""
     with private_cluster(primaries=3, replicas=1) as cluster:
         run, promoted = await through_a_sigkill(cluster, f"{cluster.url}?prefix=loss:&visibility_timeout=3")
     print(f"a primary SIGKILLed mid-run, durable=0: {run}; promoted after {promoted:.1f} s")
     record_property("failover", attrs.asdict(run))
     assert run.published == 20_000 and run.escalations == 0
+    outage = [
+        record.getMessage().split(" (")[0]
+        for record in caplog.records
+        if record.name == "actionhub.redis" and "reachable" in record.getMessage()
+    ]
+    assert outage == ["redis unreachable", "redis reachable again"]
 
 
 async def test_a_graceful_failover_mid_run_loses_nothing() -> None:

@@ -95,6 +95,8 @@ class RedisConnection(Bus):
         # redis-py's stubs type replies loosely; `client` lets tests pass a fakeredis client
         self.client: Any = client if client is not None else connect(redis_url, options)
         cluster = client is None and is_cluster_url(redis_url)
+        # a cluster's nodes fail one at a time: a call to a live one says nothing of a dead one
+        self._outage_ends_on_retry = is_cluster_url(redis_url)
         self._backoff = Backoff(0.05, CLUSTER_MAX_BACKOFF if cluster else 5.0, 0.2)
         # each call in a thread holds one of the client's pooled connections: a few at once
         # whatever the number of groups; calls that block in Redis have threads of their own
@@ -261,13 +263,18 @@ class RedisConnection(Bus):
                 await trio.sleep(self._backoff.delay(failures))
                 continue
             # a call sent before the outage began may still succeed (its reply was on its way):
-            # only one sent since says that Redis is back
+            # only one sent since says that Redis is back; on a cluster, only one that met the
+            # outage itself (another may have gone to a node that never left)
             if what == self._refusing:  # the write refused first went through: the spell is over
                 self._refusing = None
                 log.warning(
                     "redis takes writes again (%s)", what, extra={"bus": redact(self.url), "operation": what}
                 )
-            if self._outage and attempt >= self._outage_began:
+            if (
+                self._outage
+                and attempt >= self._outage_began
+                and (failures or not self._outage_ends_on_retry)
+            ):
                 self._outage = False
                 self.reachable_since = trio.current_time()
                 log.warning(
