@@ -3,6 +3,7 @@ primaries share Redis's work, and how long a primary's failover keeps messages f
 
     python -m bench.cluster                   # its own single node and cluster of 3 primaries
     python -m bench.cluster -n 20000 -r 3 --topics 64 --failovers 3
+    python -m bench.cluster --failovers 0 --commands   # and the commands per message, per node
 
 Throughput: per round, one hub publishes N no-op messages spread round-robin over T topics (8
 publishing tasks, each awaiting its publish) and runs them; the clock runs from the first publish
@@ -90,6 +91,23 @@ def cpu_seconds(node: RedisServer) -> float:
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
+def command_calls(node: RedisServer) -> dict[str, int]:
+    """Calls so far per command, from ``INFO commandstats``."""
+    calls = {}
+    for line in redis_command(node.port, "INFO", "commandstats").decode().splitlines():
+        if line.startswith("cmdstat_"):
+            name, _, stats = line[len("cmdstat_") :].partition(":")
+            calls[name] = int(dict(field.split("=") for field in stats.split(","))["calls"])
+    return calls
+
+
+def commands_per_message(before: dict[str, int], after: dict[str, int], messages: float) -> str:
+    """The commands called between two `command_calls`, per message, the most called first."""
+    per = {name: (count - before.get(name, 0)) / messages for name, count in after.items()}
+    top = sorted(((n, c) for n, c in per.items() if c >= 0.01), key=lambda item: -item[1])
+    return f"{sum(per.values()):.2f}: " + ", ".join(f"{name} {count:.2f}" for name, count in top)
+
+
 def failover(cluster: RedisCluster) -> tuple[float, float]:
     """Seconds from the SIGKILL of the primary of a topic's slot until (its replica serves the
     slot, the first message published after the kill ran)."""
@@ -132,6 +150,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("-r", "--rounds", type=int, default=3)
     parser.add_argument("--topics", type=int, default=64)
     parser.add_argument("--failovers", type=int, default=3)
+    parser.add_argument("--commands", action="store_true", help="commands per message, per node")
     args = parser.parse_args(argv)
 
     kinds = ("single", "cluster")
@@ -141,11 +160,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         primaries = cluster.primaries()
         single_before = cpu_seconds(single)
         cpu_before = [cpu_seconds(node) for node in primaries]
+        calls_before = [command_calls(node) for node in (single, *primaries)]
         for round_no in range(args.rounds):
             for kind in kinds[round_no % 2 :] + kinds[: round_no % 2]:
                 rates[kind].append(throughput(urls[kind], args.messages, args.topics))
         single_cpu = cpu_seconds(single) - single_before
         cpu = [cpu_seconds(node) - before for node, before in zip(primaries, cpu_before, strict=True)]
+        calls_after = [command_calls(node) for node in (single, *primaries)]
         # a topic's slot comes from its hash tag alone, whatever the prefix of each round
         streams = [ClusterKeys("x:").stream(f"topic-{t}") for t in range(args.topics)]
         owners = [cluster.primary_of(key_slot(stream)) for stream in streams]
@@ -172,6 +193,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"{max(per_message) / min(per_message):.2f}  (target <= 1.20)"
     )
     print(f"  share of the cluster's Redis CPU: {', '.join(f'{c / sum(cpu):.0%}' for c in cpu)}")
+    if args.commands:  # each primary's over the messages of its own topics, as its CPU above
+        for label, before, after, count in zip(
+            ["single node", *(f"primary {i + 1}" for i in range(len(primaries)))],
+            calls_before,
+            calls_after,
+            [messages, *handled],
+            strict=True,
+        ):
+            if count:
+                print(f"  commands per message, {label}: {commands_per_message(before, after, count)}")
 
     if args.failovers:
         promoted, ran = [], []

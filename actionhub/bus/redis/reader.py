@@ -33,7 +33,10 @@ doorbell then needs a consumer group of the same name, which the tier creates on
 In the cluster layout (`layout.ClusterKeys`) Redis cannot block one ``XREAD`` over streams of
 several slots, so the reader keeps one tier per slot in use instead of hot and cold (a slot holds
 the streams of the topics of one shard: few per tier), each with its own doorbell in that slot
-and its own blocking connection, each reading for one subscription as the hot tier does.
+and its own blocking connection, each reading for one subscription as the hot tier does. A
+slot tier over several subscriptions (topics sharing a shard) asks again only once those its
+answer nudged wait again (or `RING_INTERVAL` passed): else each would ring its doorbell on its
+return, and every message would cost three XREADs.
 
 The periodic chores that used to run per group run once per hub, batched in scripts (see
 `RedisStreamsBus._look_after`).
@@ -166,13 +169,20 @@ class Reader:
             earliest = min(waits.values())
             tier.set_from(stream, earliest)
 
-    def nudge(self, stream: str, arrived: Position) -> None:
-        """Nudge the watchers of ``stream`` that have not read as far as ``arrived``."""
+    def nudge(self, stream: str, arrived: Position) -> list[Watcher]:
+        """Nudge the watchers of ``stream`` that have not read as far as ``arrived``; returns them."""
         self._active_at[stream] = trio.current_time()
+        nudged = []
         for watcher, at in list(self._waits.get(stream, {}).items()):
             if at < arrived:
                 self.stop_waiting(stream, watcher)
                 watcher.nudge(stream)
+                nudged.append(watcher)
+        return nudged
+
+    def waiting(self, stream: str, watcher: Watcher) -> bool:
+        """Whether ``watcher`` waits on ``stream``."""
+        return watcher in self._waits.get(stream, ())
 
     def cool_down(self, now: float) -> None:
         """Move the hot streams that had no message for `HOT_FOR` to the cold tier (single layout)."""
@@ -353,11 +363,26 @@ class _Tier:
             return
         finally:
             self._asking = None
+        nudged: list[tuple[str, Watcher]] = []
         for stream, entry_id in _first_entries(reply):
             if stream == self._doorbell:
                 self._doorbell_at = entry_id
             else:
-                reader.nudge(stream, id_order(entry_id))
+                nudged += [(stream, watcher) for watcher in reader.nudge(stream, id_order(entry_id))]
+        if self.slot is not None and nudged:
+            await self._hold(nudged)
+
+    async def _hold(self, nudged: list[tuple[str, Watcher]]) -> None:
+        """Ask again once the watchers just nudged wait again (their read takes a round trip),
+        or after `RING_INTERVAL`, whichever comes first (cluster layout). Asking again at once
+        would leave out their streams: each would ring the doorbell on its return, for a third
+        XREAD per message. Entries arriving meanwhile on the other streams are not missed (each
+        is asked about from its position), only answered up to `RING_INTERVAL` later."""
+        reader = self.reader
+        with trio.move_on_after(RING_INTERVAL):
+            while not all(reader.waiting(stream, watcher) for stream, watcher in nudged):
+                await self._changed.wait()
+                self._changed = trio.Event()
 
     async def _read_for(
         self, blocking: BlockingReader, count: int, wire: WireConnection | DedicatedWire | None
