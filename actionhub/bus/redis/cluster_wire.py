@@ -6,7 +6,10 @@ each node's share goes out in one write on that node's one pipelined connection,
 once. A ``MULTI`` ... ``EXEC`` block is one unit, routed by its inner commands' slot. A keyless
 command (``PING``, ``WAIT``, ``SCRIPT LOAD``, ``EVALSHA sha 0``) follows the keyed command before
 it in the batch, so ``WAIT`` counts the replicas of the node that took the write; with none
-before it, it goes to the first primary.
+before it, it goes to the first primary. A ``WAIT`` of a batch in which any command was redirected
+replies 0: ``ASK`` is per key, so the write may have run on the migrating node and its mark on the
+importing one, and a ``WAIT`` there would count the wrong node's replicas (`execute_noting` says
+whether a batch was redirected, for a write whose ``WAIT`` goes out in a later batch).
 
 Redirections are followed per command, so one moved key does not fail its batch: ``MOVED``
 updates the slot, asks for a refresh and resends there (at most `MAX_HOPS` redirections);
@@ -153,15 +156,30 @@ class ClusterWire:
         """Send ``commands`` to the nodes owning their slots, each node's share in one write;
         their replies, in order. Raises as `WireConnection.execute` does, once every node's
         replies are in (module docstring)."""
+        return (await self.execute_noting(*commands, timeout=timeout))[0]
+
+    async def execute_noting(
+        self, *commands: Command, timeout: float | None = None
+    ) -> tuple[list[Any], bool]:
+        """`execute`: its replies, and whether any command was redirected (``MOVED``, ``ASK``),
+        so ran elsewhere than `connection_of` its slot says (its ``WAIT`` replies are then 0)."""
         if not commands:
-            return []
+            return [], False
         if len(commands) == 1 and (got := await self._one(commands[0], timeout)) is not None:
             return got
-        return await self._execute(commands, units_of(commands), [None] * len(commands), timeout)
+        units = units_of(commands)
+        replies = await self._execute(commands, units, [None] * len(commands), timeout)
+        if not any(unit.hops for unit in units):
+            return replies, False
+        for unit in units:  # the write and the WAIT's anchor may have run on two nodes
+            if unit.slot is None and unit.stop == unit.start + 1 and _name(commands[unit.start]) == b"WAIT":
+                replies[unit.start] = 0
+        return replies, True
 
-    async def _one(self, command: Command, timeout: float | None) -> list[Any] | None:
+    async def _one(self, command: Command, timeout: float | None) -> tuple[list[Any], bool] | None:
         """The hot path's common call, one command of one key to a node known to own it: its
-        reply, without `execute`'s bookkeeping; None if it is not such a call (nothing sent)."""
+        reply (and whether redirected), without `execute`'s bookkeeping; None if it is not such a
+        call (nothing sent)."""
         slot_map = self._map
         keys = command_keys(command)
         if slot_map is None or len(keys) != 1 or _name(command) == b"MULTI":
@@ -178,10 +196,11 @@ class ClusterWire:
             self.refresh_soon()
             raise
         if not isinstance(got[0], Exception):
-            return got
+            return got, False
         if not await self._again(unit, got, (command,), wire):
             raise got[0]
-        return await self._execute((command,), [unit], [None], timeout)  # redirected, TRYAGAIN, ...
+        got = await self._execute((command,), [unit], [None], timeout)  # redirected, TRYAGAIN, ...
+        return got, unit.hops > 0
 
     async def _execute(
         self, commands: Sequence[Command], pending: list[_Unit], replies: list[Any], timeout: float | None

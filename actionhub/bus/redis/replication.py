@@ -92,12 +92,16 @@ class Replication:
         confirming_at, confirming_generation = _where(confirming, slot)
         confirming_at = confirming_at or (None if confirming_generation else (1, None))
         shared_at, generation = _where(shared, slot)
-        replies = await shared.execute(*commands)
+        if isinstance(shared, ClusterWire):
+            replies, redirected = await shared.execute_noting(*commands)
+        else:
+            replies, redirected = await shared.execute(*commands), False
         written_at, _ = _where(shared, slot)  # where the write went, if it stayed open or was made for it
-        if written_at != shared_at and not (
-            shared_at is None and written_at and written_at[0] == generation + 1
+        if redirected or (
+            written_at != shared_at
+            and not (shared_at is None and written_at and written_at[0] == generation + 1)
         ):
-            written_at = None
+            written_at = None  # ASK keeps the map: the write ran elsewhere than _where says
         round_ = self._next.get(slot)
         if round_ is None:
             round_ = self._next[slot] = _Round(self._mark(slot, commands))
@@ -149,7 +153,7 @@ class Replication:
             on, _ = _where(confirming, slot)
             if on is None:  # lost since the writes went out: a WAIT elsewhere confirms nothing of theirs
                 raise redis.ConnectionError("the confirming connection was lost")
-            count = int((await confirming.execute(*tail))[-1])
+            count = int((await confirming.execute(*tail))[-1])  # 0 if the mark was redirected
             if _where(confirming, slot)[0] == on:  # else it reconnected: its WAIT's server is unknown
                 round_.on, round_.count = on, count
         except Exception as error:  # each writer that joined it counts as unconfirmed
