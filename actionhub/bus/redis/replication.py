@@ -17,6 +17,7 @@ from ...errors import BusError
 from ..url import redact
 from .cluster_wire import ClusterWire
 from .durable import Confirm, NotReplicated, confirm_tail, confirmed_count, mark_command, raise_nested
+from .layout import ClusterKeys
 from .options import pipelined
 from .slots import command_keys, slot_of
 from .wire import Command, Connection
@@ -78,6 +79,7 @@ class Replication:
         bus = self._bus
         confirming, shared = bus.confirming_wire(), bus.wire
         assert confirming is not None and shared is not None, "the trio-driven path is closed"
+        # one round per node: per slot on a cluster (the wire, not the layout: one server is one node)
         slot = slot_of(*commands) if isinstance(shared, ClusterWire) else None
         if slot not in self._busy:
             self._busy.add(slot)
@@ -104,7 +106,7 @@ class Replication:
             written_at = None  # ASK keeps the map: the write ran elsewhere than _where says
         round_ = self._next.get(slot)
         if round_ is None:
-            round_ = self._next[slot] = _Round(self._mark(slot, commands))
+            round_ = self._next[slot] = _Round(self._mark(commands))
         round_.replicas = max(round_.replicas, replicas)
         if slot not in self._busy:  # the round under way ended while this write went out
             self._ended(slot)
@@ -122,9 +124,10 @@ class Replication:
             return replies, 0
         return replies, round_.count
 
-    def _mark(self, slot: int | None, commands: Sequence[Command]) -> Command:
-        """The mark of a round (of ``slot``'s writes, ``commands`` among them, on a cluster)."""
-        if slot is None:
+    def _mark(self, commands: Sequence[Command]) -> Command:
+        """The mark of a round, ``commands`` among its writes. The cluster layout (on a cluster
+        or, its keys tagged all the same, on one server) puts it in the slot of their key."""
+        if not isinstance(self._bus.keys, ClusterKeys):
             return mark_command(self._bus.keys)
         key = next(key for command in commands for key in command_keys(command))
         return mark_command(self._bus.keys, target=_text(key))
