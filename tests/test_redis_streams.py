@@ -23,6 +23,7 @@ import trio
 
 from actionhub import ActionHub, BusError, Job, Retry
 from actionhub.bus.redis import streams as redis_streams
+from actionhub.bus.redis.slots import key_slot
 from actionhub.testing import RedisServer
 from tests.layouts import OnRedis, client_of, keys_of, on_redis
 from tests.polling import wait_until
@@ -307,6 +308,31 @@ def _spawn(url: str, out: Path, name: str, work: float = 0.0, *extra: str) -> su
     process = subprocess.Popen(command, stdout=subprocess.PIPE, cwd=Path(__file__).parent.parent)
     assert process.stdout is not None and process.stdout.readline() == b"ready\n"
     return process
+
+
+async def test_keyed_publish_many_takes_one_round_trip_per_slot_and_keeps_each_key_s_order(
+    bus_url: str, on_bus: OnRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Keys interleaved: one batch per partition slot in the cluster layout (the clients' grouping,
+    `once.batches`), one batch on a single node; each key's messages in order in its stream."""
+    keys = ["a", "b", "c"] * 4
+    hub = ActionHub(bus_url)
+    async with hub.running():
+        bus: Any = hub.bus
+        run_script_once, round_trips = bus.run_script_once, []
+
+        async def counted(script: Any, *args: Any, **kwargs: Any) -> Any:
+            round_trips.append(script is bus._publish_many_once)
+            return await run_script_once(script, *args, **kwargs)
+
+        monkeypatch.setattr(bus, "run_script_once", counted)
+        ids = await hub.publish_many("keyed", list(range(12)), keys=keys)
+        streams = {key: await bus._partition_stream("keyed", key) for key in "abc"}
+    slots = {key_slot(stream) for stream in streams.values()}
+    assert round_trips.count(True) == (1 if bus.writes_status else len(slots))
+    for n, key in enumerate("abc"):
+        found = [orjson.loads(fields[b"message"])["id"] for _, fields in on_bus.client.xrange(streams[key])]
+        assert found == ids[n::3]
 
 
 def _publish_many(client: Any, stream: str, count: int, start: int = 0) -> None:
