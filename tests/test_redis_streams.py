@@ -639,10 +639,11 @@ async def test_a_refused_announcement_is_logged_and_the_hub_goes_on(caplog: pyte
 
 
 async def test_keyed_dead_letters_requeue_into_their_partition_and_topic_info_counts_them(
-    bus_url: str, on_bus: OnRedis
+    bus_url: str, on_bus: OnRedis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """In the cluster layout a keyed letter goes back to a partition in another slot than the
-    dead letters: written there first, then deleted (design §4)."""
+    dead letters: written there first, then deleted (design §4); all such writes in one round
+    trip, then all their deletes in one."""
     calls: list[tuple[str, int]] = []
     hub = ActionHub(bus_url)
 
@@ -659,7 +660,23 @@ async def test_keyed_dead_letters_requeue_into_their_partition_and_topic_info_co
         await wait_until(lambda: on_bus.client.xlen(on_bus.keys.dead("keyed")) == 3)
         info = await hub.bus.topic_info("keyed")
         assert (info.dead_letters, info.delayed, info.length) == (3, 1, 3)
+        bus: Any = hub.bus
+        execute, round_trips = bus.execute, []
+
+        async def counted(commands: Any, **kwargs: Any) -> Any:
+            round_trips.append(kwargs.get("what"))
+            return await execute(commands, **kwargs)
+
+        monkeypatch.setattr(bus, "execute", counted)
         assert await hub.requeue_dead_letters("keyed") == 3
+        monkeypatch.undo()
+        dead = key_slot(on_bus.keys.dead("keyed"))
+        targets = [await bus._partition_stream("keyed", f"customer-{n}") for n in range(3)]
+        crossing = sum(key_slot(target) != dead for target in targets)
+        expected = (
+            0 if bus.writes_status else (crossing < 3) + 2 * (crossing > 0)
+        )  # together; writes, deletes
+        assert round_trips.count("requeue dead letters") == expected
         await wait_until(lambda: len(calls) == 6)
         assert await hub.dead_letters("keyed") == []
     assert sorted(calls[3:]) == [("k0", 1), ("k1", 1), ("k2", 1)]
