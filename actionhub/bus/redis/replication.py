@@ -288,8 +288,11 @@ def on_node(client: RedisCluster, commands: Sequence[Command]) -> list[Any]:
     """``commands`` (a write and its ``WAIT``) pipelined on one connection of the primary of their
     slot (blocking). redis-py's cluster pipeline cannot route ``WAIT`` (it has no key), and a
     ``WAIT`` counts only the writes of its own connection, so the write and its ``WAIT`` go to
-    the node's own client. A redirection (the slot moved meanwhile) ran nothing there: the slot
-    map is refreshed and the call fails as transient, to be sent again (a publish as a resend)."""
+    the node's own client. A redirection (the slot moved, or is migrating) fails the call as
+    transient, the slot map refreshed, to be sent again (a publish as a resend, which writes
+    nothing if its entry is there): the pipeline is no transaction, so its write may have run
+    there while only the mark was redirected (``ASK`` is per key), and its ``WAIT`` is not
+    counted either way."""
     slot = slot_of(*commands)
     if slot is None:
         raise ValueError("a confirmed write must touch a key")
