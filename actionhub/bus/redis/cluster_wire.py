@@ -35,7 +35,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import hiredis
@@ -54,6 +54,9 @@ from redis.exceptions import (
 from .slots import Address, SlotMap, command_keys, key_slot, slot_of
 from .wire import Command, Connection, WireConnection, WireParams
 
+if TYPE_CHECKING:
+    from .dedicated_wire import DedicatedWire
+
 log = logging.getLogger("actionhub.redis")
 
 #: Redirections (MOVED, ASK) one command follows before `ClusterError`.
@@ -65,8 +68,8 @@ TRYAGAIN_BACKOFF = 0.025
 REFRESH_INTERVAL = 0.25
 REFRESH_PERIOD = 30.0
 
-#: What a reply is when the connection it was to come on failed.
-_LOST = (redis.ConnectionError, redis.TimeoutError)
+#: What a reply is when the connection it was to come on failed (a node lost).
+LOST = (redis.ConnectionError, redis.TimeoutError)
 
 
 def _text(arg: Any) -> str:
@@ -192,7 +195,7 @@ class ClusterWire:
         wire = self._wire(address)
         try:
             got = await wire.execute(command, timeout=timeout, errors_in_place=True)
-        except _LOST:
+        except LOST:
             self.refresh_soon()
             raise
         if not isinstance(got[0], Exception):
@@ -226,7 +229,7 @@ class ClusterWire:
             pending = [unit for unit in pending if id(unit) in again]
             if any(unit.tries for unit in retry):
                 await trio.sleep(TRYAGAIN_BACKOFF * 2 ** (max(unit.tries for unit in retry) - 1))
-        lost = next((reply for reply in replies if isinstance(reply, _LOST)), None)
+        lost = next((reply for reply in replies if isinstance(reply, LOST)), None)
         error = lost or next((reply for reply in replies if isinstance(reply, Exception)), None)
         if error is not None:
             raise error
@@ -268,7 +271,7 @@ class ClusterWire:
             wire = self._wire(address)
             got = await wire.execute(*batch, timeout=timeout, errors_in_place=True)
         except redis.RedisError as error:  # lost (failover), or a handshake refused
-            if isinstance(error, _LOST):
+            if isinstance(error, LOST):
                 self.refresh_soon()
             for unit in group:
                 replies[unit.start : unit.stop] = [error] * (unit.stop - unit.start)
@@ -473,6 +476,8 @@ class ClusterWire:
     def dedicated(self, slot: int | None) -> DedicatedWire:
         """A connection of its own for blocking reads of ``slot`` (XREAD BLOCK, ...), to the
         slot's owner, re-targeted when it moves or its node is lost."""
+        from .dedicated_wire import DedicatedWire  # it builds on this module
+
         return DedicatedWire(self, slot)
 
     def close(self) -> None:
@@ -484,62 +489,3 @@ class ClusterWire:
         self._nodes.clear()
         for dedicated in list(self._dedicated):
             dedicated.close()
-
-
-class DedicatedWire:
-    """One connection for blocking reads of one slot (`ClusterWire.dedicated`), with
-    `WireConnection.execute`'s contract: its commands go to the slot's owner, following MOVED
-    (to the new owner, from then on) and ASK (this call only); a connection lost raises
-    ConnectionError and has the map refreshed, so the next call goes where the slot is then."""
-
-    def __init__(self, cluster: ClusterWire, slot: int | None) -> None:
-        self._cluster = cluster
-        self.slot = slot
-        self._wire: WireConnection | None = None
-        self._address: Address | None = None
-
-    @property
-    def connection(self) -> Connection | None:
-        """As `WireConnection.connection`."""
-        return None if self._wire is None else self._wire.connection
-
-    async def execute(self, *commands: Command, timeout: float | None = None) -> list[Any]:
-        """As `WireConnection.execute`, on the slot's owner."""
-        ask: Address | None = None
-        for _ in range(MAX_HOPS + 1):
-            address = ask or await self._cluster.owner(self.slot)
-            wire = self._to(address)
-            self._cluster._dedicated.add(self)
-            batch = [("ASKING",), *commands] if ask else list(commands)
-            try:
-                got = await wire.execute(*batch, timeout=timeout, errors_in_place=True)
-            except _LOST:
-                self._cluster.refresh_soon()
-                raise
-            replies = got[1:] if ask else got
-            error = next((reply for reply in replies if isinstance(reply, Exception)), None)
-            if not isinstance(error, AskError):
-                if error is not None:
-                    raise error
-                return replies
-            ask = (error.host or address[0], error.port)
-            if isinstance(error, MovedError):
-                if (slot_map := self._cluster.slot_map) is not None:
-                    slot_map.moved(error.slot_id, ask)
-                self._cluster.refresh_soon()
-                ask = None
-        raise ClusterError(f"too many redirections ({MAX_HOPS}) for slot {self.slot}")
-
-    def _to(self, address: Address) -> WireConnection:
-        if self._wire is None or self._address != address:
-            if self._wire is not None:
-                self._wire.close()
-            self._wire, self._address = self._cluster.new_wire(address), address
-        return self._wire
-
-    def close(self) -> None:
-        """Drop the connection; a call blocked on it gets ConnectionError. It can be used again."""
-        if self._wire is not None:
-            self._wire.close()
-            self._wire = self._address = None
-        self._cluster._dedicated.discard(self)
