@@ -6,14 +6,16 @@ from __future__ import annotations
 import re
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import redis
 import redis.cluster
 import trio
 
-from actionhub import ActionHub, ConfigurationError, Job
-from actionhub.bus.redis.cluster import parse_cluster_url
+from actionhub import ActionHub, BusError, ConfigurationError, Job
+from actionhub.bus.redis.cluster import parse_cluster_url, pipelined_on_cluster
 from actionhub.bus.redis.layout import ClusterKeys
 from actionhub.bus.redis.options import connect, is_transient, split_url
 from actionhub.bus.url import open_bus, redact
@@ -157,3 +159,32 @@ async def test_the_readme_s_least_privilege_user_runs_a_hub_and_a_client_on_a_cl
             client.publish("acl.work", 2)
     assert attempts[:2] == [1, 2]
     assert redis_command(port, "ACL", "LOG") == []
+
+
+class _Pipeline:
+    def __init__(self, sent: list[tuple[bool, list[tuple[Any, ...]]]], transaction: bool) -> None:
+        self.queued: list[tuple[Any, ...]] = []
+        sent.append((transaction, self.queued))
+
+    def __enter__(self) -> _Pipeline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def execute_command(self, *command: Any) -> None:
+        self.queued.append(command)
+
+    def execute(self) -> list[Any]:
+        return [f"reply of {command[0]!r}" for command in self.queued]
+
+
+def test_pipelined_on_a_cluster_runs_blocks_named_as_text_or_bytes_as_transactions() -> None:
+    sent: list[tuple[bool, list[tuple[Any, ...]]]] = []
+    client: Any = SimpleNamespace(pipeline=lambda transaction: _Pipeline(sent, transaction))
+    commands = [("SET", "a", 1), (b"multi",), (b"INCR", "b"), (b"EXEC",), ("GET", "a")]
+    replies = pipelined_on_cluster(client, commands)
+    assert sent == [(False, [("SET", "a", 1)]), (True, [(b"INCR", "b")]), (False, [("GET", "a")])]
+    assert replies == ["reply of 'SET'", b"OK", b"QUEUED", ["reply of b'INCR'"], "reply of 'GET'"]
+    with pytest.raises(BusError, match="a MULTI without its EXEC"):
+        pipelined_on_cluster(client, [("MULTI",), ("INCR", "b")])

@@ -84,7 +84,7 @@ async def test_moved_updates_the_map_and_resends_to_the_new_owner(
     assert await wire.execute(("RPUSH", other, "1"), ("RPUSH", key, "x"), ("WAIT", 0, 0)) == [
         2,
         1,
-        world.b.port,
+        0,  # redirected: the WAIT confirms nothing (the batch's writes ran on a and b)
     ]
     assert world.b.store == {key.encode(): [b"x"]} and key.encode() not in world.a.store
     assert wire.slot_map is not None and wire.slot_map.node_of(slot) == world.b.address
@@ -101,7 +101,7 @@ async def test_ask_sends_asking_and_the_command_to_the_importing_node(
     world.migrating[key_slot(kept)] = world.b
     fresh = kept.replace("}", "}new")  # same slot, not on a: asked to b
     replies = await wire.execute(("RPUSH", kept, "more"), ("RPUSH", fresh, "1"), ("WAIT", 0, 0))
-    assert replies == [2, 1, world.b.port]
+    assert replies == [2, 1, 0]  # a redirected batch's WAIT confirms nothing
     assert world.a.store[kept.encode()] == [b"here", b"more"]
     assert world.b.store == {fresh.encode(): [b"1"]}
     assert world.b.names()[-3:] == [b"ASKING", b"RPUSH", b"WAIT"]
@@ -111,6 +111,29 @@ async def test_ask_sends_asking_and_the_command_to_the_importing_node(
     assert replies == [b"OK", b"QUEUED", b"QUEUED", [1, 2]]
     assert world.b.names()[-5:] == [b"ASKING", b"MULTI", b"RPUSH", b"RPUSH", b"EXEC"]
     assert world.b.store[block.encode()] == [b"1", b"2"]
+
+
+async def test_a_wait_confirms_nothing_when_the_write_and_its_mark_ran_on_two_nodes(
+    world: FakeCluster, wire: ClusterWire
+) -> None:
+    # slot migrating a -> b: the stream is still on a, the mark is not, so ASK sends the mark
+    # (and the WAIT after it) to b while the write ran on a: b's WAIT says nothing of the write
+    stream = key_on(world.a, "s")
+    mark = stream + "mark"
+    await wire.execute(("RPUSH", stream, "first"))
+    world.migrating[key_slot(stream)] = world.b
+    replies, redirected = await wire.execute_noting(
+        ("RPUSH", stream, "w"), ("RPUSH", mark, "1"), ("WAIT", 1, 100)
+    )
+    assert world.a.store[stream.encode()] == [b"first", b"w"]
+    assert world.b.store == {mark.encode(): [b"1"]}
+    assert (replies, redirected) == ([2, 1, 0], True)
+    # a round: the write went out alone (not redirected), its mark and WAIT later, redirected
+    assert await wire.execute_noting(("RPUSH", stream, "w2")) == ([3], False)
+    assert await wire.execute_noting(("RPUSH", mark, "2"), ("WAIT", 1, 100)) == ([2, 0], True)
+    assert await wire.execute_noting(("RPUSH", mark, "3")) == ([3], True)  # one command alone too
+    world.migrating.clear()
+    assert await wire.execute_noting(("RPUSH", stream, "w3"), ("WAIT", 1, 100)) == ([4, world.a.port], False)
 
 
 async def test_tryagain_is_resent_after_a_pause_then_raised(world: FakeCluster, wire: ClusterWire) -> None:

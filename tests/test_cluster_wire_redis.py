@@ -16,6 +16,7 @@ from actionhub.bus.redis.cluster_wire import ClusterWire
 from actionhub.bus.redis.slots import key_slot
 from actionhub.bus.redis.wire import WireParams
 from actionhub.testing import RedisCluster, RedisServer
+from tests.polling import wait_until
 from tests.servers import private_cluster
 
 PARAMS = WireParams(None, 0, None, 0, None, None, "cluster-wire-test", timeout=5.0, connect_timeout=2.0)
@@ -34,6 +35,12 @@ async def wire(cluster: RedisCluster) -> AsyncIterator[ClusterWire]:
         connection = ClusterWire(PARAMS, [("127.0.0.1", cluster.live[0].port)], nursery)
         yield connection
         connection.close()
+
+
+def blocked_clients(cluster: RedisCluster, node: RedisServer) -> int:
+    """How many connections ``node`` holds blocked (``INFO clients``)."""
+    info = cluster.call(node, "INFO", "clients").decode()
+    return int(next(line for line in info.splitlines() if line.startswith("blocked_clients:")).split(":")[1])
 
 
 def key_on(cluster: RedisCluster, node: RedisServer, name: str) -> str:
@@ -121,19 +128,19 @@ async def test_scripts_flushed_on_one_node_are_loaded_again(cluster: RedisCluste
 
 
 async def test_a_blocking_read_on_a_dedicated_connection(cluster: RedisCluster, wire: ClusterWire) -> None:
-    key = key_on(cluster, cluster.primaries()[2], "blocking")
+    node = cluster.primaries()[2]
+    key = key_on(cluster, node, "blocking")
     dedicated = wire.dedicated(key_slot(key))
     got: list[object] = []
+    blocked_before = blocked_clients(cluster, node)
 
     async def read() -> None:
         got.extend(await dedicated.execute(("XREAD", "BLOCK", 5000, "STREAMS", key, "$")))
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(read)
-        with trio.fail_after(5):
-            while dedicated.connection is None:  # noqa: ASYNC110 - connected by the reader task
-                await trio.sleep(0.01)
-        await trio.sleep(0.1)  # let XREAD reach Redis: else its "$" could start after the write
+        # XREAD blocks on Redis: its "$" was taken before the write
+        await wait_until(lambda: blocked_clients(cluster, node) > blocked_before, timeout=5, poll=0.01)
         await wire.execute(("XADD", key, "*", "f", "1"))
     assert got and got[0][0][0] == key.encode()  # type: ignore[index]
 

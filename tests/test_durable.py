@@ -560,6 +560,53 @@ class Held:
         return await self.real(*commands, timeout=timeout)
 
 
+async def test_durable_publishes_at_once_in_the_cluster_layout_on_one_server_share_a_round(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``layout=cluster`` on one server (its keys tagged, its connection not a cluster's): writes
+    made while a WAIT is under way join a round whose mark is in a written stream's slot, and
+    each returns confirmed (the round's mark once failed to name a key: a raw ValueError)."""
+    url = pair.url("layout=cluster&durable=1")
+    prefix = prefix_of(url)
+    topics = [f"t{n % 4}" for n in range(20)]  # several slots
+    missing: list[str] = []
+
+    async def publish(hub: ActionHub, topic: str, n: int) -> None:
+        message_id = await hub.publish(topic, n)
+        streams = [
+            key for key in pair.on_replica.scan_iter(f"{prefix}*") if pair.on_replica.type(key) == b"stream"
+        ]
+        if not any(
+            f'"id":"{message_id}"'.encode() in fields[b"message"]
+            for stream in streams
+            for _, fields in pair.on_replica.xrange(stream)
+        ):
+            missing.append(message_id)
+
+    async with ActionHub(url).running() as hub:
+        await hub.publish("warm-up", 0)  # the confirming connection is made
+        held = Held(hub.bus, monkeypatch, fail_round=False)
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(publish, hub, "t0", -1)  # holds the confirming connection
+                await held.holding.wait()
+                for n, topic in enumerate(topics):
+                    nursery.start_soon(publish, hub, topic, n)
+                await wait_until(lambda: len(held.calls) == 1 and _joined(pair, prefix) == len(topics))
+                held.release.set()
+    assert missing == []
+    rounds = [call for call in held.calls[1:] if call[-1][0] == "WAIT"]
+    assert rounds and all("#mark" in str(call[0][1]) for call in rounds)
+
+
+def _joined(pair: Pair, prefix: str) -> int:
+    """The entries on the primary of streams under ``prefix`` but the warm-up's (the held one is
+    not sent yet)."""
+    on_primary = redis.Redis(port=pair.primary.port)
+    streams = [key for key in on_primary.scan_iter(f"{prefix}*") if on_primary.type(key) == b"stream"]
+    return sum(on_primary.xlen(stream) for stream in streams) - 1
+
+
 @pytest.mark.parametrize(
     "then", ["nothing", "the confirming connection reconnects", "the write went elsewhere"]
 )

@@ -23,6 +23,7 @@ import trio
 
 from actionhub import ActionHub, BusError, Job, Retry
 from actionhub.bus.redis import streams as redis_streams
+from actionhub.bus.redis.slots import key_slot
 from actionhub.testing import RedisServer
 from tests.layouts import OnRedis, client_of, keys_of, on_redis
 from tests.polling import wait_until
@@ -307,6 +308,31 @@ def _spawn(url: str, out: Path, name: str, work: float = 0.0, *extra: str) -> su
     process = subprocess.Popen(command, stdout=subprocess.PIPE, cwd=Path(__file__).parent.parent)
     assert process.stdout is not None and process.stdout.readline() == b"ready\n"
     return process
+
+
+async def test_keyed_publish_many_takes_one_round_trip_per_slot_and_keeps_each_key_s_order(
+    bus_url: str, on_bus: OnRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Keys interleaved: one batch per partition slot in the cluster layout (the clients' grouping,
+    `once.batches`), one batch on a single node; each key's messages in order in its stream."""
+    keys = ["a", "b", "c"] * 4
+    hub = ActionHub(bus_url)
+    async with hub.running():
+        bus: Any = hub.bus
+        run_script_once, round_trips = bus.run_script_once, []
+
+        async def counted(script: Any, *args: Any, **kwargs: Any) -> Any:
+            round_trips.append(script is bus._publish_many_once)
+            return await run_script_once(script, *args, **kwargs)
+
+        monkeypatch.setattr(bus, "run_script_once", counted)
+        ids = await hub.publish_many("keyed", list(range(12)), keys=keys)
+        streams = {key: await bus._partition_stream("keyed", key) for key in "abc"}
+    slots = {key_slot(stream) for stream in streams.values()}
+    assert round_trips.count(True) == (1 if bus.writes_status else len(slots))
+    for n, key in enumerate("abc"):
+        found = [orjson.loads(fields[b"message"])["id"] for _, fields in on_bus.client.xrange(streams[key])]
+        assert found == ids[n::3]
 
 
 def _publish_many(client: Any, stream: str, count: int, start: int = 0) -> None:
@@ -613,10 +639,11 @@ async def test_a_refused_announcement_is_logged_and_the_hub_goes_on(caplog: pyte
 
 
 async def test_keyed_dead_letters_requeue_into_their_partition_and_topic_info_counts_them(
-    bus_url: str, on_bus: OnRedis
+    bus_url: str, on_bus: OnRedis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """In the cluster layout a keyed letter goes back to a partition in another slot than the
-    dead letters: written there first, then deleted (design §4)."""
+    dead letters: written there first, then deleted (design §4); all such writes in one round
+    trip, then all their deletes in one."""
     calls: list[tuple[str, int]] = []
     hub = ActionHub(bus_url)
 
@@ -633,7 +660,23 @@ async def test_keyed_dead_letters_requeue_into_their_partition_and_topic_info_co
         await wait_until(lambda: on_bus.client.xlen(on_bus.keys.dead("keyed")) == 3)
         info = await hub.bus.topic_info("keyed")
         assert (info.dead_letters, info.delayed, info.length) == (3, 1, 3)
+        bus: Any = hub.bus
+        execute, round_trips = bus.execute, []
+
+        async def counted(commands: Any, **kwargs: Any) -> Any:
+            round_trips.append(kwargs.get("what"))
+            return await execute(commands, **kwargs)
+
+        monkeypatch.setattr(bus, "execute", counted)
         assert await hub.requeue_dead_letters("keyed") == 3
+        monkeypatch.undo()
+        dead = key_slot(on_bus.keys.dead("keyed"))
+        targets = [await bus._partition_stream("keyed", f"customer-{n}") for n in range(3)]
+        crossing = sum(key_slot(target) != dead for target in targets)
+        expected = (
+            0 if bus.writes_status else (crossing < 3) + 2 * (crossing > 0)
+        )  # together; writes, deletes
+        assert round_trips.count("requeue dead letters") == expected
         await wait_until(lambda: len(calls) == 6)
         assert await hub.dead_letters("keyed") == []
     assert sorted(calls[3:]) == [("k0", 1), ("k1", 1), ("k2", 1)]

@@ -17,6 +17,7 @@ from actionhub.bus.redis.entries import delayed_member
 from actionhub.bus.redis.layout import ClusterKeys
 from actionhub.bus.redis.once import entry_prefix
 from actionhub.bus.redis.options import connect, split_url
+from tests.servers import private_redis
 
 
 @pytest.fixture
@@ -89,3 +90,34 @@ def test_every_script_declares_its_keys(cluster: Any) -> None:
     start = orjson.dumps(["x", stream])[:-1] + b","
     document = json.loads(info(keys=[stream, keys.dead("orders"), delayed], args=[1, "1", 100, start]))
     assert document["streams"][0][0] == 5 and document["dead"] == 0 and document["delayed"] == 1
+
+
+def test_what_reads_or_moves_runs_when_redis_is_out_of_memory() -> None:
+    """Under ``maxmemory`` (noeviction, exceeded) a script with a shebang is refused whole unless
+    its flags say otherwise: DUE and TOPIC_INFO_SLOT only read (no-writes); MOVE_DUE_C removes a
+    member before writing it (allow-oom, as the single layout's MOVE_DUE runs: its first write,
+    ZREM, frees memory, so Redis lets the rest through). Publishing stays refused."""
+    keys = ClusterKeys("oom:")
+    stream = keys.stream("orders")
+    delayed = keys.delayed_of(stream)
+    member = delayed_member("x", stream, "", b'{"id":"m1"}')
+    with private_redis(appendonly=False, extra_args=("--maxmemory-policy", "noeviction")) as server:
+        client = redis.Redis.from_url(server.url)
+        client.zadd(delayed, {member: 1})
+        client.xadd(stream, {"message": b"{}"})
+        for script in (sc.DUE, sc.TOPIC_INFO_SLOT, sc.MOVE_DUE_C, sc.PUBLISH_MANY_ONCE_C):
+            client.script_load(script)  # loading is a write: refused once out of memory
+        client.config_set("maxmemory", 1)
+        with pytest.raises(redis.exceptions.OutOfMemoryError):
+            client.set("grows", 1)
+        wait, *members = client.register_script(sc.DUE)(keys=[delayed], args=[500])
+        assert members == [member] and float(wait) == -1
+        info = client.register_script(sc.TOPIC_INFO_SLOT)
+        start = orjson.dumps(["x", stream])[:-1] + b","
+        document = json.loads(info(keys=[stream, delayed], args=[1, "0", 100, start]))
+        assert document["streams"][0][0] == 1 and document["delayed"] == 1
+        assert client.register_script(sc.MOVE_DUE_C)(keys=[delayed, stream], args=members) == 1
+        assert client.xlen(stream) == 2 and client.zcard(delayed) == 0
+        many = client.register_script(sc.PUBLISH_MANY_ONCE_C)
+        with pytest.raises(redis.exceptions.OutOfMemoryError):
+            many(keys=[stream], args=["x", 0, b"", b'{"id":"m2"}'])

@@ -28,7 +28,6 @@ from ..message import Message, check_key, check_topic, decode
 from ..payloads import to_json
 from ..results import MessageStatus
 from ..results import decode as decode_status
-from . import _cluster
 from ._calls import (
     RETRY_DELAYS,
     Call,
@@ -275,8 +274,8 @@ class Operations:
             streams.append((yield from self._stream(message)))
         writes = [(s, m.id, raw) for s, m, raw in zip(streams, messages, raws, strict=True)]
         # one topic (and in the cluster layout one slot) per batch
-        batches = _cluster.slot_batches if self.cluster else once.batches
-        for batch_topic, batch in batches(messages, writes):
+        slot = slots.key_slot if self.cluster else None
+        for batch_topic, batch in once.batches(messages, writes, slot=slot):
             # one script per batch: all of it or none; its resend writes nothing if the batch's
             # first message is in its stream (once.py); on pub/sub it is not resent
             kept = yield from self._kept_topic(batch_topic)

@@ -24,7 +24,9 @@ class Channel:
         self._broken = False
 
     def subscribe(self) -> None:
-        """Subscribe (once; again after a cluster node failed it)."""
+        """Subscribe (once; again after a cluster node failed it, or when retried after a
+        failure: the previous subscription is closed first)."""
+        self._drop()
         self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)
         self._pubsub.subscribe(self.channel)
 
@@ -39,11 +41,14 @@ class Channel:
             raise
         return item
 
-    def _renew(self) -> None:
+    def _drop(self) -> None:
         old, self._pubsub = self._pubsub, None
         if old is not None:
             with contextlib.suppress(redis.RedisError, OSError):
                 old.close()
+
+    def _renew(self) -> None:
+        self._drop()
         self._client.nodes_manager.initialize()  # where the channel's node went (a failover)
         self.subscribe()
         self._broken = False

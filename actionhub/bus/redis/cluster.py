@@ -28,7 +28,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ClusterError, RedisClusterException, SlotNotCoveredError, TryAgainError
 from redis.retry import Retry
 
-from ...errors import ConfigurationError
+from ...errors import BusError, ConfigurationError
 from ..url import host_port, redact
 from .wire import WireParams, params_of
 
@@ -125,11 +125,13 @@ def pipelined_on_cluster(client: redis.cluster.RedisCluster, commands: Sequence[
 
     at = 0
     while at < len(commands):
-        if str(commands[at][0]).upper() != "MULTI":
+        if not _is(commands[at], b"MULTI"):
             plain.append(commands[at])
             at += 1
             continue
-        end = next(i for i in range(at, len(commands)) if str(commands[i][0]).upper() == "EXEC")
+        end = next((i for i in range(at, len(commands)) if _is(commands[i], b"EXEC")), None)
+        if end is None:
+            raise BusError(f"a MULTI without its EXEC in a pipeline (command {at} of {len(commands)})")
         if plain:
             replies += run(plain, transaction=False)
             plain = []
@@ -139,3 +141,9 @@ def pipelined_on_cluster(client: redis.cluster.RedisCluster, commands: Sequence[
     if plain:
         replies += run(plain, transaction=False)
     return replies
+
+
+def _is(command: Sequence[Any], name: bytes) -> bool:
+    """Whether ``command`` is ``name`` (its name given as text or bytes, in any case)."""
+    first = command[0]
+    return (first if isinstance(first, bytes) else str(first).encode()).upper() == name

@@ -6,7 +6,10 @@ each node's share goes out in one write on that node's one pipelined connection,
 once. A ``MULTI`` ... ``EXEC`` block is one unit, routed by its inner commands' slot. A keyless
 command (``PING``, ``WAIT``, ``SCRIPT LOAD``, ``EVALSHA sha 0``) follows the keyed command before
 it in the batch, so ``WAIT`` counts the replicas of the node that took the write; with none
-before it, it goes to the first primary.
+before it, it goes to the first primary. A ``WAIT`` of a batch in which any command was redirected
+replies 0: ``ASK`` is per key, so the write may have run on the migrating node and its mark on the
+importing one, and a ``WAIT`` there would count the wrong node's replicas (`execute_noting` says
+whether a batch was redirected, for a write whose ``WAIT`` goes out in a later batch).
 
 Redirections are followed per command, so one moved key does not fail its batch: ``MOVED``
 updates the slot, asks for a refresh and resends there (at most `MAX_HOPS` redirections);
@@ -32,7 +35,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import hiredis
@@ -51,6 +54,9 @@ from redis.exceptions import (
 from .slots import Address, SlotMap, command_keys, key_slot, slot_of
 from .wire import Command, Connection, WireConnection, WireParams
 
+if TYPE_CHECKING:
+    from .dedicated_wire import DedicatedWire
+
 log = logging.getLogger("actionhub.redis")
 
 #: Redirections (MOVED, ASK) one command follows before `ClusterError`.
@@ -62,8 +68,8 @@ TRYAGAIN_BACKOFF = 0.025
 REFRESH_INTERVAL = 0.25
 REFRESH_PERIOD = 30.0
 
-#: What a reply is when the connection it was to come on failed.
-_LOST = (redis.ConnectionError, redis.TimeoutError)
+#: What a reply is when the connection it was to come on failed (a node lost).
+LOST = (redis.ConnectionError, redis.TimeoutError)
 
 
 def _text(arg: Any) -> str:
@@ -153,15 +159,30 @@ class ClusterWire:
         """Send ``commands`` to the nodes owning their slots, each node's share in one write;
         their replies, in order. Raises as `WireConnection.execute` does, once every node's
         replies are in (module docstring)."""
+        return (await self.execute_noting(*commands, timeout=timeout))[0]
+
+    async def execute_noting(
+        self, *commands: Command, timeout: float | None = None
+    ) -> tuple[list[Any], bool]:
+        """`execute`: its replies, and whether any command was redirected (``MOVED``, ``ASK``),
+        so ran elsewhere than `connection_of` its slot says (its ``WAIT`` replies are then 0)."""
         if not commands:
-            return []
+            return [], False
         if len(commands) == 1 and (got := await self._one(commands[0], timeout)) is not None:
             return got
-        return await self._execute(commands, units_of(commands), [None] * len(commands), timeout)
+        units = units_of(commands)
+        replies = await self._execute(commands, units, [None] * len(commands), timeout)
+        if not any(unit.hops for unit in units):
+            return replies, False
+        for unit in units:  # the write and the WAIT's anchor may have run on two nodes
+            if unit.slot is None and unit.stop == unit.start + 1 and _name(commands[unit.start]) == b"WAIT":
+                replies[unit.start] = 0
+        return replies, True
 
-    async def _one(self, command: Command, timeout: float | None) -> list[Any] | None:
+    async def _one(self, command: Command, timeout: float | None) -> tuple[list[Any], bool] | None:
         """The hot path's common call, one command of one key to a node known to own it: its
-        reply, without `execute`'s bookkeeping; None if it is not such a call (nothing sent)."""
+        reply (and whether redirected), without `execute`'s bookkeeping; None if it is not such a
+        call (nothing sent)."""
         slot_map = self._map
         keys = command_keys(command)
         if slot_map is None or len(keys) != 1 or _name(command) == b"MULTI":
@@ -174,14 +195,15 @@ class ClusterWire:
         wire = self._wire(address)
         try:
             got = await wire.execute(command, timeout=timeout, errors_in_place=True)
-        except _LOST:
+        except LOST:
             self.refresh_soon()
             raise
         if not isinstance(got[0], Exception):
-            return got
+            return got, False
         if not await self._again(unit, got, (command,), wire):
             raise got[0]
-        return await self._execute((command,), [unit], [None], timeout)  # redirected, TRYAGAIN, ...
+        got = await self._execute((command,), [unit], [None], timeout)  # redirected, TRYAGAIN, ...
+        return got, unit.hops > 0
 
     async def _execute(
         self, commands: Sequence[Command], pending: list[_Unit], replies: list[Any], timeout: float | None
@@ -207,7 +229,7 @@ class ClusterWire:
             pending = [unit for unit in pending if id(unit) in again]
             if any(unit.tries for unit in retry):
                 await trio.sleep(TRYAGAIN_BACKOFF * 2 ** (max(unit.tries for unit in retry) - 1))
-        lost = next((reply for reply in replies if isinstance(reply, _LOST)), None)
+        lost = next((reply for reply in replies if isinstance(reply, LOST)), None)
         error = lost or next((reply for reply in replies if isinstance(reply, Exception)), None)
         if error is not None:
             raise error
@@ -249,7 +271,7 @@ class ClusterWire:
             wire = self._wire(address)
             got = await wire.execute(*batch, timeout=timeout, errors_in_place=True)
         except redis.RedisError as error:  # lost (failover), or a handshake refused
-            if isinstance(error, _LOST):
+            if isinstance(error, LOST):
                 self.refresh_soon()
             for unit in group:
                 replies[unit.start : unit.stop] = [error] * (unit.stop - unit.start)
@@ -454,6 +476,8 @@ class ClusterWire:
     def dedicated(self, slot: int | None) -> DedicatedWire:
         """A connection of its own for blocking reads of ``slot`` (XREAD BLOCK, ...), to the
         slot's owner, re-targeted when it moves or its node is lost."""
+        from .dedicated_wire import DedicatedWire  # it builds on this module
+
         return DedicatedWire(self, slot)
 
     def close(self) -> None:
@@ -465,62 +489,3 @@ class ClusterWire:
         self._nodes.clear()
         for dedicated in list(self._dedicated):
             dedicated.close()
-
-
-class DedicatedWire:
-    """One connection for blocking reads of one slot (`ClusterWire.dedicated`), with
-    `WireConnection.execute`'s contract: its commands go to the slot's owner, following MOVED
-    (to the new owner, from then on) and ASK (this call only); a connection lost raises
-    ConnectionError and has the map refreshed, so the next call goes where the slot is then."""
-
-    def __init__(self, cluster: ClusterWire, slot: int | None) -> None:
-        self._cluster = cluster
-        self.slot = slot
-        self._wire: WireConnection | None = None
-        self._address: Address | None = None
-
-    @property
-    def connection(self) -> Connection | None:
-        """As `WireConnection.connection`."""
-        return None if self._wire is None else self._wire.connection
-
-    async def execute(self, *commands: Command, timeout: float | None = None) -> list[Any]:
-        """As `WireConnection.execute`, on the slot's owner."""
-        ask: Address | None = None
-        for _ in range(MAX_HOPS + 1):
-            address = ask or await self._cluster.owner(self.slot)
-            wire = self._to(address)
-            self._cluster._dedicated.add(self)
-            batch = [("ASKING",), *commands] if ask else list(commands)
-            try:
-                got = await wire.execute(*batch, timeout=timeout, errors_in_place=True)
-            except _LOST:
-                self._cluster.refresh_soon()
-                raise
-            replies = got[1:] if ask else got
-            error = next((reply for reply in replies if isinstance(reply, Exception)), None)
-            if not isinstance(error, AskError):
-                if error is not None:
-                    raise error
-                return replies
-            ask = (error.host or address[0], error.port)
-            if isinstance(error, MovedError):
-                if (slot_map := self._cluster.slot_map) is not None:
-                    slot_map.moved(error.slot_id, ask)
-                self._cluster.refresh_soon()
-                ask = None
-        raise ClusterError(f"too many redirections ({MAX_HOPS}) for slot {self.slot}")
-
-    def _to(self, address: Address) -> WireConnection:
-        if self._wire is None or self._address != address:
-            if self._wire is not None:
-                self._wire.close()
-            self._wire, self._address = self._cluster.new_wire(address), address
-        return self._wire
-
-    def close(self) -> None:
-        """Drop the connection; a call blocked on it gets ConnectionError. It can be used again."""
-        if self._wire is not None:
-            self._wire.close()
-            self._wire = self._address = None
-        self._cluster._dedicated.discard(self)

@@ -196,8 +196,9 @@ class RedisBusBase(Publishing):
     async def _requeue_in_slots(self, chunk: list[Command]) -> None:
         """The cluster layout's requeue of ``chunk`` (pairs: the write putting a dead letter back,
         its ``XDEL``): those written in the dead letters' slot in one transaction, as in the
-        single layout; the others (a keyed letter back to its partition, design §4) written
-        first, then deleted, so a crash between can only requeue one twice, never lose it."""
+        single layout; the others (a keyed letter back to its partition, design §4) all written
+        first, in one round trip (per slot with their ``WAIT`` if durable), then all deleted in
+        one, so a crash between can only requeue one twice, never lose it."""
         together: list[Command] = []
         writes: list[Command] = []
         deletes: list[Command] = []
@@ -214,11 +215,14 @@ class RedisBusBase(Publishing):
             else:
                 replies = await self.execute([("MULTI",), *together, ("EXEC",)], what="requeue dead letters")
                 raise_nested(replies[-1])
-        for write in writes:
-            if durable:  # one at a time: each on the node it goes to, with its WAIT
-                await requeue_confirmed(self, [write], transaction=False)
-            else:
-                await self.execute([write], what="requeue dead letters")
+        if durable:  # per slot: each group on the node it goes to, with its WAIT
+            by_slot: dict[int, list[Command]] = {}
+            for write in writes:
+                by_slot.setdefault(key_slot(str(write[1])), []).append(write)
+            for group in by_slot.values():
+                await requeue_confirmed(self, group, transaction=False)
+        elif writes:
+            await self.execute(writes, what="requeue dead letters")
         if deletes:
             await self.execute(deletes, what="requeue dead letters")
 

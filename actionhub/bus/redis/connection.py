@@ -28,7 +28,8 @@ from ...supervision.policy import Backoff
 from ..base import Bus
 from ..url import redact
 from .cluster import REDIS_ERRORS, is_cluster_url, parse_cluster_url
-from .cluster_wire import ClusterWire, DedicatedWire
+from .cluster_wire import ClusterWire
+from .dedicated_wire import DedicatedWire
 from .durable import NotReplicated
 from .layout import check_layout, keys_for
 from .options import (

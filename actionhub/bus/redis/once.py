@@ -159,19 +159,24 @@ def batches(
     size: int = PUBLISH_BATCH,
     slot: Callable[[str], int] | None = None,
 ) -> Iterator[tuple[str, list[Write]]]:
-    """``writes`` (one per message) in batches of one topic, at most ``size`` each: (topic, batch).
-    ``slot`` (the cluster layout: `ClusterKeys.slot_of`): each batch's targets also share one slot
-    (a run of one topic's messages whose targets change slot is cut there)."""
+    """``writes`` (one per message) in batches of one topic, at most ``size`` each: (topic, batch);
+    runs of one topic's messages, in order. ``slot`` (the cluster layout: `slots.key_slot`, for
+    the hub and the clients alike): batches of one topic and one slot of their targets
+    (`scripts_cluster.PUBLISH_MANY_ONCE_C` touches one), whatever the order of the keys; each
+    keeps the order of its writes (one key's messages, one partition stream, stay in order) and
+    they come in the order of their first write."""
+    if slot is not None:
+        groups: dict[tuple[str, int], list[Write]] = {}
+        for message, write in zip(messages, writes, strict=True):
+            groups.setdefault((message.topic, slot(write[0])), []).append(write)
+        for (topic, _), group in groups.items():
+            for start in range(0, len(group), size):
+                yield topic, group[start : start + size]
+        return
     start = 0
     while start < len(writes):
         topic, end = messages[start].topic, start + 1
-        first = None if slot is None else slot(writes[start][0])
-        while (
-            end < len(writes)
-            and end - start < size
-            and messages[end].topic == topic
-            and (slot is None or slot(writes[end][0]) == first)
-        ):
+        while end < len(writes) and end - start < size and messages[end].topic == topic:
             end += 1
         yield topic, list(writes[start:end])
         start = end

@@ -54,7 +54,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 from redis.exceptions import NoPermissionError, ResponseError
 
-from .cluster_wire import DedicatedWire
+from .dedicated_wire import DedicatedWire
 from .layout import ClusterKeys
 from .options import text
 from .wire import Command, WireConnection

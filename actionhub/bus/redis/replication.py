@@ -17,6 +17,7 @@ from ...errors import BusError
 from ..url import redact
 from .cluster_wire import ClusterWire
 from .durable import Confirm, NotReplicated, confirm_tail, confirmed_count, mark_command, raise_nested
+from .layout import ClusterKeys
 from .options import pipelined
 from .slots import command_keys, slot_of
 from .wire import Command, Connection
@@ -78,6 +79,7 @@ class Replication:
         bus = self._bus
         confirming, shared = bus.confirming_wire(), bus.wire
         assert confirming is not None and shared is not None, "the trio-driven path is closed"
+        # one round per node: per slot on a cluster (the wire, not the layout: one server is one node)
         slot = slot_of(*commands) if isinstance(shared, ClusterWire) else None
         if slot not in self._busy:
             self._busy.add(slot)
@@ -92,15 +94,19 @@ class Replication:
         confirming_at, confirming_generation = _where(confirming, slot)
         confirming_at = confirming_at or (None if confirming_generation else (1, None))
         shared_at, generation = _where(shared, slot)
-        replies = await shared.execute(*commands)
+        if isinstance(shared, ClusterWire):
+            replies, redirected = await shared.execute_noting(*commands)
+        else:
+            replies, redirected = await shared.execute(*commands), False
         written_at, _ = _where(shared, slot)  # where the write went, if it stayed open or was made for it
-        if written_at != shared_at and not (
-            shared_at is None and written_at and written_at[0] == generation + 1
+        if redirected or (
+            written_at != shared_at
+            and not (shared_at is None and written_at and written_at[0] == generation + 1)
         ):
-            written_at = None
+            written_at = None  # ASK keeps the map: the write ran elsewhere than _where says
         round_ = self._next.get(slot)
         if round_ is None:
-            round_ = self._next[slot] = _Round(self._mark(slot, commands))
+            round_ = self._next[slot] = _Round(self._mark(commands))
         round_.replicas = max(round_.replicas, replicas)
         if slot not in self._busy:  # the round under way ended while this write went out
             self._ended(slot)
@@ -118,9 +124,10 @@ class Replication:
             return replies, 0
         return replies, round_.count
 
-    def _mark(self, slot: int | None, commands: Sequence[Command]) -> Command:
-        """The mark of a round (of ``slot``'s writes, ``commands`` among them, on a cluster)."""
-        if slot is None:
+    def _mark(self, commands: Sequence[Command]) -> Command:
+        """The mark of a round, ``commands`` among its writes. The cluster layout (on a cluster
+        or, its keys tagged all the same, on one server) puts it in the slot of their key."""
+        if not isinstance(self._bus.keys, ClusterKeys):
             return mark_command(self._bus.keys)
         key = next(key for command in commands for key in command_keys(command))
         return mark_command(self._bus.keys, target=_text(key))
@@ -149,7 +156,7 @@ class Replication:
             on, _ = _where(confirming, slot)
             if on is None:  # lost since the writes went out: a WAIT elsewhere confirms nothing of theirs
                 raise redis.ConnectionError("the confirming connection was lost")
-            count = int((await confirming.execute(*tail))[-1])
+            count = int((await confirming.execute(*tail))[-1])  # 0 if the mark was redirected
             if _where(confirming, slot)[0] == on:  # else it reconnected: its WAIT's server is unknown
                 round_.on, round_.count = on, count
         except Exception as error:  # each writer that joined it counts as unconfirmed
@@ -281,8 +288,11 @@ def on_node(client: RedisCluster, commands: Sequence[Command]) -> list[Any]:
     """``commands`` (a write and its ``WAIT``) pipelined on one connection of the primary of their
     slot (blocking). redis-py's cluster pipeline cannot route ``WAIT`` (it has no key), and a
     ``WAIT`` counts only the writes of its own connection, so the write and its ``WAIT`` go to
-    the node's own client. A redirection (the slot moved meanwhile) ran nothing there: the slot
-    map is refreshed and the call fails as transient, to be sent again (a publish as a resend)."""
+    the node's own client. A redirection (the slot moved, or is migrating) fails the call as
+    transient, the slot map refreshed, to be sent again (a publish as a resend, which writes
+    nothing if its entry is there): the pipeline is no transaction, so its write may have run
+    there while only the mark was redirected (``ASK`` is per key), and its ``WAIT`` is not
+    counted either way."""
     slot = slot_of(*commands)
     if slot is None:
         raise ValueError("a confirmed write must touch a key")

@@ -10,6 +10,12 @@ from __future__ import annotations
 from .scripts import _WRITTEN
 
 SHEBANG = "#!lua\n"
+#: The shebangs of the scripts that run when Redis is out of memory (``maxmemory``): a script
+#: with a shebang is refused whole then, unless it only reads (``no-writes``) or says it may run
+#: (``allow-oom``: it only moves memory, as scripts_slots.py's rule). The others are refused,
+#: as their single-layout counterparts are at their first write.
+READS = "#!lua flags=no-writes\n"
+MOVES = "#!lua flags=allow-oom\n"
 
 # One publish that needs more than a bare XADD, in the cluster layout: deduplicated, delayed, or
 # the resend of any publish (see once.py). Unlike `PUBLISH_ONCE` it writes no status record (the
@@ -87,12 +93,13 @@ return 0
 # seconds until the next one not yet due (-1: none), as text. The caller moves them with
 # `MOVE_DUE_C`, which declares their targets.
 DUE = (
-    SHEBANG
+    READS
     + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
-local nxt = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+local at = string.format('%.17g', now)  -- exact: a number as text has 14 digits (~10 us off)
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', at, 'LIMIT', 0, tonumber(ARGV[1]))
+local nxt = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. at, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
 local wait = -1
 if nxt[2] then wait = tonumber(nxt[2]) - now end
 local out = {tostring(wait)}
@@ -107,7 +114,7 @@ return out
 # it twice, and a crash between the calls loses nothing (the member stays in the set). Returns
 # the members moved.
 MOVE_DUE_C = (
-    SHEBANG
+    MOVES
     + """
 local moved = 0
 for _, member in ipairs(ARGV) do
@@ -133,7 +140,7 @@ return moved
 # caps the delayed members looked at; ARGV[4..] are the starts of the delayed members bound for
 # the topic's streams (or channel) in this slot (see `delayed_member`).
 TOPIC_INFO_SLOT = (
-    SHEBANG
+    READS
     + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -182,10 +189,12 @@ return cjson.encode({
 
 __all__ = [
     "DUE",
+    "MOVES",
     "MOVE_DUE_C",
     "PENDING",
     "PUBLISH_MANY_ONCE_C",
     "PUBLISH_ONCE_C",
+    "READS",
     "SHEBANG",
     "TOPIC_INFO_SLOT",
 ]
