@@ -52,7 +52,7 @@ async def test_each_done_record_reaches_redis_before_its_ack(
     redis_url: str, path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     if path == "threads":  # as with TLS or a client the wire cannot copy: redis-py in threads
-        monkeypatch.setattr(RedisBusBase, "new_wire", lambda self: None)
+        monkeypatch.setattr(RedisBusBase, "new_wire", lambda self, slot=None: None)
     client, keys = _redis(redis_url)
     stop = f"stop-{uuid.uuid4().hex}"
     commands: list[str] = []
